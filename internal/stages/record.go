@@ -1,0 +1,64 @@
+// Package stages defines the contract between the etld runtime and the
+// stage implementations: records and batches, the Source, Step and Sink
+// interfaces, and the Registry that maps a stage `type` to its factory.
+//
+// Implementations are synchronous. The runtime (internal/runtime) owns
+// goroutines, channels, retries and shutdown order; a stage never starts a
+// goroutine that outlives its Close.
+package stages
+
+import "strconv"
+
+// Origin describes where records come from. One Origin is shared by every
+// record read from the same file (or stream), so records carry a pointer,
+// not a copy.
+type Origin struct {
+	Source string // id of the source stage
+	Path   string // file path; "-" for stdin; "" for generated records
+}
+
+// Record is one line of input plus its metadata.
+//
+// Raw is the line without its newline. After parse_json succeeds, Parsed is
+// true and Raw holds the record's fields as one JSON object (steps that
+// change fields rewrite Raw), so a sink always writes Raw followed by a
+// newline: the original bytes when the record was never parsed, else its
+// fields as one JSON object.
+type Record struct {
+	Raw    []byte
+	Parsed bool
+	Origin *Origin
+	Offset int64 // byte offset of the line in its file; -1 when unknown
+}
+
+// OriginString formats the record's origin as "path:offset" for
+// dead-letter lines and logs.
+func (r *Record) OriginString() string {
+	if r.Origin == nil {
+		return ""
+	}
+	if r.Offset < 0 {
+		return r.Origin.Path
+	}
+	return r.Origin.Path + ":" + strconv.FormatInt(r.Offset, 10)
+}
+
+// Reject is a bad record: it is counted, logged (rate-limited) and sent to
+// the pipeline's dead-letter sink when one is configured.
+type Reject struct {
+	Record Record
+	Stage  string // id of the stage that rejected it (filled in by the runtime when empty)
+	Err    error
+	Length int64 // original length when Record.Raw was cut at max_line_bytes; 0 otherwise
+}
+
+// Batch is the unit that travels through the pipeline's channels. A batch
+// has exactly one owner at a time: whoever receives it from a channel may
+// modify it in place and pass it on; nobody keeps a reference after sending.
+type Batch struct {
+	Records []Record
+	Rejects []Reject
+}
+
+// Len is the number of good records in the batch.
+func (b *Batch) Len() int { return len(b.Records) }
