@@ -1,0 +1,18 @@
+// Package steps holds etld's built-in worker step types, one file per type. Each
+// file declares its config (defaults in NewConfig, `yaml` and `doc` struct
+// tags, Validate), its implementation, and registers its stages.Factory from
+// init, so adding a type touches nothing else.
+package steps
+
+import (
+	"slices"
+
+	"github.com/etld/etld/internal/stages"
+)
+
+var factories []stages.Factory
+
+func register(f stages.Factory) { factories = append(factories, f) }
+
+// All returns the factories of every built-in worker step type.
+func All() []stages.Factory { return slices.Clone(factories) }
