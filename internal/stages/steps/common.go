@@ -1,0 +1,271 @@
+package steps
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/etld/etld/internal/jsonrec"
+	"github.com/etld/etld/internal/stages"
+)
+
+// arena hands out the output bytes of rewritten records. One Process call
+// allocates one chunk sized for the whole batch (a few more only if its
+// estimate was short) instead of one buffer per record. Each record gets a
+// capacity-capped slice, so appending to one record's Raw can never
+// overwrite the next. Chunks are never reused: the records own them once
+// the batch moves downstream.
+type arena struct {
+	buf []byte
+}
+
+// reserve makes room for n more bytes, starting a new chunk of at least
+// hint bytes when the current one is too small.
+func (a *arena) reserve(n, hint int) {
+	if cap(a.buf)-len(a.buf) < n {
+		a.buf = make([]byte, 0, max(n, hint))
+	}
+}
+
+// since returns the bytes appended since offset start, capped.
+func (a *arena) since(start int) []byte {
+	return a.buf[start:len(a.buf):len(a.buf)]
+}
+
+// rejectErr wraps a per-record error with the step type, since the
+// runtime only knows the worker's id.
+func rejectErr(step string, err error) error {
+	return fmt.Errorf("%s: %w", step, err)
+}
+
+// errNotParsed is the reject reason of set, eval and drop for records that
+// no parse_json step has accepted.
+func errNotParsed(step string) error {
+	return fmt.Errorf("%s: record is not parsed JSON (add a parse_json step before %s)", step, step)
+}
+
+// fieldKey is a field name with its pre-encoded forms.
+type fieldKey struct {
+	name   string
+	prefix []byte // `"name":`
+	quoted []byte // `"name"`
+}
+
+func newFieldKey(name string) fieldKey {
+	p := jsonrec.AppendKey(nil, name)
+	return fieldKey{name: name, prefix: p, quoted: p[: len(p)-1 : len(p)-1]}
+}
+
+// surelyAbsent reports whether obj certainly has none of keys as a member,
+// without parsing it: a member named k would put `"k"` (k's JSON encoding)
+// in the text unless the key were written with escapes, which need a
+// backslash. Both tests are SIMD-accelerated scans, much cheaper than
+// walking the members. False means "maybe present": walk them.
+func surelyAbsent(obj []byte, keys []fieldKey) bool {
+	if bytes.IndexByte(obj, '\\') >= 0 {
+		return false
+	}
+	for i := range keys {
+		if bytes.Contains(obj, keys[i].quoted) {
+			return false
+		}
+	}
+	return true
+}
+
+// planSet fills s.edits and s.add so that jsonrec.AppendEdited sets every
+// field keys[i] to the JSON value vals[i]: the first occurrence of an
+// existing key has its value replaced in place, later duplicates of it are
+// removed (so every JSON reader sees the new value), absent keys are
+// appended in order.
+func planSet(s *exprScratch, obj []byte, ms []jsonrec.Member, keys []fieldKey, vals [][]byte) {
+	s.edits = s.edits[:0]
+	s.add = s.add[:0]
+	clear(s.found)
+	for i := range ms {
+		m := &ms[i]
+		for j := range keys {
+			if !m.KeyIs(obj, keys[j].name) {
+				continue
+			}
+			if s.found[j] {
+				s.edits = append(s.edits, jsonrec.Edit{Member: i, Remove: true})
+			} else {
+				s.found[j] = true
+				s.edits = append(s.edits, jsonrec.Edit{Member: i, Value: vals[j]})
+			}
+			break
+		}
+	}
+	for j := range keys {
+		if s.found[j] {
+			continue
+		}
+		if len(s.add) > 0 {
+			s.add = append(s.add, ',')
+		}
+		s.add = append(s.add, keys[j].prefix...)
+		s.add = append(s.add, vals[j]...)
+	}
+}
+
+// resolve follows YAML aliases and unwraps a document node.
+func resolve(n *yaml.Node) *yaml.Node {
+	for n != nil && (n.Kind == yaml.AliasNode || n.Kind == yaml.DocumentNode) {
+		if n.Kind == yaml.AliasNode {
+			n = n.Alias
+		} else if len(n.Content) == 1 {
+			n = n.Content[0]
+		} else {
+			return n
+		}
+	}
+	return n
+}
+
+func isNull(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
+}
+
+// mappingPairs returns the key/value pairs of a mapping node in order,
+// checking that keys are non-empty strings and not repeated. what names
+// the step in error messages.
+func mappingPairs(n *yaml.Node, what, want string) (keys []string, vals []*yaml.Node, err error) {
+	n = resolve(n)
+	if n == nil || n.Kind != yaml.MappingNode {
+		return nil, nil, fmt.Errorf("%s: want %s", what, want)
+	}
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k := resolve(n.Content[i])
+		if k.Kind != yaml.ScalarNode || k.ShortTag() == "!!null" {
+			return nil, nil, fmt.Errorf("%s: line %d: field names must be strings", what, k.Line)
+		}
+		if k.ShortTag() == "!!merge" {
+			return nil, nil, fmt.Errorf("%s: line %d: YAML merge keys (<<) are not supported", what, k.Line)
+		}
+		if k.Value == "" {
+			return nil, nil, fmt.Errorf("%s: line %d: empty field name", what, k.Line)
+		}
+		if seen[k.Value] {
+			return nil, nil, fmt.Errorf("%s: line %d: field %q given twice", what, k.Line, k.Value)
+		}
+		seen[k.Value] = true
+		keys = append(keys, k.Value)
+		vals = append(vals, n.Content[i+1])
+	}
+	return keys, vals, nil
+}
+
+// appendYAMLAsJSON appends the JSON form of a YAML value, keeping mapping
+// key order. Scalars keep their YAML type (quoted "3" stays a string);
+// timestamps and other tags become strings; .nan and .inf are errors.
+func appendYAMLAsJSON(dst []byte, n *yaml.Node, depth int) ([]byte, error) {
+	if depth > 100 {
+		return dst, errors.New("value nested too deeply")
+	}
+	n = resolve(n)
+	switch n.Kind {
+	case yaml.MappingNode:
+		keys, vals, err := mappingPairs(n, "value", "a mapping")
+		if err != nil {
+			return dst, err
+		}
+		dst = append(dst, '{')
+		for i, k := range keys {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = jsonrec.AppendKey(dst, k)
+			if dst, err = appendYAMLAsJSON(dst, vals[i], depth+1); err != nil {
+				return dst, err
+			}
+		}
+		return append(dst, '}'), nil
+	case yaml.SequenceNode:
+		dst = append(dst, '[')
+		for i, c := range n.Content {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			var err error
+			if dst, err = appendYAMLAsJSON(dst, c, depth+1); err != nil {
+				return dst, err
+			}
+		}
+		return append(dst, ']'), nil
+	case yaml.ScalarNode:
+		switch n.ShortTag() {
+		case "!!null":
+			return append(dst, "null"...), nil
+		case "!!bool":
+			var b bool
+			if err := n.Decode(&b); err != nil {
+				return dst, err
+			}
+			return strconv.AppendBool(dst, b), nil
+		case "!!int":
+			var i int64
+			if err := n.Decode(&i); err == nil {
+				return strconv.AppendInt(dst, i, 10), nil
+			}
+			var u uint64
+			if err := n.Decode(&u); err == nil {
+				return strconv.AppendUint(dst, u, 10), nil
+			}
+			return dst, fmt.Errorf("integer %s is out of range", n.Value)
+		case "!!float":
+			var f float64
+			if err := n.Decode(&f); err != nil {
+				return dst, err
+			}
+			if math.IsNaN(f) || math.IsInf(f, 0) {
+				return dst, fmt.Errorf("%s cannot be represented in JSON", n.Value)
+			}
+			return jsonrec.AppendFloat(dst, f, 64)
+		default:
+			return jsonrec.AppendString(dst, n.Value), nil
+		}
+	default:
+		return dst, fmt.Errorf("unsupported YAML node")
+	}
+}
+
+// configOf converts the config a factory receives back to its own type.
+func configOf[T any](step string, cfg any) (*T, error) {
+	c, ok := cfg.(*T)
+	if !ok || c == nil {
+		return nil, fmt.Errorf("%s: config is %T, want *%T", step, cfg, *new(T))
+	}
+	return c, nil
+}
+
+// compactor removes records from a batch in place while iterating it.
+// Records that stay are moved down to index w; rejected ones are appended
+// to b.Rejects.
+type compactor struct {
+	b *stages.Batch
+	w int
+}
+
+func (c *compactor) keep(r *stages.Record) {
+	if dst := &c.b.Records[c.w]; dst != r {
+		*dst = *r
+	}
+	c.w++
+}
+
+func (c *compactor) reject(r *stages.Record, err error) {
+	c.b.Rejects = append(c.b.Rejects, stages.Reject{Record: *r, Err: err})
+}
+
+// done truncates the batch to the kept records, clearing the tail so the
+// dropped records' bytes can be collected.
+func (c *compactor) done() {
+	clear(c.b.Records[c.w:])
+	c.b.Records = c.b.Records[:c.w]
+}
