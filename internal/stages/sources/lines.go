@@ -1,0 +1,284 @@
+package sources
+
+import (
+	"bytes"
+	"fmt"
+
+	"github.com/etld/etld/internal/stages"
+)
+
+// Batch limits shared by the line-oriented sources (file, stdin): Read
+// returns at most batchMaxRecords records, and stops adding lines once the
+// batch holds batchMaxBytes of line data.
+const (
+	batchMaxRecords = 1024
+	batchMaxBytes   = 256 << 10
+	// readBlock is the initial size of a splitter's read buffer. It grows,
+	// up to max_line_bytes+1, only when one line does not fit.
+	readBlock = 256 << 10
+	// defaultMaxLineBytes is the default of every max_line_bytes option.
+	defaultMaxLineBytes = 1 << 20
+	// maxMaxLineBytes bounds max_line_bytes: the read buffer grows to it.
+	maxMaxLineBytes = 1 << 30
+)
+
+// validateMaxLineBytes checks a max_line_bytes option.
+func validateMaxLineBytes(n stages.ByteSize) error {
+	if n <= 0 || n > maxMaxLineBytes {
+		return stages.FieldErr("max_line_bytes", fmt.Errorf("must be between 1 and %v, got %d", stages.ByteSize(maxMaxLineBytes), int64(n)))
+	}
+	return nil
+}
+
+// lineKind is what lineSplitter.next found.
+type lineKind uint8
+
+const (
+	noLine   lineKind = iota // no complete line buffered: read more
+	goodLine                 // a line of at most max bytes
+	longLine                 // a line over max bytes: becomes a stages.Reject
+)
+
+// lineSplitter splits a byte stream into '\n'-terminated lines. It is the one
+// line splitter of the file and stdin sources.
+//
+// The owner reads into space(), reports the bytes with advance(), and takes
+// lines with next() until it returns noLine. Lines returned by next alias the
+// internal buffer and are valid until the next call to space or release.
+//
+// A line longer than max never sits in memory whole: once max+1 bytes of it
+// are buffered without a newline, its first max bytes are copied aside and
+// the rest is skipped as it arrives; next then reports it as a longLine with
+// its full length. A lineSplitter is not safe for concurrent use.
+type lineSplitter struct {
+	max        int
+	buf        []byte
+	start, end int   // buffered, unconsumed bytes are buf[start:end]
+	pos        int64 // stream offset of buf[start]
+	done       int64 // stream offset just past the last line returned
+
+	long       bool   // skipping the rest of an over-long line
+	longStart  int64  // its stream offset
+	longPrefix []byte // its first max bytes (owned: becomes Reject.Record.Raw)
+}
+
+// reset empties the splitter and positions it at stream offset off. It keeps
+// the buffer.
+func (s *lineSplitter) reset(off int64) {
+	s.start, s.end = 0, 0
+	s.pos, s.done = off, off
+	s.long, s.longPrefix = false, nil
+}
+
+// buffered is the number of unconsumed buffered bytes.
+func (s *lineSplitter) buffered() int { return s.end - s.start }
+
+// idle reports whether the splitter holds no partial line, so its buffer
+// can be released.
+func (s *lineSplitter) idle() bool { return s.start == s.end && !s.long }
+
+// release hands the buffer back (to be reused by another splitter) when the
+// splitter is idle; it returns nil otherwise.
+func (s *lineSplitter) release() []byte {
+	if !s.idle() || s.buf == nil {
+		return nil
+	}
+	b := s.buf
+	s.buf, s.start, s.end = nil, 0, 0
+	return b
+}
+
+// space returns the free tail of the buffer to read into, compacting or
+// growing it first. spare, if non-nil and large enough, is used as the
+// buffer when the splitter has none. It never returns an empty slice.
+func (s *lineSplitter) space(spare []byte) []byte {
+	if s.buf == nil {
+		if cap(spare) >= readBlock {
+			s.buf = spare[:cap(spare)]
+		} else {
+			s.buf = make([]byte, min(readBlock, s.max+1))
+		}
+	}
+	if s.start == s.end {
+		s.start, s.end = 0, 0
+	}
+	// Compact when less than half of the buffer is free at its end.
+	if s.start > 0 && len(s.buf)-s.end < len(s.buf)/2 {
+		n := copy(s.buf, s.buf[s.start:s.end])
+		s.start, s.end = 0, n
+	}
+	if s.end == len(s.buf) {
+		// The buffer is full of one partial line of at most max bytes
+		// (next would have switched to skipping otherwise): grow it, up to
+		// max+1 bytes, which is enough to tell that a line is too long.
+		n := min(2*len(s.buf), s.max+1)
+		if n <= len(s.buf) {
+			n = len(s.buf) + 1 // unreachable by the invariant; stay safe
+		}
+		nb := make([]byte, n)
+		copy(nb, s.buf[s.start:s.end])
+		s.buf, s.start, s.end = nb, 0, s.end-s.start
+	}
+	return s.buf[s.end:]
+}
+
+// advance records that n bytes were read into the slice space returned.
+func (s *lineSplitter) advance(n int) { s.end += n }
+
+// next returns the next complete line. For a goodLine, line is the line
+// without its newline, aliasing the buffer. For a longLine, line is an owned
+// copy of its first max bytes and length its full length. off is the stream
+// offset of the line's first byte.
+func (s *lineSplitter) next() (kind lineKind, line []byte, off, length int64) {
+	for s.start < s.end {
+		data := s.buf[s.start:s.end]
+		i := bytes.IndexByte(data, '\n')
+		if i < 0 {
+			if !s.long && len(data) <= s.max {
+				return noLine, nil, 0, 0 // wait for the rest of the line
+			}
+			if !s.long {
+				s.long, s.longStart = true, s.pos
+				s.longPrefix = bytes.Clone(data[:s.max])
+			}
+			s.pos += int64(len(data))
+			s.start = s.end
+			return noLine, nil, 0, 0
+		}
+		off = s.pos
+		s.start += i + 1
+		s.pos += int64(i + 1)
+		s.done = s.pos
+		if s.long {
+			line, off, length = s.longPrefix, s.longStart, off+int64(i)-s.longStart
+			s.long, s.longPrefix = false, nil
+			return longLine, line, off, length
+		}
+		if i > s.max {
+			return longLine, bytes.Clone(data[:s.max]), off, int64(i)
+		}
+		return goodLine, data[:i], off, 0
+	}
+	return noLine, nil, 0, 0
+}
+
+// final returns the last line of a stream that ended without a newline, if
+// any, like next. Call it once the stream is at its end and next returned
+// noLine.
+func (s *lineSplitter) final() (kind lineKind, line []byte, off, length int64) {
+	if s.long {
+		line, off, length = s.longPrefix, s.longStart, s.pos-s.longStart
+		s.long, s.longPrefix = false, nil
+		s.done = s.pos
+		return longLine, line, off, length
+	}
+	if s.start == s.end {
+		return noLine, nil, 0, 0
+	}
+	line, off = s.buf[s.start:s.end], s.pos
+	s.pos += int64(len(line))
+	s.start = s.end
+	s.done = s.pos
+	return goodLine, line, off, 0
+}
+
+// batchBuilder assembles a stages.Batch from lines that alias a splitter's
+// buffer, copying them into one allocation per contiguous run ("segment"):
+// normally one per batch, and one more each time the batch spans a refill
+// of the buffer, a change of file, or a reject.
+//
+// Lines of one segment must be consecutive lines of one stream, read into
+// one buffer: call seal before the buffer is refilled (space), before taking
+// lines from another splitter, and before handing the batch out.
+type batchBuilder struct {
+	b        *stages.Batch
+	segFirst int // index in b.Records of the current segment's first record
+	bytes    int // line bytes in the batch
+}
+
+// start begins a new batch.
+func (bb *batchBuilder) start() {
+	bb.b = &stages.Batch{}
+	bb.segFirst, bb.bytes = 0, 0
+}
+
+// full reports whether the batch reached its record or byte limit.
+func (bb *batchBuilder) full() bool {
+	return len(bb.b.Records) >= batchMaxRecords || bb.bytes >= batchMaxBytes
+}
+
+// empty reports whether the batch has neither records nor rejects.
+func (bb *batchBuilder) empty() bool { return len(bb.b.Records) == 0 && len(bb.b.Rejects) == 0 }
+
+// add appends a line that aliases the reader's buffer until seal; hint is
+// the number of bytes still buffered, used to size the Records slice.
+func (bb *batchBuilder) add(line []byte, off int64, o *stages.Origin, hint int) {
+	if bb.b.Records == nil {
+		bb.b.Records = make([]stages.Record, 0, min(batchMaxRecords, hint/64+8))
+	}
+	bb.b.Records = append(bb.b.Records, stages.Record{Raw: line, Origin: o, Offset: off})
+	bb.bytes += len(line)
+}
+
+// reject appends an over-long line; prefix is owned by the batch.
+func (bb *batchBuilder) reject(prefix []byte, off, length int64, o *stages.Origin, max int) {
+	bb.seal()
+	bb.b.Rejects = append(bb.b.Rejects, stages.Reject{
+		Record: stages.Record{Raw: prefix, Origin: o, Offset: off},
+		Err:    fmt.Errorf("line of %d bytes exceeds max_line_bytes (%d)", length, max),
+		Length: length,
+	})
+}
+
+// take moves lines from s into the batch until the batch is full or s has
+// no complete line left; it reports whether the batch is full.
+func (bb *batchBuilder) take(s *lineSplitter, o *stages.Origin) bool {
+	for !bb.full() {
+		kind, line, off, length := s.next()
+		switch kind {
+		case noLine:
+			return false
+		case goodLine:
+			bb.add(line, off, o, s.buffered())
+		case longLine:
+			bb.reject(line, off, length, o, s.max)
+		}
+	}
+	return true
+}
+
+// seal copies the current segment's lines out of the reader's buffer into
+// one new allocation. Each Raw is capacity-limited, so a step that appends
+// to one record's Raw reallocates instead of overwriting the next record.
+func (bb *batchBuilder) seal() {
+	recs := bb.b.Records[bb.segFirst:]
+	bb.segFirst = len(bb.b.Records)
+	if len(recs) == 0 {
+		return
+	}
+	first, last := &recs[0], &recs[len(recs)-1]
+	span := int(last.Offset-first.Offset) + len(last.Raw)
+	// The segment's lines are consecutive in one buffer, and first.Raw's
+	// capacity runs to the end of that buffer, so this is the whole run.
+	src := first.Raw[:span:span]
+	arena := make([]byte, span)
+	copy(arena, src)
+	base := first.Offset
+	for i := range recs {
+		r := &recs[i]
+		rel := int(r.Offset - base)
+		end := rel + len(r.Raw)
+		r.Raw = arena[rel:end:end]
+	}
+}
+
+// finish seals and returns the batch, or nil when it is empty.
+func (bb *batchBuilder) finish() *stages.Batch {
+	bb.seal()
+	b := bb.b
+	bb.b = nil
+	if len(b.Records) == 0 && len(b.Rejects) == 0 {
+		return nil
+	}
+	return b
+}

@@ -1,0 +1,686 @@
+package sources
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/rs/zerolog"
+
+	"github.com/etld/etld/internal/stages"
+)
+
+// FileConfig is the config of the `file` source.
+type FileConfig struct {
+	Path         string          `yaml:"path" doc:"files to read: a path or a glob, relative to the pipeline file"`
+	Follow       bool            `yaml:"follow" doc:"keep reading like tail -F (rotation, truncation, new files); false reads every file once and ends"`
+	StartAt      string          `yaml:"start_at" doc:"where to start in a file with no checkpoint: beginning or end"`
+	MaxLineBytes stages.ByteSize `yaml:"max_line_bytes" doc:"longest line; a longer line is a bad record that keeps its first max_line_bytes bytes"`
+}
+
+// Values of FileConfig.StartAt.
+const (
+	StartAtBeginning = "beginning"
+	StartAtEnd       = "end"
+)
+
+// pollInterval is how often a following file source looks for new, rotated
+// and truncated files even without a filesystem notification.
+var pollInterval = 250 * time.Millisecond
+
+// NewFileConfig returns a FileConfig with its defaults.
+func NewFileConfig() *FileConfig {
+	return &FileConfig{Follow: true, StartAt: StartAtBeginning, MaxLineBytes: defaultMaxLineBytes}
+}
+
+// Validate implements stages.Validator.
+func (c *FileConfig) Validate() error {
+	var errs []error
+	if c.Path == "" {
+		errs = append(errs, stages.FieldErr("path", errors.New("is required")))
+	} else if _, err := filepath.Match(c.Path, ""); err != nil {
+		errs = append(errs, stages.FieldErr("path", fmt.Errorf("invalid glob %q: %w", c.Path, err)))
+	}
+	if c.StartAt != StartAtBeginning && c.StartAt != StartAtEnd {
+		errs = append(errs, stages.FieldErr("start_at", fmt.Errorf("must be %q or %q, got %q", StartAtBeginning, StartAtEnd, c.StartAt)))
+	}
+	if err := validateMaxLineBytes(c.MaxLineBytes); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// ResolvePaths implements stages.PathResolver.
+func (c *FileConfig) ResolvePaths(dir string) {
+	if c.Path != "" && !filepath.IsAbs(c.Path) {
+		c.Path = filepath.Join(dir, c.Path)
+	}
+}
+
+// Finite implements stages.Finiter: a file source ends only when it does not
+// follow its files.
+func (c *FileConfig) Finite() bool { return !c.Follow }
+
+func init() {
+	register(stages.Factory{
+		Kind:      stages.KindSource,
+		Type:      "file",
+		Doc:       "Reads lines from the files matching a glob, once or following them like tail -F.",
+		NewConfig: func() any { return NewFileConfig() },
+		NewSource: func(s stages.Settings, cfg any) (stages.Source, error) {
+			c, ok := cfg.(*FileConfig)
+			if !ok {
+				return nil, fmt.Errorf("file source %q: config is %T, want *FileConfig", s.ID, cfg)
+			}
+			return NewFileSource(s, c), nil
+		},
+	})
+}
+
+// FileSource reads lines from the files matching a glob.
+//
+// With Follow false it reads each matching file (sorted by path) to its end,
+// a last line without a newline included, and then Read returns
+// stages.ErrEndOfInput. With Follow true it tails the files like `tail -F`:
+// it waits for data with fsnotify watches on their directories and a poll
+// ticker; picks up new files matching the glob (from their beginning);
+// reads a file renamed away (rotation) until it is drained, then closes it;
+// restarts a file at offset 0 when it shrinks below the read offset or its
+// first bytes change (copytruncate); and identifies files by device, inode
+// and a fingerprint of their first bytes, so a rotated file that still
+// matches the glob is not read twice. A last line without a newline waits
+// for its newline, except in a file that is rotated away or deleted.
+//
+// Records share one Origin per file, whose Path is the name under which the
+// file was discovered; Offset is the byte offset of the line in that file.
+//
+// Read, Open and Close are called from one goroutine (the runtime's);
+// Positions may be called concurrently with them.
+type FileSource struct {
+	cfg      FileConfig
+	settings stages.Settings
+	log      zerolog.Logger
+
+	mu    sync.Mutex             // guards files and their positions, for Positions
+	files []*tailedFile          // finite: sorted by path; follow: in discovery order
+	byID  map[fileID]*tailedFile // open files (follow) or opened files (finite)
+	next  int                    // finite: index of the file being read; follow: round-robin start
+	// known holds positions of files not open now: given by SetPositions,
+	// or of files closed after rotation or deletion. A file found again
+	// with the same identity and fingerprint resumes there instead of being
+	// read again (a rotated file can reappear under a matching name, and a
+	// rename can race with the directory scan). Bounded by maxKnown.
+	known    map[fileID]knownPosition
+	knownSeq uint64
+
+	spare []byte // an idle read buffer, handed to the next splitter that needs one
+	bb    batchBuilder
+
+	watcher *fsnotify.Watcher
+	events  chan fsnotify.Event // the watcher's channels; nil without a watcher
+	errs    chan error
+	watched map[string]bool
+	ticker  *time.Ticker
+
+	opened, closed bool
+}
+
+// maxKnown bounds the positions a file source remembers for files it does
+// not have open.
+const maxKnown = 1024
+
+// knownPosition is a remembered position and its insertion order.
+type knownPosition struct {
+	FilePosition
+	seq uint64
+}
+
+// NewFileSource returns a file source for cfg (validated, paths resolved).
+// It does no I/O: Open does.
+func NewFileSource(s stages.Settings, cfg *FileConfig) *FileSource {
+	return &FileSource{
+		cfg:      *cfg,
+		settings: s,
+		log:      s.Logger.With().Str("path", cfg.Path).Logger(),
+		byID:     map[fileID]*tailedFile{},
+		watched:  map[string]bool{},
+	}
+}
+
+// SetPositions makes the source resume the given files (as returned by
+// Positions before a restart) instead of applying start_at. A position is
+// used only for a file with the same device, inode and fingerprint; an
+// offset beyond the file's size (truncated while etld was down) restarts
+// it at 0. Call it before Open.
+func (s *FileSource) SetPositions(ps []FilePosition) {
+	for _, p := range ps {
+		id := fileID{dev: p.Dev, ino: p.Inode}
+		if p.Dev == 0 && p.Inode == 0 {
+			id.path = p.Path
+		}
+		s.remember(id, p)
+	}
+}
+
+// remember records the position of a file that is not open, evicting the
+// oldest remembered position beyond maxKnown.
+func (s *FileSource) remember(id fileID, p FilePosition) {
+	if s.known == nil {
+		s.known = map[fileID]knownPosition{}
+	}
+	s.knownSeq++
+	s.known[id] = knownPosition{FilePosition: p, seq: s.knownSeq}
+	if len(s.known) <= maxKnown {
+		return
+	}
+	oldest, first := fileID{}, true
+	var oldestSeq uint64
+	for k, v := range s.known {
+		if first || v.seq < oldestSeq {
+			oldest, oldestSeq, first = k, v.seq, false
+		}
+	}
+	delete(s.known, oldest)
+}
+
+// Positions returns the resumable state of every file opened so far, plus
+// the remembered positions of files closed after rotation or deletion (at
+// most maxKnown of them, newest kept) and of positions given to
+// SetPositions whose file was not found again. Offsets cover exactly the
+// batches already returned by Read. Safe for concurrent use with Read.
+func (s *FileSource) Positions() []FilePosition {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]FilePosition, 0, len(s.files)+len(s.known))
+	for _, t := range s.files {
+		if t.f != nil || t.sp.done > 0 || t.fp.n > 0 {
+			out = append(out, t.position())
+		}
+	}
+	for _, k := range s.known {
+		out = append(out, k.FilePosition)
+	}
+	return out
+}
+
+// Open lists the matching files; when following, it also starts watching
+// their directories and opens the files.
+func (s *FileSource) Open(ctx context.Context) error {
+	if s.opened {
+		return errors.New("file source: opened twice")
+	}
+	s.opened = true
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.cfg.Follow {
+		matches, err := filepath.Glob(s.cfg.Path)
+		if err != nil {
+			return fmt.Errorf("file source: glob %q: %w", s.cfg.Path, err)
+		}
+		for _, p := range matches {
+			if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
+				s.files = append(s.files, &tailedFile{path: p})
+			}
+		}
+		if len(s.files) == 0 {
+			s.log.Warn().Msg("no file matches the path; the source ends at once")
+		}
+		return nil
+	}
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		s.log.Warn().Err(err).Msg("cannot watch the files' directories; polling them only")
+	} else {
+		s.watcher, s.events, s.errs = w, w.Events, w.Errors
+	}
+	s.ticker = time.NewTicker(pollInterval)
+	s.rescan(true)
+	return nil
+}
+
+// Read returns the next batch: up to ~1024 records or ~256 KiB of lines,
+// as soon as some are available. See FileSource for the semantics.
+func (s *FileSource) Read(ctx context.Context) (*stages.Batch, error) {
+	if !s.opened || s.closed {
+		return nil, errors.New("file source: read before open or after close")
+	}
+	if s.cfg.Follow {
+		return s.readFollow(ctx)
+	}
+	return s.readOnce(ctx)
+}
+
+// readOnce reads the files one after the other to their end.
+func (s *FileSource) readOnce(ctx context.Context) (*stages.Batch, error) {
+	// Reading a regular file does not block, so ctx is checked once: a
+	// batch, once started, is always delivered, which keeps Positions
+	// equal to what was delivered.
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.bb.start()
+	for s.next < len(s.files) && !s.bb.full() {
+		t := s.files[s.next]
+		if t.f == nil {
+			if err := s.open(t, t.path, true); err != nil {
+				s.log.Warn().Err(err).Msg("skipping a file that cannot be read")
+				s.next++
+				continue
+			}
+			if s.byID[t.id] != t { // a second name (hard link) of a file already read
+				t.close()
+				s.next++
+				continue
+			}
+		}
+		eof, err := s.pump(t)
+		if err != nil {
+			b := s.bb.finish()
+			if b != nil {
+				return b, nil // deliver what was read; the error recurs on the next Read
+			}
+			return nil, fmt.Errorf("file source: %w", err)
+		}
+		if !eof {
+			break // batch full
+		}
+		s.takeFinal(t)
+		s.release(t)
+		if err := t.close(); err != nil {
+			s.log.Warn().Err(err).Str("file", t.path).Msg("close input file")
+		}
+		s.next++
+	}
+	if b := s.bb.finish(); b != nil {
+		return b, nil
+	}
+	return nil, stages.ErrEndOfInput
+}
+
+// readFollow tails the files: it returns what is available, else waits for
+// a notification, a poll tick or ctx.
+func (s *FileSource) readFollow(ctx context.Context) (*stages.Batch, error) {
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		s.mu.Lock()
+		s.pollPending()
+		s.bb.start()
+		s.pass()
+		b := s.bb.finish()
+		s.mu.Unlock()
+		if b != nil {
+			return b, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case ev, ok := <-s.events:
+			if !ok {
+				s.events = nil
+				continue
+			}
+			if structural(ev) {
+				s.mu.Lock()
+				s.rescan(false)
+				s.mu.Unlock()
+			}
+		case err, ok := <-s.errs:
+			if !ok {
+				s.errs = nil
+				continue
+			}
+			s.log.Debug().Err(err).Msg("file watcher error; polling continues")
+		case <-s.ticker.C:
+			s.mu.Lock()
+			s.tick()
+			s.mu.Unlock()
+		}
+	}
+}
+
+// structural reports whether an event may change which files match.
+func structural(ev fsnotify.Event) bool {
+	return ev.Op&(fsnotify.Create|fsnotify.Remove|fsnotify.Rename) != 0
+}
+
+// pollPending handles, without blocking, the notifications and tick that
+// arrived while Read was busy, so a busy source still sees rotations.
+func (s *FileSource) pollPending() {
+	rescan, tick := false, false
+	for {
+		select {
+		case ev, ok := <-s.events:
+			if !ok {
+				s.events = nil
+			} else if structural(ev) {
+				rescan = true
+			}
+			continue
+		case _, ok := <-s.errs:
+			if !ok {
+				s.errs = nil
+			}
+			continue
+		case <-s.ticker.C:
+			tick = true
+			continue
+		default:
+		}
+		break
+	}
+	switch {
+	case tick:
+		s.tick()
+	case rescan:
+		s.rescan(false)
+	}
+}
+
+// tick is the periodic check: new and vanished files, truncation, aging of
+// rotated files.
+func (s *FileSource) tick() {
+	// Age gone files before the rescan: a file must stay unseen by a whole
+	// rescan after the one that marked it gone before it is closed.
+	for _, t := range s.files {
+		if t.gone {
+			t.goneTicks++
+		}
+	}
+	s.rescan(false)
+	for _, t := range s.files {
+		s.checkTruncated(t)
+	}
+}
+
+// pass reads every followed file, round-robin from s.next, into the batch
+// until it is full or no file has a complete line; it closes rotated or
+// deleted files once drained.
+func (s *FileSource) pass() {
+	n := len(s.files)
+	closed := false
+	for k := 0; k < n && !s.bb.full(); k++ {
+		i := (s.next + k) % n
+		t := s.files[i]
+		eof, err := s.pump(t)
+		if err != nil {
+			if msg := err.Error(); msg != t.lastErr {
+				t.lastErr = msg
+				s.log.Warn().Err(err).Msg("read error; retrying at the next poll")
+			}
+			continue
+		}
+		t.lastErr = ""
+		if !eof {
+			s.next = (i + 1) % n // batch full: start with the next file next time
+			break
+		}
+		// A rotated or deleted file is closed once drained, at least one
+		// poll tick after it went: a writer may still append to it shortly
+		// after the rename.
+		if t.gone && t.goneTicks >= 1 {
+			s.takeFinal(t)
+			s.log.Info().Str("file", t.path).Int64("offset", t.sp.done).Msg("closing a rotated or deleted file read to its end")
+			if err := t.close(); err != nil {
+				s.log.Warn().Err(err).Str("file", t.path).Msg("close input file")
+			}
+			s.remember(t.id, t.position())
+			closed = true
+		}
+		s.release(t)
+	}
+	if closed {
+		kept := s.files[:0]
+		for _, t := range s.files {
+			if t.f != nil {
+				kept = append(kept, t)
+			} else {
+				delete(s.byID, t.id)
+			}
+		}
+		clear(s.files[len(kept):])
+		s.files = kept
+		if len(kept) > 0 {
+			s.next %= len(kept)
+		} else {
+			s.next = 0
+		}
+	}
+}
+
+// pump moves t's lines into the batch, reading more as needed, until the
+// batch is full (eof false) or t has no more data now (eof true). The
+// batch's current segment is sealed on return, so t's buffer can be reused.
+func (s *FileSource) pump(t *tailedFile) (eof bool, err error) {
+	defer s.bb.seal()
+	for {
+		if s.bb.take(&t.sp, t.origin) {
+			return false, nil
+		}
+		if eof {
+			return true, nil
+		}
+		s.bb.seal() // the refill may move the buffered bytes
+		var spare []byte
+		if t.sp.buf == nil {
+			spare, s.spare = s.spare, nil
+		}
+		dst := t.sp.space(spare)
+		n, rerr := t.f.ReadAt(dst, t.readPos())
+		t.sp.advance(n)
+		if n > 0 && t.fp.n < fingerprintBytes {
+			t.extendFingerprint() // only while the file is shorter than 1 KiB
+		}
+		switch {
+		case rerr == nil && n > 0:
+		case rerr == nil || errors.Is(rerr, io.EOF):
+			eof = true // take the lines read, then stop
+		default:
+			return false, fmt.Errorf("read %s: %w", t.path, rerr)
+		}
+	}
+}
+
+// takeFinal adds t's last line, which has no newline, to the batch: at the
+// end of a file read once, or of a rotated file about to be closed.
+func (s *FileSource) takeFinal(t *tailedFile) {
+	kind, line, off, length := t.sp.final()
+	switch kind {
+	case goodLine:
+		s.bb.add(line, off, t.origin, 0)
+		s.bb.seal()
+	case longLine:
+		s.bb.reject(line, off, length, t.origin, t.sp.max)
+	}
+}
+
+// release keeps t's read buffer for reuse when t holds no partial line, so
+// that idle files hold no buffer.
+func (s *FileSource) release(t *tailedFile) {
+	if b := t.sp.release(); b != nil && cap(b) > cap(s.spare) {
+		s.spare = b
+	}
+}
+
+// open opens the file at path into t and sets its identity, fingerprint
+// and start offset: a matching resume position wins, else start_at for
+// files present at Open (initial), else the beginning.
+func (s *FileSource) open(t *tailedFile, path string, initial bool) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", path, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("stat %s: %w", path, err)
+	}
+	fp, err := readFingerprint(f, fingerprintBytes)
+	if err != nil {
+		f.Close()
+		return err
+	}
+	t.f, t.path, t.id, t.fp = f, path, identityOf(fi, path), fp
+	t.origin = &stages.Origin{Source: s.settings.ID, Path: path}
+	t.sp.max = int(s.cfg.MaxLineBytes)
+	start := int64(0)
+	if p, ok := s.known[t.id]; ok && s.resumable(f, p.FilePosition) {
+		delete(s.known, t.id)
+		start = p.Offset
+		if start > fi.Size() {
+			s.log.Warn().Str("file", path).Int64("offset", start).Int64("size", fi.Size()).
+				Msg("file is shorter than its checkpoint (truncated?); reading it from the start")
+			start = 0
+		}
+	} else if initial && s.cfg.StartAt == StartAtEnd {
+		start = fi.Size()
+	}
+	t.sp.reset(start)
+	if _, dup := s.byID[t.id]; !dup {
+		s.byID[t.id] = t
+	}
+	return nil
+}
+
+// resumable reports whether f is the file p was recorded for: same first
+// bytes (the identity was matched by the caller).
+func (s *FileSource) resumable(f *os.File, p FilePosition) bool {
+	fp, err := readFingerprint(f, p.FingerprintLen)
+	return err == nil && fp.n == p.FingerprintLen && fp.sum == p.Fingerprint
+}
+
+// rescan matches the glob again: it opens new files, follows renames of
+// known ones, and marks the files no longer found as gone.
+func (s *FileSource) rescan(initial bool) {
+	s.watch(staticDir(s.cfg.Path))
+	matches, err := filepath.Glob(s.cfg.Path)
+	if err != nil {
+		s.log.Error().Err(err).Msg("glob")
+		return
+	}
+	seen := make(map[fileID]bool, len(matches))
+	for _, p := range matches {
+		fi, err := os.Stat(p)
+		if err != nil || !fi.Mode().IsRegular() {
+			continue
+		}
+		id := identityOf(fi, p)
+		if t := s.byID[id]; t != nil {
+			seen[id] = true
+			if t.path != p {
+				s.log.Info().Str("from", t.path).Str("to", p).Msg("file renamed; still reading it")
+				t.path = p
+			}
+			t.gone = false
+			continue
+		}
+		t := &tailedFile{}
+		if err := s.open(t, p, initial); err != nil {
+			s.log.Debug().Err(err).Msg("cannot open a matching file yet")
+			continue
+		}
+		if s.byID[t.id] != t { // replaced between Stat and Open by a file we read
+			seen[t.id] = true
+			t.close()
+			continue
+		}
+		seen[t.id] = true
+		s.files = append(s.files, t)
+		s.watch(filepath.Dir(p))
+		if !initial {
+			s.log.Info().Str("file", p).Msg("new file; reading it from the start")
+		}
+	}
+	for _, t := range s.files {
+		if !seen[t.id] && !t.gone {
+			t.gone, t.goneTicks = true, 0
+			s.log.Info().Str("file", t.path).Msg("file rotated away or deleted; reading it to its end")
+		}
+	}
+}
+
+// checkTruncated restarts t at offset 0 when it shrank below what was read
+// or its first bytes changed (copytruncate), and extends its fingerprint
+// while the file is shorter than fingerprintBytes.
+func (s *FileSource) checkTruncated(t *tailedFile) {
+	fi, err := t.f.Stat()
+	if err != nil {
+		return
+	}
+	size := fi.Size()
+	truncated := size < t.readPos()
+	if !truncated && t.fp.n > 0 {
+		fp, err := readFingerprint(t.f, t.fp.n)
+		truncated = err == nil && fp != t.fp
+	}
+	if truncated {
+		s.log.Warn().Str("file", t.path).Int64("offset", t.readPos()).Int64("size", size).
+			Msg("file truncated (copytruncate rotation?); reading it again from the start")
+		t.sp.reset(0)
+		t.fp = fingerprint{sum: fnv1a(nil)} // of the 0 bytes read so far
+	}
+	if t.fp.n < fingerprintBytes && size > int64(t.fp.n) {
+		t.extendFingerprint()
+	}
+}
+
+// watch adds a directory to the watcher once; a directory that does not
+// exist yet is retried at the next rescan (polling covers the meantime).
+func (s *FileSource) watch(dir string) {
+	if s.watcher == nil || s.watched[dir] {
+		return
+	}
+	if err := s.watcher.Add(dir); err != nil {
+		return
+	}
+	s.watched[dir] = true
+}
+
+// staticDir is the longest directory prefix of a glob without wildcards.
+func staticDir(pattern string) string {
+	dir := filepath.Dir(pattern)
+	for strings.ContainsAny(dir, `*?[\`) {
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			break
+		}
+		dir = parent
+	}
+	return dir
+}
+
+// Close closes every file and stops the watcher and ticker. It is safe
+// without Open and idempotent.
+func (s *FileSource) Close() error {
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var errs []error
+	if s.ticker != nil {
+		s.ticker.Stop()
+	}
+	if s.watcher != nil {
+		if err := s.watcher.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close file watcher: %w", err))
+		}
+	}
+	for _, t := range s.files {
+		if err := t.close(); err != nil {
+			errs = append(errs, fmt.Errorf("close %s: %w", t.path, err))
+		}
+	}
+	return errors.Join(errs...)
+}
