@@ -1,0 +1,321 @@
+package sinks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/etld/etld/internal/rotate"
+	"github.com/etld/etld/internal/stages"
+)
+
+// Fsync policies of the file sink.
+const (
+	FsyncCheckpoint = "checkpoint" // fsync in Flush, i.e. at every checkpoint commit
+	FsyncBatch      = "batch"      // flush and fsync after every Write
+	FsyncNever      = "never"      // hand bytes to the OS, never fsync
+)
+
+const (
+	defaultFileBuffer = 256 << 10
+	maxFileBuffer     = 64 << 20
+)
+
+// FileConfig is the config of the file sink.
+type FileConfig struct {
+	Path       string          `yaml:"path" doc:"output file (required); relative to the pipeline file's directory; parent directories are created"`
+	Fsync      string          `yaml:"fsync" doc:"when to fsync: checkpoint (at every checkpoint commit), batch (after every write) or never"`
+	Rotate     RotateConfig    `yaml:"rotate" doc:"rotation of the output file into numbered segments (off by default)"`
+	BufferSize stages.ByteSize `yaml:"buffer_size" doc:"write buffer size (default 256KiB)"`
+}
+
+// RotateConfig is the `rotate` option of the file sink. The active file is
+// always `path`; sealed segments are `path.000001`, `path.000002`, ...
+// (plus `.gz` with gzip).
+type RotateConfig struct {
+	MaxSize stages.ByteSize `yaml:"max_size" doc:"seal the active file before a line would take it over this size; 0 = no size limit"`
+	MaxAge  time.Duration   `yaml:"max_age" doc:"seal the active file once it is older than this (checked on write and flush); 0 = no age limit"`
+	Keep    int             `yaml:"keep" doc:"number of sealed segments kept, the oldest are removed; 0 = keep all"`
+	Gzip    bool            `yaml:"gzip" doc:"gzip sealed segments to <segment>.gz"`
+}
+
+// enabled reports whether any rotation trigger is set.
+func (r RotateConfig) enabled() bool { return r.MaxSize > 0 || r.MaxAge > 0 }
+
+// NewFileConfig returns a file sink config with its defaults.
+func NewFileConfig() *FileConfig {
+	return &FileConfig{Fsync: FsyncCheckpoint, BufferSize: defaultFileBuffer}
+}
+
+// Validate checks the options' values, pointing at the faulty options.
+func (c *FileConfig) Validate() error {
+	var errs []error
+	switch {
+	case c.Path == "":
+		errs = append(errs, stages.FieldErr("path", errors.New("required")))
+	case strings.HasSuffix(c.Path, "/") || strings.HasSuffix(c.Path, string(filepath.Separator)) ||
+		filepath.Base(c.Path) == "." || filepath.Base(c.Path) == "..":
+		errs = append(errs, stages.FieldErr("path", fmt.Errorf("%q names a directory, want a file", c.Path)))
+	}
+	switch c.Fsync {
+	case FsyncCheckpoint, FsyncBatch, FsyncNever:
+	default:
+		errs = append(errs, stages.FieldErr("fsync", fmt.Errorf("invalid value %q: want checkpoint, batch or never", c.Fsync)))
+	}
+	if c.BufferSize < 1 || c.BufferSize > maxFileBuffer {
+		errs = append(errs, stages.FieldErr("buffer_size", fmt.Errorf("%v out of range: want 1 byte to %v", c.BufferSize, stages.ByteSize(maxFileBuffer))))
+	}
+	r := c.Rotate
+	if r.MaxSize < 0 {
+		errs = append(errs, stages.FieldErr("rotate.max_size", errors.New("must not be negative")))
+	}
+	if r.MaxAge < 0 {
+		errs = append(errs, stages.FieldErr("rotate.max_age", errors.New("must not be negative")))
+	}
+	if r.Keep < 0 {
+		errs = append(errs, stages.FieldErr("rotate.keep", errors.New("must not be negative")))
+	}
+	if !r.enabled() {
+		if r.Keep > 0 {
+			errs = append(errs, stages.FieldErr("rotate.keep", errors.New("has no effect without rotate.max_size or rotate.max_age")))
+		}
+		if r.Gzip {
+			errs = append(errs, stages.FieldErr("rotate.gzip", errors.New("has no effect without rotate.max_size or rotate.max_age")))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ResolvePaths makes Path absolute against dir, the pipeline file's
+// directory.
+func (c *FileConfig) ResolvePaths(dir string) {
+	if c.Path != "" && !filepath.IsAbs(c.Path) {
+		c.Path = filepath.Join(dir, c.Path)
+	}
+}
+
+// OutputPath is the file the sink writes.
+func (c *FileConfig) OutputPath() string { return c.Path }
+
+// FileSink appends records as lines to a file, with an fsync policy and
+// optional rotation (see RotateConfig and package rotate for the layout).
+//
+// All methods but Active are called from the sink's single goroutine.
+//
+// Errors and retries: a failed Write leaves the sink consistent for a
+// retry of the same batch. Records are accepted in order; on error,
+// b.Records is trimmed to the records not accepted, so retrying Write(ctx,
+// b) writes each record exactly once. Accepted lines are never lost by a
+// failure: they stay in the buffer until the file takes them, and a write
+// that fails halfway is truncated back to the last known-good size of the
+// active file (the file never holds a partial line), see rotate.File.Write.
+// A failed Flush can likewise be retried.
+type FileSink struct {
+	cfg    FileConfig
+	log    zerolog.Logger
+	file   *rotate.File
+	lw     *lineWriter
+	closed bool
+
+	// Test hooks, set before Open: the clock for max_age and the fsync
+	// function (nil: time.Now and (*os.File).Sync).
+	now  func() time.Time
+	sync func(*os.File) error
+}
+
+// NewFileSink builds a file sink from a validated, path-resolved config.
+// It does no I/O.
+func NewFileSink(set stages.Settings, cfg *FileConfig) *FileSink {
+	return &FileSink{cfg: *cfg, log: set.Logger}
+}
+
+// Open creates the parent directories and opens the file for appending
+// (see rotate.Open). ctx is not used: opening a local file is not
+// cancellable.
+func (s *FileSink) Open(context.Context) error {
+	if s.closed {
+		return fmt.Errorf("open %s: sink is closed", s.cfg.Path)
+	}
+	if s.file != nil {
+		return nil
+	}
+	f, err := rotate.Open(rotate.Options{
+		Path:   s.cfg.Path,
+		Keep:   s.cfg.Rotate.Keep,
+		Gzip:   s.cfg.Rotate.Gzip,
+		NoSync: s.cfg.Fsync == FsyncNever,
+		Now:    s.now,
+		Sync:   s.sync,
+		OnError: func(err error) {
+			s.log.Warn().Err(err).Str("path", s.cfg.Path).Msg("file sink housekeeping failed; retrying at the next rotation")
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("file sink: %w", err)
+	}
+	s.file = f
+	s.lw = newLineWriter(f, int(s.cfg.BufferSize))
+	return nil
+}
+
+// Active returns the active segment (path, future sealed number and size
+// in bytes after the last flush), for checkpoints. After Flush returns nil,
+// Size covers every record written so far unless a rotation sealed them
+// (then they are in sealed segments, whose numbers are below Seq). It is
+// safe to call from any goroutine, and returns the zero Segment before
+// Open.
+func (s *FileSink) Active() rotate.Segment {
+	if s.file == nil {
+		return rotate.Segment{}
+	}
+	return s.file.Active()
+}
+
+// errorf adds "op path: " to err unless it already names the file (as the
+// *os.PathError of a failed write does: "write /out/x.jsonl: no space left
+// on device").
+func (s *FileSink) errorf(op string, err error) error {
+	if strings.Contains(err.Error(), s.cfg.Path) {
+		return err
+	}
+	return fmt.Errorf("%s %s: %w", op, s.cfg.Path, err)
+}
+
+// Write writes every record of b as one line (Raw + "\n"), rotating the
+// file before a line that would take it over rotate.max_size and before
+// writing to a segment older than rotate.max_age. With fsync: batch, the
+// lines are flushed and fsynced before Write returns. See FileSink for the
+// error contract.
+func (s *FileSink) Write(_ context.Context, b *stages.Batch) error {
+	if s.file == nil || s.closed {
+		return fmt.Errorf("write %s: sink is not open", s.cfg.Path)
+	}
+	done := 0
+	err := s.write(b.Records, &done)
+	if err != nil {
+		b.Records = b.Records[done:]
+		return err
+	}
+	if s.cfg.Fsync == FsyncBatch {
+		if err := s.flushSync(); err != nil {
+			// Every record was accepted (they stay buffered): a retry of
+			// the emptied batch only retries the flush and fsync.
+			b.Records = b.Records[len(b.Records):]
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *FileSink) write(recs []stages.Record, done *int) error {
+	if err := s.rotateIfOld(); err != nil {
+		return err
+	}
+	maxSize := int64(s.cfg.Rotate.MaxSize)
+	for *done < len(recs) {
+		room := int64(-1)
+		if maxSize > 0 {
+			used := s.file.Size() + s.lw.buffered()
+			room = max(0, maxSize-used) // an existing file may exceed a lowered max_size
+			if l := lineLen(&recs[*done]); used == 0 && l > room {
+				room = l // a line over max_size goes into a segment alone
+			}
+		}
+		n, err := s.lw.writeLines(recs[*done:], room)
+		*done += n
+		if err != nil {
+			return s.errorf("write", err)
+		}
+		if *done < len(recs) {
+			if err := s.rotate(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// rotateIfOld seals a non-empty segment older than rotate.max_age.
+func (s *FileSink) rotateIfOld() error {
+	if s.cfg.Rotate.MaxAge <= 0 || s.file.Size()+s.lw.buffered() == 0 || s.file.Age() < s.cfg.Rotate.MaxAge {
+		return nil
+	}
+	return s.rotate()
+}
+
+// rotate flushes the buffer and seals the active segment (rotate.File
+// fsyncs it unless fsync is never).
+func (s *FileSink) rotate() error {
+	if err := s.lw.flush(); err != nil {
+		return s.errorf("write", err)
+	}
+	if err := s.file.Rotate(); err != nil {
+		return fmt.Errorf("rotate: %w", err)
+	}
+	return nil
+}
+
+func (s *FileSink) flushSync() error {
+	if err := s.lw.flush(); err != nil {
+		return s.errorf("write", err)
+	}
+	if s.cfg.Fsync == FsyncNever {
+		return nil
+	}
+	return s.file.Sync()
+}
+
+// Flush hands the buffered lines to the OS, seals the segment if it is
+// older than rotate.max_age, and fsyncs the active file unless fsync is
+// never. After it returns nil, Active().Size counts every line written.
+func (s *FileSink) Flush(context.Context) error {
+	if s.file == nil || s.closed {
+		return nil
+	}
+	if err := s.rotateIfOld(); err != nil {
+		return err
+	}
+	return s.flushSync()
+}
+
+// Close flushes, fsyncs (unless fsync is never) and closes the file. It is
+// safe without Open and idempotent; after a failed flush it still closes
+// the file and reports the error, and lines still buffered are lost (the
+// checkpoint protocol re-reads them from the sources).
+func (s *FileSink) Close(context.Context) error {
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	if s.file == nil {
+		return nil
+	}
+	err := s.flushSync()
+	if cerr := s.file.Close(); cerr != nil {
+		err = errors.Join(err, cerr)
+	}
+	s.lw = nil
+	return err
+}
+
+func init() {
+	register(stages.Factory{
+		Kind:      stages.KindSink,
+		Type:      "file",
+		Doc:       "Appends every record as one line to a file, with an fsync policy and optional size/age rotation, retention and gzip.",
+		NewConfig: func() any { return NewFileConfig() },
+		NewSink: func(set stages.Settings, cfg any) (stages.Sink, error) {
+			c, ok := cfg.(*FileConfig)
+			if !ok {
+				return nil, fmt.Errorf("file sink: config is %T, want *FileConfig", cfg)
+			}
+			return NewFileSink(set, c), nil
+		},
+	})
+}

@@ -1,0 +1,92 @@
+package sinks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/etld/etld/internal/stages"
+)
+
+// stdoutBufferSize is the stdout sink's buffer: large enough to write in
+// few syscalls, small enough for interactive use with frequent flushes.
+const stdoutBufferSize = 64 << 10
+
+// StdoutConfig is the config of the stdout sink: it has no options.
+type StdoutConfig struct{}
+
+// StdoutSink writes every record as one line to the process's standard
+// output, through a buffer flushed by Flush and Close (and when full).
+// Like every sink, it is used from a single goroutine.
+type StdoutSink struct {
+	out    io.Writer // os.Stdout; tests inject their writer before Open
+	lw     *lineWriter
+	closed bool
+}
+
+// Open prepares the buffer. ctx is unused: opening does no I/O.
+func (s *StdoutSink) Open(context.Context) error {
+	if s.closed {
+		return errors.New("stdout sink: open after close")
+	}
+	if s.lw == nil {
+		s.lw = newLineWriter(s.out, stdoutBufferSize)
+	}
+	return nil
+}
+
+// Write buffers the batch's records as lines. On error, b.Records is
+// trimmed to the records that were not accepted, so retrying Write with the
+// same batch writes each record exactly once.
+func (s *StdoutSink) Write(_ context.Context, b *stages.Batch) error {
+	if s.lw == nil || s.closed {
+		return errors.New("write stdout: sink is not open")
+	}
+	n, err := s.lw.writeLines(b.Records, -1)
+	if err != nil {
+		b.Records = b.Records[n:]
+		return fmt.Errorf("write stdout: %w", err)
+	}
+	return nil
+}
+
+// Flush writes the buffered lines to standard output.
+func (s *StdoutSink) Flush(context.Context) error {
+	if s.lw == nil {
+		return nil
+	}
+	if err := s.lw.flush(); err != nil {
+		return fmt.Errorf("write stdout: %w", err)
+	}
+	return nil
+}
+
+// Close flushes the buffer. It does not close standard output. It is safe
+// without Open and idempotent; a failed flush is reported once and the
+// lines still buffered are dropped.
+func (s *StdoutSink) Close(ctx context.Context) error {
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	err := s.Flush(ctx)
+	s.lw = nil
+	return err
+}
+
+func init() {
+	register(stages.Factory{
+		Kind:      stages.KindSink,
+		Type:      "stdout",
+		Doc:       "Writes every record as one line to standard output.",
+		NewConfig: func() any { return &StdoutConfig{} },
+		NewSink: func(_ stages.Settings, cfg any) (stages.Sink, error) {
+			if _, ok := cfg.(*StdoutConfig); !ok {
+				return nil, fmt.Errorf("stdout sink: config is %T, want *StdoutConfig", cfg)
+			}
+			return &StdoutSink{out: os.Stdout}, nil
+		},
+	})
+}
