@@ -1,0 +1,626 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"regexp"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/etld/etld/internal/stages"
+)
+
+// SchemaVersion is the only pipeline schema version this etld reads.
+const SchemaVersion = 1
+
+var topKeys = []string{"version", "sources", "workers", "sinks", "dead_letter", "checkpoint_interval"}
+
+var workerKeys = []string{"inputs", "concurrency", "ordered", "steps"}
+
+var idPattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]*$`)
+
+// builder turns the root node of one file into a Pipeline, reporting every
+// problem it meets and going on, so that one run shows them all.
+type builder struct {
+	r    reporter
+	reg  *stages.Registry
+	file string
+	dir  string
+
+	stages   map[string]*Stage
+	order    []*Stage // file order: sources, workers, sinks
+	inputPos map[string][]*yaml.Node
+	dlNode   *yaml.Node
+}
+
+func (b *builder) pos(n *yaml.Node) Pos { return Pos{File: b.file, Line: n.Line, Col: n.Column} }
+
+func (b *builder) pipeline(root *yaml.Node) *Pipeline {
+	if b.reg == nil {
+		panic("config: Options.Registry is required")
+	}
+	if root.Kind != yaml.MappingNode {
+		b.r.errorf(root, "a pipeline file is a mapping with version, sources, workers and sinks; got %s", describe(root))
+		return nil
+	}
+	b.stages = map[string]*Stage{}
+	b.inputPos = map[string][]*yaml.Node{}
+	p := &Pipeline{CheckpointInterval: DefaultCheckpointInterval}
+	sections := map[string]*yaml.Node{}
+	forEachPair(root, b.r, "", func(k, v *yaml.Node) {
+		switch k.Value {
+		case "version":
+			b.version(v)
+		case "sources", "workers", "sinks":
+			if isNull(v) {
+				sections[k.Value] = v
+				return
+			}
+			if v.Kind != yaml.MappingNode {
+				b.r.errorf(v, "%s: want a mapping of id -> %s, got %s", k.Value, strings.TrimSuffix(k.Value, "s"), describe(v))
+				return
+			}
+			sections[k.Value] = v
+		case "dead_letter":
+			if v.Kind != yaml.ScalarNode || isNull(v) {
+				b.r.errorf(v, "dead_letter: want the id of a sink, got %s", describe(v))
+				return
+			}
+			p.DeadLetter, b.dlNode = v.Value, v
+		case "checkpoint_interval":
+			decoder{b.r}.decode(v, reflect.ValueOf(&p.CheckpointInterval).Elem(), "checkpoint_interval")
+			if p.CheckpointInterval <= 0 {
+				b.r.errorf(v, "checkpoint_interval: must be positive")
+			}
+		default:
+			b.r.errorf(k, "unknown top-level key %q%s", k.Value, suggest(k.Value, topKeys))
+		}
+	})
+	if _, ok := findKey(root, "version"); !ok {
+		b.r.errorf(root, "missing required key \"version\" (this etld reads version: %d)", SchemaVersion)
+	}
+	for _, sec := range []string{"sources", "sinks"} {
+		if n := sections[sec]; n == nil || isNull(n) || len(n.Content) == 0 {
+			at := root
+			if n != nil {
+				at = n
+			}
+			b.r.errorf(at, "a pipeline needs at least one %s (key %q)", strings.TrimSuffix(sec, "s"), sec)
+		}
+	}
+	if n := sections["sources"]; n != nil {
+		b.section(n, Source)
+	}
+	if n := sections["workers"]; n != nil {
+		b.section(n, Worker)
+	}
+	if n := sections["sinks"]; n != nil {
+		b.section(n, Sink)
+	}
+	b.checkDeadLetter(p.DeadLetter)
+	b.checkInputs(p.DeadLetter)
+	p.Stages = b.topoSort()
+	p.byID = b.stages
+	if p.Stages == nil {
+		return nil
+	}
+	b.wire(p)
+	b.checkSemantics(p)
+	return p
+}
+
+func (b *builder) version(v *yaml.Node) {
+	if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!int" {
+		b.r.errorf(v, "version: want the integer %d, got %s", SchemaVersion, describe(v))
+		return
+	}
+	if v.Value != fmt.Sprint(SchemaVersion) {
+		b.r.errorf(v, "version: unsupported schema version %s (this etld reads version: %d)", v.Value, SchemaVersion)
+	}
+}
+
+// section decodes every stage of one of sources/workers/sinks.
+func (b *builder) section(n *yaml.Node, kind StageKind) {
+	sec := string(kind) + "s"
+	forEachPair(n, b.r, sec, func(k, v *yaml.Node) {
+		id := k.Value
+		path := sec + "." + id
+		if !idPattern.MatchString(id) {
+			b.r.errorf(k, "%s: invalid id %q (use letters, digits, _ and -, starting with a letter or _)", path, id)
+		}
+		if prev, dup := b.stages[id]; dup {
+			b.r.errorf(k, "%s: duplicate id %q (already a %s at line %d; ids are unique across sources, workers and sinks)", path, id, prev.Kind, prev.Pos.Line)
+			return
+		}
+		st := &Stage{ID: id, Kind: kind, Pos: b.pos(k)}
+		b.stages[id] = st
+		b.order = append(b.order, st)
+		v = resolveAlias(v)
+		if v.Kind != yaml.MappingNode {
+			b.r.errorf(v, "%s: want a mapping, got %s", path, describe(v))
+			return
+		}
+		st.Pos = b.pos(v)
+		if kind == Worker {
+			b.worker(st, v, path)
+		} else {
+			b.typed(st, v, path)
+		}
+		st.Fingerprint = fingerprint(kind, v, st.Inputs)
+	})
+}
+
+// typed decodes a source or sink: `type`, `inputs` (sinks), `merge`
+// (sinks), and the type's own options.
+func (b *builder) typed(st *Stage, v *yaml.Node, path string) {
+	kind := stages.KindSource
+	common := []string{"type"}
+	if st.Kind == Sink {
+		kind = stages.KindSink
+		common = append(common, "inputs", "merge")
+	}
+	// Split the mapping into the common keys and the type's options.
+	opts := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Line: v.Line, Column: v.Column}
+	forEachPair(v, b.r, path, func(k, val *yaml.Node) {
+		switch {
+		case k.Value == "type":
+		case k.Value == "inputs" && st.Kind == Sink:
+			st.Inputs = b.inputs(st, val, path)
+		case k.Value == "merge" && st.Kind == Sink:
+			st.Merge = b.merge(val, path+".merge")
+		default:
+			opts.Content = append(opts.Content, k, val)
+		}
+	})
+	typeNode, ok := findKey(v, "type")
+	if !ok {
+		b.r.errorf(v, "%s: missing required key \"type\" (valid: %s)", path, strings.Join(b.reg.Types(kind), ", "))
+		return
+	}
+	if typeNode.Kind != yaml.ScalarNode || isNull(typeNode) {
+		b.r.errorf(typeNode, "%s.type: want a %s type name, got %s", path, st.Kind, describe(typeNode))
+		return
+	}
+	st.Type = typeNode.Value
+	f, found := b.reg.Lookup(kind, st.Type)
+	if !found {
+		b.r.errorf(typeNode, "%s.type: unknown %s type %q%s", path, st.Kind, st.Type, suggest(st.Type, b.reg.Types(kind)))
+		return
+	}
+	st.Factory = f
+	var unknown []*yaml.Node
+	cfg := f.NewConfig()
+	rv := reflect.ValueOf(cfg)
+	if rv.Kind() != reflect.Pointer {
+		panic(fmt.Sprintf("config: %s type %q: NewConfig must return a pointer", st.Kind, st.Type))
+	}
+	if rv.Elem().Kind() == reflect.Struct {
+		valid := append(append([]string{}, common...), fieldNames(rv.Elem().Type())...)
+		fields := structFields(rv.Elem().Type())
+		d := decoder{b.r}
+		for i := 0; i+1 < len(opts.Content); i += 2 {
+			k, val := opts.Content[i], opts.Content[i+1]
+			idx, ok := fields[k.Value]
+			if !ok {
+				unknown = append(unknown, k)
+				continue
+			}
+			d.decode(val, rv.Elem().Field(idx), path+"."+k.Value)
+		}
+		for _, k := range unknown {
+			b.r.errorf(k, "%s: unknown option %q for %s %s%s", path, k.Value, st.Type, st.Kind, suggest(k.Value, valid))
+		}
+	} else {
+		decoder{b.r}.decode(opts, rv.Elem(), path)
+	}
+	b.validate(cfg, v, path)
+	if pr, ok := cfg.(stages.PathResolver); ok {
+		pr.ResolvePaths(b.dir)
+	}
+	if fin, ok := cfg.(stages.Finiter); ok {
+		st.Finite = fin.Finite()
+	}
+	st.Config = cfg
+}
+
+// validate runs a config's Validate and reports each FieldError at the
+// option it names (the mapping itself when the option is absent, so a
+// missing required key is reported at the mapping that lacks it).
+func (b *builder) validate(cfg any, at *yaml.Node, path string) {
+	v, ok := cfg.(stages.Validator)
+	if !ok {
+		return
+	}
+	for _, err := range flatten(v.Validate()) {
+		var fe *stages.FieldError
+		n, p := at, path
+		msg := err.Error()
+		if errors.As(err, &fe) {
+			msg = fe.Err.Error()
+			if fe.Field != "" {
+				p = path + "." + fe.Field
+				if fn := findPath(at, fe.Field); fn != nil {
+					n = fn
+				}
+			}
+		}
+		b.r.errorf(n, "%s: %s", p, msg)
+	}
+}
+
+// flatten splits errors.Join trees into their leaves.
+func flatten(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, flatten(e)...)
+		}
+		return out
+	}
+	return []error{err}
+}
+
+func (b *builder) worker(st *Stage, v *yaml.Node, path string) {
+	st.Type = "worker"
+	st.Worker = &WorkerSpec{}
+	d := decoder{b.r}
+	forEachPair(v, b.r, path, func(k, val *yaml.Node) {
+		switch k.Value {
+		case "inputs":
+			st.Inputs = b.inputs(st, val, path)
+		case "concurrency":
+			if d.decode(val, reflect.ValueOf(&st.Worker.Concurrency).Elem(), path+".concurrency") && st.Worker.Concurrency < 1 {
+				b.r.errorf(val, "%s.concurrency: must be at least 1 (leave it out for one goroutine per CPU)", path)
+			}
+		case "ordered":
+			d.decode(val, reflect.ValueOf(&st.Worker.Ordered).Elem(), path+".ordered")
+		case "steps":
+			b.steps(st, val, path+".steps")
+		default:
+			b.r.errorf(k, "%s: unknown option %q for a worker%s", path, k.Value, suggest(k.Value, workerKeys))
+		}
+	})
+	if _, ok := findKey(v, "inputs"); !ok {
+		b.r.errorf(v, "%s: missing required key \"inputs\" (a worker reads at least one source or worker)", path)
+	}
+}
+
+func (b *builder) steps(st *Stage, n *yaml.Node, path string) {
+	n = resolveAlias(n)
+	if isNull(n) {
+		return
+	}
+	if n.Kind != yaml.SequenceNode {
+		b.r.errorf(n, "%s: want a list of steps such as `- parse_json: {}`, got %s", path, describe(n))
+		return
+	}
+	for i, item := range n.Content {
+		ip := fmt.Sprintf("%s[%d]", path, i)
+		item = resolveAlias(item)
+		if item.Kind != yaml.MappingNode || len(item.Content) != 2 {
+			b.r.errorf(item, "%s: a step is a mapping with exactly one key, its type (valid: %s)", ip, strings.Join(b.reg.Types(stages.KindStep), ", "))
+			continue
+		}
+		k, val := item.Content[0], item.Content[1]
+		f, ok := b.reg.Lookup(stages.KindStep, k.Value)
+		if !ok {
+			b.r.errorf(k, "%s: unknown step type %q%s", ip, k.Value, suggest(k.Value, b.reg.Types(stages.KindStep)))
+			continue
+		}
+		ip += "." + k.Value
+		cfg := f.NewConfig()
+		if !(decoder{b.r}).decode(val, reflect.ValueOf(cfg).Elem(), ip) {
+			continue
+		}
+		b.validate(cfg, val, ip)
+		st.Worker.Steps = append(st.Worker.Steps, StepSpec{Type: k.Value, Config: cfg, Factory: f, Pos: b.pos(k)})
+	}
+}
+
+// inputs decodes an `inputs` list; existence is checked once every stage
+// is known (checkInputs).
+func (b *builder) inputs(st *Stage, n *yaml.Node, path string) []string {
+	n = resolveAlias(n)
+	if n.Kind == yaml.ScalarNode && !isNull(n) {
+		// Accept `inputs: orders` as a one-element list.
+		b.inputPos[st.ID] = []*yaml.Node{n}
+		return []string{n.Value}
+	}
+	if n.Kind != yaml.SequenceNode {
+		b.r.errorf(n, "%s.inputs: want a list of source or worker ids, got %s", path, describe(n))
+		return nil
+	}
+	var ids []string
+	seen := map[string]bool{}
+	for _, c := range n.Content {
+		c = resolveAlias(c)
+		if c.Kind != yaml.ScalarNode || isNull(c) {
+			b.r.errorf(c, "%s.inputs: want an id, got %s", path, describe(c))
+			continue
+		}
+		if seen[c.Value] {
+			b.r.errorf(c, "%s.inputs: %q is listed twice", path, c.Value)
+			continue
+		}
+		seen[c.Value] = true
+		ids = append(ids, c.Value)
+		b.inputPos[st.ID] = append(b.inputPos[st.ID], c)
+	}
+	if len(ids) == 0 && len(n.Content) == 0 {
+		b.r.errorf(n, "%s.inputs: must name at least one source or worker", path)
+	}
+	return ids
+}
+
+func (b *builder) merge(n *yaml.Node, path string) *MergeSpec {
+	m := defaultMerge()
+	if !(decoder{b.r}).decode(n, reflect.ValueOf(&m).Elem(), path) {
+		return &m
+	}
+	if m.OrderBy == "" {
+		b.r.errorf(n, "%s: missing required key \"order_by\" (the field to merge by)", path)
+	}
+	if m.MaxLateness < 0 {
+		at, _ := findKey(n, "max_lateness")
+		b.r.errorf(at, "%s.max_lateness: must not be negative", path)
+	}
+	if m.IdleTimeout <= 0 {
+		at, _ := findKey(n, "idle_timeout")
+		b.r.errorf(at, "%s.idle_timeout: must be positive", path)
+	}
+	switch m.Late {
+	case "emit", "dead_letter", "drop":
+	default:
+		at, _ := findKey(n, "late")
+		b.r.errorf(at, "%s.late: unknown policy %q%s", path, m.Late, suggest(m.Late, []string{"emit", "dead_letter", "drop"}))
+	}
+	return &m
+}
+
+func (b *builder) checkDeadLetter(id string) {
+	if id == "" {
+		return
+	}
+	st, ok := b.stages[id]
+	if !ok || st.Kind != Sink {
+		b.r.errorf(b.dlNode, "dead_letter: %q is not a sink%s", id, suggest(id, b.idsOf(Sink)))
+		return
+	}
+	if len(st.Inputs) > 0 {
+		b.r.errorf(b.inputPos[id][0], "sinks.%s.inputs: the dead-letter sink receives bad records only and must have no inputs", id)
+	}
+}
+
+// checkInputs checks that every input names a source or worker and that
+// workers and sinks have inputs.
+func (b *builder) checkInputs(deadLetter string) {
+	upstream := append(b.idsOf(Source), b.idsOf(Worker)...)
+	for _, st := range b.order {
+		if st.Kind == Source {
+			continue
+		}
+		path := string(st.Kind) + "s." + st.ID
+		for i, in := range st.Inputs {
+			at := b.inputPos[st.ID][i]
+			up, ok := b.stages[in]
+			switch {
+			case !ok:
+				b.r.errorf(at, "%s.inputs: unknown id %q%s", path, in, suggest(in, upstream))
+			case up.Kind == Sink:
+				b.r.errorf(at, "%s.inputs: %q is a sink; inputs name sources or workers", path, in)
+			case up.ID == st.ID:
+				b.r.errorf(at, "%s.inputs: a stage cannot read its own output", path)
+			}
+		}
+		if st.Kind == Sink && len(st.Inputs) == 0 && st.ID != deadLetter && len(b.inputPos[st.ID]) == 0 {
+			b.r.errorf(nodeAt(st.Pos), "%s: missing required key \"inputs\" (only the dead-letter sink has none)", path)
+		}
+	}
+}
+
+func (b *builder) idsOf(k StageKind) []string {
+	var out []string
+	for _, st := range b.order {
+		if st.Kind == k {
+			out = append(out, st.ID)
+		}
+	}
+	return out
+}
+
+// topoSort orders the stages so that every stage follows its inputs,
+// keeping file order among independent stages, and reports cycles with the
+// ids on them. Unknown inputs were reported already and are ignored here.
+func (b *builder) topoSort() []*Stage {
+	indeg := map[string]int{}
+	down := map[string][]*Stage{}
+	for _, st := range b.order {
+		for _, in := range st.Inputs {
+			if up, ok := b.stages[in]; ok && up.Kind != Sink && up != st {
+				indeg[st.ID]++
+				down[in] = append(down[in], st)
+			}
+		}
+	}
+	var out []*Stage
+	done := map[string]bool{}
+	for len(out) < len(b.order) {
+		progressed := false
+		for _, st := range b.order {
+			if done[st.ID] || indeg[st.ID] > 0 {
+				continue
+			}
+			done[st.ID] = true
+			out = append(out, st)
+			progressed = true
+			for _, d := range down[st.ID] {
+				indeg[d.ID]--
+			}
+			break // restart from the top to keep file order stable
+		}
+		if !progressed {
+			b.reportCycles(done)
+			return nil
+		}
+	}
+	return out
+}
+
+// reportCycles names every cycle among the stages not yet ordered.
+func (b *builder) reportCycles(done map[string]bool) {
+	reported := map[string]bool{}
+	for _, st := range b.order {
+		if done[st.ID] || reported[st.ID] {
+			continue
+		}
+		// Walk inputs from st until a stage repeats: that loop is a cycle.
+		var path []*Stage
+		index := map[string]int{}
+		cur := st
+		for cur != nil {
+			if i, seen := index[cur.ID]; seen {
+				cycle := path[i:]
+				ids := make([]string, 0, len(cycle)+1)
+				skip := false
+				for _, c := range cycle {
+					if reported[c.ID] {
+						skip = true
+					}
+					ids = append(ids, fmt.Sprintf("%s %q", c.Kind, c.ID))
+				}
+				if !skip {
+					for _, c := range cycle {
+						reported[c.ID] = true
+					}
+					ids = append(ids, ids[0])
+					first := cycle[0]
+					b.r.errorf(nodeAt(first.Pos), "%ss.%s: cycle: %s", first.Kind, first.ID, strings.Join(ids, " -> "))
+				}
+				break
+			}
+			index[cur.ID] = len(path)
+			path = append(path, cur)
+			var next *Stage
+			for _, in := range cur.Inputs {
+				if up, ok := b.stages[in]; ok && !done[in] && up.Kind == Worker {
+					next = up
+					break
+				}
+			}
+			cur = next
+		}
+	}
+}
+
+// wire fills Outputs and the Parses flag in topological order.
+func (b *builder) wire(p *Pipeline) {
+	for _, st := range p.Stages {
+		for _, in := range st.Inputs {
+			if up := b.stages[in]; up != nil {
+				up.Outputs = append(up.Outputs, st.ID)
+			}
+		}
+		if st.Kind == Worker {
+			parsesInput := len(st.Inputs) > 0
+			for _, in := range st.Inputs {
+				if up := b.stages[in]; up == nil || !up.Parses {
+					parsesInput = false
+				}
+			}
+			st.Parses = parsesInput
+			for _, s := range st.Worker.Steps {
+				if s.Type == "parse_json" {
+					st.Parses = true
+				}
+			}
+		}
+	}
+}
+
+// checkSemantics reports the rules that need the whole graph: merges,
+// unread stages, and steps that need parsed records.
+func (b *builder) checkSemantics(p *Pipeline) {
+	for _, st := range p.Stages {
+		path := string(st.Kind) + "s." + st.ID
+		switch st.Kind {
+		case Source, Worker:
+			if len(st.Outputs) == 0 {
+				b.r.warnf(nodeAt(st.Pos), "%s: nothing reads this %s (name it in a worker's or sink's inputs)", path, st.Kind)
+			}
+		}
+		if st.Kind == Worker {
+			b.checkStepsNeedParsing(st, path)
+		}
+		if st.Kind == Sink && st.Merge != nil {
+			for i, in := range st.Inputs {
+				up := b.stages[in]
+				at := b.inputPos[st.ID][i]
+				switch {
+				case up == nil:
+				case up.Kind != Worker || !up.Parses:
+					b.r.errorf(at, "%s.inputs: %q does not parse records; every input of a merging sink must be a worker with parse_json (merge.order_by reads a field)", path, in)
+				case !up.Worker.Ordered:
+					b.r.warnf(at, "%s.inputs: worker %q is not `ordered: true`, so each feed may reach the merge out of order", path, in)
+				}
+			}
+			if st.Merge.Late == "dead_letter" && p.DeadLetter == "" {
+				b.r.errorf(nodeAt(st.Pos), "%s.merge.late: dead_letter needs a top-level dead_letter sink", path)
+			}
+		}
+	}
+}
+
+func (b *builder) checkStepsNeedParsing(st *Stage, path string) {
+	parsed := len(st.Inputs) > 0
+	for _, in := range st.Inputs {
+		if up := b.stages[in]; up == nil || !up.Parses {
+			parsed = false
+		}
+	}
+	for i, s := range st.Worker.Steps {
+		switch s.Type {
+		case "parse_json":
+			parsed = true
+		case "set", "eval", "drop":
+			if !parsed {
+				b.r.warnf(nodeAt(s.Pos), "%s.steps[%d].%s: records reaching this step are not parsed yet, so it will reject them (add parse_json before it)", path, i, s.Type)
+			}
+		}
+	}
+}
+
+func nodeAt(p Pos) *yaml.Node { return &yaml.Node{Line: p.Line, Column: p.Col} }
+
+// findKey returns the value of key in a mapping node.
+func findKey(n *yaml.Node, key string) (*yaml.Node, bool) {
+	if n == nil {
+		return nil, false
+	}
+	n = resolveAlias(n)
+	if n.Kind != yaml.MappingNode {
+		return nil, false
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return n.Content[i+1], true
+		}
+	}
+	return nil, false
+}
+
+// findPath follows a dotted option path ("rotate.keep") from a mapping.
+func findPath(n *yaml.Node, dotted string) *yaml.Node {
+	for _, part := range strings.Split(dotted, ".") {
+		v, ok := findKey(n, part)
+		if !ok {
+			return nil
+		}
+		n = v
+	}
+	return n
+}

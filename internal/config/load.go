@@ -1,0 +1,222 @@
+// Package config loads pipeline files: it decodes them strictly from
+// yaml.v3 nodes, expands ${VAR}, checks every rule of the pipeline format
+// and builds a typed, topologically ordered graph per pipeline, reporting
+// every problem at once as FILE:LINE:COL: message.
+//
+// config knows stage types only through a stages.Registry; it never
+// imports a stage implementation.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/etld/etld/internal/stages"
+)
+
+// DefaultCheckpointInterval is used when a pipeline sets none.
+const DefaultCheckpointInterval = time.Second
+
+// Options tune a Load.
+type Options struct {
+	Registry *stages.Registry
+	// Env looks up ${VAR}s; nil means os.LookupEnv.
+	Env LookupEnv
+}
+
+// Load reads PATH: one pipeline file, or a directory whose *.yaml and *.yml
+// files are one pipeline each (named after the file without extension).
+// It returns the valid pipelines and every diagnostic; pipelines are
+// returned only when there are no errors at all.
+func Load(path string, opts Options) ([]*Pipeline, Diagnostics) {
+	var diags Diagnostics
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, Diagnostics{{File: path, Msg: statMessage(err)}}
+	}
+	var files []string
+	if fi.IsDir() {
+		files, err = PipelineFiles(path)
+		if err != nil {
+			return nil, Diagnostics{{File: path, Msg: err.Error()}}
+		}
+		if len(files) == 0 {
+			diags = append(diags, Diagnostic{File: path, Severity: Warning, Msg: "no pipeline files (*.yaml, *.yml) in this directory"})
+		}
+	} else {
+		files = []string{path}
+	}
+	var pipes []*Pipeline
+	names := map[string]string{}
+	for _, f := range files {
+		src, err := os.ReadFile(f)
+		if err != nil {
+			diags = append(diags, Diagnostic{File: f, Msg: statMessage(err)})
+			continue
+		}
+		p, ds := Parse(f, src, opts)
+		diags = append(diags, ds...)
+		if p == nil {
+			continue
+		}
+		if prev, dup := names[p.Name]; dup {
+			diags = append(diags, Diagnostic{File: f, Msg: fmt.Sprintf("pipeline name %q is also used by %s (names come from file names without extension)", p.Name, prev)})
+			continue
+		}
+		names[p.Name] = f
+		pipes = append(pipes, p)
+	}
+	diags = append(diags, checkSinkPaths(pipes)...)
+	diags.sort()
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	return pipes, diags
+}
+
+// PipelineFiles lists the pipeline files of a directory, sorted. Hidden
+// files (editor swap files, "..data" links) are skipped.
+func PipelineFiles(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range entries {
+		name := e.Name()
+		if strings.HasPrefix(name, ".") || !IsPipelineFile(name) {
+			continue
+		}
+		full := filepath.Join(dir, name)
+		if st, err := os.Stat(full); err != nil || st.IsDir() {
+			continue
+		}
+		out = append(out, full)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// IsPipelineFile reports whether a file name is a pipeline file name.
+func IsPipelineFile(name string) bool {
+	ext := filepath.Ext(name)
+	return ext == ".yaml" || ext == ".yml"
+}
+
+// PipelineName is the pipeline name of a file: its base name without
+// extension.
+func PipelineName(file string) string {
+	base := filepath.Base(file)
+	return strings.TrimSuffix(base, filepath.Ext(base))
+}
+
+func statMessage(err error) string {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
+}
+
+var yamlSyntaxLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+// Parse validates one pipeline file's bytes. file is used in messages and
+// names the pipeline; relative paths in it resolve against its directory.
+func Parse(file string, src []byte, opts Options) (*Pipeline, Diagnostics) {
+	var diags Diagnostics
+	r := reporter{file: file, diags: &diags}
+	env := opts.Env
+	if env == nil {
+		env = os.LookupEnv
+	}
+	var doc yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(src))
+	if err := dec.Decode(&doc); err != nil {
+		if err.Error() == "EOF" {
+			r.errorf(nil, "empty pipeline file (want at least version, sources and sinks)")
+			return nil, diags
+		}
+		r.errorf(syntaxPos(err), "invalid YAML: %s", syntaxMsg(err))
+		return nil, diags
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		r.errorf(&extra, "a pipeline file holds one YAML document; found a second one")
+	}
+	root := &doc
+	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
+		root = root.Content[0]
+	}
+	interpolate(root, env, r)
+	dir, err := filepath.Abs(filepath.Dir(file))
+	if err != nil {
+		dir = filepath.Dir(file)
+	}
+	b := &builder{r: r, reg: opts.Registry, file: file, dir: dir}
+	p := b.pipeline(root)
+	diags.sort()
+	if diags.HasErrors() || p == nil {
+		return nil, diags
+	}
+	p.Name = PipelineName(file)
+	p.File = file
+	p.Dir = dir
+	p.Hash = hashNode(root)
+	return p, diags
+}
+
+func syntaxPos(err error) *yaml.Node {
+	if m := yamlSyntaxLine.FindStringSubmatch(err.Error()); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		return &yaml.Node{Line: line, Column: 1}
+	}
+	return &yaml.Node{Line: 1, Column: 1}
+}
+
+func syntaxMsg(err error) string {
+	if m := yamlSyntaxLine.FindStringSubmatch(err.Error()); m != nil {
+		return m[2]
+	}
+	return strings.TrimPrefix(err.Error(), "yaml: ")
+}
+
+// checkSinkPaths reports two sinks, in one pipeline or in two, that write
+// the same file: their lines would interleave without a single writer.
+func checkSinkPaths(pipes []*Pipeline) Diagnostics {
+	var diags Diagnostics
+	type owner struct {
+		pipe  *Pipeline
+		stage *Stage
+	}
+	seen := map[string]owner{}
+	for _, p := range pipes {
+		for _, s := range p.Sinks() {
+			op, ok := s.Config.(stages.OutputPather)
+			if !ok || op.OutputPath() == "" {
+				continue
+			}
+			path := filepath.Clean(op.OutputPath())
+			if prev, dup := seen[path]; dup {
+				where := fmt.Sprintf("sink %q", prev.stage.ID)
+				if prev.pipe != p {
+					where = fmt.Sprintf("sink %q of pipeline %q (%s:%d:%d)", prev.stage.ID, prev.pipe.Name, prev.stage.Pos.File, prev.stage.Pos.Line, prev.stage.Pos.Col)
+				}
+				diags = append(diags, Diagnostic{File: s.Pos.File, Line: s.Pos.Line, Col: s.Pos.Col,
+					Msg: fmt.Sprintf("sinks.%s: writes %s, which %s also writes (each output file has exactly one writer)", s.ID, path, where)})
+				continue
+			}
+			seen[path] = owner{p, s}
+		}
+	}
+	return diags
+}

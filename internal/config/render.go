@@ -1,0 +1,114 @@
+package config
+
+import (
+	"fmt"
+	"io"
+	"strings"
+)
+
+// nodeLabel is the text shown for a stage in `etld graph`.
+func nodeLabel(st *Stage, p *Pipeline, nl string) string {
+	switch st.Kind {
+	case Worker:
+		conc := "auto"
+		if st.Worker.Concurrency > 0 {
+			conc = fmt.Sprint(st.Worker.Concurrency)
+		}
+		steps := make([]string, len(st.Worker.Steps))
+		for i, s := range st.Worker.Steps {
+			steps[i] = s.Type
+		}
+		label := fmt.Sprintf("%s%sworker x%s", st.ID, nl, conc)
+		if st.Worker.Ordered {
+			label += " ordered"
+		}
+		if len(steps) > 0 {
+			label += nl + strings.Join(steps, ", ")
+		}
+		return label
+	case Sink:
+		label := fmt.Sprintf("%s%ssink: %s", st.ID, nl, st.Type)
+		if st.ID == p.DeadLetter {
+			label += nl + "dead letter"
+		}
+		if st.Merge != nil {
+			label += nl + "merge by " + st.Merge.OrderBy
+		}
+		return label
+	default:
+		label := fmt.Sprintf("%s%ssource: %s", st.ID, nl, st.Type)
+		if st.Finite {
+			label += " (finite)"
+		}
+		return label
+	}
+}
+
+// WriteDOT writes the pipelines as one Graphviz digraph, one cluster per
+// pipeline. Dashed edges lead bad records to the dead-letter sink.
+func WriteDOT(w io.Writer, pipes []*Pipeline) error {
+	var b strings.Builder
+	b.WriteString("digraph etld {\n  rankdir=LR;\n  node [fontname=\"Helvetica\"];\n")
+	for _, p := range pipes {
+		fmt.Fprintf(&b, "  subgraph %q {\n    label=%q;\n", "cluster_"+p.Name, p.Name)
+		for _, st := range p.Stages {
+			shape := map[StageKind]string{Source: "cds", Worker: "box", Sink: "folder"}[st.Kind]
+			// %q turns newlines into \n, which DOT draws as centred line breaks.
+			fmt.Fprintf(&b, "    %q [label=%q, shape=%s];\n", p.Name+"/"+st.ID, nodeLabel(st, p, "\n"), shape)
+		}
+		for _, st := range p.Stages {
+			for _, in := range st.Inputs {
+				fmt.Fprintf(&b, "    %q -> %q;\n", p.Name+"/"+in, p.Name+"/"+st.ID)
+			}
+		}
+		if p.DeadLetter != "" {
+			for _, st := range p.Stages {
+				if st.Kind != Sink {
+					fmt.Fprintf(&b, "    %q -> %q [style=dashed, color=red];\n", p.Name+"/"+st.ID, p.Name+"/"+p.DeadLetter)
+				}
+			}
+		}
+		b.WriteString("  }\n")
+	}
+	b.WriteString("}\n")
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// mermaidShapes are the node brackets per stage kind: sources are
+// parallelograms, workers boxes and sinks cylinders.
+var mermaidShapes = map[StageKind][2]string{Source: {"[/", "/]"}, Worker: {"[", "]"}, Sink: {"[(", ")]"}}
+
+// WriteMermaid writes the pipelines as a Mermaid flowchart, one subgraph
+// per pipeline.
+func WriteMermaid(w io.Writer, pipes []*Pipeline) error {
+	var b strings.Builder
+	b.WriteString("flowchart LR\n")
+	for pi, p := range pipes {
+		ids := map[string]string{}
+		for si, st := range p.Stages {
+			ids[st.ID] = fmt.Sprintf("p%d_s%d", pi, si)
+		}
+		fmt.Fprintf(&b, "  subgraph p%d [%q]\n", pi, p.Name)
+		for _, st := range p.Stages {
+			shape := mermaidShapes[st.Kind]
+			label := strings.ReplaceAll(nodeLabel(st, p, "<br/>"), `"`, "#quot;")
+			fmt.Fprintf(&b, "    %s%s\"%s\"%s\n", ids[st.ID], shape[0], label, shape[1])
+		}
+		for _, st := range p.Stages {
+			for _, in := range st.Inputs {
+				fmt.Fprintf(&b, "    %s --> %s\n", ids[in], ids[st.ID])
+			}
+		}
+		if p.DeadLetter != "" {
+			for _, st := range p.Stages {
+				if st.Kind != Sink {
+					fmt.Fprintf(&b, "    %s -. bad records .-> %s\n", ids[st.ID], ids[p.DeadLetter])
+				}
+			}
+		}
+		b.WriteString("  end\n")
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
