@@ -1,20 +1,107 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/etld/etld/internal/runtime"
+	"github.com/rs/zerolog"
 )
 
-// cmdRun loads the config; the runtime lands in the next change.
+// runFlags are the flags of `etld run` (SPEC §1).
+type runFlags struct {
+	path            *string
+	stateDir        string
+	admin           string
+	noWatch         bool
+	shutdownTimeout time.Duration
+	logLevel        string
+	logFormat       string
+}
+
 func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs, path := newFlagSet("run", stderr)
+	f := runFlags{path: path}
+	fs.StringVar(&f.stateDir, "state-dir", "", "checkpoint directory (default: $STATE_DIRECTORY, else .etld-state)")
+	fs.StringVar(&f.admin, "admin", "127.0.0.1:9300", `admin HTTP address, or "off"`)
+	fs.BoolVar(&f.noWatch, "no-watch", false, "do not watch the config for changes")
+	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "bound on a graceful stop")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&f.logFormat, "log-format", "json", "json or console")
 	if err := parseFlags(fs, args); err != nil {
 		return flagExit(err)
 	}
-	pipes, ok := load(*path, stderr)
+	log, err := newLogger(stderr, f.logLevel, f.logFormat)
+	if err != nil {
+		fmt.Fprintf(stderr, "etld run: %v\n", err)
+		return exitUsage
+	}
+	if f.shutdownTimeout <= 0 {
+		fmt.Fprintf(stderr, "etld run: --shutdown-timeout must be positive, got %v\n", f.shutdownTimeout)
+		return exitUsage
+	}
+
+	pipes, ok := load(*f.path, stderr)
 	if !ok {
 		return exitUsage
 	}
-	fmt.Fprintf(stdout, "%s: config loaded: %s\n", *path, plural(len(pipes), "pipeline"))
-	return exitOK
+	log.Info().Str("config", *f.path).Int("pipelines", len(pipes)).Str("version", version).Msg("config loaded")
+
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	go func() {
+		sig := <-sigs
+		log.Info().Str("signal", sig.String()).Msg("stopping gracefully; send SIGINT again to exit at once")
+		stop()
+		for sig := range sigs {
+			if sig == syscall.SIGINT {
+				log.Error().Msg("second SIGINT: exiting at once; unfinished work is re-read from the last checkpoint")
+				os.Exit(exitFailure)
+			}
+		}
+	}()
+
+	err = runtime.Run(ctx, pipes, runtime.Options{
+		Logger:          log,
+		ShutdownTimeout: f.shutdownTimeout,
+	})
+	var se *runtime.StartError
+	switch {
+	case err == nil:
+		log.Info().Msg("stopped")
+		return exitOK
+	case errors.As(err, &se):
+		log.Error().Err(err).Msg("cannot start")
+		return exitFailure
+	default:
+		log.Error().Err(err).Msg("stopped with errors")
+		return exitFailure
+	}
+}
+
+// newLogger builds the zerolog logger of --log-level and --log-format.
+func newLogger(w io.Writer, level, format string) (zerolog.Logger, error) {
+	lvl, err := zerolog.ParseLevel(strings.ToLower(level))
+	if err != nil || level == "" || lvl > zerolog.ErrorLevel || lvl < zerolog.DebugLevel {
+		return zerolog.Logger{}, fmt.Errorf("unknown --log-level %q (valid: debug, info, warn, error)", level)
+	}
+	switch strings.ToLower(format) {
+	case "json":
+	case "console":
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339}
+	default:
+		return zerolog.Logger{}, fmt.Errorf("unknown --log-format %q (valid: json, console)", format)
+	}
+	zerolog.TimeFieldFormat = time.RFC3339Nano
+	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
 }

@@ -1,0 +1,161 @@
+package runtime
+
+import (
+	"context"
+	"encoding/base64"
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/etld/etld/internal/jsonrec"
+	"github.com/etld/etld/internal/stages"
+	"github.com/rs/zerolog"
+)
+
+// emitter is the output side of a source or worker: it sends good records
+// to every downstream edge, turns rejects into dead-letter lines (or counts
+// them as dropped), and forwards barriers. Safe for concurrent use by a
+// worker's goroutines.
+type emitter struct {
+	stage  string
+	outs   []chan msg
+	dl     chan msg // the dead-letter sink's edge, or nil
+	hard   context.Context
+	m      *stageMetrics
+	badLog zerolog.Logger // sampled: bad records are logged rate-limited
+}
+
+// emit sends b downstream; it reports false when the hard stop came first.
+// b must not be used after.
+func (e *emitter) emit(b *stages.Batch) bool {
+	if len(b.Rejects) > 0 {
+		if !e.reject(b.Rejects) {
+			return false
+		}
+		b.Rejects = nil
+	}
+	n := len(b.Records)
+	if n == 0 {
+		return true
+	}
+	if len(e.outs) == 0 {
+		e.m.noOutput.Add(float64(n))
+		return true
+	}
+	e.m.out.Add(float64(n))
+	for i, out := range e.outs {
+		bb := b
+		if i < len(e.outs)-1 {
+			bb = cloneBatch(b) // every downstream owns its batch
+		}
+		if !send(e.hard, out, msg{b: bb}) {
+			return false
+		}
+	}
+	return true
+}
+
+// barrier forwards checkpoint barrier epoch to every downstream edge,
+// the dead-letter edge included.
+func (e *emitter) barrier(epoch uint64) bool {
+	for _, out := range e.outs {
+		if !send(e.hard, out, msg{epoch: epoch}) {
+			return false
+		}
+	}
+	if e.dl != nil {
+		return send(e.hard, e.dl, msg{epoch: epoch})
+	}
+	return true
+}
+
+// close closes the stage's outgoing edges: the end of its stream.
+func (e *emitter) close() {
+	for _, out := range e.outs {
+		close(out)
+	}
+	if e.dl != nil {
+		close(e.dl)
+	}
+}
+
+func (e *emitter) reject(rs []stages.Reject) bool {
+	n := float64(len(rs))
+	e.m.errors.Add(n)
+	for i := range rs {
+		r := &rs[i]
+		if r.Stage == "" {
+			r.Stage = e.stage
+		}
+		e.badLog.Warn().Str("origin", r.Record.OriginString()).Err(r.Err).Msg("bad record")
+	}
+	if e.dl == nil {
+		e.m.badRecord.Add(n)
+		return true
+	}
+	e.m.deadLettered.Add(n)
+	var buf []byte
+	ends := make([]int, len(rs))
+	for i := range rs {
+		buf = appendDeadLetter(buf, &rs[i])
+		ends[i] = len(buf)
+	}
+	recs := make([]stages.Record, len(rs))
+	start := 0
+	for i := range rs {
+		recs[i] = stages.Record{Raw: buf[start:ends[i]:ends[i]], Parsed: true, Origin: rs[i].Record.Origin, Offset: rs[i].Record.Offset}
+		start = ends[i]
+	}
+	return send(e.hard, e.dl, msg{b: &stages.Batch{Records: recs}})
+}
+
+// appendDeadLetter renders a reject as the dead-letter line of SPEC §2:
+// {"error","stage","source","origin","record"|"record_base64"[,"length"]}.
+func appendDeadLetter(dst []byte, r *stages.Reject) []byte {
+	dst = append(dst, `{"error":`...)
+	msg := "bad record"
+	if r.Err != nil {
+		msg = r.Err.Error()
+	}
+	dst = jsonrec.AppendString(dst, msg)
+	dst = append(dst, `,"stage":`...)
+	dst = jsonrec.AppendString(dst, r.Stage)
+	src := ""
+	if r.Record.Origin != nil {
+		src = r.Record.Origin.Source
+	}
+	dst = append(dst, `,"source":`...)
+	dst = jsonrec.AppendString(dst, src)
+	dst = append(dst, `,"origin":`...)
+	dst = jsonrec.AppendString(dst, r.Record.OriginString())
+	if utf8.Valid(r.Record.Raw) {
+		dst = append(dst, `,"record":`...)
+		dst = jsonrec.AppendString(dst, string(r.Record.Raw))
+	} else {
+		dst = append(dst, `,"record_base64":"`...)
+		dst = base64.StdEncoding.AppendEncode(dst, r.Record.Raw)
+		dst = append(dst, '"')
+	}
+	if r.Length > 0 {
+		dst = append(dst, `,"length":`...)
+		dst = strconv.AppendInt(dst, r.Length, 10)
+	}
+	return append(dst, '}')
+}
+
+// cloneBatch copies a batch for a second downstream: records and their
+// bytes, so that steps editing one copy cannot affect the other.
+func cloneBatch(b *stages.Batch) *stages.Batch {
+	size := 0
+	for i := range b.Records {
+		size += len(b.Records[i].Raw)
+	}
+	buf := make([]byte, 0, size)
+	recs := make([]stages.Record, len(b.Records))
+	for i, r := range b.Records {
+		start := len(buf)
+		buf = append(buf, r.Raw...)
+		r.Raw = buf[start:len(buf):len(buf)]
+		recs[i] = r
+	}
+	return &stages.Batch{Records: recs}
+}

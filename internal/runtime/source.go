@@ -1,0 +1,85 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/etld/etld/internal/stages"
+	"github.com/rs/zerolog"
+)
+
+// sourceRunner drives one source from one goroutine: Read, emit, and a
+// checkpoint barrier between two reads whenever one is requested.
+type sourceRunner struct {
+	id  string
+	src stages.Source
+	out *emitter
+	log zerolog.Logger
+
+	barrierReq atomic.Uint64 // newest barrier epoch requested, not yet injected
+	injected   uint64        // newest barrier epoch injected (run goroutine only)
+
+	mu         sync.Mutex
+	cancelRead context.CancelFunc // cancels the Read in progress
+}
+
+// requestBarrier asks the source to inject barrier epoch as soon as
+// possible: a Read waiting for input is interrupted.
+func (s *sourceRunner) requestBarrier(epoch uint64) {
+	s.barrierReq.Store(epoch)
+	s.mu.Lock()
+	if s.cancelRead != nil {
+		s.cancelRead()
+	}
+	s.mu.Unlock()
+}
+
+// run reads until the source ends (nil), stop is done (nil: a graceful
+// stop), the hard stop comes (nil: the caller knows) or Read fails (the
+// error). It closes the source's outgoing edges on return.
+func (s *sourceRunner) run(stop context.Context) error {
+	defer s.out.close()
+	for {
+		if e := s.barrierReq.Load(); e > s.injected {
+			s.injected = e
+			if !s.out.barrier(e) {
+				return nil
+			}
+		}
+		if stop.Err() != nil {
+			return nil
+		}
+		rctx, cancel := context.WithCancel(stop)
+		s.mu.Lock()
+		s.cancelRead = cancel
+		s.mu.Unlock()
+		if s.barrierReq.Load() > s.injected {
+			cancel() // requested between the check above and cancelRead
+		}
+		b, err := s.src.Read(rctx)
+		s.mu.Lock()
+		s.cancelRead = nil
+		s.mu.Unlock()
+		cancel()
+		if b != nil {
+			s.out.m.in.Add(float64(len(b.Records) + len(b.Rejects)))
+			if !s.out.emit(b) {
+				return nil
+			}
+		}
+		switch {
+		case err == nil:
+		case errors.Is(err, stages.ErrEndOfInput):
+			s.log.Info().Msg("source finished")
+			return nil
+		case rctx.Err() != nil:
+			// Interrupted for a barrier or a stop: both handled above.
+		default:
+			s.out.m.errors.Inc()
+			return fmt.Errorf("read: %w", err)
+		}
+	}
+}

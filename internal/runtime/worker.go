@@ -1,0 +1,159 @@
+package runtime
+
+import (
+	"sync"
+
+	"github.com/etld/etld/internal/stages"
+)
+
+// workerRunner runs a worker's steps on `concurrency` goroutines over the
+// merged stream of its inputs.
+type workerRunner struct {
+	id          string
+	steps       []stages.Step
+	concurrency int
+	ordered     bool
+	in          chan msg // merged inputs
+	out         *emitter
+}
+
+// process applies the steps to one batch and counts what they did.
+func (w *workerRunner) process(b *stages.Batch) {
+	n := len(b.Records)
+	w.out.m.in.Add(float64(n))
+	for _, st := range w.steps {
+		if len(b.Records) == 0 {
+			break
+		}
+		st.Process(b)
+	}
+	if f := n - len(b.Records) - len(b.Rejects); f > 0 {
+		w.out.m.filtered.Add(float64(f))
+	}
+}
+
+// run returns once its inputs are closed and everything is emitted, or
+// at the hard stop. It closes the worker's outgoing edges.
+func (w *workerRunner) run() {
+	defer w.out.close()
+	if w.ordered {
+		w.runOrdered()
+	} else {
+		w.runUnordered()
+	}
+}
+
+// runUnordered: the goroutines emit batches as they finish them. A
+// barrier waits until every batch received before it has been emitted.
+func (w *workerRunner) runUnordered() {
+	jobs := make(chan *stages.Batch)
+	var inflight, pool sync.WaitGroup
+	for range w.concurrency {
+		pool.Go(func() {
+			for b := range jobs {
+				w.process(b)
+				w.out.emit(b)
+				inflight.Done()
+			}
+		})
+	}
+	defer pool.Wait()
+	defer close(jobs)
+	for {
+		var m msg
+		var ok bool
+		select {
+		case m, ok = <-w.in:
+		case <-w.out.hard.Done():
+			return
+		}
+		if !ok {
+			return
+		}
+		if m.b != nil {
+			inflight.Add(1)
+			select {
+			case jobs <- m.b:
+			case <-w.out.hard.Done():
+				inflight.Done()
+				return
+			}
+			continue
+		}
+		inflight.Wait()
+		if !w.out.barrier(m.epoch) {
+			return
+		}
+	}
+}
+
+// slot is one message of an ordered worker, emitted in arrival order.
+type slot struct {
+	m    msg
+	done chan struct{}
+}
+
+// runOrdered: batches are processed concurrently but emitted in the order
+// they arrived, which keeps every input's order; barriers keep their place.
+func (w *workerRunner) runOrdered() {
+	jobs := make(chan *slot)
+	order := make(chan *slot, 2*w.concurrency)
+	var pool sync.WaitGroup
+	for range w.concurrency {
+		pool.Go(func() {
+			for s := range jobs {
+				w.process(s.m.b)
+				close(s.done)
+			}
+		})
+	}
+	var emitter sync.WaitGroup
+	emitter.Go(func() {
+		for s := range order {
+			select {
+			case <-s.done:
+			case <-w.out.hard.Done():
+				return
+			}
+			if s.m.b != nil {
+				if !w.out.emit(s.m.b) {
+					return
+				}
+			} else if !w.out.barrier(s.m.epoch) {
+				return
+			}
+		}
+	})
+	defer emitter.Wait()
+	defer pool.Wait()
+	defer close(order)
+	defer close(jobs)
+	for {
+		var m msg
+		var ok bool
+		select {
+		case m, ok = <-w.in:
+		case <-w.out.hard.Done():
+			return
+		}
+		if !ok {
+			return
+		}
+		s := &slot{m: m, done: make(chan struct{})}
+		if m.b == nil {
+			close(s.done)
+		}
+		select {
+		case order <- s:
+		case <-w.out.hard.Done():
+			return
+		}
+		if m.b != nil {
+			select {
+			case jobs <- s:
+			case <-w.out.hard.Done():
+				return
+			}
+		}
+	}
+}
