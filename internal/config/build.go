@@ -29,8 +29,11 @@ type builder struct {
 	file string
 	dir  string
 
-	stages   map[string]*Stage
-	order    []*Stage // file order: sources, workers, sinks
+	stages map[string]*Stage
+	idLine map[string]int // line of each stage's id key
+	order  []*Stage       // file order: sources, workers, sinks
+	// inputPos holds the nodes of each stage's inputs, parallel to
+	// Stage.Inputs; a stage has an entry as soon as it has an inputs key.
 	inputPos map[string][]*yaml.Node
 	dlNode   *yaml.Node
 }
@@ -46,6 +49,7 @@ func (b *builder) pipeline(root *yaml.Node) *Pipeline {
 		return nil
 	}
 	b.stages = map[string]*Stage{}
+	b.idLine = map[string]int{}
 	b.inputPos = map[string][]*yaml.Node{}
 	p := &Pipeline{CheckpointInterval: DefaultCheckpointInterval}
 	sections := map[string]*yaml.Node{}
@@ -131,11 +135,17 @@ func (b *builder) section(n *yaml.Node, kind StageKind) {
 			b.r.errorf(k, "%s: invalid id %q (use letters, digits, _ and -, starting with a letter or _)", path, id)
 		}
 		if prev, dup := b.stages[id]; dup {
-			b.r.errorf(k, "%s: duplicate id %q (already a %s at line %d; ids are unique across sources, workers and sinks)", path, id, prev.Kind, prev.Pos.Line)
+			b.r.errorf(k, "%s: duplicate id %q (already a %s at line %d; ids are unique across sources, workers and sinks)", path, id, prev.Kind, b.idLine[id])
 			return
 		}
 		st := &Stage{ID: id, Kind: kind, Pos: b.pos(k)}
+		if kind == Worker {
+			// Set before any early return: later passes (wire,
+			// checkSemantics) read the spec of every worker.
+			st.Type, st.Worker = "worker", &WorkerSpec{}
+		}
 		b.stages[id] = st
+		b.idLine[id] = k.Line
 		b.order = append(b.order, st)
 		v = resolveAlias(v)
 		if v.Kind != yaml.MappingNode {
@@ -191,6 +201,7 @@ func (b *builder) typed(st *Stage, v *yaml.Node, path string) {
 	}
 	st.Factory = f
 	var unknown []*yaml.Node
+	failed := map[string]bool{} // options already reported as undecodable
 	cfg := f.NewConfig()
 	rv := reflect.ValueOf(cfg)
 	if rv.Kind() != reflect.Pointer {
@@ -207,7 +218,9 @@ func (b *builder) typed(st *Stage, v *yaml.Node, path string) {
 				unknown = append(unknown, k)
 				continue
 			}
-			d.decode(val, rv.Elem().Field(idx), path+"."+k.Value)
+			if !d.decode(val, rv.Elem().Field(idx), path+"."+k.Value) {
+				failed[k.Value] = true
+			}
 		}
 		for _, k := range unknown {
 			b.r.errorf(k, "%s: unknown option %q for %s %s%s", path, k.Value, st.Type, st.Kind, suggest(k.Value, valid))
@@ -215,7 +228,7 @@ func (b *builder) typed(st *Stage, v *yaml.Node, path string) {
 	} else {
 		decoder{b.r}.decode(opts, rv.Elem(), path)
 	}
-	b.validate(cfg, v, path)
+	b.validate(cfg, v, path, failed)
 	if pr, ok := cfg.(stages.PathResolver); ok {
 		pr.ResolvePaths(b.dir)
 	}
@@ -227,8 +240,10 @@ func (b *builder) typed(st *Stage, v *yaml.Node, path string) {
 
 // validate runs a config's Validate and reports each FieldError at the
 // option it names (the mapping itself when the option is absent, so a
-// missing required key is reported at the mapping that lacks it).
-func (b *builder) validate(cfg any, at *yaml.Node, path string) {
+// missing required key is reported at the mapping that lacks it). Errors
+// about options in skip, which were reported as undecodable already, are
+// left out: `path: [a, b]` is a wrong type, not also a missing path.
+func (b *builder) validate(cfg any, at *yaml.Node, path string, skip map[string]bool) {
 	v, ok := cfg.(stages.Validator)
 	if !ok {
 		return
@@ -239,6 +254,9 @@ func (b *builder) validate(cfg any, at *yaml.Node, path string) {
 		msg := err.Error()
 		if errors.As(err, &fe) {
 			msg = fe.Err.Error()
+			if top, _, _ := strings.Cut(fe.Field, "."); skip[top] {
+				continue
+			}
 			if fe.Field != "" {
 				p = path + "." + fe.Field
 				if fn := findPath(at, fe.Field); fn != nil {
@@ -266,8 +284,6 @@ func flatten(err error) []error {
 }
 
 func (b *builder) worker(st *Stage, v *yaml.Node, path string) {
-	st.Type = "worker"
-	st.Worker = &WorkerSpec{}
 	d := decoder{b.r}
 	forEachPair(v, b.r, path, func(k, val *yaml.Node) {
 		switch k.Value {
@@ -317,7 +333,7 @@ func (b *builder) steps(st *Stage, n *yaml.Node, path string) {
 		if !(decoder{b.r}).decode(val, reflect.ValueOf(cfg).Elem(), ip) {
 			continue
 		}
-		b.validate(cfg, val, ip)
+		b.validate(cfg, val, ip, nil)
 		st.Worker.Steps = append(st.Worker.Steps, StepSpec{Type: k.Value, Config: cfg, Factory: f, Pos: b.pos(k)})
 	}
 }
@@ -325,6 +341,7 @@ func (b *builder) steps(st *Stage, n *yaml.Node, path string) {
 // inputs decodes an `inputs` list; existence is checked once every stage
 // is known (checkInputs).
 func (b *builder) inputs(st *Stage, n *yaml.Node, path string) []string {
+	b.inputPos[st.ID] = nil // the key is present, even if its value is bad
 	n = resolveAlias(n)
 	if n.Kind == yaml.ScalarNode && !isNull(n) {
 		// Accept `inputs: orders` as a one-element list.
@@ -417,7 +434,7 @@ func (b *builder) checkInputs(deadLetter string) {
 				b.r.errorf(at, "%s.inputs: a stage cannot read its own output", path)
 			}
 		}
-		if st.Kind == Sink && len(st.Inputs) == 0 && st.ID != deadLetter && len(b.inputPos[st.ID]) == 0 {
+		if _, hasKey := b.inputPos[st.ID]; st.Kind == Sink && !hasKey && st.ID != deadLetter {
 			b.r.errorf(nodeAt(st.Pos), "%s: missing required key \"inputs\" (only the dead-letter sink has none)", path)
 		}
 	}

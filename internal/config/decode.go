@@ -175,18 +175,22 @@ func (d decoder) duration(n *yaml.Node, v reflect.Value, path string) bool {
 // keys.
 func forEachPair(n *yaml.Node, r reporter, path string, fn func(k, v *yaml.Node)) {
 	seen := map[string]*yaml.Node{}
+	prefix := ""
+	if path != "" { // the top level has no path
+		prefix = path + ": "
+	}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		if k.Kind != yaml.ScalarNode {
-			r.errorf(k, "%s: keys must be plain names, got %s", path, describe(k))
+			r.errorf(k, "%skeys must be plain names, got %s", prefix, describe(k))
 			continue
 		}
 		if k.Tag == "!!merge" {
-			r.errorf(k, "%s: YAML merge keys (<<) are not supported", path)
+			r.errorf(k, "%sYAML merge keys (<<) are not supported", prefix)
 			continue
 		}
 		if prev, dup := seen[k.Value]; dup {
-			r.errorf(k, "%s: duplicate key %q (first defined at line %d)", path, k.Value, prev.Line)
+			r.errorf(k, "%sduplicate key %q (first defined at line %d)", prefix, k.Value, prev.Line)
 			continue
 		}
 		seen[k.Value] = k

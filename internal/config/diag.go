@@ -103,7 +103,7 @@ type reporter struct {
 }
 
 func (r reporter) at(n *yaml.Node, sev Severity, format string, args ...any) {
-	d := Diagnostic{File: r.file, Severity: sev, Msg: fmt.Sprintf(format, args...)}
+	d := Diagnostic{File: r.file, Severity: sev, Msg: oneLine(fmt.Sprintf(format, args...))}
 	if n != nil {
 		d.Line, d.Col = n.Line, n.Column
 	}
@@ -117,3 +117,11 @@ func (r reporter) errorf(n *yaml.Node, format string, args ...any) {
 func (r reporter) warnf(n *yaml.Node, format string, args ...any) {
 	r.at(n, Warning, format, args...)
 }
+
+// lineBreaks escapes line breaks that user text (a quoted id or field
+// name, a path) can bring into a message.
+var lineBreaks = strings.NewReplacer("\n", `\n`, "\r", `\r`)
+
+// oneLine keeps a message on one line, as `etld validate` prints one
+// problem per line.
+func oneLine(msg string) string { return lineBreaks.Replace(msg) }

@@ -13,16 +13,17 @@ type LookupEnv func(string) (string, bool)
 
 // interpolate expands ${VAR}, ${VAR:-default} and $$ in every scalar value
 // of the tree (mapping keys are left alone: they are ids and option names).
-// An unset variable without a default is an error at its position.
-func interpolate(n *yaml.Node, env LookupEnv, r reporter) {
+// An unset variable without a default is an error at its position. lines
+// is the source, split at newlines, to locate references.
+func interpolate(n *yaml.Node, env LookupEnv, r reporter, lines [][]byte) {
 	switch n.Kind {
 	case yaml.DocumentNode, yaml.SequenceNode:
 		for _, c := range n.Content {
-			interpolate(c, env, r)
+			interpolate(c, env, r, lines)
 		}
 	case yaml.MappingNode:
 		for i := 1; i < len(n.Content); i += 2 {
-			interpolate(n.Content[i], env, r)
+			interpolate(n.Content[i], env, r, lines)
 		}
 	case yaml.ScalarNode:
 		if !strings.Contains(n.Value, "$") {
@@ -30,15 +31,7 @@ func interpolate(n *yaml.Node, env LookupEnv, r reporter) {
 		}
 		out, errOff, err := expand(n.Value, env)
 		if err != nil {
-			pos := *n
-			// Point at the "${" itself when the scalar is on one line.
-			if !strings.Contains(n.Value[:errOff], "\n") {
-				pos.Column += errOff
-				if n.Style&(yaml.SingleQuotedStyle|yaml.DoubleQuotedStyle) != 0 {
-					pos.Column++
-				}
-			}
-			r.errorf(&pos, "%v", err)
+			r.errorf(refPos(n, errOff, lines), "%v", err)
 			return
 		}
 		if out != n.Value {
@@ -50,6 +43,30 @@ func interpolate(n *yaml.Node, env LookupEnv, r reporter) {
 			}
 		}
 	}
+}
+
+// refPos is where to report a problem with the reference at byte offset
+// off of n's value: at its "${" when the source holds the value verbatim up
+// to there on the scalar's first line, else at the scalar itself. (A
+// scalar's value is not its source text: line breaks of plain and quoted
+// scalars fold into spaces, escapes are decoded, and a block scalar starts
+// on the line after its indicator.) Columns count characters, like
+// yaml.v3's.
+func refPos(n *yaml.Node, off int, lines [][]byte) *yaml.Node {
+	pos := *n
+	if n.Line < 1 || n.Line > len(lines) || n.Column < 1 {
+		return &pos
+	}
+	col := n.Column
+	if n.Style&(yaml.SingleQuotedStyle|yaml.DoubleQuotedStyle) != 0 {
+		col++ // the quote
+	}
+	line := []rune(string(lines[n.Line-1]))
+	want := []rune(n.Value[:off] + "${")
+	if col-1+len(want) <= len(line) && string(line[col-1:col-1+len(want)]) == string(want) {
+		pos.Column = col + len(want) - 2
+	}
+	return &pos
 }
 
 // expand replaces ${VAR}, ${VAR:-default} and $$ in s. A lone "$" not

@@ -11,9 +11,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -70,7 +72,7 @@ func Load(path string, opts Options) ([]*Pipeline, Diagnostics) {
 			continue
 		}
 		if prev, dup := names[p.Name]; dup {
-			diags = append(diags, Diagnostic{File: f, Msg: fmt.Sprintf("pipeline name %q is also used by %s (names come from file names without extension)", p.Name, prev)})
+			diags = append(diags, Diagnostic{File: f, Msg: oneLine(fmt.Sprintf("pipeline name %q is also used by %s (names come from file names without extension)", p.Name, prev))})
 			continue
 		}
 		names[p.Name] = f
@@ -142,22 +144,26 @@ func Parse(file string, src []byte, opts Options) (*Pipeline, Diagnostics) {
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(src))
 	if err := dec.Decode(&doc); err != nil {
-		if err.Error() == "EOF" {
-			r.errorf(nil, "empty pipeline file (want at least version, sources and sinks)")
+		if errors.Is(err, io.EOF) {
+			r.errorf(&yaml.Node{Line: 1, Column: 1}, "empty pipeline file (want at least version, sources and sinks)")
 			return nil, diags
 		}
 		r.errorf(syntaxPos(err), "invalid YAML: %s", syntaxMsg(err))
 		return nil, diags
 	}
 	var extra yaml.Node
-	if err := dec.Decode(&extra); err == nil {
+	switch err := dec.Decode(&extra); {
+	case err == nil:
 		r.errorf(&extra, "a pipeline file holds one YAML document; found a second one")
+	case !errors.Is(err, io.EOF):
+		// A broken second document is still broken YAML, not nothing.
+		r.errorf(syntaxPos(err), "invalid YAML: %s", syntaxMsg(err))
 	}
 	root := &doc
 	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
 		root = root.Content[0]
 	}
-	interpolate(root, env, r)
+	interpolate(root, env, r, bytes.Split(src, []byte("\n")))
 	dir, err := filepath.Abs(filepath.Dir(file))
 	if err != nil {
 		dir = filepath.Dir(file)
@@ -175,9 +181,31 @@ func Parse(file string, src []byte, opts Options) (*Pipeline, Diagnostics) {
 	return p, diags
 }
 
+// yamlParserProblems are the problems yaml.v3 reports as parser (not
+// scanner) errors. For those, the "line N" of its message is 0-based: it
+// is the line of the construct being parsed (or of the problem, when that
+// construct starts on the first line), and yaml.v3's parser.fail adds 1
+// only for scanner errors.
+var yamlParserProblems = []string{
+	"did not find expected <stream-start>",
+	"did not find expected <document start>",
+	"found undefined tag handle",
+	"did not find expected node content",
+	"did not find expected '-' indicator",
+	"did not find expected key",
+	"did not find expected ',' or ']'",
+	"did not find expected ',' or '}'",
+	"found duplicate %YAML directive",
+	"found incompatible YAML document",
+	"found duplicate %TAG directive",
+}
+
 func syntaxPos(err error) *yaml.Node {
 	if m := yamlSyntaxLine.FindStringSubmatch(err.Error()); m != nil {
 		line, _ := strconv.Atoi(m[1])
+		if slices.Contains(yamlParserProblems, m[2]) {
+			line++
+		}
 		return &yaml.Node{Line: line, Column: 1}
 	}
 	return &yaml.Node{Line: 1, Column: 1}
@@ -212,7 +240,7 @@ func checkSinkPaths(pipes []*Pipeline) Diagnostics {
 					where = fmt.Sprintf("sink %q of pipeline %q (%s:%d:%d)", prev.stage.ID, prev.pipe.Name, prev.stage.Pos.File, prev.stage.Pos.Line, prev.stage.Pos.Col)
 				}
 				diags = append(diags, Diagnostic{File: s.Pos.File, Line: s.Pos.Line, Col: s.Pos.Col,
-					Msg: fmt.Sprintf("sinks.%s: writes %s, which %s also writes (each output file has exactly one writer)", s.ID, path, where)})
+					Msg: oneLine(fmt.Sprintf("sinks.%s: writes %s, which %s also writes (each output file has exactly one writer)", s.ID, path, where))})
 				continue
 			}
 			seen[path] = owner{p, s}
