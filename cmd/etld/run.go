@@ -73,6 +73,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 
 	err = runtime.Run(ctx, pipes, runtime.Options{
 		Logger:          log,
+		StateDir:        stateDir(f.stateDir),
 		ShutdownTimeout: f.shutdownTimeout,
 	})
 	var se *runtime.StartError
@@ -87,6 +88,19 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		log.Error().Err(err).Msg("stopped with errors")
 		return exitFailure
 	}
+}
+
+// stateDir applies SPEC §1's precedence: the flag, then
+// $STATE_DIRECTORY (set by systemd's StateDirectory=; the first entry when
+// it lists several), then .etld-state in the working directory.
+func stateDir(flagValue string) string {
+	if flagValue != "" {
+		return flagValue
+	}
+	if env, _, _ := strings.Cut(os.Getenv("STATE_DIRECTORY"), ":"); env != "" {
+		return env
+	}
+	return ".etld-state"
 }
 
 // newLogger builds the zerolog logger of --log-level and --log-format.

@@ -2,84 +2,280 @@ package runtime
 
 import (
 	"context"
+	"encoding/json"
+	"maps"
 	"sync"
 	"time"
 
+	"github.com/etld/etld/internal/state"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
 )
 
-// checkpointer injects a barrier into every source each checkpoint
-// interval. Sinks flush (and fsync, per their policy) when the barrier
-// reaches them, so output becomes visible and durable at a steady pace
-// even while input trickles in.
+// checkpointer commits source and sink positions together (SPEC §3.1).
+//
+// Every checkpoint interval it asks each source for barrier e. A source
+// injects the barrier between two reads, together with its position at
+// that point. Workers and sinks align the barrier across their inputs, so
+// a sink sees it exactly after every record read before it and before any
+// record read after it; the sink flushes (and fsyncs, per policy) and
+// reports its output position. Once every running sink has done so, the
+// positions of epoch e form a consistent cut: they are saved atomically in
+// the state dir by a committer goroutine, off the data path. After a
+// crash, sinks truncate their output to the committed positions and
+// sources resume from theirs, so every record is written exactly once.
 type checkpointer struct {
+	pipeline string
 	interval time.Duration
+	store    *state.Store // nil: no persistence
+	log      zerolog.Logger
 	age      prometheus.Gauge
+	failures prometheus.Counter
 
-	mu        sync.Mutex
-	nSinks    int
-	acks      map[uint64]int // epoch -> sinks that flushed it
-	completed time.Time      // when the newest epoch completed
+	mu          sync.Mutex
+	liveSinks   int
+	pending     map[uint64]*cut // by epoch
+	sourceFinal map[string][]byte
+	sinkFinal   map[string][]byte
+	committed   state.Checkpoint // the newest complete cut, saved or being saved
+	completed   time.Time
+	toSave      *state.Checkpoint // handed to the committer
+	wake        chan struct{}
+	requested   uint64 // newest epoch requested
+	frozen      bool   // a sink failed: commit nothing more
 }
 
-func (c *checkpointer) init(p *pipeline, mx *Metrics) {
+// cut collects the states reported for one epoch.
+type cut struct {
+	sources, sinks map[string][]byte
+	acks           int
+	broken         bool // a stage could not report its state: never commit
+}
+
+func (c *checkpointer) init(p *pipeline, mx *Metrics, store *state.Store) {
+	c.pipeline = p.cfg.Name
 	c.interval = p.cfg.CheckpointInterval
 	if c.interval <= 0 {
 		c.interval = time.Second
 	}
+	c.store = store
+	c.log = p.log
 	c.age = mx.checkpointAge.WithLabelValues(p.cfg.Name)
-	c.acks = map[uint64]int{}
+	c.failures = mx.checkpointFailures.WithLabelValues(p.cfg.Name)
+	c.pending = map[uint64]*cut{}
+	c.sourceFinal = map[string][]byte{}
+	c.sinkFinal = map[string][]byte{}
+	c.committed = state.Checkpoint{Pipeline: p.cfg.Name,
+		Sources: map[string]json.RawMessage{}, Sinks: map[string]json.RawMessage{}}
+	c.wake = make(chan struct{}, 1)
 }
 
-// loop requests a barrier from every source each interval until ctx is done.
+// load returns the committed checkpoint, or nil, and makes it the base
+// that new cuts update.
+func (c *checkpointer) load() (*state.Checkpoint, error) {
+	if c.store == nil {
+		return nil, nil
+	}
+	cp, err := c.store.Load(c.pipeline)
+	if err != nil || cp == nil {
+		return nil, err
+	}
+	c.committed = *cp
+	if c.committed.Sources == nil {
+		c.committed.Sources = map[string]json.RawMessage{}
+	}
+	if c.committed.Sinks == nil {
+		c.committed.Sinks = map[string]json.RawMessage{}
+	}
+	return cp, nil
+}
+
+// loop requests a barrier from every source each interval and saves
+// completed cuts, until ctx is done.
 func (c *checkpointer) loop(ctx context.Context, sources []*sourceRunner) {
 	c.mu.Lock()
 	c.completed = time.Now()
+	epoch := c.committed.Epoch
 	c.mu.Unlock()
 	t := time.NewTicker(c.interval)
 	defer t.Stop()
-	var epoch uint64
 	for {
 		select {
 		case <-ctx.Done():
+			c.saveQueued()
 			return
+		case <-c.wake:
+			c.saveQueued()
 		case <-t.C:
+			epoch++
+			c.mu.Lock()
+			c.requested = epoch
+			c.mu.Unlock()
+			for _, s := range sources {
+				s.requestBarrier(epoch)
+			}
+			c.mu.Lock()
+			c.age.Set(time.Since(c.completed).Seconds())
+			c.mu.Unlock()
 		}
-		epoch++
-		for _, s := range sources {
-			s.requestBarrier(epoch)
-		}
-		c.mu.Lock()
-		c.age.Set(time.Since(c.completed).Seconds())
-		c.mu.Unlock()
 	}
 }
 
-// ack is called by a sink once it has flushed everything before epoch.
-func (c *checkpointer) ack(epoch uint64) {
+func (c *checkpointer) cut(epoch uint64) *cut {
+	k := c.pending[epoch]
+	if k == nil {
+		k = &cut{sources: map[string][]byte{}, sinks: map[string][]byte{}}
+		c.pending[epoch] = k
+	}
+	return k
+}
+
+// sourceBarrier records a source's state at barrier epoch; err means a
+// stateful source could not tell its state, which voids the epoch.
+func (c *checkpointer) sourceBarrier(id string, epoch uint64, st []byte, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.acks[epoch]++
-	for e := range c.acks {
-		if e+16 < epoch { // a sink stopped before acking it: never completes
-			delete(c.acks, e)
-		}
-	}
-	if c.acks[epoch] < c.nSinks {
+	if epoch <= c.committed.Epoch {
 		return
 	}
-	for e := range c.acks {
-		if e <= epoch {
-			delete(c.acks, e)
-		}
+	k := c.cut(epoch)
+	if err != nil {
+		k.broken = true
+		c.log.Error().Str("stage", id).Err(err).Uint64("epoch", epoch).Msg("source state unavailable; skipping this checkpoint")
 	}
-	c.completed = time.Now()
-	c.age.Set(0)
+	if st != nil {
+		k.sources[id] = st
+	}
 }
 
-// sinkDone is called when a sink has stopped: it acks no more barriers.
-func (c *checkpointer) sinkDone() {
+// sourceEnded records the final state of a source that stopped reading.
+func (c *checkpointer) sourceEnded(id string, st []byte) {
 	c.mu.Lock()
-	c.nSinks--
+	defer c.mu.Unlock()
+	if st != nil {
+		c.sourceFinal[id] = st
+	}
+}
+
+// sinkAck records that a sink has flushed everything before barrier epoch,
+// with its state then; the last running sink to do so completes the cut.
+func (c *checkpointer) sinkAck(id string, epoch uint64, st []byte, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if epoch <= c.committed.Epoch {
+		return
+	}
+	k := c.cut(epoch)
+	if err != nil {
+		k.broken = true
+		c.log.Error().Str("stage", id).Err(err).Uint64("epoch", epoch).Msg("sink state unavailable; skipping this checkpoint")
+	}
+	if st != nil {
+		k.sinks[id] = st
+	}
+	k.acks++
+	if k.acks >= c.liveSinks {
+		c.complete(epoch, k)
+	}
+}
+
+// sinkEnded records the final state of a sink that closed cleanly (st nil
+// when it is not stateful or failed): it acks no more barriers.
+func (c *checkpointer) sinkEnded(id string, st []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.liveSinks--
+	if st != nil {
+		c.sinkFinal[id] = st
+	}
+	// Cuts that only this sink was holding back are complete now.
+	var newest uint64
+	for e, k := range c.pending {
+		if k.acks >= c.liveSinks && e > newest {
+			newest = e
+		}
+	}
+	if newest > 0 {
+		c.complete(newest, c.pending[newest])
+	}
+}
+
+// complete turns the cut of epoch into the committed checkpoint and queues
+// it for saving. Called with mu held.
+//
+// A source that has not reported epoch reported nothing after it either;
+// if it ended, its final state is consistent with the cut (its records
+// all reached the sinks before the barrier was released downstream), else
+// it feeds no running sink and its older state stands. Sinks likewise.
+func (c *checkpointer) complete(epoch uint64, k *cut) {
+	for e := range c.pending {
+		if e <= epoch {
+			delete(c.pending, e)
+		}
+	}
+	if c.frozen || (k != nil && k.broken) {
+		return
+	}
+	next := c.committed
+	next.Epoch = epoch
+	next.Time = time.Now().UTC()
+	next.Sources = maps.Clone(c.committed.Sources)
+	next.Sinks = maps.Clone(c.committed.Sinks)
+	for id, st := range c.sourceFinal {
+		next.Sources[id] = st
+	}
+	for id, st := range c.sinkFinal {
+		next.Sinks[id] = st
+	}
+	if k != nil {
+		for id, st := range k.sources {
+			next.Sources[id] = st
+		}
+		for id, st := range k.sinks {
+			next.Sinks[id] = st
+		}
+	}
+	c.committed = next
+	c.toSave = &next
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// saveQueued saves the newest completed cut, if any.
+func (c *checkpointer) saveQueued() {
+	c.mu.Lock()
+	cp := c.toSave
+	c.toSave = nil
 	c.mu.Unlock()
+	if cp == nil || c.store == nil {
+		return
+	}
+	if err := c.store.Save(cp); err != nil {
+		c.failures.Inc()
+		c.log.Error().Err(err).Uint64("epoch", cp.Epoch).Msg("saving the checkpoint failed; the previous one stands")
+		return
+	}
+	c.mu.Lock()
+	c.completed = time.Now()
+	c.age.Set(0)
+	c.mu.Unlock()
+}
+
+// freeze stops all further commits.
+func (c *checkpointer) freeze() {
+	c.mu.Lock()
+	c.frozen = true
+	c.mu.Unlock()
+}
+
+// final commits the end state of a pipeline whose stages all stopped
+// cleanly: every record read was written, so the final positions of all
+// sources and sinks are a consistent cut.
+func (c *checkpointer) final() {
+	c.mu.Lock()
+	c.complete(max(c.committed.Epoch, c.requested)+1, nil)
+	c.mu.Unlock()
+	c.saveQueued()
 }

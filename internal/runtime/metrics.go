@@ -17,6 +17,8 @@ type Metrics struct {
 	bytesWritten  *prometheus.CounterVec
 	retries       *prometheus.CounterVec
 	checkpointAge *prometheus.GaugeVec
+
+	checkpointFailures *prometheus.CounterVec
 }
 
 // NewMetrics creates the collectors and registers them in a new registry.
@@ -48,8 +50,11 @@ func NewMetrics() *Metrics {
 		checkpointAge: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "etld_checkpoint_age_seconds", Help: "Time since the pipeline's last completed checkpoint.",
 		}, []string{"pipeline"}),
+		checkpointFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "etld_checkpoint_failures_total", Help: "Checkpoints that could not be saved.",
+		}, []string{"pipeline"}),
 	}
-	m.Registry.MustRegister(m.recordsIn, m.recordsOut, m.dropped, m.deadLettered,
+	m.Registry.MustRegister(m.checkpointFailures, m.recordsIn, m.recordsOut, m.dropped, m.deadLettered,
 		m.errors, m.bytesWritten, m.retries, m.checkpointAge)
 	return m
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/etld/etld/internal/config"
 	"github.com/etld/etld/internal/stages"
+	"github.com/etld/etld/internal/state"
 	"github.com/rs/zerolog"
 )
 
@@ -51,11 +52,11 @@ func (e *stageError) Error() string {
 func (e *stageError) Unwrap() error { return e.Err }
 
 // newPipeline builds the stages of cfg and wires them; it does no I/O.
-func newPipeline(cfg *config.Pipeline, log zerolog.Logger, mx *Metrics) (*pipeline, error) {
+func newPipeline(cfg *config.Pipeline, log zerolog.Logger, mx *Metrics, store *state.Store) (*pipeline, error) {
 	p := &pipeline{cfg: cfg, log: log.With().Str("pipeline", cfg.Name).Logger(), done: make(chan struct{})}
 	p.hard, p.cancelHard = context.WithCancel(context.Background())
 	p.stop, p.cancelStop = context.WithCancel(p.hard)
-	p.ckpt.init(p, mx)
+	p.ckpt.init(p, mx, store)
 
 	// One edge per (upstream, downstream) pair, plus one from every source
 	// and worker to the dead-letter sink.
@@ -95,7 +96,7 @@ func newPipeline(cfg *config.Pipeline, log zerolog.Logger, mx *Metrics) (*pipeli
 				errs = append(errs, &stageError{cfg.Name, st.ID, err})
 				continue
 			}
-			p.sources = append(p.sources, &sourceRunner{id: st.ID, src: src, out: em, log: slog})
+			p.sources = append(p.sources, &sourceRunner{id: st.ID, src: src, out: em, log: slog, ckpt: &p.ckpt})
 		case config.Worker:
 			w := &workerRunner{
 				id: st.ID, concurrency: st.Worker.Concurrency, ordered: st.Worker.Ordered,
@@ -121,11 +122,11 @@ func newPipeline(cfg *config.Pipeline, log zerolog.Logger, mx *Metrics) (*pipeli
 			}
 			p.sinks = append(p.sinks, &sinkRunner{
 				id: st.ID, sink: snk, in: merge(p.hard, inputs[st.ID]), m: sm, log: slog, hard: p.hard,
-				onBarrier: p.ckpt.ack,
+				ckpt: &p.ckpt,
 			})
 		}
 	}
-	p.ckpt.nSinks = len(p.sinks)
+	p.ckpt.liveSinks = len(p.sinks)
 	if len(errs) > 0 {
 		p.cancelHard() // ends the merge goroutines
 		return nil, errors.Join(errs...)
@@ -144,6 +145,10 @@ func (p *pipeline) open(ctx context.Context) error {
 		}
 		p.cancelHard()
 		return &stageError{p.cfg.Name, id, fmt.Errorf("open: %w", err)}
+	}
+	if err := p.restore(); err != nil {
+		p.cancelHard()
+		return err
 	}
 	for i := len(p.sinks) - 1; i >= 0; i-- {
 		s := p.sinks[i]
@@ -170,16 +175,26 @@ func (p *pipeline) start() {
 	var wg sync.WaitGroup
 	for _, s := range p.sinks {
 		wg.Go(func() {
-			defer p.ckpt.sinkDone()
-			if err := s.run(); err != nil {
-				if p.hard.Err() != nil && errors.Is(err, context.Canceled) {
-					err = errors.New("stopped before its input was written (shutdown timeout)")
+			err := s.run()
+			if err == nil {
+				st, serr := stateOf(s.sink)
+				if serr != nil {
+					s.log.Error().Err(serr).Msg("sink state unavailable after close")
 				}
-				p.fail(s.id, err)
-				// Release the file at a hard stop too; what is still
-				// buffered is best-effort.
-				_ = s.sink.Close(context.Background())
+				p.ckpt.sinkEnded(s.id, st)
+				return
 			}
+			// Its output position is unknown now: no later cut can be
+			// consistent, so the last committed checkpoint stands.
+			p.ckpt.freeze()
+			p.ckpt.sinkEnded(s.id, nil)
+			if p.hard.Err() != nil && errors.Is(err, context.Canceled) {
+				err = errors.New("stopped before its input was written (shutdown timeout)")
+			}
+			p.fail(s.id, err)
+			// Release the file at a hard stop too; what is still
+			// buffered is best-effort.
+			_ = s.sink.Close(context.Background())
 		})
 	}
 	for _, w := range p.workers {
@@ -190,6 +205,12 @@ func (p *pipeline) start() {
 	for _, s := range p.sources {
 		wg.Go(func() {
 			err := s.run(p.stop)
+			// Positions cover exactly the batches returned by Read, all
+			// of which were emitted (or abandoned at a hard stop, when no
+			// final checkpoint is taken).
+			if st, serr := stateOf(s.src); serr == nil {
+				p.ckpt.sourceEnded(s.id, st)
+			}
 			if cerr := s.src.Close(); cerr != nil {
 				s.log.Warn().Err(cerr).Msg("close source")
 			}
@@ -212,7 +233,11 @@ func (p *pipeline) start() {
 		wg.Wait()
 		p.cancelStop() // ends the checkpoint loop
 		<-ckptDone
+		aborted := p.hard.Err() != nil
 		p.cancelHard() // releases the merge goroutines' AfterFunc hooks
+		if p.err() == nil && !aborted {
+			p.ckpt.final()
+		}
 		if err := p.err(); err != nil {
 			p.log.Error().Err(err).Msg("pipeline failed")
 		} else {
@@ -220,6 +245,43 @@ func (p *pipeline) start() {
 		}
 		close(p.done)
 	}()
+}
+
+// stateOf returns the checkpoint state of a stateful stage, or nil.
+func stateOf(v any) ([]byte, error) {
+	if s, ok := v.(stages.Stateful); ok {
+		return s.State()
+	}
+	return nil, nil
+}
+
+// restore hands the committed checkpoint to the stateful sources and
+// sinks, before they open.
+func (p *pipeline) restore() error {
+	cp, err := p.ckpt.load()
+	if err != nil || cp == nil {
+		return err
+	}
+	for _, s := range p.sinks {
+		if st, ok := cp.Sinks[s.id]; ok {
+			if r, ok := s.sink.(stages.Stateful); ok {
+				if err := r.Restore(st); err != nil {
+					return &stageError{p.cfg.Name, s.id, fmt.Errorf("restore checkpoint: %w", err)}
+				}
+			}
+		}
+	}
+	for _, s := range p.sources {
+		if st, ok := cp.Sources[s.id]; ok {
+			if r, ok := s.src.(stages.Stateful); ok {
+				if err := r.Restore(st); err != nil {
+					return &stageError{p.cfg.Name, s.id, fmt.Errorf("restore checkpoint: %w", err)}
+				}
+			}
+		}
+	}
+	p.log.Info().Uint64("epoch", cp.Epoch).Time("committed", cp.Time).Msg("resuming from checkpoint")
+	return nil
 }
 
 // fail records a stage failure and stops the pipeline gracefully: the

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/etld/etld/internal/config"
+	"github.com/etld/etld/internal/state"
 	"github.com/rs/zerolog"
 )
 
@@ -28,6 +29,9 @@ type Options struct {
 	Metrics *Metrics
 	// ShutdownTimeout bounds a graceful stop; 0 means 30s.
 	ShutdownTimeout time.Duration
+	// StateDir holds the checkpoints; "" disables them (nothing is
+	// resumed or committed).
+	StateDir string
 	// Started, when set, is called once every pipeline runs.
 	Started func()
 }
@@ -56,6 +60,13 @@ func Run(ctx context.Context, pipes []*config.Pipeline, opts Options) error {
 	}
 	log := opts.Logger
 
+	var store *state.Store
+	if opts.StateDir != "" {
+		var err error
+		if store, err = state.Open(opts.StateDir); err != nil {
+			return &StartError{err}
+		}
+	}
 	var running []*pipeline
 	abort := func() {
 		for _, p := range running {
@@ -63,7 +74,7 @@ func Run(ctx context.Context, pipes []*config.Pipeline, opts Options) error {
 		}
 	}
 	for _, cfg := range pipes {
-		p, err := newPipeline(cfg, log, opts.Metrics)
+		p, err := newPipeline(cfg, log, opts.Metrics, store)
 		if err != nil {
 			abort()
 			return &StartError{err}

@@ -19,9 +19,7 @@ type sinkRunner struct {
 	log  zerolog.Logger
 	hard context.Context
 
-	// onBarrier is called once the sink has flushed everything before
-	// barrier epoch (checkpoint bookkeeping).
-	onBarrier func(epoch uint64)
+	ckpt *checkpointer
 	// setHealthy reports whether the sink's last operation succeeded.
 	setHealthy func(bool)
 }
@@ -65,9 +63,8 @@ func (s *sinkRunner) run() error {
 		if err := s.retry("flush", func() error { return s.sink.Flush(s.hard) }); err != nil {
 			return err
 		}
-		if s.onBarrier != nil {
-			s.onBarrier(m.epoch)
-		}
+		st, err := stateOf(s.sink)
+		s.ckpt.sinkAck(s.id, m.epoch, st, err)
 	}
 	// Flush with retries first: Close releases the file even when it
 	// fails, so it is not retryable itself.

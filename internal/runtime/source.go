@@ -14,10 +14,11 @@ import (
 // sourceRunner drives one source from one goroutine: Read, emit, and a
 // checkpoint barrier between two reads whenever one is requested.
 type sourceRunner struct {
-	id  string
-	src stages.Source
-	out *emitter
-	log zerolog.Logger
+	id   string
+	src  stages.Source
+	out  *emitter
+	log  zerolog.Logger
+	ckpt *checkpointer
 
 	barrierReq atomic.Uint64 // newest barrier epoch requested, not yet injected
 	injected   uint64        // newest barrier epoch injected (run goroutine only)
@@ -45,6 +46,8 @@ func (s *sourceRunner) run(stop context.Context) error {
 	for {
 		if e := s.barrierReq.Load(); e > s.injected {
 			s.injected = e
+			st, err := stateOf(s.src)
+			s.ckpt.sourceBarrier(s.id, e, st, err)
 			if !s.out.barrier(e) {
 				return nil
 			}

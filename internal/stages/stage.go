@@ -92,3 +92,17 @@ type (
 	// "two sinks write the same path" check.
 	OutputPather interface{ OutputPath() string }
 )
+
+// Stateful is implemented by sources and sinks whose position can be
+// checkpointed, which makes them exactly-once across restarts (SPEC §3.1).
+//
+// For a source, State is called from its Read goroutine between two
+// Reads, and covers exactly the batches returned so far. For a sink, it is
+// called from its writer goroutine right after a successful Flush, and
+// covers exactly what was written so far. Restore is called before Open
+// with the state of the last committed checkpoint: a source resumes after
+// it; a sink removes what was written after it.
+type Stateful interface {
+	State() ([]byte, error)
+	Restore(state []byte) error
+}

@@ -1,0 +1,121 @@
+// Package state stores each pipeline's committed checkpoint: the read
+// positions of its sources and the output positions of its sinks, taken
+// together at one checkpoint barrier.
+//
+// A checkpoint is one JSON file per pipeline, <dir>/<pipeline>.json,
+// replaced atomically: written to a temporary file, fsynced, renamed over
+// the old one, and the directory fsynced. A crash at any point leaves
+// either the old checkpoint or the new one, never a mix or a torn file.
+package state
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Version is the format version of checkpoint files.
+const Version = 1
+
+// Checkpoint is one pipeline's committed state.
+type Checkpoint struct {
+	Version  int       `json:"version"`
+	Pipeline string    `json:"pipeline"`
+	Epoch    uint64    `json:"epoch"`
+	Time     time.Time `json:"time"`
+	// Stage state by stage id, as returned by the stage (opaque here).
+	Sources map[string]json.RawMessage `json:"sources,omitempty"`
+	Sinks   map[string]json.RawMessage `json:"sinks,omitempty"`
+	// Merge holds per-sink ordered-merge state (newest key written).
+	Merge map[string]json.RawMessage `json:"merge,omitempty"`
+}
+
+// Store reads and writes checkpoints in a directory.
+type Store struct {
+	Dir string
+}
+
+// Open creates dir if needed and returns a store for it.
+func Open(dir string) (*Store, error) {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	return &Store{Dir: dir}, nil
+}
+
+func (s *Store) path(pipeline string) string {
+	return filepath.Join(s.Dir, pipeline+".json")
+}
+
+// Load returns the pipeline's checkpoint, or nil when it has none.
+func (s *Store) Load(pipeline string) (*Checkpoint, error) {
+	b, err := os.ReadFile(s.path(pipeline))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read checkpoint: %w", err)
+	}
+	var c Checkpoint
+	if err := json.Unmarshal(b, &c); err != nil {
+		return nil, fmt.Errorf("checkpoint %s is corrupt: %w", s.path(pipeline), err)
+	}
+	if c.Version != Version {
+		return nil, fmt.Errorf("checkpoint %s has version %d, this etld reads version %d", s.path(pipeline), c.Version, Version)
+	}
+	return &c, nil
+}
+
+// Save replaces the pipeline's checkpoint atomically and durably.
+func (s *Store) Save(c *Checkpoint) error {
+	c.Version = Version
+	b, err := json.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("encode checkpoint: %w", err)
+	}
+	final := s.path(c.Pipeline)
+	tmp, err := os.CreateTemp(s.Dir, "."+c.Pipeline+".json.tmp-*")
+	if err != nil {
+		return fmt.Errorf("write checkpoint: %w", err)
+	}
+	defer os.Remove(tmp.Name()) // a no-op after the rename
+	if _, err := tmp.Write(append(b, '\n')); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write checkpoint: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("fsync checkpoint: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write checkpoint: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), final); err != nil {
+		return fmt.Errorf("commit checkpoint: %w", err)
+	}
+	return syncDir(s.Dir)
+}
+
+// Delete removes the pipeline's checkpoint (for tests and tools).
+func (s *Store) Delete(pipeline string) error {
+	err := os.Remove(s.path(pipeline))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("fsync state dir: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync state dir: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,54 @@
+package state
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestSaveLoadRoundTrip(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "st"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err := s.Load("p"); err != nil || c != nil {
+		t.Fatalf("Load of a missing checkpoint = %v, %v; want nil, nil", c, err)
+	}
+	in := &Checkpoint{Pipeline: "p", Epoch: 7,
+		Sources: map[string]json.RawMessage{"src": json.RawMessage(`[{"path":"a","offset":12}]`)},
+		Sinks:   map[string]json.RawMessage{"out": json.RawMessage(`{"seq":1,"size":99}`)}}
+	if err := s.Save(in); err != nil {
+		t.Fatal(err)
+	}
+	in.Epoch = 8
+	if err := s.Save(in); err != nil {
+		t.Fatal(err)
+	}
+	out, err := s.Load("p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Epoch != 8 || string(out.Sources["src"]) != `[{"path":"a","offset":12}]` || string(out.Sinks["out"]) != `{"seq":1,"size":99}` {
+		t.Fatalf("loaded %+v", out)
+	}
+	ents, _ := os.ReadDir(s.Dir)
+	if len(ents) != 1 {
+		t.Fatalf("state dir holds %d entries, want only p.json (no temp files left)", len(ents))
+	}
+}
+
+func TestLoadRejectsCorruptAndFutureVersions(t *testing.T) {
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(s.Dir, "bad.json"), []byte(`{"version":1,`), 0o600)
+	if _, err := s.Load("bad"); err == nil {
+		t.Fatal("Load of a torn file succeeded")
+	}
+	os.WriteFile(filepath.Join(s.Dir, "new.json"), []byte(`{"version":99}`), 0o600)
+	if _, err := s.Load("new"); err == nil {
+		t.Fatal("Load of a future version succeeded")
+	}
+}
