@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -53,6 +54,22 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	log.Info().Str("config", *f.path).Int("pipelines", len(pipes)).Str("version", version).Msg("config loaded")
+
+	// ETLD_CPUPROFILE=FILE writes a CPU profile of the run (for
+	// `go tool pprof`), the way the benchmarks' figures are explained.
+	if prof := os.Getenv("ETLD_CPUPROFILE"); prof != "" {
+		pf, err := os.Create(prof)
+		if err != nil {
+			fmt.Fprintf(stderr, "etld run: ETLD_CPUPROFILE: %v\n", err)
+			return exitUsage
+		}
+		defer pf.Close()
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			fmt.Fprintf(stderr, "etld run: ETLD_CPUPROFILE: %v\n", err)
+			return exitUsage
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
