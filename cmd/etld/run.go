@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"runtime/pprof"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -75,18 +76,31 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	done := make(chan struct{})
+	var sigWG sync.WaitGroup
+	defer sigWG.Wait()
+	defer close(done)
 	defer signal.Stop(sigs)
-	go func() {
-		sig := <-sigs
-		log.Info().Str("signal", sig.String()).Msg("stopping gracefully; send SIGINT again to exit at once")
-		stop()
-		for sig := range sigs {
-			if sig == syscall.SIGINT {
-				log.Error().Msg("second SIGINT: exiting at once; unfinished work is re-read from the last checkpoint")
-				os.Exit(exitFailure)
+	sigWG.Go(func() {
+		select {
+		case sig := <-sigs:
+			log.Info().Str("signal", sig.String()).Msg("stopping gracefully; send SIGINT again to exit at once")
+			stop()
+		case <-done:
+			return
+		}
+		for {
+			select {
+			case sig := <-sigs:
+				if sig == syscall.SIGINT {
+					log.Error().Msg("second SIGINT: exiting at once; unfinished work is re-read from the last checkpoint")
+					os.Exit(exitFailure)
+				}
+			case <-done:
+				return
 			}
 		}
-	}()
+	})
 
 	err = runtime.Run(ctx, pipes, runtime.Options{
 		Logger:          log,
