@@ -80,23 +80,31 @@ func (s *sinkRunner) run() error {
 
 // retry runs op until it succeeds, backing off between attempts: a full
 // disk or an unwritable output slows the pipeline down, it loses nothing.
-// It gives up only at the hard stop.
+// A fault is logged once when it starts and once when it clears, not at
+// every attempt. It gives up only at the hard stop.
 func (s *sinkRunner) retry(what string, op func() error) error {
 	wait := retryMin
 	var timer *time.Timer
+	var first time.Time
 	for attempt := 1; ; attempt++ {
 		err := op()
 		if err == nil {
 			if attempt > 1 {
-				s.log.Info().Int("attempts", attempt).Msgf("sink %s succeeded after retries", what)
+				s.log.Info().Int("attempts", attempt).Dur("after", time.Since(first)).
+					Msgf("sink %s works again; resuming", what)
 				s.health(true)
 			}
 			return nil
 		}
 		s.m.errors.Inc()
 		s.m.retries.Inc()
-		s.health(false)
-		s.log.Error().Err(err).Int("attempt", attempt).Dur("retry_in", wait).Msgf("sink %s failed; retrying", what)
+		if attempt == 1 {
+			first = time.Now()
+			s.health(false)
+			s.log.Error().Err(err).Msgf("sink %s failed; retrying with backoff (up to %v) until it works, holding the input back", what, retryMax)
+		} else {
+			s.log.Debug().Err(err).Int("attempt", attempt).Msgf("sink %s still failing", what)
+		}
 		if timer == nil {
 			timer = time.NewTimer(wait)
 			defer timer.Stop()
