@@ -1,6 +1,8 @@
 package runtime
 
 import (
+	"sync/atomic"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -19,6 +21,8 @@ type Metrics struct {
 	checkpointAge *prometheus.GaugeVec
 
 	checkpointFailures *prometheus.CounterVec
+	reloads            *prometheus.CounterVec
+	collector          *runtimeCollector
 }
 
 // NewMetrics creates the collectors and registers them in a new registry.
@@ -54,7 +58,12 @@ func NewMetrics() *Metrics {
 			Name: "etld_checkpoint_failures_total", Help: "Checkpoints that could not be saved.",
 		}, []string{"pipeline"}),
 	}
-	m.Registry.MustRegister(m.checkpointFailures, m.recordsIn, m.recordsOut, m.dropped, m.deadLettered,
+	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "etld_config_reloads_total", Help: "Config reloads by pipeline and result (success, failure, unchanged).",
+	}, []string{"pipeline", "result"})
+	m.collector = &runtimeCollector{queue: prometheus.NewDesc("etld_stage_queue_length",
+		"Batches waiting on a stage's input channels.", []string{"pipeline", "stage"}, nil)}
+	m.Registry.MustRegister(m.checkpointFailures, m.reloads, m.collector, m.recordsIn, m.recordsOut, m.dropped, m.deadLettered,
 		m.errors, m.bytesWritten, m.retries, m.checkpointAge)
 	return m
 }
@@ -72,10 +81,11 @@ type stageMetrics struct {
 	in, out, deadLettered, errors prometheus.Counter
 	filtered, badRecord, noOutput prometheus.Counter
 	bytes, retries                prometheus.Counter
+	healthy                       atomic.Bool // false while a sink operation fails
 }
 
 func (m *Metrics) stage(pipeline, id string) *stageMetrics {
-	return &stageMetrics{
+	sm := &stageMetrics{
 		in:           m.recordsIn.WithLabelValues(pipeline, id),
 		out:          m.recordsOut.WithLabelValues(pipeline, id),
 		deadLettered: m.deadLettered.WithLabelValues(pipeline, id),
@@ -86,4 +96,12 @@ func (m *Metrics) stage(pipeline, id string) *stageMetrics {
 		bytes:        m.bytesWritten.WithLabelValues(pipeline, id),
 		retries:      m.retries.WithLabelValues(pipeline, id),
 	}
+	sm.healthy.Store(true)
+	return sm
+}
+
+// Reload counts a config reload of a pipeline: result is success,
+// failure or unchanged.
+func (m *Metrics) Reload(pipeline, result string) {
+	m.reloads.WithLabelValues(pipeline, result).Inc()
 }

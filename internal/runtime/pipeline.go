@@ -34,6 +34,9 @@ type pipeline struct {
 
 	ckpt checkpointer
 
+	inputs  map[string][]chan msg // input edges by stage id, for queue lengths
+	metrics map[string]*stageMetrics
+
 	mu   sync.Mutex
 	errs []error // stage failures
 	done chan struct{}
@@ -80,11 +83,14 @@ func newPipeline(cfg *config.Pipeline, log zerolog.Logger, mx *Metrics, store *s
 		}
 	}
 
+	p.inputs = inputs
+	p.metrics = map[string]*stageMetrics{}
 	var errs []error
 	for _, st := range cfg.Stages {
 		slog := p.log.With().Str("stage", st.ID).Logger()
 		settings := stages.Settings{Pipeline: cfg.Name, ID: st.ID, Logger: slog}
 		sm := mx.stage(cfg.Name, st.ID)
+		p.metrics[st.ID] = sm
 		em := &emitter{
 			stage: st.ID, outs: outputs[st.ID], dl: dlEdges[st.ID], hard: p.hard, m: sm,
 			badLog: slog.Sample(&zerolog.BurstSampler{Burst: 5, Period: time.Second}),
@@ -122,7 +128,7 @@ func newPipeline(cfg *config.Pipeline, log zerolog.Logger, mx *Metrics, store *s
 			}
 			p.sinks = append(p.sinks, &sinkRunner{
 				id: st.ID, sink: snk, in: merge(p.hard, inputs[st.ID]), m: sm, log: slog, hard: p.hard,
-				ckpt: &p.ckpt,
+				ckpt: &p.ckpt, setHealthy: sm.healthy.Store,
 			})
 		}
 	}
@@ -167,6 +173,28 @@ func (p *pipeline) open(ctx context.Context) error {
 		s.log.Debug().Msg("source opened")
 	}
 	return nil
+}
+
+// finished reports whether every stage of a started pipeline returned.
+func (p *pipeline) finished() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// closeUnstarted closes an opened pipeline that never started.
+func (p *pipeline) closeUnstarted() {
+	for _, s := range p.sinks {
+		_ = s.sink.Close(context.Background())
+	}
+	for _, s := range p.sources {
+		_ = s.src.Close()
+	}
+	p.cancelHard()
+	close(p.done)
 }
 
 // start runs every stage in its goroutines; done is closed when all of

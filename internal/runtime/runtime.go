@@ -15,6 +15,9 @@ package runtime
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/etld/etld/internal/config"
@@ -52,78 +55,312 @@ func (e *StartError) Unwrap() error { return e.Err }
 // them gracefully within ShutdownTimeout. It returns the stage failures,
 // joined, or ErrShutdownTimeout, or a *StartError.
 func Run(ctx context.Context, pipes []*config.Pipeline, opts Options) error {
+	rt, err := New(opts)
+	if err != nil {
+		return err
+	}
+	if err := rt.Apply(ctx, pipes); err != nil {
+		rt.Stop()
+		return err
+	}
+	if opts.Started != nil {
+		opts.Started()
+	}
+	select {
+	case <-rt.Idle():
+	case <-ctx.Done():
+	}
+	return rt.Stop()
+}
+
+// Runtime runs a changing set of pipelines: Apply starts, replaces and
+// stops them to match a new config; Stop stops them all.
+type Runtime struct {
+	opts  Options
+	log   zerolog.Logger
+	store *state.Store
+
+	mu        sync.Mutex
+	pipes     map[string]*pipeline // running or finished, by name
+	failed    []error              // failures of pipelines stopped or replaced
+	idle      chan struct{}        // closed while no pipeline runs
+	idleWatch uint64               // generation of the goroutine watching for idleness
+}
+
+// New returns a Runtime with no pipelines.
+func New(opts Options) (*Runtime, error) {
 	if opts.Metrics == nil {
 		opts.Metrics = NewMetrics()
 	}
 	if opts.ShutdownTimeout <= 0 {
 		opts.ShutdownTimeout = 30 * time.Second
 	}
-	log := opts.Logger
-
-	var store *state.Store
+	rt := &Runtime{opts: opts, log: opts.Logger, pipes: map[string]*pipeline{}, idle: make(chan struct{})}
+	close(rt.idle)
 	if opts.StateDir != "" {
-		var err error
-		if store, err = state.Open(opts.StateDir); err != nil {
-			return &StartError{err}
+		store, err := state.Open(opts.StateDir)
+		if err != nil {
+			return nil, &StartError{err}
 		}
+		rt.store = store
 	}
-	var running []*pipeline
-	abort := func() {
-		for _, p := range running {
-			p.cancelHard()
+	opts.Metrics.registerRuntime(rt)
+	return rt, nil
+}
+
+// Metrics returns the runtime's metrics.
+func (rt *Runtime) Metrics() *Metrics { return rt.opts.Metrics }
+
+// Idle returns a channel that is closed once no pipeline is running (all
+// finished, failed or stopped). Apply may start pipelines again.
+func (rt *Runtime) Idle() <-chan struct{} {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	return rt.idle
+}
+
+// Apply makes the running pipelines match pipes, by name: a new name
+// starts a pipeline; a name no longer present stops its pipeline
+// gracefully (drain, flush, checkpoint); a pipeline whose content changed
+// (config.Pipeline.Hash) is replaced; an unchanged one keeps running.
+//
+// A replacement is built first, so a pipeline that cannot be built leaves
+// the running one untouched. Then the old one is stopped gracefully, which
+// saves its final checkpoint, and the new one opens from that checkpoint:
+// file sources resume at their exact positions and file sinks continue
+// their files, so nothing is lost or written twice. If the new one cannot
+// open, the old config is started again from the same checkpoint.
+//
+// At the first Apply (nothing running yet) a pipeline that cannot start
+// makes Apply fail with a *StartError and start nothing.
+func (rt *Runtime) Apply(ctx context.Context, pipes []*config.Pipeline) error {
+	rt.mu.Lock()
+	first := len(rt.pipes) == 0
+	rt.mu.Unlock()
+	if first {
+		return rt.startAll(ctx, pipes)
+	}
+	var errs []error
+	want := map[string]*config.Pipeline{}
+	for _, cfg := range pipes {
+		want[cfg.Name] = cfg
+	}
+	rt.mu.Lock()
+	names := slices.Sorted(func(yield func(string) bool) {
+		for n := range rt.pipes {
+			if !yield(n) {
+				return
+			}
+		}
+	})
+	rt.mu.Unlock()
+	for _, name := range names {
+		if _, ok := want[name]; !ok {
+			rt.log.Info().Str("pipeline", name).Msg("pipeline file removed: stopping it")
+			if err := rt.remove(name); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	for _, cfg := range pipes {
-		p, err := newPipeline(cfg, log, opts.Metrics, store)
-		if err != nil {
-			abort()
-			return &StartError{err}
+		if err := rt.applyOne(ctx, cfg); err != nil {
+			errs = append(errs, err)
 		}
-		if err := p.open(ctx); err != nil {
-			abort()
-			return &StartError{err}
-		}
-		running = append(running, p)
 	}
-	// Only once every pipeline opened: a start-up failure leaves no
-	// half-run pipeline behind.
-	for _, p := range running {
+	return errors.Join(errs...)
+}
+
+// startAll opens every pipeline before any runs: a start-up failure leaves
+// no half-run pipeline behind.
+func (rt *Runtime) startAll(ctx context.Context, pipes []*config.Pipeline) error {
+	var opened []*pipeline
+	for _, cfg := range pipes {
+		p, err := newPipeline(cfg, rt.log, rt.opts.Metrics, rt.store)
+		if err == nil {
+			err = p.open(ctx)
+		}
+		if err != nil {
+			for _, o := range opened {
+				o.closeUnstarted()
+			}
+			return &StartError{err}
+		}
+		opened = append(opened, p)
+	}
+	rt.mu.Lock()
+	for _, p := range opened {
+		rt.pipes[p.cfg.Name] = p
 		p.start()
 	}
-	if opts.Started != nil {
-		opts.Started()
+	rt.watchIdle()
+	rt.mu.Unlock()
+	return nil
+}
+
+// applyOne starts, replaces or keeps one pipeline.
+func (rt *Runtime) applyOne(ctx context.Context, cfg *config.Pipeline) error {
+	rt.mu.Lock()
+	old := rt.pipes[cfg.Name]
+	rt.mu.Unlock()
+	running := old != nil && !old.finished()
+	if running && old.cfg.Hash == cfg.Hash {
+		return nil // unchanged
 	}
-
-	allDone := make(chan struct{})
-	go func() {
-		for _, p := range running {
-			<-p.done
+	start := time.Now()
+	next, err := newPipeline(cfg, rt.log, rt.opts.Metrics, rt.store)
+	if err != nil {
+		return fmt.Errorf("pipeline %q: not reloaded, the running one is kept: %w", cfg.Name, err)
+	}
+	if old != nil {
+		if err := rt.stopPipeline(old); err != nil {
+			next.cancelHard()
+			return err
 		}
-		close(allDone)
-	}()
+	}
+	if err := next.open(ctx); err != nil {
+		if old == nil {
+			return err
+		}
+		rt.log.Error().Err(err).Str("pipeline", cfg.Name).Msg("the new pipeline cannot open; restarting the previous one")
+		back, berr := newPipeline(old.cfg, rt.log, rt.opts.Metrics, rt.store)
+		if berr == nil {
+			berr = back.open(ctx)
+		}
+		if berr != nil {
+			rt.mu.Lock()
+			delete(rt.pipes, cfg.Name)
+			rt.mu.Unlock()
+			return errors.Join(err, fmt.Errorf("restarting the previous pipeline %q: %w", cfg.Name, berr))
+		}
+		next = back
+		defer func() {
+			err = fmt.Errorf("pipeline %q: not reloaded, the previous config runs again: %w", cfg.Name, err)
+		}()
+	}
+	rt.mu.Lock()
+	rt.pipes[cfg.Name] = next
+	next.start()
+	rt.watchIdle()
+	rt.mu.Unlock()
+	verb := "started"
+	if old != nil {
+		verb = "replaced"
+	}
+	rt.log.Info().Str("pipeline", cfg.Name).Dur("took", time.Since(start)).Msg("pipeline " + verb)
+	return err
+}
 
+// remove stops a pipeline gracefully and forgets it.
+func (rt *Runtime) remove(name string) error {
+	rt.mu.Lock()
+	p := rt.pipes[name]
+	rt.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	err := rt.stopPipeline(p)
+	rt.mu.Lock()
+	delete(rt.pipes, name)
+	rt.mu.Unlock()
+	return err
+}
+
+// stopPipeline stops p gracefully within the shutdown timeout, then
+// abandons what is left. Stage failures are kept for Stop's result.
+func (rt *Runtime) stopPipeline(p *pipeline) error {
+	p.cancelStop()
+	t := time.NewTimer(rt.opts.ShutdownTimeout)
+	defer t.Stop()
 	select {
-	case <-allDone:
-	case <-ctx.Done():
-		log.Info().Dur("timeout", opts.ShutdownTimeout).Msg("stopping: sources stop reading, in-flight records drain")
-		for _, p := range running {
-			p.cancelStop()
-		}
-		t := time.NewTimer(opts.ShutdownTimeout)
-		defer t.Stop()
-		select {
-		case <-allDone:
-		case <-t.C:
-			log.Error().Msg("shutdown timeout: abandoning unfinished work")
-			abort()
-			<-allDone
-			return errors.Join(append(pipelineErrs(running), ErrShutdownTimeout)...)
-		}
+	case <-p.done:
+	case <-t.C:
+		rt.log.Error().Str("pipeline", p.cfg.Name).Msg("shutdown timeout: abandoning unfinished work")
+		p.cancelHard()
+		<-p.done
+		return fmt.Errorf("pipeline %q: %w", p.cfg.Name, ErrShutdownTimeout)
 	}
-	if errs := pipelineErrs(running); len(errs) > 0 {
-		return errors.Join(errs...)
+	if err := p.err(); err != nil {
+		rt.mu.Lock()
+		rt.failed = append(rt.failed, err)
+		rt.mu.Unlock()
 	}
 	return nil
+}
+
+// watchIdle re-arms the Idle channel for the current set of pipelines.
+// Called with mu held.
+func (rt *Runtime) watchIdle() {
+	select {
+	case <-rt.idle:
+		rt.idle = make(chan struct{})
+	default:
+	}
+	rt.idleWatch++
+	gen, idle := rt.idleWatch, rt.idle
+	var dones []chan struct{}
+	for _, p := range rt.pipes {
+		dones = append(dones, p.done)
+	}
+	go func() {
+		for _, d := range dones {
+			<-d
+		}
+		rt.mu.Lock()
+		defer rt.mu.Unlock()
+		if rt.idleWatch == gen {
+			close(idle)
+		}
+	}()
+}
+
+// Stop stops every pipeline gracefully, all at once, within the shutdown
+// timeout; after it, unfinished work is abandoned (it is re-read from the
+// last checkpoint at the next start). It returns every stage failure seen
+// since New, joined, with ErrShutdownTimeout when the timeout expired.
+func (rt *Runtime) Stop() error {
+	rt.mu.Lock()
+	ps := make([]*pipeline, 0, len(rt.pipes))
+	for _, p := range rt.pipes {
+		ps = append(ps, p)
+	}
+	rt.mu.Unlock()
+	running := 0
+	for _, p := range ps {
+		if !p.finished() {
+			running++
+		}
+		p.cancelStop()
+	}
+	if running > 0 {
+		rt.log.Info().Dur("timeout", rt.opts.ShutdownTimeout).Msg("stopping: sources stop reading, in-flight records drain")
+	}
+	var errs []error
+	t := time.NewTimer(rt.opts.ShutdownTimeout)
+	defer t.Stop()
+	timedOut := false
+	for _, p := range ps {
+		select {
+		case <-p.done:
+		case <-t.C:
+			timedOut = true
+			rt.log.Error().Msg("shutdown timeout: abandoning unfinished work")
+			for _, q := range ps {
+				q.cancelHard()
+			}
+			<-p.done
+		}
+	}
+	for _, p := range ps {
+		<-p.done
+	}
+	rt.mu.Lock()
+	errs = append(errs, rt.failed...)
+	rt.mu.Unlock()
+	errs = append(errs, pipelineErrs(ps)...)
+	if timedOut {
+		errs = append(errs, ErrShutdownTimeout)
+	}
+	return errors.Join(errs...)
 }
 
 func pipelineErrs(ps []*pipeline) []error {

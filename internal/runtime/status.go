@@ -1,0 +1,151 @@
+package runtime
+
+import (
+	"sort"
+	"sync/atomic"
+
+	"github.com/etld/etld/internal/config"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+)
+
+// PipelineStatus is a snapshot of one pipeline for /api/pipelines and
+// `etld status`.
+type PipelineStatus struct {
+	Name   string        `json:"name"`
+	File   string        `json:"file"`
+	State  string        `json:"state"` // running, stopping, finished, failed
+	Error  string        `json:"error,omitempty"`
+	Stages []StageStatus `json:"stages"`
+}
+
+// StageStatus is a snapshot of one stage.
+type StageStatus struct {
+	ID           string   `json:"id"`
+	Kind         string   `json:"kind"`
+	Type         string   `json:"type"`
+	Inputs       []string `json:"inputs,omitempty"`
+	Concurrency  int      `json:"concurrency,omitempty"`
+	Steps        []string `json:"steps,omitempty"`
+	In           uint64   `json:"records_in"`
+	Out          uint64   `json:"records_out"`
+	Dropped      uint64   `json:"records_dropped"`
+	DeadLettered uint64   `json:"records_dead_lettered"`
+	Errors       uint64   `json:"errors"`
+	QueueLength  int      `json:"queue_length"`
+	Healthy      bool     `json:"healthy"`
+}
+
+// Status returns a snapshot of every pipeline, sorted by name.
+func (rt *Runtime) Status() []PipelineStatus {
+	rt.mu.Lock()
+	ps := make([]*pipeline, 0, len(rt.pipes))
+	for _, p := range rt.pipes {
+		ps = append(ps, p)
+	}
+	rt.mu.Unlock()
+	sort.Slice(ps, func(i, j int) bool { return ps[i].cfg.Name < ps[j].cfg.Name })
+	out := make([]PipelineStatus, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, p.status())
+	}
+	return out
+}
+
+// Ready reports whether every pipeline runs (or finished cleanly) and no
+// sink is failing.
+func (rt *Runtime) Ready() bool {
+	for _, p := range rt.Status() {
+		if p.State == "failed" || p.State == "stopping" {
+			return false
+		}
+		for _, s := range p.Stages {
+			if !s.Healthy {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func (p *pipeline) status() PipelineStatus {
+	st := PipelineStatus{Name: p.cfg.Name, File: p.cfg.File, State: "running"}
+	switch {
+	case p.finished() && p.err() != nil:
+		st.State, st.Error = "failed", p.err().Error()
+	case p.finished():
+		st.State = "finished"
+	case p.stop.Err() != nil:
+		st.State = "stopping"
+	}
+	for _, s := range p.cfg.Stages {
+		ss := StageStatus{ID: s.ID, Kind: string(s.Kind), Type: s.Type, Inputs: s.Inputs, Healthy: true}
+		if s.Worker != nil {
+			ss.Concurrency = s.Worker.Concurrency
+			for _, step := range s.Worker.Steps {
+				ss.Steps = append(ss.Steps, step.Type)
+			}
+		}
+		if m := p.metrics[s.ID]; m != nil {
+			ss.In = counterValue(m.in)
+			ss.Out = counterValue(m.out)
+			ss.Dropped = counterValue(m.filtered) + counterValue(m.badRecord) + counterValue(m.noOutput)
+			ss.DeadLettered = counterValue(m.deadLettered)
+			ss.Errors = counterValue(m.errors)
+			ss.Healthy = m.healthy.Load()
+		}
+		ss.QueueLength = p.queueLength(s.ID)
+		st.Stages = append(st.Stages, ss)
+	}
+	return st
+}
+
+// queueLength is the number of batches waiting on a stage's input edges.
+func (p *pipeline) queueLength(id string) int {
+	n := 0
+	for _, e := range p.inputs[id] {
+		n += len(e)
+	}
+	return n
+}
+
+func counterValue(c prometheus.Counter) uint64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil || m.Counter == nil {
+		return 0
+	}
+	return uint64(m.Counter.GetValue())
+}
+
+// runtimeCollector exports what is read at scrape time: queue lengths.
+type runtimeCollector struct {
+	rt    atomic.Pointer[Runtime]
+	queue *prometheus.Desc
+}
+
+func (c *runtimeCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.queue }
+
+func (c *runtimeCollector) Collect(ch chan<- prometheus.Metric) {
+	rt := c.rt.Load()
+	if rt == nil {
+		return
+	}
+	rt.mu.Lock()
+	ps := make([]*pipeline, 0, len(rt.pipes))
+	for _, p := range rt.pipes {
+		ps = append(ps, p)
+	}
+	rt.mu.Unlock()
+	for _, p := range ps {
+		for _, s := range p.cfg.Stages {
+			if s.Kind == config.Source {
+				continue
+			}
+			ch <- prometheus.MustNewConstMetric(c.queue, prometheus.GaugeValue,
+				float64(p.queueLength(s.ID)), p.cfg.Name, s.ID)
+		}
+	}
+}
+
+// registerRuntime makes the metrics export rt's scrape-time values.
+func (m *Metrics) registerRuntime(rt *Runtime) { m.collector.rt.Store(rt) }
