@@ -41,49 +41,84 @@ type Options struct {
 // It returns the valid pipelines and every diagnostic; pipelines are
 // returned only when there are no errors at all.
 func Load(path string, opts Options) ([]*Pipeline, Diagnostics) {
-	var diags Diagnostics
+	l := LoadEach(path, opts)
+	if l.Diags.HasErrors() {
+		return nil, l.Diags
+	}
+	return l.Pipelines, l.Diags
+}
+
+// Loaded is the result of LoadEach.
+type Loaded struct {
+	// Pipelines are the valid pipelines, in file order.
+	Pipelines []*Pipeline
+	// Failed names the pipelines whose file has errors (reload keeps
+	// their running version).
+	Failed []string
+	// Diags holds every diagnostic, sorted.
+	Diags Diagnostics
+	// Dir is true when PATH is a directory.
+	Dir bool
+}
+
+// LoadEach is Load for hot reload: every file is judged on its own, so one
+// file's bad edit does not hide the other pipelines.
+func LoadEach(path string, opts Options) Loaded {
+	var l Loaded
 	fi, err := os.Stat(path)
 	if err != nil {
-		return nil, Diagnostics{{File: path, Msg: statMessage(err)}}
+		l.Diags = Diagnostics{{File: path, Msg: statMessage(err)}}
+		return l
 	}
 	var files []string
 	if fi.IsDir() {
+		l.Dir = true
 		files, err = PipelineFiles(path)
 		if err != nil {
-			return nil, Diagnostics{{File: path, Msg: err.Error()}}
+			l.Diags = Diagnostics{{File: path, Msg: err.Error()}}
+			return l
 		}
 		if len(files) == 0 {
-			diags = append(diags, Diagnostic{File: path, Severity: Warning, Msg: "no pipeline files (*.yaml, *.yml) in this directory"})
+			l.Diags = append(l.Diags, Diagnostic{File: path, Severity: Warning, Msg: "no pipeline files (*.yaml, *.yml) in this directory"})
 		}
 	} else {
 		files = []string{path}
 	}
-	var pipes []*Pipeline
 	names := map[string]string{}
+	failed := map[string]bool{}
 	for _, f := range files {
 		src, err := os.ReadFile(f)
 		if err != nil {
-			diags = append(diags, Diagnostic{File: f, Msg: statMessage(err)})
+			l.Diags = append(l.Diags, Diagnostic{File: f, Msg: statMessage(err)})
+			failed[PipelineName(f)] = true
 			continue
 		}
 		p, ds := Parse(f, src, opts)
-		diags = append(diags, ds...)
+		l.Diags = append(l.Diags, ds...)
 		if p == nil {
+			failed[PipelineName(f)] = true
 			continue
 		}
 		if prev, dup := names[p.Name]; dup {
-			diags = append(diags, Diagnostic{File: f, Msg: oneLine(fmt.Sprintf("pipeline name %q is also used by %s (names come from file names without extension)", p.Name, prev))})
+			l.Diags = append(l.Diags, Diagnostic{File: f, Msg: oneLine(fmt.Sprintf("pipeline name %q is also used by %s (names come from file names without extension)", p.Name, prev))})
+			failed[p.Name] = true
 			continue
 		}
 		names[p.Name] = f
-		pipes = append(pipes, p)
+		l.Pipelines = append(l.Pipelines, p)
 	}
-	diags = append(diags, checkSinkPaths(pipes)...)
-	diags.sort()
-	if diags.HasErrors() {
-		return nil, diags
+	conflicts := checkSinkPaths(l.Pipelines)
+	for _, d := range conflicts {
+		failed[PipelineName(d.File)] = true
 	}
-	return pipes, diags
+	l.Diags = append(l.Diags, conflicts...)
+	l.Diags.sort()
+	l.Pipelines = slices.DeleteFunc(l.Pipelines, func(p *Pipeline) bool { return failed[p.Name] })
+	for n := range failed {
+		l.Failed = append(l.Failed, n)
+	}
+	sort.Strings(l.Failed)
+	return l
 }
 
 // PipelineFiles lists the pipeline files of a directory, sorted. Hidden

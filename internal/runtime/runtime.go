@@ -59,7 +59,7 @@ func Run(ctx context.Context, pipes []*config.Pipeline, opts Options) error {
 	if err != nil {
 		return err
 	}
-	if err := rt.Apply(ctx, pipes); err != nil {
+	if _, err := rt.Apply(ctx, pipes); err != nil {
 		rt.Stop()
 		return err
 	}
@@ -108,6 +108,17 @@ func New(opts Options) (*Runtime, error) {
 	return rt, nil
 }
 
+// Configs returns the config of every pipeline the runtime knows, by name.
+func (rt *Runtime) Configs() map[string]*config.Pipeline {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	out := make(map[string]*config.Pipeline, len(rt.pipes))
+	for n, p := range rt.pipes {
+		out[n] = p.cfg
+	}
+	return out
+}
+
 // Metrics returns the runtime's metrics.
 func (rt *Runtime) Metrics() *Metrics { return rt.opts.Metrics }
 
@@ -133,13 +144,21 @@ func (rt *Runtime) Idle() <-chan struct{} {
 //
 // At the first Apply (nothing running yet) a pipeline that cannot start
 // makes Apply fail with a *StartError and start nothing.
-func (rt *Runtime) Apply(ctx context.Context, pipes []*config.Pipeline) error {
+func (rt *Runtime) Apply(ctx context.Context, pipes []*config.Pipeline) ([]Change, error) {
 	rt.mu.Lock()
 	first := len(rt.pipes) == 0
 	rt.mu.Unlock()
 	if first {
-		return rt.startAll(ctx, pipes)
+		if err := rt.startAll(ctx, pipes); err != nil {
+			return nil, err
+		}
+		changes := make([]Change, 0, len(pipes))
+		for _, p := range pipes {
+			changes = append(changes, Change{Pipeline: p.Name, Action: "started"})
+		}
+		return changes, nil
 	}
+	var changes []Change
 	var errs []error
 	want := map[string]*config.Pipeline{}
 	for _, cfg := range pipes {
@@ -157,17 +176,33 @@ func (rt *Runtime) Apply(ctx context.Context, pipes []*config.Pipeline) error {
 	for _, name := range names {
 		if _, ok := want[name]; !ok {
 			rt.log.Info().Str("pipeline", name).Msg("pipeline file removed: stopping it")
-			if err := rt.remove(name); err != nil {
+			start := time.Now()
+			err := rt.remove(name)
+			if err != nil {
 				errs = append(errs, err)
 			}
+			changes = append(changes, Change{Pipeline: name, Action: "stopped", Err: err, Took: time.Since(start)})
 		}
 	}
 	for _, cfg := range pipes {
-		if err := rt.applyOne(ctx, cfg); err != nil {
+		start := time.Now()
+		action, err := rt.applyOne(ctx, cfg)
+		if err != nil {
 			errs = append(errs, err)
 		}
+		changes = append(changes, Change{Pipeline: cfg.Name, Action: action, Err: err, Took: time.Since(start)})
 	}
-	return errors.Join(errs...)
+	return changes, errors.Join(errs...)
+}
+
+// Change is what Apply did to one pipeline.
+type Change struct {
+	Pipeline string
+	// Action is started, replaced, stopped, unchanged, or failed (the
+	// running version, if any, is kept or was started again).
+	Action string
+	Err    error
+	Took   time.Duration
 }
 
 // startAll opens every pipeline before any runs: a start-up failure leaves
@@ -198,30 +233,31 @@ func (rt *Runtime) startAll(ctx context.Context, pipes []*config.Pipeline) error
 }
 
 // applyOne starts, replaces or keeps one pipeline.
-func (rt *Runtime) applyOne(ctx context.Context, cfg *config.Pipeline) error {
+func (rt *Runtime) applyOne(ctx context.Context, cfg *config.Pipeline) (action string, err error) {
 	rt.mu.Lock()
 	old := rt.pipes[cfg.Name]
 	rt.mu.Unlock()
-	running := old != nil && !old.finished()
-	if running && old.cfg.Hash == cfg.Hash {
-		return nil // unchanged
+	if old != nil && old.cfg.Hash == cfg.Hash && (!old.finished() || old.err() == nil) {
+		// Unchanged; a finished pipeline is not restarted either (its
+		// sources are done), but a failed one is retried.
+		return "unchanged", nil
 	}
 	start := time.Now()
 	next, err := newPipeline(cfg, rt.log, rt.opts.Metrics, rt.store)
 	if err != nil {
-		return fmt.Errorf("pipeline %q: not reloaded, the running one is kept: %w", cfg.Name, err)
+		return "failed", fmt.Errorf("pipeline %q: not reloaded, the running one is kept: %w", cfg.Name, err)
 	}
 	if old != nil {
 		if err := rt.stopPipeline(old); err != nil {
 			next.cancelHard()
-			return err
+			return "failed", err
 		}
 	}
-	if err := next.open(ctx); err != nil {
+	if oerr := next.open(ctx); oerr != nil {
 		if old == nil {
-			return err
+			return "failed", oerr
 		}
-		rt.log.Error().Err(err).Str("pipeline", cfg.Name).Msg("the new pipeline cannot open; restarting the previous one")
+		rt.log.Error().Err(oerr).Str("pipeline", cfg.Name).Msg("the new pipeline cannot open; restarting the previous one")
 		back, berr := newPipeline(old.cfg, rt.log, rt.opts.Metrics, rt.store)
 		if berr == nil {
 			berr = back.open(ctx)
@@ -230,24 +266,24 @@ func (rt *Runtime) applyOne(ctx context.Context, cfg *config.Pipeline) error {
 			rt.mu.Lock()
 			delete(rt.pipes, cfg.Name)
 			rt.mu.Unlock()
-			return errors.Join(err, fmt.Errorf("restarting the previous pipeline %q: %w", cfg.Name, berr))
+			return "failed", errors.Join(oerr, fmt.Errorf("restarting the previous pipeline %q: %w", cfg.Name, berr))
 		}
 		next = back
-		defer func() {
-			err = fmt.Errorf("pipeline %q: not reloaded, the previous config runs again: %w", cfg.Name, err)
-		}()
+		action, err = "failed", fmt.Errorf("pipeline %q: not reloaded, the previous config runs again: %w", cfg.Name, oerr)
 	}
 	rt.mu.Lock()
 	rt.pipes[cfg.Name] = next
 	next.start()
 	rt.watchIdle()
 	rt.mu.Unlock()
-	verb := "started"
-	if old != nil {
-		verb = "replaced"
+	if action == "" {
+		action = "started"
+		if old != nil {
+			action = "replaced"
+		}
 	}
-	rt.log.Info().Str("pipeline", cfg.Name).Dur("took", time.Since(start)).Msg("pipeline " + verb)
-	return err
+	rt.log.Info().Str("pipeline", cfg.Name).Dur("took", time.Since(start)).Msg("pipeline " + action)
+	return action, err
 }
 
 // remove stops a pipeline gracefully and forgets it.
