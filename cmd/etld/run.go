@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -23,6 +22,7 @@ type runFlags struct {
 	stateDir        string
 	admin           string
 	noWatch         bool
+	reloadDebounce  time.Duration
 	shutdownTimeout time.Duration
 	logLevel        string
 	logFormat       string
@@ -33,7 +33,8 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	f := runFlags{path: path}
 	fs.StringVar(&f.stateDir, "state-dir", "", "checkpoint directory (default: $STATE_DIRECTORY, else .etld-state)")
 	fs.StringVar(&f.admin, "admin", "127.0.0.1:9300", `admin HTTP address, or "off"`)
-	fs.BoolVar(&f.noWatch, "no-watch", false, "do not watch the config for changes")
+	fs.BoolVar(&f.noWatch, "no-watch", false, "do not watch the config for changes (SIGHUP still reloads)")
+	fs.DurationVar(&f.reloadDebounce, "reload-debounce", 250*time.Millisecond, "quiet period after a config change before reloading")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "bound on a graceful stop")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "json", "json or console")
@@ -102,23 +103,31 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		}
 	})
 
-	err = runtime.Run(ctx, pipes, runtime.Options{
+	rt, err := runtime.New(runtime.Options{
 		Logger:          log,
 		StateDir:        stateDir(f.stateDir),
 		ShutdownTimeout: f.shutdownTimeout,
 	})
-	var se *runtime.StartError
-	switch {
-	case err == nil:
-		log.Info().Msg("stopped")
-		return exitOK
-	case errors.As(err, &se):
+	if err == nil {
+		_, err = rt.Apply(ctx, pipes)
+	}
+	if err != nil {
 		log.Error().Err(err).Msg("cannot start")
+		if rt != nil {
+			rt.Stop()
+		}
 		return exitFailure
-	default:
+	}
+	d := &daemon{path: *f.path, rt: rt, log: log, debounce: f.reloadDebounce, watch: !f.noWatch}
+	if err := d.serve(ctx); err != nil {
+		log.Error().Err(err).Msg("cannot watch the config")
+	}
+	if err := rt.Stop(); err != nil {
 		log.Error().Err(err).Msg("stopped with errors")
 		return exitFailure
 	}
+	log.Info().Msg("stopped")
+	return exitOK
 }
 
 // stateDir applies SPEC §1's precedence: the flag, then

@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/etld/etld/internal/config"
+	"github.com/etld/etld/internal/runtime"
+	"github.com/etld/etld/internal/stages/builtin"
+	"github.com/etld/etld/internal/watch"
+	"github.com/rs/zerolog"
+)
+
+// daemon keeps the runtime in step with the config path: it reloads on
+// file changes (unless watching is off) and on SIGHUP, and decides when
+// `run` ends (SPEC §1).
+type daemon struct {
+	path     string
+	rt       *runtime.Runtime
+	log      zerolog.Logger
+	debounce time.Duration
+	watch    bool
+
+	// Hooks around every reload, for sd_notify and the admin API; nil
+	// means none.
+	beforeReload func()
+	afterReload  func(changes []runtime.Change, invalid []string, err error)
+}
+
+// serve runs until ctx is done or, unless the config is a directory being
+// watched (a daemon waiting for pipeline files), until every pipeline has
+// finished. The error is about watching only; reload failures are logged.
+func (d *daemon) serve(ctx context.Context) error {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	var changed <-chan struct{}
+	var werr error
+	if d.watch {
+		w, err := watch.New(d.path, watch.Options{Debounce: d.debounce, Logger: d.log})
+		if err != nil {
+			werr = err // keep running without watching; SIGHUP still works
+		} else {
+			defer w.Close()
+			changed = w.C
+		}
+	}
+	fi, err := os.Stat(d.path)
+	waitForFiles := d.watch && err == nil && fi.IsDir()
+
+	idle := d.rt.Idle()
+	for {
+		select {
+		case <-ctx.Done():
+			return werr
+		case <-idle:
+			if !waitForFiles {
+				return werr
+			}
+			idle = nil // re-armed by the next reload
+		case <-changed:
+			d.reload(ctx, "file change")
+			idle = d.rt.Idle()
+		case <-hup:
+			d.reload(ctx, "SIGHUP")
+			idle = d.rt.Idle()
+		}
+	}
+}
+
+// reload loads the config and applies what is valid: a file with errors
+// keeps its running pipeline untouched (SPEC §3.2).
+func (d *daemon) reload(ctx context.Context, why string) {
+	start := time.Now()
+	if d.beforeReload != nil {
+		d.beforeReload()
+	}
+	l := config.LoadEach(d.path, config.Options{Registry: builtin.Registry()})
+	for _, diag := range l.Diags {
+		ev := d.log.Warn()
+		if diag.Severity != config.Warning {
+			ev = d.log.Error()
+		}
+		ev.Str("diagnostic", diag.String()).Msg("config problem")
+	}
+	running := d.rt.Configs()
+	metrics := d.rt.Metrics()
+	invalid := l.Failed
+	desired := l.Pipelines
+	if _, err := os.Stat(d.path); err != nil {
+		// The path itself is gone (a delete-then-create save, or an
+		// unmounted volume): keep everything as it is.
+		d.log.Error().Err(err).Msg("config path unreadable; every running pipeline is kept")
+		invalid = nil
+		desired = nil
+		for name, cfg := range running {
+			invalid = append(invalid, name)
+			desired = append(desired, cfg)
+		}
+	} else {
+		for _, name := range l.Failed {
+			if cfg := running[name]; cfg != nil {
+				desired = append(desired, cfg) // keep the running version
+			}
+		}
+	}
+	for _, name := range invalid {
+		metrics.Reload(name, "failure")
+		d.log.Error().Str("pipeline", name).Msg("invalid config: the running pipeline is kept as it is")
+	}
+	changes, err := d.rt.Apply(ctx, desired)
+	var added, replaced, removed, kept []string
+	for _, c := range changes {
+		switch c.Action {
+		case "started":
+			added = append(added, c.Pipeline)
+			metrics.Reload(c.Pipeline, "success")
+		case "replaced":
+			replaced = append(replaced, c.Pipeline)
+			metrics.Reload(c.Pipeline, "success")
+		case "stopped":
+			removed = append(removed, c.Pipeline)
+			metrics.Reload(c.Pipeline, "success")
+		case "unchanged":
+			kept = append(kept, c.Pipeline)
+		default:
+			metrics.Reload(c.Pipeline, "failure")
+		}
+	}
+	ev := d.log.Info()
+	if err != nil {
+		ev = d.log.Error().Err(err)
+	}
+	ev.Str("trigger", why).Strs("started", added).Strs("replaced", replaced).
+		Strs("stopped", removed).Strs("unchanged", kept).Strs("invalid", l.Failed).
+		Dur("took", time.Since(start)).Msg("config reloaded")
+	if d.afterReload != nil {
+		d.afterReload(changes, invalid, err)
+	}
+}
