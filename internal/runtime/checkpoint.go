@@ -43,6 +43,8 @@ type checkpointer struct {
 	wake        chan struct{}
 	requested   uint64 // newest epoch requested
 	frozen      bool   // a sink failed: commit nothing more
+	paused      bool   // a reconfiguration holds the sources: no new epochs
+	reached     []epochWaiter
 }
 
 // cut collects the states reported for one epoch.
@@ -90,12 +92,19 @@ func (c *checkpointer) load() (*state.Checkpoint, error) {
 	return cp, nil
 }
 
+// current is the newest epoch requested or committed: a source starting
+// now injects the epochs after it.
+func (c *checkpointer) current() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return max(c.requested, c.committed.Epoch)
+}
+
 // loop requests a barrier from every source each interval and saves
-// completed cuts, until ctx is done.
-func (c *checkpointer) loop(ctx context.Context, sources []*sourceRunner) {
+// completed cuts, until ctx is done. sources returns the running sources.
+func (c *checkpointer) loop(ctx context.Context, sources func() []*sourceRunner) {
 	c.mu.Lock()
 	c.completed = time.Now()
-	epoch := c.committed.Epoch
 	c.mu.Unlock()
 	t := time.NewTicker(c.interval)
 	defer t.Stop()
@@ -107,11 +116,15 @@ func (c *checkpointer) loop(ctx context.Context, sources []*sourceRunner) {
 		case <-c.wake:
 			c.saveQueued()
 		case <-t.C:
-			epoch++
 			c.mu.Lock()
-			c.requested = epoch
+			if c.paused {
+				c.mu.Unlock()
+				continue
+			}
+			c.requested = max(c.requested, c.committed.Epoch) + 1
+			epoch := c.requested
 			c.mu.Unlock()
-			for _, s := range sources {
+			for _, s := range sources() {
 				s.requestBarrier(epoch)
 			}
 			c.mu.Lock()
@@ -237,6 +250,15 @@ func (c *checkpointer) complete(epoch uint64, k *cut) {
 	}
 	c.committed = next
 	c.toSave = &next
+	keep := c.reached[:0]
+	for _, w := range c.reached {
+		if epoch >= w.epoch {
+			close(w.ch)
+		} else {
+			keep = append(keep, w)
+		}
+	}
+	c.reached = keep
 	select {
 	case c.wake <- struct{}{}:
 	default:
@@ -278,4 +300,46 @@ func (c *checkpointer) final() {
 	c.complete(max(c.committed.Epoch, c.requested)+1, nil)
 	c.mu.Unlock()
 	c.saveQueued()
+}
+
+type epochWaiter struct {
+	epoch uint64
+	ch    chan struct{}
+}
+
+// pause stops the periodic barriers and returns a new epoch for the
+// caller to request, and a channel closed once that epoch is committed.
+func (c *checkpointer) pause() (uint64, <-chan struct{}) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.paused = true
+	c.requested = max(c.requested, c.committed.Epoch) + 1
+	w := epochWaiter{c.requested, make(chan struct{})}
+	c.reached = append(c.reached, w)
+	return w.epoch, w.ch
+}
+
+// unpause restarts the periodic barriers.
+func (c *checkpointer) unpause() {
+	c.mu.Lock()
+	c.paused = false
+	c.mu.Unlock()
+}
+
+// addSinks counts n more running sinks.
+func (c *checkpointer) addSinks(n int) {
+	c.mu.Lock()
+	c.liveSinks += n
+	c.mu.Unlock()
+}
+
+// latestSourceState is the newest known state of a source: its final one,
+// or the committed one.
+func (c *checkpointer) latestSourceState(id string) []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st, ok := c.sourceFinal[id]; ok {
+		return st
+	}
+	return c.committed.Sources[id]
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	goruntime "runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -231,6 +232,7 @@ func (p *pipeline) start() {
 	var sourcesLeft atomic.Int32
 	sourcesLeft.Store(int32(len(p.sources)))
 	for _, s := range p.sources {
+		s.injected = p.ckpt.current()
 		wg.Go(func() {
 			err := s.run(p.stop)
 			// Positions cover exactly the batches returned by Read, all
@@ -253,7 +255,7 @@ func (p *pipeline) start() {
 	ckptDone := make(chan struct{})
 	go func() {
 		defer close(ckptDone)
-		p.ckpt.loop(p.stop, p.sources)
+		p.ckpt.loop(p.stop, p.sourceList)
 	}()
 	p.log.Info().Int("sources", len(p.sources)).Int("workers", len(p.workers)).
 		Int("sinks", len(p.sinks)).Msg("pipeline started")
@@ -273,6 +275,13 @@ func (p *pipeline) start() {
 		}
 		close(p.done)
 	}()
+}
+
+// sourceList returns the running sources.
+func (p *pipeline) sourceList() []*sourceRunner {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.sources)
 }
 
 // stateOf returns the checkpoint state of a stateful stage, or nil.

@@ -20,8 +20,11 @@ type sourceRunner struct {
 	log  zerolog.Logger
 	ckpt *checkpointer
 
-	barrierReq atomic.Uint64 // newest barrier epoch requested, not yet injected
-	injected   uint64        // newest barrier epoch injected (run goroutine only)
+	barrierReq atomic.Uint64 // newest barrier epoch requested
+	// injected is the newest barrier epoch injected (run goroutine only).
+	// It starts at the epoch current when the source starts, so a source
+	// never injects epochs that were settled before it existed.
+	injected uint64
 
 	mu         sync.Mutex
 	cancelRead context.CancelFunc // cancels the Read in progress
@@ -44,13 +47,21 @@ func (s *sourceRunner) requestBarrier(epoch uint64) {
 func (s *sourceRunner) run(stop context.Context) error {
 	defer s.out.close()
 	for {
-		if e := s.barrierReq.Load(); e > s.injected {
-			s.injected = e
+		if req := s.barrierReq.Load(); req > s.injected {
+			// Inject every epoch requested since the last one, even when
+			// several piled up while Read or emit was blocked: aligners
+			// and the checkpointer rely on every source reporting every
+			// epoch (a skipped epoch would let another input's barrier
+			// release the alignment while this input's records before
+			// the newer barrier are still held back).
 			st, err := stateOf(s.src)
-			s.ckpt.sourceBarrier(s.id, e, st, err)
-			if !s.out.barrier(e) {
-				return nil
+			for e := s.injected + 1; e <= req; e++ {
+				s.ckpt.sourceBarrier(s.id, e, st, err)
+				if !s.out.barrier(e) {
+					return nil
+				}
 			}
+			s.injected = req
 		}
 		if stop.Err() != nil {
 			return nil
