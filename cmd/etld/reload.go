@@ -119,7 +119,7 @@ func (d *daemon) reload(ctx context.Context, why string) {
 		case "started":
 			added = append(added, c.Pipeline)
 			metrics.Reload(c.Pipeline, "success")
-		case "replaced":
+		case "replaced", "reconfigured":
 			replaced = append(replaced, c.Pipeline)
 			metrics.Reload(c.Pipeline, "success")
 		case "stopped":

@@ -40,12 +40,17 @@ func send(hard context.Context, ch chan<- msg, m msg) bool {
 //
 // A hard stop (hard done) makes every forwarder return at once.
 func merge(hard context.Context, inputs []chan msg) chan msg {
+	return newAligner(hard, inputs).out
+}
+
+// newAligner is merge, keeping the aligner so inputs can be added later.
+func newAligner(hard context.Context, inputs []chan msg) *aligner {
 	out := make(chan msg)
 	a := &aligner{out: out, hard: hard, live: len(inputs)}
 	a.cond = sync.NewCond(&a.mu)
 	if len(inputs) == 0 {
 		close(out)
-		return out
+		return a
 	}
 	a.stopWake = context.AfterFunc(hard, func() {
 		a.mu.Lock()
@@ -56,7 +61,16 @@ func merge(hard context.Context, inputs []chan msg) chan msg {
 	for _, in := range inputs {
 		go a.forward(in)
 	}
-	return out
+	return a
+}
+
+// add merges one more input. Only while no barrier is being aligned and
+// at least one input is open (the pipeline is quiescent, see reconfigure).
+func (a *aligner) add(in chan msg) {
+	a.mu.Lock()
+	a.live++
+	a.mu.Unlock()
+	go a.forward(in)
 }
 
 type aligner struct {

@@ -3,7 +3,9 @@ package runtime
 import (
 	"context"
 	"encoding/base64"
+	"slices"
 	"strconv"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/etld/etld/internal/jsonrec"
@@ -16,7 +18,10 @@ import (
 // them as dropped), and forwards barriers. Safe for concurrent use by a
 // worker's goroutines.
 type emitter struct {
-	stage  string
+	stage string
+	// outs and dl change only while the pipeline is quiescent (see
+	// reconfigure); mu makes that visible to the emitting goroutines.
+	mu     sync.RWMutex
 	outs   []chan msg
 	dl     chan msg // the dead-letter sink's edge, or nil
 	hard   context.Context
@@ -27,8 +32,9 @@ type emitter struct {
 // emit sends b downstream; it reports false when the hard stop came first.
 // b must not be used after.
 func (e *emitter) emit(b *stages.Batch) bool {
+	outs, dl := e.edges()
 	if len(b.Rejects) > 0 {
-		if !e.reject(b.Rejects) {
+		if !e.reject(dl, b.Rejects) {
 			return false
 		}
 		b.Rejects = nil
@@ -37,14 +43,14 @@ func (e *emitter) emit(b *stages.Batch) bool {
 	if n == 0 {
 		return true
 	}
-	if len(e.outs) == 0 {
+	if len(outs) == 0 {
 		e.m.noOutput.Add(float64(n))
 		return true
 	}
 	e.m.out.Add(float64(n))
-	for i, out := range e.outs {
+	for i, out := range outs {
 		bb := b
-		if i < len(e.outs)-1 {
+		if i < len(outs)-1 {
 			bb = cloneBatch(b) // every downstream owns its batch
 		}
 		if !send(e.hard, out, msg{b: bb}) {
@@ -57,28 +63,68 @@ func (e *emitter) emit(b *stages.Batch) bool {
 // barrier forwards checkpoint barrier epoch to every downstream edge,
 // the dead-letter edge included.
 func (e *emitter) barrier(epoch uint64) bool {
-	for _, out := range e.outs {
+	outs, dl := e.edges()
+	for _, out := range outs {
 		if !send(e.hard, out, msg{epoch: epoch}) {
 			return false
 		}
 	}
-	if e.dl != nil {
-		return send(e.hard, e.dl, msg{epoch: epoch})
+	if dl != nil {
+		return send(e.hard, dl, msg{epoch: epoch})
 	}
 	return true
 }
 
 // close closes the stage's outgoing edges: the end of its stream.
 func (e *emitter) close() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	for _, out := range e.outs {
 		close(out)
 	}
 	if e.dl != nil {
 		close(e.dl)
 	}
+	e.outs, e.dl = nil, nil
 }
 
-func (e *emitter) reject(rs []stages.Reject) bool {
+func (e *emitter) edges() ([]chan msg, chan msg) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.outs, e.dl
+}
+
+// addOut adds an outgoing edge. Only while the pipeline is quiescent.
+func (e *emitter) addOut(ch chan msg) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.outs = append(slices.Clip(e.outs), ch)
+}
+
+// setDL sets the dead-letter edge. Only while the pipeline is quiescent.
+func (e *emitter) setDL(ch chan msg) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.dl = ch
+}
+
+// removeOut removes and closes an outgoing edge (the dead-letter edge
+// included). Only while the pipeline is quiescent.
+func (e *emitter) removeOut(ch chan msg) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.dl == ch {
+		e.dl = nil
+		close(ch)
+		return
+	}
+	if i := slices.Index(e.outs, ch); i >= 0 {
+		e.outs = slices.Delete(slices.Clone(e.outs), i, i+1)
+		close(ch)
+	}
+}
+
+func (e *emitter) reject(dl chan msg, rs []stages.Reject) bool {
 	n := float64(len(rs))
 	e.m.errors.Add(n)
 	for i := range rs {
@@ -88,7 +134,7 @@ func (e *emitter) reject(rs []stages.Reject) bool {
 		}
 		e.badLog.Warn().Str("origin", r.Record.OriginString()).Err(r.Err).Msg("bad record")
 	}
-	if e.dl == nil {
+	if dl == nil {
 		e.m.badRecord.Add(n)
 		return true
 	}
@@ -105,7 +151,7 @@ func (e *emitter) reject(rs []stages.Reject) bool {
 		recs[i] = stages.Record{Raw: buf[start:ends[i]:ends[i]], Parsed: true, Origin: rs[i].Record.Origin, Offset: rs[i].Record.Offset}
 		start = ends[i]
 	}
-	return send(e.hard, e.dl, msg{b: &stages.Batch{Records: recs}})
+	return send(e.hard, dl, msg{b: &stages.Batch{Records: recs}})
 }
 
 // appendDeadLetter renders a reject as the dead-letter line of SPEC §2:

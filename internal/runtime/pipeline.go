@@ -7,7 +7,6 @@ import (
 	goruntime "runtime"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/etld/etld/internal/config"
@@ -19,9 +18,13 @@ import (
 // pipeline is one running pipeline: its stages, the edges between them,
 // and the goroutines that drive them.
 type pipeline struct {
-	cfg *config.Pipeline
-	log zerolog.Logger
+	cfg   *config.Pipeline
+	log   zerolog.Logger
+	mx    *Metrics
+	store *state.Store
 
+	// The runners, in topological order. They change only in
+	// reconfigure, with mu held.
 	sources []*sourceRunner
 	workers []*workerRunner
 	sinks   []*sinkRunner
@@ -35,12 +38,90 @@ type pipeline struct {
 
 	ckpt checkpointer
 
-	inputs  map[string][]chan msg // input edges by stage id, for queue lengths
-	metrics map[string]*stageMetrics
+	// Wiring, for queue lengths and reconfiguration (guarded by mu).
+	edges    map[edgeKey]chan msg
+	emitters map[string]*emitter
+	aligners map[string]*aligner
+	metrics  map[string]*stageMetrics
+	exited   map[string]chan struct{} // closed when a stage's goroutines return
 
+	wg   group // every stage goroutine, plus a token during reconfigure
 	mu   sync.Mutex
 	errs []error // stage failures
 	done chan struct{}
+}
+
+// group counts running goroutines, like a sync.WaitGroup whose zero is
+// final: once the count has dropped to zero, add fails instead of reviving
+// a finished pipeline.
+type group struct {
+	mu     sync.Mutex
+	n      int
+	closed bool
+	zero   chan struct{}
+}
+
+func (g *group) init() { g.zero = make(chan struct{}) }
+
+// add counts one more; false when the group already reached zero.
+func (g *group) add() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return false
+	}
+	g.n++
+	return true
+}
+
+func (g *group) done() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.n--
+	if g.n == 0 {
+		g.closed = true
+		close(g.zero)
+	}
+}
+
+// Go runs f in a counted goroutine (f is not run when the group is done).
+func (g *group) Go(f func()) {
+	if !g.add() {
+		return
+	}
+	go func() {
+		defer g.done()
+		f()
+	}()
+}
+
+func (g *group) zeroed() <-chan struct{} { return g.zero }
+
+// edgeKey names an edge: from an upstream stage to a downstream one, or
+// (dl) from a source or worker to the dead-letter sink.
+type edgeKey struct {
+	from, to string
+	dl       bool
+}
+
+// edgeKeys lists the edges of a pipeline graph: one per (upstream,
+// downstream) pair, plus one from every source and worker to the
+// dead-letter sink.
+func edgeKeys(cfg *config.Pipeline) []edgeKey {
+	var keys []edgeKey
+	for _, st := range cfg.Stages {
+		for _, in := range st.Inputs {
+			keys = append(keys, edgeKey{from: in, to: st.ID})
+		}
+	}
+	if cfg.DeadLetter != "" {
+		for _, st := range cfg.Stages {
+			if st.Kind == config.Source || st.Kind == config.Worker {
+				keys = append(keys, edgeKey{from: st.ID, to: cfg.DeadLetter, dl: true})
+			}
+		}
+	}
+	return keys
 }
 
 // stageError names the pipeline and stage of a failure.
@@ -57,81 +138,24 @@ func (e *stageError) Unwrap() error { return e.Err }
 
 // newPipeline builds the stages of cfg and wires them; it does no I/O.
 func newPipeline(cfg *config.Pipeline, log zerolog.Logger, mx *Metrics, store *state.Store) (*pipeline, error) {
-	p := &pipeline{cfg: cfg, log: log.With().Str("pipeline", cfg.Name).Logger(), done: make(chan struct{})}
+	p := &pipeline{cfg: cfg, log: log.With().Str("pipeline", cfg.Name).Logger(), mx: mx, store: store,
+		done: make(chan struct{}), edges: map[edgeKey]chan msg{}, emitters: map[string]*emitter{},
+		aligners: map[string]*aligner{}, metrics: map[string]*stageMetrics{}, exited: map[string]chan struct{}{}}
 	p.hard, p.cancelHard = context.WithCancel(context.Background())
 	p.stop, p.cancelStop = context.WithCancel(p.hard)
 	p.ckpt.init(p, mx, store)
-
-	// One edge per (upstream, downstream) pair, plus one from every source
-	// and worker to the dead-letter sink.
-	inputs := map[string][]chan msg{}
-	outputs := map[string][]chan msg{}
-	for _, st := range cfg.Stages {
-		for _, in := range st.Inputs {
-			e := newEdge()
-			inputs[st.ID] = append(inputs[st.ID], e)
-			outputs[in] = append(outputs[in], e)
-		}
+	p.wg.init()
+	for _, k := range edgeKeys(cfg) {
+		p.edges[k] = newEdge()
 	}
-	dlEdges := map[string]chan msg{}
-	if cfg.DeadLetter != "" {
-		for _, st := range cfg.Stages {
-			if st.Kind == config.Source || st.Kind == config.Worker {
-				e := newEdge()
-				dlEdges[st.ID] = e
-				inputs[cfg.DeadLetter] = append(inputs[cfg.DeadLetter], e)
-			}
-		}
-	}
-
-	p.inputs = inputs
-	p.metrics = map[string]*stageMetrics{}
 	var errs []error
 	for _, st := range cfg.Stages {
-		slog := p.log.With().Str("stage", st.ID).Logger()
-		settings := stages.Settings{Pipeline: cfg.Name, ID: st.ID, Logger: slog}
-		sm := mx.stage(cfg.Name, st.ID)
-		p.metrics[st.ID] = sm
-		em := &emitter{
-			stage: st.ID, outs: outputs[st.ID], dl: dlEdges[st.ID], hard: p.hard, m: sm,
-			badLog: slog.Sample(&zerolog.BurstSampler{Burst: 5, Period: time.Second}),
+		r, err := p.build(cfg, st, p.edges)
+		if err != nil {
+			errs = append(errs, err)
+			continue
 		}
-		switch st.Kind {
-		case config.Source:
-			src, err := st.Factory.NewSource(settings, st.Config)
-			if err != nil {
-				errs = append(errs, &stageError{cfg.Name, st.ID, err})
-				continue
-			}
-			p.sources = append(p.sources, &sourceRunner{id: st.ID, src: src, out: em, log: slog, ckpt: &p.ckpt})
-		case config.Worker:
-			w := &workerRunner{
-				id: st.ID, concurrency: st.Worker.Concurrency, ordered: st.Worker.Ordered,
-				in: merge(p.hard, inputs[st.ID]), out: em,
-			}
-			if w.concurrency <= 0 {
-				w.concurrency = goruntime.NumCPU()
-			}
-			for _, ss := range st.Worker.Steps {
-				step, err := ss.Factory.NewStep(settings, ss.Config)
-				if err != nil {
-					errs = append(errs, &stageError{cfg.Name, st.ID, fmt.Errorf("step %s: %w", ss.Type, err)})
-					continue
-				}
-				w.steps = append(w.steps, step)
-			}
-			p.workers = append(p.workers, w)
-		case config.Sink:
-			snk, err := st.Factory.NewSink(settings, st.Config)
-			if err != nil {
-				errs = append(errs, &stageError{cfg.Name, st.ID, err})
-				continue
-			}
-			p.sinks = append(p.sinks, &sinkRunner{
-				id: st.ID, sink: snk, in: merge(p.hard, inputs[st.ID]), m: sm, log: slog, hard: p.hard,
-				ckpt: &p.ckpt, setHealthy: sm.healthy.Store,
-			})
-		}
+		p.adopt(r)
 	}
 	p.ckpt.liveSinks = len(p.sinks)
 	if len(errs) > 0 {
@@ -139,6 +163,106 @@ func newPipeline(cfg *config.Pipeline, log zerolog.Logger, mx *Metrics, store *s
 		return nil, errors.Join(errs...)
 	}
 	return p, nil
+}
+
+// built is one stage built by build: exactly one runner is set.
+type built struct {
+	id     string
+	source *sourceRunner
+	worker *workerRunner
+	sink   *sinkRunner
+	em     *emitter
+	al     *aligner
+	m      *stageMetrics
+}
+
+// build makes the runner of one stage of cfg over the given edges (every
+// edge of cfg must be in edges). It does no I/O.
+func (p *pipeline) build(cfg *config.Pipeline, st *config.Stage, edges map[edgeKey]chan msg) (*built, error) {
+	var ins, outs []chan msg
+	var dl chan msg
+	for _, k := range edgeKeys(cfg) {
+		switch {
+		case k.to == st.ID:
+			ins = append(ins, edges[k])
+		case k.from == st.ID && k.dl:
+			dl = edges[k]
+		case k.from == st.ID:
+			outs = append(outs, edges[k])
+		}
+	}
+	slog := p.log.With().Str("stage", st.ID).Logger()
+	settings := stages.Settings{Pipeline: cfg.Name, ID: st.ID, Logger: slog}
+	sm := p.mx.stage(cfg.Name, st.ID)
+	b := &built{id: st.ID, m: sm}
+	newEmitter := func() *emitter {
+		return &emitter{
+			stage: st.ID, outs: outs, dl: dl, hard: p.hard, m: sm,
+			badLog: slog.Sample(&zerolog.BurstSampler{Burst: 5, Period: time.Second}),
+		}
+	}
+	switch st.Kind {
+	case config.Source:
+		src, err := st.Factory.NewSource(settings, st.Config)
+		if err != nil {
+			return nil, &stageError{cfg.Name, st.ID, err}
+		}
+		b.em = newEmitter()
+		b.source = &sourceRunner{id: st.ID, src: src, out: b.em, log: slog, ckpt: &p.ckpt}
+	case config.Worker:
+		w := &workerRunner{id: st.ID, concurrency: st.Worker.Concurrency, ordered: st.Worker.Ordered}
+		if w.concurrency <= 0 {
+			w.concurrency = goruntime.NumCPU()
+		}
+		for _, ss := range st.Worker.Steps {
+			step, err := ss.Factory.NewStep(settings, ss.Config)
+			if err != nil {
+				return nil, &stageError{cfg.Name, st.ID, fmt.Errorf("step %s: %w", ss.Type, err)}
+			}
+			w.steps = append(w.steps, step)
+		}
+		b.em, b.al = newEmitter(), newAligner(p.hard, ins)
+		w.in, w.out = b.al.out, b.em
+		b.worker = w
+	case config.Sink:
+		snk, err := st.Factory.NewSink(settings, st.Config)
+		if err != nil {
+			return nil, &stageError{cfg.Name, st.ID, err}
+		}
+		b.al = newAligner(p.hard, ins)
+		b.sink = &sinkRunner{
+			id: st.ID, sink: snk, in: b.al.out, m: sm, log: slog, hard: p.hard,
+			ckpt: &p.ckpt, setHealthy: sm.healthy.Store,
+		}
+	}
+	return b, nil
+}
+
+// adopt makes a built stage part of the pipeline, before start.
+func (p *pipeline) adopt(b *built) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.adoptLocked(b)
+}
+
+// adoptLocked is adopt with mu held (reconfigure).
+func (p *pipeline) adoptLocked(b *built) {
+	switch {
+	case b.source != nil:
+		p.sources = append(p.sources, b.source)
+	case b.worker != nil:
+		p.workers = append(p.workers, b.worker)
+	case b.sink != nil:
+		p.sinks = append(p.sinks, b.sink)
+	}
+	if b.em != nil {
+		p.emitters[b.id] = b.em
+	}
+	if b.al != nil {
+		p.aligners[b.id] = b.al
+	}
+	p.metrics[b.id] = b.m
+	p.exited[b.id] = make(chan struct{})
 }
 
 // open opens the sinks first, then the sources (reverse topological
@@ -201,56 +325,14 @@ func (p *pipeline) closeUnstarted() {
 // start runs every stage in its goroutines; done is closed when all of
 // them have returned.
 func (p *pipeline) start() {
-	var wg sync.WaitGroup
 	for _, s := range p.sinks {
-		wg.Go(func() {
-			err := s.run()
-			if err == nil {
-				st, serr := stateOf(s.sink)
-				if serr != nil {
-					s.log.Error().Err(serr).Msg("sink state unavailable after close")
-				}
-				p.ckpt.sinkEnded(s.id, st)
-				return
-			}
-			// Its output position is unknown now: no later cut can be
-			// consistent, so the last committed checkpoint stands.
-			p.ckpt.freeze()
-			p.ckpt.sinkEnded(s.id, nil)
-			if p.hard.Err() != nil && errors.Is(err, context.Canceled) {
-				err = errors.New("stopped before its input was written (shutdown timeout)")
-			}
-			p.fail(s.id, err)
-			// Release the file at a hard stop too; what is still
-			// buffered is best-effort.
-			_ = s.sink.Close(context.Background())
-		})
+		p.launchSink(s)
 	}
 	for _, w := range p.workers {
-		wg.Go(w.run)
+		p.launchWorker(w)
 	}
-	var sourcesLeft atomic.Int32
-	sourcesLeft.Store(int32(len(p.sources)))
 	for _, s := range p.sources {
-		s.injected = p.ckpt.current()
-		wg.Go(func() {
-			err := s.run(p.stop)
-			// Positions cover exactly the batches returned by Read, all
-			// of which were emitted (or abandoned at a hard stop, when no
-			// final checkpoint is taken).
-			if st, serr := stateOf(s.src); serr == nil {
-				p.ckpt.sourceEnded(s.id, st)
-			}
-			if cerr := s.src.Close(); cerr != nil {
-				s.log.Warn().Err(cerr).Msg("close source")
-			}
-			if err != nil {
-				p.fail(s.id, err)
-			}
-			if sourcesLeft.Add(-1) == 0 {
-				p.log.Info().Msg("every source has ended; draining")
-			}
-		})
+		p.launchSource(s)
 	}
 	ckptDone := make(chan struct{})
 	go func() {
@@ -260,7 +342,7 @@ func (p *pipeline) start() {
 	p.log.Info().Int("sources", len(p.sources)).Int("workers", len(p.workers)).
 		Int("sinks", len(p.sinks)).Msg("pipeline started")
 	go func() {
-		wg.Wait()
+		<-p.wg.zeroed()
 		p.cancelStop() // ends the checkpoint loop
 		<-ckptDone
 		aborted := p.hard.Err() != nil
@@ -275,6 +357,68 @@ func (p *pipeline) start() {
 		}
 		close(p.done)
 	}()
+}
+
+func (p *pipeline) exitedChan(id string) chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.exited[id]
+}
+
+func (p *pipeline) launchSink(s *sinkRunner) {
+	exited := p.exitedChan(s.id)
+	p.wg.Go(func() {
+		defer close(exited)
+		err := s.run()
+		if err == nil {
+			st, serr := stateOf(s.sink)
+			if serr != nil {
+				s.log.Error().Err(serr).Msg("sink state unavailable after close")
+			}
+			p.ckpt.sinkEnded(s.id, st)
+			return
+		}
+		// Its output position is unknown now: no later cut can be
+		// consistent, so the last committed checkpoint stands.
+		p.ckpt.freeze()
+		p.ckpt.sinkEnded(s.id, nil)
+		if p.hard.Err() != nil && errors.Is(err, context.Canceled) {
+			err = errors.New("stopped before its input was written (shutdown timeout)")
+		}
+		p.fail(s.id, err)
+		// Release the file at a hard stop too; what is still
+		// buffered is best-effort.
+		_ = s.sink.Close(context.Background())
+	})
+}
+
+func (p *pipeline) launchWorker(w *workerRunner) {
+	exited := p.exitedChan(w.id)
+	p.wg.Go(func() {
+		defer close(exited)
+		w.run()
+	})
+}
+
+func (p *pipeline) launchSource(s *sourceRunner) {
+	exited := p.exitedChan(s.id)
+	s.injected = p.ckpt.current()
+	p.wg.Go(func() {
+		defer close(exited)
+		err := s.run(p.stop)
+		// Positions cover exactly the batches returned by Read, all of
+		// which were emitted (or abandoned at a hard stop, when no final
+		// checkpoint is taken).
+		if st, serr := stateOf(s.src); serr == nil {
+			p.ckpt.sourceEnded(s.id, st)
+		}
+		if cerr := s.src.Close(); cerr != nil {
+			s.log.Warn().Err(cerr).Msg("close source")
+		}
+		if err != nil {
+			p.fail(s.id, err)
+		}
+	})
 }
 
 // sourceList returns the running sources.

@@ -198,7 +198,8 @@ func (rt *Runtime) Apply(ctx context.Context, pipes []*config.Pipeline) ([]Chang
 // Change is what Apply did to one pipeline.
 type Change struct {
 	Pipeline string
-	// Action is started, replaced, stopped, unchanged, or failed (the
+	// Action is started, reconfigured (changed stages swapped in place),
+	// replaced (restarted whole), stopped, unchanged, or failed (the
 	// running version, if any, is kept or was started again).
 	Action string
 	Err    error
@@ -243,6 +244,19 @@ func (rt *Runtime) applyOne(ctx context.Context, cfg *config.Pipeline) (action s
 		return "unchanged", nil
 	}
 	start := time.Now()
+	if old != nil && !old.finished() {
+		sw, rerr := old.reconfigure(ctx, cfg, rt.opts.ShutdownTimeout)
+		if rerr == nil {
+			if sw.empty() {
+				return "unchanged", nil
+			}
+			return "reconfigured", nil
+		}
+		if !errors.Is(rerr, errRestart) {
+			return "failed", rerr
+		}
+		rt.log.Info().Str("pipeline", cfg.Name).Str("reason", rerr.Error()).Msg("restarting the pipeline with its new config")
+	}
 	next, err := newPipeline(cfg, rt.log, rt.opts.Metrics, rt.store)
 	if err != nil {
 		return "failed", fmt.Errorf("pipeline %q: not reloaded, the running one is kept: %w", cfg.Name, err)

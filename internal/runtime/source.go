@@ -28,6 +28,23 @@ type sourceRunner struct {
 
 	mu         sync.Mutex
 	cancelRead context.CancelFunc // cancels the Read in progress
+
+	// park, when set, holds the source once it has injected the barrier
+	// of park.epoch, until park.wake is closed (see reconfigure); quit
+	// then makes it return instead of reading on.
+	park atomic.Pointer[parkRequest]
+	quit atomic.Bool
+}
+
+type parkRequest struct {
+	epoch uint64
+	wake  chan struct{}
+}
+
+// hold parks the source after barrier epoch, which it requests.
+func (s *sourceRunner) hold(epoch uint64, wake chan struct{}) {
+	s.park.Store(&parkRequest{epoch: epoch, wake: wake})
+	s.requestBarrier(epoch)
 }
 
 // requestBarrier asks the source to inject barrier epoch as soon as
@@ -62,6 +79,17 @@ func (s *sourceRunner) run(stop context.Context) error {
 				}
 			}
 			s.injected = req
+		}
+		if pr := s.park.Load(); pr != nil && s.injected >= pr.epoch {
+			select {
+			case <-pr.wake:
+			case <-stop.Done():
+				return nil
+			}
+			s.park.CompareAndSwap(pr, nil)
+			if s.quit.Load() {
+				return nil
+			}
 		}
 		if stop.Err() != nil {
 			return nil

@@ -86,7 +86,10 @@ func (p *pipeline) status() PipelineStatus {
 				ss.Steps = append(ss.Steps, step.Type)
 			}
 		}
-		if m := p.metrics[s.ID]; m != nil {
+		p.mu.Lock()
+		m := p.metrics[s.ID]
+		p.mu.Unlock()
+		if m != nil {
 			ss.In = counterValue(m.in)
 			ss.Out = counterValue(m.out)
 			ss.Dropped = counterValue(m.filtered) + counterValue(m.badRecord) + counterValue(m.noOutput)
@@ -102,9 +105,13 @@ func (p *pipeline) status() PipelineStatus {
 
 // queueLength is the number of batches waiting on a stage's input edges.
 func (p *pipeline) queueLength(id string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	n := 0
-	for _, e := range p.inputs[id] {
-		n += len(e)
+	for k, e := range p.edges {
+		if k.to == id {
+			n += len(e)
+		}
 	}
 	return n
 }
