@@ -327,3 +327,6 @@ func (p *pipeline) setConfig(c *config.Pipeline) {
 	p.cfg = c
 	p.mu.Unlock()
 }
+
+// name is the pipeline's name, which never changes.
+func (p *pipeline) name() string { return p.config().Name }

@@ -114,7 +114,7 @@ func (rt *Runtime) Configs() map[string]*config.Pipeline {
 	defer rt.mu.Unlock()
 	out := make(map[string]*config.Pipeline, len(rt.pipes))
 	for n, p := range rt.pipes {
-		out[n] = p.cfg
+		out[n] = p.config()
 	}
 	return out
 }
@@ -238,7 +238,7 @@ func (rt *Runtime) applyOne(ctx context.Context, cfg *config.Pipeline) (action s
 	rt.mu.Lock()
 	old := rt.pipes[cfg.Name]
 	rt.mu.Unlock()
-	if old != nil && old.cfg.Hash == cfg.Hash && (!old.finished() || old.err() == nil) {
+	if old != nil && old.config().Hash == cfg.Hash && (!old.finished() || old.err() == nil) {
 		// Unchanged; a finished pipeline is not restarted either (its
 		// sources are done), but a failed one is retried.
 		return "unchanged", nil
@@ -272,7 +272,7 @@ func (rt *Runtime) applyOne(ctx context.Context, cfg *config.Pipeline) (action s
 			return "failed", oerr
 		}
 		rt.log.Error().Err(oerr).Str("pipeline", cfg.Name).Msg("the new pipeline cannot open; restarting the previous one")
-		back, berr := newPipeline(old.cfg, rt.log, rt.opts.Metrics, rt.store)
+		back, berr := newPipeline(old.config(), rt.log, rt.opts.Metrics, rt.store)
 		if berr == nil {
 			berr = back.open(ctx)
 		}

@@ -44,7 +44,7 @@ func (rt *Runtime) Status() []PipelineStatus {
 		ps = append(ps, p)
 	}
 	rt.mu.Unlock()
-	sort.Slice(ps, func(i, j int) bool { return ps[i].cfg.Name < ps[j].cfg.Name })
+	sort.Slice(ps, func(i, j int) bool { return ps[i].name() < ps[j].name() })
 	out := make([]PipelineStatus, 0, len(ps))
 	for _, p := range ps {
 		out = append(out, p.status())
@@ -69,7 +69,8 @@ func (rt *Runtime) Ready() bool {
 }
 
 func (p *pipeline) status() PipelineStatus {
-	st := PipelineStatus{Name: p.cfg.Name, File: p.cfg.File, State: "running"}
+	cfg := p.config()
+	st := PipelineStatus{Name: cfg.Name, File: cfg.File, State: "running"}
 	switch {
 	case p.finished() && p.err() != nil:
 		st.State, st.Error = "failed", p.err().Error()
@@ -78,7 +79,7 @@ func (p *pipeline) status() PipelineStatus {
 	case p.stop.Err() != nil:
 		st.State = "stopping"
 	}
-	for _, s := range p.cfg.Stages {
+	for _, s := range cfg.Stages {
 		ss := StageStatus{ID: s.ID, Kind: string(s.Kind), Type: s.Type, Inputs: s.Inputs, Healthy: true}
 		if s.Worker != nil {
 			ss.Concurrency = s.Worker.Concurrency
@@ -144,12 +145,13 @@ func (c *runtimeCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	rt.mu.Unlock()
 	for _, p := range ps {
-		for _, s := range p.cfg.Stages {
+		cfg := p.config()
+		for _, s := range cfg.Stages {
 			if s.Kind == config.Source {
 				continue
 			}
 			ch <- prometheus.MustNewConstMetric(c.queue, prometheus.GaugeValue,
-				float64(p.queueLength(s.ID)), p.cfg.Name, s.ID)
+				float64(p.queueLength(s.ID)), cfg.Name, s.ID)
 		}
 	}
 }
