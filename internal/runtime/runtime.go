@@ -39,6 +39,10 @@ type Options struct {
 	Started func()
 }
 
+// hardStopGrace is how long Stop waits, after the shutdown timeout, for
+// stages to return once told to abandon their work.
+const hardStopGrace = time.Second
+
 // ErrShutdownTimeout is returned when a graceful stop did not finish in
 // time; unfinished work is abandoned.
 var ErrShutdownTimeout = errors.New("graceful stop did not finish within the shutdown timeout")
@@ -324,10 +328,14 @@ func (rt *Runtime) stopPipeline(p *pipeline) error {
 	select {
 	case <-p.done:
 	case <-t.C:
-		rt.log.Error().Str("pipeline", p.cfg.Name).Msg("shutdown timeout: abandoning unfinished work")
+		rt.log.Error().Str("pipeline", p.name()).Msg("shutdown timeout: abandoning unfinished work")
 		p.cancelHard()
-		<-p.done
-		return fmt.Errorf("pipeline %q: %w", p.cfg.Name, ErrShutdownTimeout)
+		select {
+		case <-p.done:
+		case <-time.After(hardStopGrace):
+			rt.log.Error().Str("pipeline", p.name()).Msg("a stage does not return after the hard stop; leaving it behind")
+		}
+		return fmt.Errorf("pipeline %q: %w", p.name(), ErrShutdownTimeout)
 	}
 	if err := p.err(); err != nil {
 		rt.mu.Lock()
@@ -397,11 +405,24 @@ func (rt *Runtime) Stop() error {
 			for _, q := range ps {
 				q.cancelHard()
 			}
-			<-p.done
+		}
+		if timedOut {
+			break
 		}
 	}
-	for _, p := range ps {
-		<-p.done
+	if timedOut {
+		// Everything blocking watches the hard stop, except a stage
+		// stuck in a system call that ignores it (a hung NFS write):
+		// give the rest a moment to return, then leave it behind.
+		grace := time.NewTimer(hardStopGrace)
+		defer grace.Stop()
+		for _, p := range ps {
+			select {
+			case <-p.done:
+			case <-grace.C:
+				rt.log.Error().Str("pipeline", p.name()).Msg("a stage does not return after the hard stop; leaving it behind")
+			}
+		}
 	}
 	rt.mu.Lock()
 	errs = append(errs, rt.failed...)

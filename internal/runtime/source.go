@@ -102,6 +102,7 @@ func (s *sourceRunner) run(stop context.Context) error {
 			cancel() // requested between the check above and cancelRead
 		}
 		b, err := s.src.Read(rctx)
+		interrupted := rctx.Err() != nil // before cancel below sets it
 		s.mu.Lock()
 		s.cancelRead = nil
 		s.mu.Unlock()
@@ -117,7 +118,7 @@ func (s *sourceRunner) run(stop context.Context) error {
 		case errors.Is(err, stages.ErrEndOfInput):
 			s.log.Info().Msg("source finished")
 			return nil
-		case rctx.Err() != nil:
+		case interrupted:
 			// Interrupted for a barrier or a stop: both handled above.
 		default:
 			s.out.m.errors.Inc()
