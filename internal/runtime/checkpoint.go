@@ -33,7 +33,7 @@ type checkpointer struct {
 	failures prometheus.Counter
 
 	mu          sync.Mutex
-	liveSinks   int
+	liveSinks   map[string]bool // running sinks: each must ack an epoch
 	pending     map[uint64]*cut // by epoch
 	sourceFinal map[string][]byte
 	sinkFinal   map[string][]byte
@@ -50,8 +50,8 @@ type checkpointer struct {
 // cut collects the states reported for one epoch.
 type cut struct {
 	sources, sinks map[string][]byte
-	acks           int
-	broken         bool // a stage could not report its state: never commit
+	acked          map[string]bool // sinks that flushed this epoch
+	broken         bool            // a stage could not report its state: never commit
 }
 
 func (c *checkpointer) init(p *pipeline, mx *Metrics, store *state.Store) {
@@ -65,6 +65,7 @@ func (c *checkpointer) init(p *pipeline, mx *Metrics, store *state.Store) {
 	c.age = mx.checkpointAge.WithLabelValues(p.cfg.Name)
 	c.failures = mx.checkpointFailures.WithLabelValues(p.cfg.Name)
 	c.pending = map[uint64]*cut{}
+	c.liveSinks = map[string]bool{}
 	c.sourceFinal = map[string][]byte{}
 	c.sinkFinal = map[string][]byte{}
 	c.committed = state.Checkpoint{Pipeline: p.cfg.Name,
@@ -137,7 +138,7 @@ func (c *checkpointer) loop(ctx context.Context, sources func() []*sourceRunner)
 func (c *checkpointer) cut(epoch uint64) *cut {
 	k := c.pending[epoch]
 	if k == nil {
-		k = &cut{sources: map[string][]byte{}, sinks: map[string][]byte{}}
+		k = &cut{sources: map[string][]byte{}, sinks: map[string][]byte{}, acked: map[string]bool{}}
 		c.pending[epoch] = k
 	}
 	return k
@@ -186,10 +187,22 @@ func (c *checkpointer) sinkAck(id string, epoch uint64, st []byte, err error) {
 	if st != nil {
 		k.sinks[id] = st
 	}
-	k.acks++
-	if k.acks >= c.liveSinks {
+	k.acked[id] = true
+	if c.allAcked(k) {
 		c.complete(epoch, k)
 	}
+}
+
+// allAcked reports whether every running sink acked the cut. Counting
+// acks is not enough: a sink that acked and then ended would be counted
+// twice. Called with mu held.
+func (c *checkpointer) allAcked(k *cut) bool {
+	for id := range c.liveSinks {
+		if !k.acked[id] {
+			return false
+		}
+	}
+	return true
 }
 
 // sinkEnded records the final state of a sink that closed cleanly (st nil
@@ -197,14 +210,14 @@ func (c *checkpointer) sinkAck(id string, epoch uint64, st []byte, err error) {
 func (c *checkpointer) sinkEnded(id string, st []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.liveSinks--
+	delete(c.liveSinks, id)
 	if st != nil {
 		c.sinkFinal[id] = st
 	}
 	// Cuts that only this sink was holding back are complete now.
 	var newest uint64
 	for e, k := range c.pending {
-		if k.acks >= c.liveSinks && e > newest {
+		if c.allAcked(k) && e > newest {
 			newest = e
 		}
 	}
@@ -326,10 +339,10 @@ func (c *checkpointer) unpause() {
 	c.mu.Unlock()
 }
 
-// addSinks counts n more running sinks.
-func (c *checkpointer) addSinks(n int) {
+// addSink counts a running sink: from now on it must ack every epoch.
+func (c *checkpointer) addSink(id string) {
 	c.mu.Lock()
-	c.liveSinks += n
+	c.liveSinks[id] = true
 	c.mu.Unlock()
 }
 
@@ -342,4 +355,18 @@ func (c *checkpointer) latestSourceState(id string) []byte {
 		return st
 	}
 	return c.committed.Sources[id]
+}
+
+// commitNow commits, synchronously, the committed checkpoint updated with
+// the given stage states, as a new epoch. It is for moments when nothing
+// is in flight: a pipeline that just opened (so a crash before its first
+// barrier rolls back to where it started, not to nothing), and the end of
+// a reconfiguration (so new stages are part of the state at once).
+func (c *checkpointer) commitNow(sources, sinks map[string][]byte) {
+	c.mu.Lock()
+	c.requested = max(c.requested, c.committed.Epoch) + 1
+	k := &cut{sources: sources, sinks: sinks, acked: map[string]bool{}}
+	c.complete(c.requested, k)
+	c.mu.Unlock()
+	c.saveQueued()
 }

@@ -157,7 +157,9 @@ func newPipeline(cfg *config.Pipeline, log zerolog.Logger, mx *Metrics, store *s
 		}
 		p.adopt(r)
 	}
-	p.ckpt.liveSinks = len(p.sinks)
+	for _, s := range p.sinks {
+		p.ckpt.addSink(s.id)
+	}
 	if len(errs) > 0 {
 		p.cancelHard() // ends the merge goroutines
 		return nil, errors.Join(errs...)
@@ -297,7 +299,40 @@ func (p *pipeline) open(ctx context.Context) error {
 		opened = append(opened, func() { _ = s.src.Close() })
 		s.log.Debug().Msg("source opened")
 	}
+	// Commit where everything starts, before anything is read: without
+	// it a crash before the first barrier would leave the sinks' output
+	// unrolled-back while the sources start over.
+	srcStates, sinkStates, err := p.states(p.sources, p.sinks)
+	if err != nil {
+		return fail("", err)
+	}
+	p.ckpt.commitNow(srcStates, sinkStates)
 	return nil
+}
+
+// states collects the checkpoint states of the given stateful stages;
+// only when nothing is in flight.
+func (p *pipeline) states(srcs []*sourceRunner, sinks []*sinkRunner) (map[string][]byte, map[string][]byte, error) {
+	srcStates, sinkStates := map[string][]byte{}, map[string][]byte{}
+	for _, s := range srcs {
+		st, err := stateOf(s.src)
+		if err != nil {
+			return nil, nil, &stageError{p.cfg.Name, s.id, err}
+		}
+		if st != nil {
+			srcStates[s.id] = st
+		}
+	}
+	for _, s := range sinks {
+		st, err := stateOf(s.sink)
+		if err != nil {
+			return nil, nil, &stageError{p.cfg.Name, s.id, err}
+		}
+		if st != nil {
+			sinkStates[s.id] = st
+		}
+	}
+	return srcStates, sinkStates, nil
 }
 
 // finished reports whether every stage of a started pipeline returned.

@@ -254,6 +254,24 @@ func (p *pipeline) reconfigure(ctx context.Context, next *config.Pipeline, timeo
 		}
 	}
 
+	// Commit the new stages' starting positions with the quiescent state,
+	// so a crash before the next barrier rolls them back too.
+	var newSrcs []*sourceRunner
+	var newSinks []*sinkRunner
+	for _, b := range builds {
+		if b.source != nil {
+			newSrcs = append(newSrcs, b.source)
+		}
+		if b.sink != nil {
+			newSinks = append(newSinks, b.sink)
+		}
+	}
+	srcStates, sinkStates, err := p.states(newSrcs, newSinks)
+	if err != nil {
+		return fail("", err)
+	}
+	p.ckpt.commitNow(srcStates, sinkStates)
+
 	// Adopt and start the new stages, then let the sources read again.
 	p.mu.Lock()
 	goneIDs := slices.Concat(sw.replaced, sw.removed)
@@ -266,19 +284,15 @@ func (p *pipeline) reconfigure(ctx context.Context, next *config.Pipeline, timeo
 		delete(p.metrics, id)
 		delete(p.exited, id)
 	}
-	newSinks := 0
 	for _, b := range builds {
 		p.adoptLocked(b)
-		if b.sink != nil {
-			newSinks++
-		}
 	}
 	p.edges = edges
 	p.cfg = next
 	p.mu.Unlock()
-	p.ckpt.addSinks(newSinks)
 	for _, b := range builds {
 		if b.sink != nil {
+			p.ckpt.addSink(b.id)
 			p.launchSink(b.sink)
 		}
 	}
