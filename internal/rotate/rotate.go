@@ -520,3 +520,36 @@ func (r *File) Close() error {
 	}
 	return nil
 }
+
+// Reattach checks that the active path still names the open file. When
+// the file was deleted or moved away, or its directory removed, behind
+// the owner's back, it reopens the path (recreating the directories) so
+// that writing continues where users look, and reports true. Lines
+// written to the vanished file stay there: removing output is the
+// remover's choice. Errors leave the file detached; the next Write or
+// Reattach tries again.
+func (r *File) Reattach() (bool, error) {
+	if r.closed {
+		return false, nil
+	}
+	if r.f != nil {
+		fi, err := os.Stat(r.o.Path)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return false, nil // cannot tell; keep writing
+		}
+		if err == nil {
+			if ofi, serr := r.f.Stat(); serr != nil || os.SameFile(fi, ofi) {
+				return false, nil
+			}
+		}
+		_ = r.f.Close()
+		r.f = nil
+	}
+	if err := os.MkdirAll(r.dir, 0o755); err != nil {
+		return true, fmt.Errorf("recreate directory for %s: %w", r.o.Path, err)
+	}
+	if err := r.openActive(); err != nil {
+		return true, err
+	}
+	return true, r.syncDir()
+}

@@ -281,6 +281,18 @@ func (s *FileSink) Flush(context.Context) error {
 	if err := s.rotateIfOld(); err != nil {
 		return err
 	}
+	// An output deleted or moved away (or its directory removed) keeps
+	// accepting writes into the unlinked file: notice it at every flush,
+	// before the buffer goes out, and write to a fresh file at the
+	// configured path instead. (Full buffers written since the last flush
+	// went to the vanished file.)
+	reattached, err := s.file.Reattach()
+	if reattached && err == nil {
+		s.log.Warn().Str("path", s.cfg.Path).Msg("output file vanished (deleted or moved); writing to a new file at its path")
+	}
+	if err != nil {
+		return s.errorf("reopen", err)
+	}
 	return s.flushSync()
 }
 

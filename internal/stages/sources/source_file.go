@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -119,6 +120,8 @@ type FileSource struct {
 	// rename can race with the directory scan). Bounded by maxKnown.
 	known    map[fileID]knownPosition
 	knownSeq uint64
+
+	openFailed map[string]bool // files that could not be opened, logged once
 
 	spare []byte // an idle read buffer, handed to the next splitter that needs one
 	bb    batchBuilder
@@ -268,14 +271,25 @@ func (s *FileSource) readOnce(ctx context.Context) (*stages.Batch, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.bb.start()
+	retry := false
 	for s.next < len(s.files) && !s.bb.full() {
 		t := s.files[s.next]
 		if t.f == nil {
 			if err := s.open(t, t.path, true); err != nil {
-				s.log.Warn().Err(err).Msg("skipping a file that cannot be read")
-				s.next++
-				continue
+				if errors.Is(err, fs.ErrNotExist) {
+					s.log.Warn().Str("file", t.path).Msg("file deleted before it was read; skipping it")
+					s.next++
+					continue
+				}
+				// Unreadable (permissions, I/O error): retry, holding
+				// back the files after it so that none is skipped.
+				if s.warnOpen(t.path, err) {
+					s.log.Warn().Err(err).Str("file", t.path).Dur("retry_every", openRetry).Msg("cannot read file; retrying until it can be read")
+				}
+				retry = true
+				break
 			}
+			s.openOK(t.path)
 			if s.byID[t.id] != t { // a second name (hard link) of a file already read
 				t.close()
 				s.next++
@@ -303,7 +317,40 @@ func (s *FileSource) readOnce(ctx context.Context) (*stages.Batch, error) {
 	if b := s.bb.finish(); b != nil {
 		return b, nil
 	}
+	if retry {
+		s.mu.Unlock()
+		t := time.NewTimer(openRetry)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+		s.mu.Lock()
+		return nil, ctx.Err()
+	}
 	return nil, stages.ErrEndOfInput
+}
+
+// openRetry is how often an unreadable input file is tried again.
+var openRetry = time.Second
+
+// warnOpen records that path cannot be opened; it reports true the first
+// time in a row, so each fault is logged once per episode.
+func (s *FileSource) warnOpen(path string, err error) bool {
+	if s.openFailed == nil {
+		s.openFailed = map[string]bool{}
+	}
+	first := !s.openFailed[path]
+	s.openFailed[path] = true
+	return first
+}
+
+// openOK ends an unreadable-file episode.
+func (s *FileSource) openOK(path string) {
+	if s.openFailed[path] {
+		delete(s.openFailed, path)
+		s.log.Info().Str("file", path).Msg("file readable again")
+	}
 }
 
 // readFollow tails the files: it returns what is available, else waits for
@@ -586,9 +633,12 @@ func (s *FileSource) rescan(initial bool) {
 		}
 		t := &tailedFile{}
 		if err := s.open(t, p, initial); err != nil {
-			s.log.Debug().Err(err).Msg("cannot open a matching file yet")
+			if !errors.Is(err, fs.ErrNotExist) && s.warnOpen(p, err) {
+				s.log.Warn().Err(err).Str("file", p).Msg("cannot read a matching file; retrying at every scan")
+			}
 			continue
 		}
+		s.openOK(p)
 		if s.byID[t.id] != t { // replaced between Stat and Open by a file we read
 			seen[t.id] = true
 			t.close()
