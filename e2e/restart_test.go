@@ -224,7 +224,7 @@ sinks:
 	if err != nil {
 		t.Fatalf("no start-up checkpoint: %v", err)
 	}
-	if !strings.Contains(string(cp), `"epoch":1,`) {
+	if !strings.Contains(string(cp), `"epoch":0,`) {
 		t.Fatalf("test bug: a periodic checkpoint was taken before the kill: %s", cp)
 	}
 	t.Logf("killed before the first periodic checkpoint with %d lines in the output", c.count())

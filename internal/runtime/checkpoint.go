@@ -362,11 +362,15 @@ func (c *checkpointer) latestSourceState(id string) []byte {
 // is in flight: a pipeline that just opened (so a crash before its first
 // barrier rolls back to where it started, not to nothing), and the end of
 // a reconfiguration (so new stages are part of the state at once).
+//
+// It keeps the current epoch number rather than taking a new one: sources
+// inject every requested epoch in turn, and a number no source injected
+// would make sources started now skip one that running sources still
+// inject, which breaks barrier alignment.
 func (c *checkpointer) commitNow(sources, sinks map[string][]byte) {
 	c.mu.Lock()
-	c.requested = max(c.requested, c.committed.Epoch) + 1
 	k := &cut{sources: sources, sinks: sinks, acked: map[string]bool{}}
-	c.complete(c.requested, k)
+	c.complete(max(c.requested, c.committed.Epoch), k)
 	c.mu.Unlock()
 	c.saveQueued()
 }
