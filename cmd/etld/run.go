@@ -108,8 +108,14 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		StateDir:        stateDir(f.stateDir),
 		ShutdownTimeout: f.shutdownTimeout,
 	})
+	var o *ops // admin HTTP and systemd notify (ops.go)
 	if err == nil {
-		_, err = rt.Apply(ctx, pipes)
+		o, err = startOps(ctx, rt, f, log) // binds --admin before any pipeline runs
+		defer o.Close()
+	}
+	var started []runtime.Change
+	if err == nil {
+		started, err = rt.Apply(ctx, pipes)
 	}
 	if err != nil {
 		log.Error().Err(err).Msg("cannot start")
@@ -118,10 +124,13 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		}
 		return exitFailure
 	}
-	d := &daemon{path: *f.path, rt: rt, log: log, debounce: f.reloadDebounce, watch: !f.noWatch}
+	o.Started(started)
+	d := &daemon{path: *f.path, rt: rt, log: log, debounce: f.reloadDebounce, watch: !f.noWatch,
+		beforeReload: o.Reloading, afterReload: o.Reloaded}
 	if err := d.serve(ctx); err != nil {
 		log.Error().Err(err).Msg("cannot watch the config")
 	}
+	o.Stopping()
 	if err := rt.Stop(); err != nil {
 		log.Error().Err(err).Msg("stopped with errors")
 		return exitFailure
@@ -157,5 +166,7 @@ func newLogger(w io.Writer, level, format string) (zerolog.Logger, error) {
 		return zerolog.Logger{}, fmt.Errorf("unknown --log-format %q (valid: json, console)", format)
 	}
 	zerolog.TimeFieldFormat = time.RFC3339Nano
-	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
+	// Stages log from many goroutines: serialise writes (os.Stderr is
+	// safe, a test buffer is not).
+	return zerolog.New(zerolog.SyncWriter(w)).Level(lvl).With().Timestamp().Logger(), nil
 }
