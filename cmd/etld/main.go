@@ -5,6 +5,7 @@
 //	              [--log-level debug|info|warn|error] [--log-format json|console]
 //	etld validate [-c PATH]
 //	etld graph    [-c PATH] [--format dot|mermaid]
+//	etld status   [--admin ADDR] [--watch] [--interval DURATION]
 //	etld version
 //
 // Exit codes: 0 success; 1 runtime failure; 2 usage error or invalid config.
@@ -40,6 +41,7 @@ Usage:
                 [--log-level debug|info|warn|error] [--log-format json|console]
   etld validate [-c PATH]
   etld graph    [-c PATH] [--format dot|mermaid]
+  etld status   [--admin ADDR] [--watch] [--interval DURATION]
   etld version
 
 PATH is one pipeline file or a directory of them (default: $ETLD_CONFIG,
@@ -66,6 +68,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdValidate(rest, stdout, stderr)
 	case "graph":
 		return cmdGraph(rest, stdout, stderr)
+	case "status":
+		return cmdStatus(rest, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionString())
 		return exitOK
