@@ -3,13 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/signal"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/etld/etld/internal/admin"
@@ -49,11 +46,6 @@ type ops struct {
 	// is recent.
 	beat atomic.Int64
 
-	// hup catches SIGHUP from start-up on, so that one sent before the
-	// reload loop listens (systemd allows a reload as soon as READY=1)
-	// cannot kill the process; the reload loop has its own channel.
-	hup chan os.Signal
-
 	closeOnce sync.Once
 }
 
@@ -65,8 +57,7 @@ const statusEvery = 10 * time.Second
 // admin address.
 func startOps(ctx context.Context, rt *runtime.Runtime, f runFlags, log zerolog.Logger) (*ops, error) {
 	o := &ops{rt: rt, log: log, reloads: &admin.ReloadTracker{}, statusEvery: statusEvery,
-		kick: make(chan struct{}, 1), hup: make(chan os.Signal, 1)}
-	signal.Notify(o.hup, syscall.SIGHUP) // never read: only keeps SIGHUP from killing etld
+		kick: make(chan struct{}, 1)}
 	if f.admin != "off" {
 		srv, err := admin.New(admin.Options{
 			Runtime:  rt,
@@ -79,7 +70,6 @@ func startOps(ctx context.Context, rt *runtime.Runtime, f runFlags, log zerolog.
 			err = srv.Start(ctx, f.admin)
 		}
 		if err != nil {
-			signal.Stop(o.hup)
 			return nil, err
 		}
 		o.admin = srv
@@ -159,7 +149,6 @@ func (o *ops) Close() {
 		return
 	}
 	o.closeOnce.Do(func() {
-		signal.Stop(o.hup)
 		o.cancel()
 		// The loops return at once, unless one is stuck in a wedged
 		// runtime's Status: then it is left behind.

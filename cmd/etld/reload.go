@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/etld/etld/internal/config"
@@ -23,6 +21,9 @@ type daemon struct {
 	log      zerolog.Logger
 	debounce time.Duration
 	watch    bool
+	// hup receives SIGHUP; cmdRun subscribes before the pipelines start,
+	// so a reload asked for as soon as READY=1 is not lost.
+	hup <-chan os.Signal
 
 	// Hooks around every reload, for sd_notify and the admin API; nil
 	// means none.
@@ -34,10 +35,6 @@ type daemon struct {
 // watched (a daemon waiting for pipeline files), until every pipeline has
 // finished. The error is about watching only; reload failures are logged.
 func (d *daemon) serve(ctx context.Context) error {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-
 	var changed <-chan struct{}
 	var werr error
 	if d.watch {
@@ -65,7 +62,7 @@ func (d *daemon) serve(ctx context.Context) error {
 		case <-changed:
 			d.reload(ctx, "file change")
 			idle = d.rt.Idle()
-		case <-hup:
+		case <-d.hup:
 			d.reload(ctx, "SIGHUP")
 			idle = d.rt.Idle()
 		}

@@ -103,6 +103,12 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		}
 	})
 
+	// SIGHUP from now on means "reload": subscribed before anything
+	// starts so that none is lost or kills the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
 	rt, err := runtime.New(runtime.Options{
 		Logger:          log,
 		StateDir:        stateDir(f.stateDir),
@@ -125,7 +131,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	o.Started(started)
-	d := &daemon{path: *f.path, rt: rt, log: log, debounce: f.reloadDebounce, watch: !f.noWatch,
+	d := &daemon{path: *f.path, rt: rt, log: log, debounce: f.reloadDebounce, watch: !f.noWatch, hup: hup,
 		beforeReload: o.Reloading, afterReload: o.Reloaded}
 	if err := d.serve(ctx); err != nil {
 		log.Error().Err(err).Msg("cannot watch the config")

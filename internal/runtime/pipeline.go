@@ -145,6 +145,10 @@ func newPipeline(cfg *config.Pipeline, log zerolog.Logger, mx *Metrics, store *s
 	p.stop, p.cancelStop = context.WithCancel(p.hard)
 	p.ckpt.init(p, mx, store)
 	p.wg.init()
+	// The reload series exist from the start, so that an increase() alert
+	// sees the first failure too.
+	mx.reloads.WithLabelValues(cfg.Name, "success")
+	mx.reloads.WithLabelValues(cfg.Name, "failure")
 	for _, k := range edgeKeys(cfg) {
 		p.edges[k] = newEdge()
 	}
