@@ -146,3 +146,22 @@ func TestStateDirPrecedence(t *testing.T) {
 		t.Errorf("default: got %q", got)
 	}
 }
+
+func TestNoTimestampUnderJournald(t *testing.T) {
+	var b bytes.Buffer
+	log, err := newLogger(&b, "info", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Info().Msg("x")
+	if !strings.Contains(b.String(), `"time":`) {
+		t.Fatalf("no timestamp outside journald: %s", b.String())
+	}
+	t.Setenv("JOURNAL_STREAM", "8:12345")
+	b.Reset()
+	log, _ = newLogger(&b, "info", "json")
+	log.Info().Msg("x")
+	if strings.Contains(b.String(), `"time":`) {
+		t.Fatalf("timestamp under journald (it adds its own): %s", b.String())
+	}
+}

@@ -164,15 +164,27 @@ func newLogger(w io.Writer, level, format string) (zerolog.Logger, error) {
 	if err != nil || level == "" || lvl > zerolog.ErrorLevel || lvl < zerolog.DebugLevel {
 		return zerolog.Logger{}, fmt.Errorf("unknown --log-level %q (valid: debug, info, warn, error)", level)
 	}
+	// Under journald (JOURNAL_STREAM is set when stderr goes to the
+	// journal) every line already gets a precise timestamp: do not add a
+	// second one.
+	journal := os.Getenv("JOURNAL_STREAM") != ""
 	switch strings.ToLower(format) {
 	case "json":
 	case "console":
-		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339}
+		cw := zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339}
+		if journal {
+			cw.PartsExclude = []string{zerolog.TimestampFieldName}
+		}
+		w = cw
 	default:
 		return zerolog.Logger{}, fmt.Errorf("unknown --log-format %q (valid: json, console)", format)
 	}
 	zerolog.TimeFieldFormat = time.RFC3339Nano
 	// Stages log from many goroutines: serialise writes (os.Stderr is
 	// safe, a test buffer is not).
-	return zerolog.New(zerolog.SyncWriter(w)).Level(lvl).With().Timestamp().Logger(), nil
+	l := zerolog.New(zerolog.SyncWriter(w)).Level(lvl)
+	if journal {
+		return l, nil
+	}
+	return l.With().Timestamp().Logger(), nil
 }
