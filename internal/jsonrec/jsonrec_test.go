@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"reflect"
 	"strings"
@@ -369,4 +370,53 @@ func BenchmarkMembers(b *testing.B) {
 	for b.Loop() {
 		ms, _, _ = Members(benchLine, ms[:0])
 	}
+}
+
+func BenchmarkFind(b *testing.B) {
+	for b.Loop() {
+		if _, ok, err := Find(benchLine, "level"); !ok || err != nil {
+			b.Fatal(ok, err)
+		}
+	}
+}
+
+// findRef is Find written with an Iter, its reference.
+func findRef(obj []byte, name string) (Member, bool, error) {
+	it := NewIter(obj)
+	var m Member
+	for it.Next(&m) {
+		if m.KeyIs(obj, name) {
+			return m, true, nil
+		}
+	}
+	return Member{}, false, it.Err()
+}
+
+func checkFind(t *testing.T, obj []byte, name string) {
+	t.Helper()
+	m, found, err := Find(obj, name)
+	wm, wfound, werr := findRef(obj, name)
+	if m != wm || found != wfound || fmt.Sprint(err) != fmt.Sprint(werr) {
+		t.Fatalf("Find(%q, %q) = %+v, %v, %v; an Iter gives %+v, %v, %v", obj, name, m, found, err, wm, wfound, werr)
+	}
+}
+
+func TestFind(t *testing.T) {
+	for _, in := range []string{
+		`{}`, ` { } `, `{"level":"info"}`, `{"a":1,"level":"debug"}`, `{"a":{"level":1},"level":2}`,
+		`{"le\u0076el":"x","level":"y"}`, `{"a":"\"level\"","level":true}`, `{ "a" : [1,{"level":0}] , "level" : null }`,
+		`{"a":1,"b":2}`, `{"level":1,"level":2}`, string(benchLine),
+		``, `[]`, `{"a"}`, `{"a":1 "level":2}`, `{"a":[}`, `{"a":1,`, `{"a":1,"level":`, `{"a":"\xff","level":1}`, `{"level":1}x`,
+	} {
+		for _, name := range []string{"level", "a", "", "missing"} {
+			checkFind(t, []byte(in), name)
+		}
+	}
+}
+
+func FuzzFind(f *testing.F) {
+	for _, s := range []string{`{"level":"info"}`, `{"a":{"level":1},"level":2}`, `{"le\u0076el":"x"}`, `{"a":1,`, string(benchLine)} {
+		f.Add([]byte(s), "level")
+	}
+	f.Fuzz(func(t *testing.T, obj []byte, name string) { checkFind(t, obj, name) })
 }

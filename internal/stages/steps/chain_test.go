@@ -162,6 +162,12 @@ func BenchmarkEval(b *testing.B) {
 }
 func BenchmarkDrop(b *testing.B) { runBench(b, newStep(b, "drop", `[user, msg]`), true) }
 
+// BenchmarkFilterVM is a filter that is not `field == literal` or
+// `field != literal`, so it runs on the expression VM.
+func BenchmarkFilterVM(b *testing.B) {
+	runBench(b, newStep(b, "filter", `'level != "debug" && amount >= 0'`), true)
+}
+
 // BenchmarkW2Chain is the W2 worker: parse_json, filter, set.
 func BenchmarkW2Chain(b *testing.B) {
 	runBench(b, chain{

@@ -7,8 +7,11 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/expr-lang/expr/ast"
+	exprrt "github.com/expr-lang/expr/vm/runtime"
 	"gopkg.in/yaml.v3"
 
+	"github.com/etld/etld/internal/jsonrec"
 	"github.com/etld/etld/internal/stages"
 )
 
@@ -20,6 +23,9 @@ type FilterConfig struct {
 
 	prog *program // compiled by Validate
 	spec envSpec
+	// cmp is set when the expression is `field == literal` or
+	// `field != literal`: it is then evaluated without the VM.
+	cmp *fieldCompare
 }
 
 // UnmarshalYAML accepts a scalar (usually a quoted string).
@@ -48,6 +54,7 @@ func (c *FilterConfig) Validate() error {
 	c.prog = p
 	c.spec = envSpec{}
 	c.spec.merge(p)
+	c.cmp = matchFieldCompare(p.prog.Node())
 	return nil
 }
 
@@ -63,6 +70,10 @@ type filter struct {
 // Parsed is evaluated with every field nil. Safe for concurrent calls on
 // different batches.
 func (f *filter) Process(b *stages.Batch) {
+	if f.cfg.cmp != nil {
+		f.processCompare(b)
+		return
+	}
 	s := f.pool.Get().(*exprScratch)
 	defer f.pool.Put(s)
 	c := compactor{b: b}
@@ -92,6 +103,124 @@ func (f *filter) Process(b *stages.Batch) {
 	}
 	c.done()
 	clear(s.env) // drop references into this batch's records
+}
+
+// processCompare is Process for a fieldCompare expression.
+func (f *filter) processCompare(b *stages.Batch) {
+	cmp := f.cfg.cmp
+	c := compactor{b: b}
+	for i := range b.Records {
+		r := &b.Records[i]
+		var obj []byte
+		if r.Parsed {
+			obj = r.Raw
+		}
+		keep, err := cmp.eval(obj)
+		if err != nil {
+			c.reject(r, rejectErr("filter", fmt.Errorf("malformed JSON record: %w", err)))
+			continue
+		}
+		if keep {
+			c.keep(r)
+		}
+	}
+	c.done()
+}
+
+// fieldCompare evaluates `field == literal` and `field != literal` (either
+// operand order) directly on a record's JSON, the commonest filter. It
+// gives the VM's result exactly: the field's value is the one the VM would
+// see (the first occurrence of the key, nil when absent or when the record
+// is not parsed) and equality is expr's own runtime.Equal, except that a
+// string literal is compared to an unescaped JSON string by its bytes,
+// which is what that comparison amounts to, without decoding.
+type fieldCompare struct {
+	field  string
+	lit    any  // the literal, as the VM pushes it
+	str    bool // lit is a string
+	litStr string
+	not    bool // the operator is !=
+	nilEq  bool // runtime.Equal(nil, lit)
+}
+
+// matchFieldCompare returns the fieldCompare for a checked expression
+// AST of that shape, or nil.
+func matchFieldCompare(root ast.Node) *fieldCompare {
+	bin, ok := root.(*ast.BinaryNode)
+	if !ok || (bin.Operator != "==" && bin.Operator != "!=") {
+		return nil
+	}
+	field, lit, ok := identAndLiteral(bin.Left, bin.Right)
+	if !ok {
+		field, lit, ok = identAndLiteral(bin.Right, bin.Left)
+	}
+	if !ok {
+		return nil
+	}
+	c := &fieldCompare{field: field, lit: lit, not: bin.Operator == "!=", nilEq: exprrt.Equal(nil, lit)}
+	c.litStr, c.str = lit.(string)
+	return c
+}
+
+// identAndLiteral matches a record field (an identifier other than $env,
+// of the environment's dynamic type, so not a builtin) and a scalar
+// literal.
+func identAndLiteral(a, b ast.Node) (field string, lit any, ok bool) {
+	id, isID := a.(*ast.IdentifierNode)
+	if !isID || id.Value == "$env" {
+		return "", nil, false
+	}
+	if t := id.Type(); t != nil && t.Kind() != reflect.Interface {
+		return "", nil, false
+	}
+	switch l := b.(type) {
+	case *ast.StringNode:
+		return id.Value, l.Value, true
+	case *ast.IntegerNode:
+		return id.Value, l.Value, true
+	case *ast.FloatNode:
+		return id.Value, l.Value, true
+	case *ast.BoolNode:
+		return id.Value, l.Value, true
+	case *ast.NilNode:
+		return id.Value, nil, true
+	case *ast.ConstantNode:
+		switch l.Value.(type) {
+		case nil, string, int, float64, bool:
+			return id.Value, l.Value, true
+		}
+	}
+	return "", nil, false
+}
+
+// eval reports whether the record obj (nil: not parsed) passes. Like the
+// VM's field loading, it fails only on a malformed object, and only when
+// the malformation comes before the field (or the field is absent).
+func (c *fieldCompare) eval(obj []byte) (bool, error) {
+	eq := c.nilEq
+	if obj != nil {
+		m, found, err := jsonrec.Find(obj, c.field)
+		if err != nil {
+			return false, err
+		}
+		if found {
+			if eq, err = c.equal(obj, &m); err != nil {
+				return false, err
+			}
+		}
+	}
+	return eq != c.not, nil
+}
+
+func (c *fieldCompare) equal(obj []byte, m *jsonrec.Member) (bool, error) {
+	if c.str && obj[m.Val] == '"' && !m.ValEscaped {
+		return string(obj[m.Val+1:m.End-1]) == c.litStr, nil
+	}
+	v, err := m.Value(obj, true)
+	if err != nil {
+		return false, err
+	}
+	return exprrt.Equal(v, c.lit), nil
 }
 
 func init() {

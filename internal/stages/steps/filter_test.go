@@ -161,3 +161,70 @@ func TestReadFields(t *testing.T) {
 		}
 	}
 }
+
+// TestFilterCompareFastPath checks that `field == literal` and
+// `field != literal` take the fast path and keep exactly the records the
+// expression VM keeps, over values of every JSON type, escaped strings,
+// numbers written in several ways, duplicate keys, absent fields and
+// unparsed records.
+func TestFilterCompareFastPath(t *testing.T) {
+	lines := []string{
+		`{"v":"debug"}`, `{"v":"de\u0062ug"}`, `{"v":"Debug"}`, `{"v":""}`, `{"v":"é"}`, `{"v":"\u00e9"}`,
+		`{"v":1}`, `{"v":1.0}`, `{"v":1e0}`, `{"v":-0}`, `{"v":0}`, `{"v":2.5}`, `{"v":25e-1}`,
+		`{"v":9223372036854775808}`, `{"v":true}`, `{"v":false}`, `{"v":null}`,
+		`{"v":[]}`, `{"v":["debug"]}`, `{"v":{}}`, `{"v":{"a":1}}`,
+		`{}`, `{"w":"debug"}`, `{"v":"debug","v":"info"}`, `{"v":"info","v":"debug"}`,
+		`{"\u0076":"debug"}`, `{ "v" : "debug" }`,
+	}
+	exprs := []string{
+		`v != "debug"`, `v == "debug"`, `"debug" == v`, `"debug" != v`, `v == ""`, `v == "é"`,
+		`v == 1`, `v != 1`, `v == 1.0`, `v == 0`, `v == 2.5`, `v == 9223372036854775807`,
+		`v == true`, `v != false`, `v == nil`, `nil != v`, `w == nil`, `v == "de" + "bug"`,
+	}
+	for _, e := range exprs {
+		t.Run(e, func(t *testing.T) {
+			cfg, err := loadConfig(t, "filter", "'"+e+"'")
+			if err != nil {
+				t.Fatal(err)
+			}
+			fast := cfg.(*FilterConfig)
+			if fast.cmp == nil {
+				t.Fatalf("%s does not take the fast path", e)
+			}
+			slow := *fast
+			slow.cmp = nil
+			for _, unparsed := range []bool{false, true} {
+				var want, got []string
+				for i, st := range []*FilterConfig{fast, &slow} {
+					f := &filter{cfg: st}
+					f.pool.New = func() any { return newExprScratch(&st.spec) }
+					b := parsed(t, lines...)
+					if unparsed {
+						b = readBatch(t, lines...)
+					}
+					f.Process(b)
+					if len(b.Rejects) > 0 {
+						t.Fatalf("rejects: %q", rejectErrors(b.Rejects))
+					}
+					if i == 0 {
+						got = rawLines(b.Records)
+					} else {
+						want = rawLines(b.Records)
+					}
+				}
+				if !reflect.DeepEqual(got, want) {
+					t.Errorf("unparsed=%v: fast path keeps %q, the VM keeps %q", unparsed, got, want)
+				}
+			}
+		})
+	}
+	for _, e := range []string{`v > 1`, `v == w`, `$env["v"] == 1`, `not (v == 1)`, `v == [1]`, `v == 1 && w == 2`, `len == nil`} {
+		cfg, err := loadConfig(t, "filter", "'"+e+"'")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.(*FilterConfig).cmp != nil {
+			t.Errorf("%s takes the fast path", e)
+		}
+	}
+}
