@@ -194,7 +194,12 @@ func scanObject(b []byte, i, depth int) (int, error) {
 		if i >= len(b) || b[i] != ':' {
 			return i, errAt(b, i, "':'")
 		}
-		if i, err = scanValue(b, skipWS(b, i+1), depth); err != nil {
+		if i = skipWS(b, i+1); i < len(b) && b[i] == '"' {
+			i, _, err = scanString(b, i) // the commonest value, without scanValue's dispatch
+		} else {
+			i, err = scanValue(b, i, depth)
+		}
+		if err != nil {
 			return i, err
 		}
 		i = skipWS(b, i)
@@ -253,25 +258,50 @@ func special(x uint64) uint64 {
 
 // scanString validates the string whose opening quote is at b[i],
 // including its UTF-8. It returns the offset just past the closing quote
-// and whether the string contains escapes. Plain runs are skipped eight
-// bytes at a time; UTF-8 is decoded only when a byte >= 0x80 was seen.
+// and whether the string contains escapes.
+//
+// Most strings are plain ASCII without escapes: the first loop looks for
+// the closing quote eight bytes at a time and stops at anything else
+// (a control byte, a backslash, a byte >= 0x80), handing the string to
+// scanStringFull. That loop is all a typical key or value costs.
 func scanString(b []byte, i int) (end int, escaped bool, err error) {
+	for j := i + 1; j+8 <= len(b); j += 8 {
+		x := binary.LittleEndian.Uint64(b[j:])
+		if s := special(x) | x&msb; s != 0 {
+			j += bits.TrailingZeros64(s) >> 3
+			if b[j] == '"' {
+				return j + 1, false, nil
+			}
+			break
+		}
+	}
+	return scanStringFull(b, i)
+}
+
+// scanStringFull is scanString for any string: plain runs are skipped
+// eight bytes at a time; UTF-8 is decoded only when a byte >= 0x80 was
+// seen.
+func scanStringFull(b []byte, i int) (end int, escaped bool, err error) {
 	start := i + 1
 	i++
 	var high uint64
 	for {
-		for i+8 <= len(b) {
-			x := binary.LittleEndian.Uint64(b[i:])
-			high |= x // may include bytes past the run: only costs a UTF-8 check
-			if s := special(x); s != 0 {
-				i += bits.TrailingZeros64(s) >> 3
-				break
+		for {
+			if i+8 <= len(b) {
+				x := binary.LittleEndian.Uint64(b[i:])
+				high |= x // may include bytes past the run: only costs a UTF-8 check
+				if s := special(x); s != 0 {
+					i += bits.TrailingZeros64(s) >> 3
+					break
+				}
+				i += 8
+				continue
 			}
-			i += 8
-		}
-		for i < len(b) && strPlain[b[i]] {
-			high |= uint64(b[i])
-			i++
+			for i < len(b) && strPlain[b[i]] {
+				high |= uint64(b[i])
+				i++
+			}
+			break
 		}
 		if i < len(b) && b[i] == '"' {
 			if high&msb != 0 {
