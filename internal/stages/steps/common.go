@@ -65,16 +65,27 @@ func newFieldKey(name string) fieldKey {
 // in the text unless the key were written with escapes, which need a
 // backslash. Both tests are SIMD-accelerated scans, much cheaper than
 // walking the members. False means "maybe present": walk them.
+//
+// The search is for `k"` and only then for the quote before it: searching
+// for `"k"` itself would stop at every quote of the record (bytes.Index
+// looks for the first byte first), which made this test several times
+// slower.
 func surelyAbsent(obj []byte, keys []fieldKey) bool {
-	if bytes.IndexByte(obj, '\\') >= 0 {
-		return false
-	}
 	for i := range keys {
-		if bytes.Contains(obj, keys[i].quoted) {
-			return false
+		rest := keys[i].quoted[1:]
+		for off := 0; ; {
+			p := bytes.Index(obj[off:], rest)
+			if p < 0 {
+				break
+			}
+			p += off
+			if p > 0 && obj[p-1] == '"' {
+				return false
+			}
+			off = p + 1
 		}
 	}
-	return true
+	return bytes.IndexByte(obj, '\\') < 0
 }
 
 // planSet fills s.edits and s.add so that jsonrec.AppendEdited sets every

@@ -109,3 +109,29 @@ func TestSetConfigInGo(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// TestSurelyAbsent checks surelyAbsent against its definition: false
+// whenever the key's quoted form or a backslash occurs in the text.
+func TestSurelyAbsent(t *testing.T) {
+	objs := []string{
+		`{}`, `{"a":1}`, `{"pipeline":1}`, `{"a":"pipeline"}`, `{"a":"xpipeline\""}`, `{"pipelinex":1}`,
+		`{"xpipeline":1}`, `{"a":"ppipeline","pipeline":2}`, `{"a":"pipeline"pipeline"}`, `{"":1}`, `{"a":"","b":1}`,
+		`{"pi\u0070eline":1}`, `{"a":"x\\y"}`, `{"é":1,"pipeline":2}`, `{"p":"pipeline"}`,
+	}
+	for _, o := range objs {
+		for _, names := range [][]string{{"pipeline"}, {"a"}, {""}, {"b", "pipeline"}, {"é"}, {"p"}} {
+			var keys []fieldKey
+			want := !strings.Contains(o, `\`)
+			for _, n := range names {
+				k := newFieldKey(n)
+				keys = append(keys, k)
+				if strings.Contains(o, string(k.quoted)) {
+					want = false
+				}
+			}
+			if got := surelyAbsent([]byte(o), keys); got != want {
+				t.Errorf("surelyAbsent(%s, %q) = %v, want %v", o, names, got, want)
+			}
+		}
+	}
+}
