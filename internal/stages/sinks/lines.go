@@ -44,25 +44,30 @@ func (lw *lineWriter) buffered() int64 { return int64(len(lw.buf)) }
 // or already handed to w. On error (from a flush), records[n:] were not
 // accepted and the buffer still holds everything accepted before.
 func (lw *lineWriter) writeLines(recs []stages.Record, room int64) (int, error) {
+	buf := lw.buf // a local copy keeps the loop in registers; stored back before every return and flush
 	for i := range recs {
 		raw := recs[i].Raw
 		l := len(raw) + 1
 		if room >= 0 {
 			if int64(l) > room {
+				lw.buf = buf
 				return i, nil
 			}
 			room -= int64(l)
 		}
-		if len(lw.buf)+l > lw.size && len(lw.buf) > 0 {
+		if len(buf)+l > lw.size && len(buf) > 0 {
+			lw.buf = buf
 			if err := lw.flush(); err != nil {
 				return i, err
 			}
+			buf = lw.buf
 		}
 		// A line longer than the buffer grows it for once; flush shrinks
 		// it back.
-		lw.buf = append(lw.buf, raw...)
-		lw.buf = append(lw.buf, '\n')
+		buf = append(buf, raw...)
+		buf = append(buf, '\n')
 	}
+	lw.buf = buf
 	return len(recs), nil
 }
 
