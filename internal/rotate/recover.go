@@ -43,7 +43,7 @@ func Recover(c Segment, noSync bool) (Recovery, error) {
 	if err != nil {
 		return rec, fmt.Errorf("recover %s: %w", c.Path, err)
 	}
-	var committedPlain, committedGz bool
+	var committedPlain, committedGz, sealedAfter bool
 	for _, e := range entries {
 		rest, ok := strings.CutPrefix(e.Name(), base+".")
 		if !ok || e.IsDir() {
@@ -64,6 +64,7 @@ func Recover(c Segment, noSync bool) (Recovery, error) {
 				return rec, fmt.Errorf("recover %s: %w", c.Path, err)
 			}
 			rec.Removed = append(rec.Removed, full)
+			sealedAfter = true
 		case seq == c.Seq && rest == num:
 			committedPlain = true
 		case seq == c.Seq && rest == num+".gz":
@@ -88,6 +89,20 @@ func Recover(c Segment, noSync bool) (Recovery, error) {
 			return rec, fmt.Errorf("recover %s: %w", c.Path, err)
 		}
 	}
+	if !committedPlain && !committedGz && sealedAfter {
+		// Segment c.Seq was sealed after the commit and then removed by
+		// keep: the active file holds only later data. Empty it; the
+		// committed bytes are gone with the pruned segment.
+		st, err := os.Stat(c.Path)
+		if err == nil && st.Size() > 0 {
+			if err := os.Truncate(c.Path, 0); err != nil {
+				return rec, fmt.Errorf("recover %s: %w", c.Path, err)
+			}
+			rec.Truncated = st.Size()
+		}
+		rec.Missing = c.Size
+		return rec, syncPath(c.Path, dir, noSync)
+	}
 	st, err := os.Stat(c.Path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -102,25 +117,30 @@ func Recover(c Segment, noSync bool) (Recovery, error) {
 	case st.Size() < c.Size:
 		rec.Missing = c.Size - st.Size()
 	}
+	return rec, syncPath(c.Path, dir, noSync)
+}
+
+// syncPath fsyncs a file and its directory, unless noSync.
+func syncPath(path, dir string, noSync bool) error {
 	if noSync {
-		return rec, nil
+		return nil
 	}
-	if f, err := os.OpenFile(c.Path, os.O_WRONLY, 0); err == nil {
+	if f, err := os.OpenFile(path, os.O_WRONLY, 0); err == nil {
 		err = f.Sync()
 		f.Close()
 		if err != nil {
-			return rec, fmt.Errorf("recover %s: fsync: %w", c.Path, err)
+			return fmt.Errorf("recover %s: fsync: %w", path, err)
 		}
 	}
 	d, err := os.Open(dir)
 	if err != nil {
-		return rec, fmt.Errorf("recover %s: %w", c.Path, err)
+		return fmt.Errorf("recover %s: %w", path, err)
 	}
 	defer d.Close()
 	if err := d.Sync(); err != nil {
-		return rec, fmt.Errorf("recover %s: fsync directory: %w", c.Path, err)
+		return fmt.Errorf("recover %s: fsync directory: %w", path, err)
 	}
-	return rec, nil
+	return nil
 }
 
 // gunzipTo writes the first n bytes of the gzip file src to dst, replacing
