@@ -79,6 +79,7 @@ func (c *checkpointer) load() (*state.Checkpoint, error) {
 	if c.store == nil {
 		return nil, nil
 	}
+	c.store.RemoveLeftovers(c.pipeline)
 	cp, err := c.store.Load(c.pipeline)
 	if err != nil || cp == nil {
 		return nil, err
@@ -278,24 +279,26 @@ func (c *checkpointer) complete(epoch uint64, k *cut) {
 	}
 }
 
-// saveQueued saves the newest completed cut, if any.
-func (c *checkpointer) saveQueued() {
+// saveQueued saves the newest completed cut, if any. A failure is logged
+// and counted; the previous checkpoint stands.
+func (c *checkpointer) saveQueued() error {
 	c.mu.Lock()
 	cp := c.toSave
 	c.toSave = nil
 	c.mu.Unlock()
 	if cp == nil || c.store == nil {
-		return
+		return nil
 	}
 	if err := c.store.Save(cp); err != nil {
 		c.failures.Inc()
 		c.log.Error().Err(err).Uint64("epoch", cp.Epoch).Msg("saving the checkpoint failed; the previous one stands")
-		return
+		return err
 	}
 	c.mu.Lock()
 	c.completed = time.Now()
 	c.age.Set(0)
 	c.mu.Unlock()
+	return nil
 }
 
 // freeze stops all further commits.
@@ -308,11 +311,11 @@ func (c *checkpointer) freeze() {
 // final commits the end state of a pipeline whose stages all stopped
 // cleanly: every record read was written, so the final positions of all
 // sources and sinks are a consistent cut.
-func (c *checkpointer) final() {
+func (c *checkpointer) final() error {
 	c.mu.Lock()
 	c.complete(max(c.committed.Epoch, c.requested)+1, nil)
 	c.mu.Unlock()
-	c.saveQueued()
+	return c.saveQueued()
 }
 
 type epochWaiter struct {
@@ -367,10 +370,10 @@ func (c *checkpointer) latestSourceState(id string) []byte {
 // inject every requested epoch in turn, and a number no source injected
 // would make sources started now skip one that running sources still
 // inject, which breaks barrier alignment.
-func (c *checkpointer) commitNow(sources, sinks map[string][]byte) {
+func (c *checkpointer) commitNow(sources, sinks map[string][]byte) error {
 	c.mu.Lock()
 	k := &cut{sources: sources, sinks: sinks, acked: map[string]bool{}}
 	c.complete(max(c.requested, c.committed.Epoch), k)
 	c.mu.Unlock()
-	c.saveQueued()
+	return c.saveQueued()
 }

@@ -310,7 +310,10 @@ func (p *pipeline) open(ctx context.Context) error {
 	if err != nil {
 		return fail("", err)
 	}
-	p.ckpt.commitNow(srcStates, sinkStates)
+	if err := p.ckpt.commitNow(srcStates, sinkStates); err != nil {
+		// Without it a crash could not be rolled back: refuse to start.
+		return fail("", fmt.Errorf("cannot save the start-up checkpoint: %w", err))
+	}
 	return nil
 }
 
@@ -387,7 +390,13 @@ func (p *pipeline) start() {
 		aborted := p.hard.Err() != nil
 		p.cancelHard() // releases the merge goroutines' AfterFunc hooks
 		if p.err() == nil && !aborted {
-			p.ckpt.final()
+			if err := p.ckpt.final(); err != nil {
+				// Everything was written, but a restart will redo the
+				// work since the last saved checkpoint: not a clean stop.
+				p.mu.Lock()
+				p.errs = append(p.errs, fmt.Errorf("pipeline %q: final checkpoint: %w", p.name(), err))
+				p.mu.Unlock()
+			}
 		}
 		if err := p.err(); err != nil {
 			p.log.Error().Err(err).Msg("pipeline failed")

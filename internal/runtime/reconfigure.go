@@ -206,7 +206,16 @@ func (p *pipeline) reconfigure(ctx context.Context, next *config.Pipeline, timeo
 		gone = append(gone, p.exited[id])
 	}
 	p.mu.Unlock()
-	wakeAll(func(id string) bool { return !kept(id) })
+	// Only the sources that go away wake now (to quit); kept ones stay
+	// parked until the new stages run, or what they read would go into
+	// edges towards stages that may still fail to open.
+	for _, s := range p.sourceList() {
+		if w, ok := wake[s.id]; ok && !kept(s.id) {
+			s.quit.Store(true)
+			close(w)
+			delete(wake, s.id)
+		}
+	}
 	for _, g := range gone {
 		select {
 		case <-g:
@@ -270,7 +279,9 @@ func (p *pipeline) reconfigure(ctx context.Context, next *config.Pipeline, timeo
 	if err != nil {
 		return fail("", err)
 	}
-	p.ckpt.commitNow(srcStates, sinkStates)
+	if err := p.ckpt.commitNow(srcStates, sinkStates); err != nil {
+		return fail("", fmt.Errorf("cannot save the checkpoint of the new stages: %w", err))
+	}
 
 	// Adopt and start the new stages, then let the sources read again.
 	p.mu.Lock()

@@ -50,6 +50,16 @@ func (s *Store) path(pipeline string) string {
 	return filepath.Join(s.Dir, pipeline+".json")
 }
 
+// RemoveLeftovers deletes the temporary files of the pipeline's saves
+// that a crash interrupted. Only its owner may call it, before saving.
+func (s *Store) RemoveLeftovers(pipeline string) {
+	if leftovers, err := filepath.Glob(filepath.Join(s.Dir, "."+pipeline+".json.tmp-*")); err == nil {
+		for _, f := range leftovers {
+			_ = os.Remove(f)
+		}
+	}
+}
+
 // Load returns the pipeline's checkpoint, or nil when it has none.
 func (s *Store) Load(pipeline string) (*Checkpoint, error) {
 	b, err := os.ReadFile(s.path(pipeline))
