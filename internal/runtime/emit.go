@@ -101,10 +101,14 @@ func (e *emitter) addOut(ch chan msg) {
 	e.outs = append(slices.Clip(e.outs), ch)
 }
 
-// setDL sets the dead-letter edge. Only while the pipeline is quiescent.
+// setDL sets the dead-letter edge, closing the one it replaces (an
+// emitter has one). Only while the pipeline is quiescent.
 func (e *emitter) setDL(ch chan msg) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.dl != nil && e.dl != ch {
+		close(e.dl)
+	}
 	e.dl = ch
 }
 
