@@ -41,10 +41,12 @@ func (e *emitter) emit(b *stages.Batch) bool {
 	}
 	n := len(b.Records)
 	if n == 0 {
+		b.Release() // nothing left to send: its buffers can be reused
 		return true
 	}
 	if len(outs) == 0 {
 		e.m.noOutput.Add(float64(n))
+		b.Release()
 		return true
 	}
 	e.m.out.Add(float64(n))
@@ -199,13 +201,14 @@ func cloneBatch(b *stages.Batch) *stages.Batch {
 	for i := range b.Records {
 		size += len(b.Records[i].Raw)
 	}
-	buf := make([]byte, 0, size)
-	recs := make([]stages.Record, len(b.Records))
-	for i, r := range b.Records {
+	c := &stages.Batch{Records: stages.NewRecords(len(b.Records))}
+	buf := stages.NewBuffer(size)
+	c.Own(buf)
+	for _, r := range b.Records {
 		start := len(buf)
 		buf = append(buf, r.Raw...)
 		r.Raw = buf[start:len(buf):len(buf)]
-		recs[i] = r
+		c.Records = append(c.Records, r)
 	}
-	return &stages.Batch{Records: recs}
+	return c
 }

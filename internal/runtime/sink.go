@@ -58,6 +58,7 @@ func (s *sinkRunner) run() error {
 			}
 			s.m.out.Add(float64(n))
 			s.m.bytes.Add(float64(bytes))
+			m.b.Release() // written: nothing references it anymore
 			continue
 		}
 		if err := s.retry("flush", func() error { return s.sink.Flush(s.hard) }); err != nil {

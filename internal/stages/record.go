@@ -55,9 +55,13 @@ type Reject struct {
 // Batch is the unit that travels through the pipeline's channels. A batch
 // has exactly one owner at a time: whoever receives it from a channel may
 // modify it in place and pass it on; nobody keeps a reference after sending.
+// Once consumed it is released (see Release), and the buffers it owns are
+// reused.
 type Batch struct {
 	Records []Record
 	Rejects []Reject
+
+	owned [][]byte // buffers only the records point into (see Own)
 }
 
 // Len is the number of good records in the batch.

@@ -49,7 +49,9 @@ type Sink interface {
 	Open(ctx context.Context) error
 	// Write writes every record of b as one line (Raw plus "\n"). It may
 	// buffer; Flush makes everything written so far durable according to
-	// the sink's policy.
+	// the sink's policy. It must not keep references to b or to its
+	// records' bytes after returning: once Write succeeds, the runtime
+	// releases the batch and its buffers are reused (see Batch.Release).
 	Write(ctx context.Context, b *Batch) error
 	Flush(ctx context.Context) error
 	// Close flushes and releases resources. Safe without Open; idempotent.

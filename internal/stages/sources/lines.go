@@ -214,7 +214,7 @@ func (bb *batchBuilder) empty() bool { return len(bb.b.Records) == 0 && len(bb.b
 // the number of bytes still buffered, used to size the Records slice.
 func (bb *batchBuilder) add(line []byte, off int64, o *stages.Origin, hint int) {
 	if bb.b.Records == nil {
-		bb.b.Records = make([]stages.Record, 0, min(batchMaxRecords, hint/64+8))
+		bb.b.Records = stages.NewRecords(min(batchMaxRecords, hint/64+8))
 	}
 	bb.b.Records = append(bb.b.Records, stages.Record{Raw: line, Origin: o, Offset: off})
 	bb.bytes += len(line)
@@ -248,7 +248,7 @@ func (bb *batchBuilder) take(s *lineSplitter, o *stages.Origin) bool {
 }
 
 // seal copies the current segment's lines out of the reader's buffer into
-// one new allocation. Each Raw is capacity-limited, so a step that appends
+// one new buffer, which the batch owns (see stages.Batch.Own). Each Raw is capacity-limited, so a step that appends
 // to one record's Raw reallocates instead of overwriting the next record.
 func (bb *batchBuilder) seal() {
 	recs := bb.b.Records[bb.segFirst:]
@@ -261,8 +261,9 @@ func (bb *batchBuilder) seal() {
 	// The segment's lines are consecutive in one buffer, and first.Raw's
 	// capacity runs to the end of that buffer, so this is the whole run.
 	src := first.Raw[:span:span]
-	arena := make([]byte, span)
+	arena := stages.NewBuffer(span)[:span]
 	copy(arena, src)
+	bb.b.Own(arena)
 	base := first.Offset
 	for i := range recs {
 		r := &recs[i]

@@ -152,7 +152,7 @@ func (g *generateSource) Read(ctx context.Context) (*stages.Batch, error) {
 			}
 		}
 	}
-	// One allocation for all the lines: an upper bound of each line's size.
+	// One buffer for all the lines: an upper bound of each line's size.
 	per := 0
 	withTS := false
 	for _, p := range g.parts {
@@ -166,8 +166,10 @@ func (g *generateSource) Read(ctx context.Context) (*stages.Batch, error) {
 			withTS = true
 		}
 	}
-	arena := make([]byte, 0, int(n)*per)
-	recs := make([]stages.Record, n)
+	b := &stages.Batch{}
+	arena := stages.NewBuffer(int(n) * per)
+	b.Own(arena)
+	recs := stages.NewRecords(int(n))[:n]
 	var now time.Time
 	for i := range recs {
 		if withTS {
@@ -188,7 +190,8 @@ func (g *generateSource) Read(ctx context.Context) (*stages.Batch, error) {
 		recs[i] = stages.Record{Raw: arena[start:end:end], Origin: g.origin, Offset: g.seq}
 		g.seq++
 	}
-	return &stages.Batch{Records: recs}, nil
+	b.Records = recs
+	return b, nil
 }
 
 // Close stops the ticker. Idempotent.

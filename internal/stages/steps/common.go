@@ -14,12 +14,13 @@ import (
 )
 
 // arena hands out the output bytes of rewritten records. One Process call
-// allocates one chunk sized for the whole batch (a few more only if its
+// takes one chunk sized for the whole batch (a few more only if its
 // estimate was short) instead of one buffer per record. Each record gets a
 // capacity-capped slice, so appending to one record's Raw can never
-// overwrite the next. Chunks are never reused: the records own them once
-// the batch moves downstream.
+// overwrite the next. The batch owns the chunks (stages.Batch.Own): they
+// are reused once it has been written.
 type arena struct {
+	b   *stages.Batch
 	buf []byte
 }
 
@@ -27,7 +28,8 @@ type arena struct {
 // hint bytes when the current one is too small.
 func (a *arena) reserve(n, hint int) {
 	if cap(a.buf)-len(a.buf) < n {
-		a.buf = make([]byte, 0, max(n, hint))
+		a.buf = stages.NewBuffer(max(n, hint))
+		a.b.Own(a.buf)
 	}
 }
 

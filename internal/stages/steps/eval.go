@@ -108,7 +108,7 @@ func (e *eval) Process(b *stages.Batch) {
 	for i := range b.Records {
 		rawLeft += len(b.Records[i].Raw)
 	}
-	var a arena
+	a := arena{b: b}
 	c := compactor{b: b}
 	for i := range b.Records {
 		r := &b.Records[i]

@@ -106,7 +106,7 @@ func (st *set) Process(b *stages.Batch) {
 	for i := range b.Records {
 		total += len(b.Records[i].Raw) + 1 + len(cfg.addAll)
 	}
-	var a arena
+	a := arena{b: b}
 	c := compactor{b: b}
 	for i := range b.Records {
 		r := &b.Records[i]
