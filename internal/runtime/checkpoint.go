@@ -150,17 +150,24 @@ func (c *checkpointer) cut(epoch uint64) *cut {
 func (c *checkpointer) sourceBarrier(id string, epoch uint64, st []byte, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.record(func(k *cut) map[string][]byte { return k.sources }, "source", id, epoch, st, err)
+}
+
+// record stores a stage's state in the cut of epoch (returned; nil when
+// the epoch is already settled). Called with mu held.
+func (c *checkpointer) record(states func(*cut) map[string][]byte, kind, id string, epoch uint64, st []byte, err error) *cut {
 	if epoch <= c.committed.Epoch {
-		return
+		return nil
 	}
 	k := c.cut(epoch)
 	if err != nil {
 		k.broken = true
-		c.log.Error().Str("stage", id).Err(err).Uint64("epoch", epoch).Msg("source state unavailable; skipping this checkpoint")
+		c.log.Error().Str("stage", id).Err(err).Uint64("epoch", epoch).Msg(kind + " state unavailable; skipping this checkpoint")
 	}
 	if st != nil {
-		k.sources[id] = st
+		states(k)[id] = st
 	}
+	return k
 }
 
 // sourceEnded records the final state of a source that stopped reading.
@@ -177,16 +184,9 @@ func (c *checkpointer) sourceEnded(id string, st []byte) {
 func (c *checkpointer) sinkAck(id string, epoch uint64, st []byte, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if epoch <= c.committed.Epoch {
+	k := c.record(func(k *cut) map[string][]byte { return k.sinks }, "sink", id, epoch, st, err)
+	if k == nil {
 		return
-	}
-	k := c.cut(epoch)
-	if err != nil {
-		k.broken = true
-		c.log.Error().Str("stage", id).Err(err).Uint64("epoch", epoch).Msg("sink state unavailable; skipping this checkpoint")
-	}
-	if st != nil {
-		k.sinks[id] = st
 	}
 	k.acked[id] = true
 	if c.allAcked(k) {
