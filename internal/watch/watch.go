@@ -75,7 +75,10 @@ func New(path string, opts Options) (*Watcher, error) {
 func (w *Watcher) addDirs() {
 	var dirs []string
 	if fi, err := os.Stat(w.path); err == nil && fi.IsDir() {
-		dirs = append(dirs, w.path)
+		// The parent too: deployment tools replace the whole directory
+		// (delete and re-create, rename a new one into place, swap a
+		// symlink), which ends a watch on the directory itself.
+		dirs = append(dirs, w.path, filepath.Dir(filepath.Clean(w.path)))
 	} else {
 		dirs = append(dirs, filepath.Dir(w.path))
 	}
@@ -88,10 +91,12 @@ func (w *Watcher) addDirs() {
 	}
 	for _, d := range dirs {
 		d = filepath.Clean(d)
-		if w.dirs[d] {
-			continue
-		}
+		// Add again even when watched: a directory replaced under the
+		// same name is a new inode that needs a new watch.
 		if err := w.w.Add(d); err != nil {
+			if w.dirs[d] {
+				continue // gone for now; the parent's watch brings it back
+			}
 			w.opts.Logger.Warn().Err(err).Str("dir", d).Msg("cannot watch config directory")
 			continue
 		}
