@@ -85,6 +85,7 @@ func (c *checkpointer) load() (*state.Checkpoint, error) {
 		return nil, err
 	}
 	c.committed = *cp
+	c.committed.Pipeline = c.pipeline // a renamed state file keeps its name
 	if c.committed.Sources == nil {
 		c.committed.Sources = map[string]json.RawMessage{}
 	}
