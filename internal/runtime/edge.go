@@ -32,6 +32,17 @@ func send(hard context.Context, ch chan<- msg, m msg) bool {
 	}
 }
 
+// recv receives the next message from ch; ok is false when ch is closed
+// or the hard stop came first.
+func recv(hard context.Context, ch <-chan msg) (m msg, ok bool) {
+	select {
+	case m, ok = <-ch:
+		return m, ok
+	case <-hard.Done():
+		return msg{}, false
+	}
+}
+
 // merge fans a stage's input edges into one channel, which it closes once
 // every input is closed. Batches pass through as they come; barriers are
 // aligned: an input that delivers barrier e is held until every open input
@@ -90,13 +101,7 @@ type aligner struct {
 func (a *aligner) forward(in chan msg) {
 	defer a.leave()
 	for {
-		var m msg
-		var ok bool
-		select {
-		case m, ok = <-in:
-		case <-a.hard.Done():
-			return
-		}
+		m, ok := recv(a.hard, in)
 		if !ok {
 			return
 		}

@@ -34,14 +34,11 @@ const (
 // fsync). At the hard stop it returns at once, leaving the sink open.
 func (s *sinkRunner) run() error {
 	for {
-		var m msg
-		var ok bool
-		select {
-		case m, ok = <-s.in:
-		case <-s.hard.Done():
-			return s.hard.Err()
-		}
+		m, ok := recv(s.hard, s.in)
 		if !ok {
+			if err := s.hard.Err(); err != nil {
+				return err
+			}
 			break
 		}
 		if m.b != nil {

@@ -60,13 +60,7 @@ func (w *workerRunner) runUnordered() {
 	defer pool.Wait()
 	defer close(jobs)
 	for {
-		var m msg
-		var ok bool
-		select {
-		case m, ok = <-w.in:
-		case <-w.out.hard.Done():
-			return
-		}
+		m, ok := recv(w.out.hard, w.in)
 		if !ok {
 			return
 		}
@@ -129,13 +123,7 @@ func (w *workerRunner) runOrdered() {
 	defer close(order)
 	defer close(jobs)
 	for {
-		var m msg
-		var ok bool
-		select {
-		case m, ok = <-w.in:
-		case <-w.out.hard.Done():
-			return
-		}
+		m, ok := recv(w.out.hard, w.in)
 		if !ok {
 			return
 		}
