@@ -585,6 +585,11 @@ func (b *builder) checkSemantics(p *Pipeline) {
 					b.r.warnf(at, "%s.inputs: worker %q is not `ordered: true`, so each feed may reach the merge out of order", path, in)
 				}
 			}
+			for _, src := range p.UpstreamSources(st.ID) {
+				if other := p.MergingSinkOf(src); other != "" && other != st.ID {
+					b.r.errorf(nodeAt(st.Pos), "%s: source %q also feeds the merging sink %q; a source can feed one ordered merge only", path, src, other)
+				}
+			}
 			if st.Merge.Late == "dead_letter" && p.DeadLetter == "" {
 				b.r.errorf(nodeAt(st.Pos), "%s.merge.late: dead_letter needs a top-level dead_letter sink", path)
 			}

@@ -105,7 +105,9 @@ var invalidWant = map[string][]string{
 		`15:21: sinks.a.merge.max_lateness: must not be negative`,
 		`16:21: sinks.a.merge.idle_timeout: must be positive`,
 		`17:13: sinks.a.merge.late: unknown policy "dorp" (did you mean "drop"?)`,
+		`19:5: sinks.b: source "app" also feeds the merging sink "a"; a source can feed one ordered merge only`,
 		`23:7: sinks.b.merge: unknown option "order" (valid: order_by, max_lateness, idle_timeout, late)`,
+		`25:5: sinks.c: source "app" also feeds the merging sink "a"; a source can feed one ordered merge only`,
 		`28:12: sinks.c.merge: want a mapping of options, got "by-ts"`,
 	},
 	"missing_inputs.yaml": {

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"slices"
 	"time"
 
 	"github.com/etld/etld/internal/stages"
@@ -132,4 +133,49 @@ func (p *Pipeline) Finite() bool {
 		}
 	}
 	return true
+}
+
+// UpstreamSources returns the ids of the sources whose records can reach
+// stage id, in the order of the pipeline file (the feed order of a merge).
+func (p *Pipeline) UpstreamSources(id string) []string {
+	seen := map[string]bool{}
+	var walk func(string)
+	walk = func(id string) {
+		st := p.byID[id]
+		if st == nil || seen[id] {
+			return
+		}
+		seen[id] = true
+		for _, in := range st.Inputs {
+			walk(in)
+		}
+	}
+	walk(id)
+	var out []*Stage
+	for _, st := range p.Stages {
+		if st.Kind == Source && seen[st.ID] {
+			out = append(out, st)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b *Stage) int {
+		if a.Pos.Line != b.Pos.Line {
+			return a.Pos.Line - b.Pos.Line
+		}
+		return a.Pos.Col - b.Pos.Col
+	})
+	ids := make([]string, len(out))
+	for i, st := range out {
+		ids[i] = st.ID
+	}
+	return ids
+}
+
+// MergingSinkOf returns the merging sink that source id feeds, or "".
+func (p *Pipeline) MergingSinkOf(id string) string {
+	for _, st := range p.Stages {
+		if st.Kind == Sink && st.Merge != nil && slices.Contains(p.UpstreamSources(st.ID), id) {
+			return st.ID
+		}
+	}
+	return ""
 }

@@ -229,11 +229,16 @@ checkpoint_interval: 250ms
 sources:
   app: {type: file, path: /var/log/app.jsonl, start_at: end, max_line_bytes: 64KiB}
   gen: {type: generate, count: 3, interval: 1m30s, message: 42}
+  other: {type: stdin}
 workers:
   parse:
     inputs: [app, gen]
     ordered: true
     steps: [parse_json: {}, drop: password]
+  parse2:
+    inputs: [other]
+    ordered: true
+    steps: [parse_json: {}]
 sinks:
   timeline:
     type: file
@@ -245,7 +250,7 @@ sinks:
     merge: {order_by: ts}
   custom:
     type: file
-    inputs: [parse]
+    inputs: [parse2]
     path: custom.jsonl
     merge: {order_by: t, max_lateness: 0, idle_timeout: 5s, late: drop}
 `

@@ -37,6 +37,7 @@ type checkpointer struct {
 	pending     map[uint64]*cut // by epoch
 	sourceFinal map[string][]byte
 	sinkFinal   map[string][]byte
+	mergeFinal  map[string][]byte
 	committed   state.Checkpoint // the newest complete cut, saved or being saved
 	completed   time.Time
 	toSave      *state.Checkpoint // handed to the committer
@@ -50,6 +51,7 @@ type checkpointer struct {
 // cut collects the states reported for one epoch.
 type cut struct {
 	sources, sinks map[string][]byte
+	merges         map[string][]byte // ordered merges' states, by sink id
 	acked          map[string]bool // sinks that flushed this epoch
 	broken         bool            // a stage could not report its state: never commit
 }
@@ -68,6 +70,7 @@ func (c *checkpointer) init(p *pipeline, mx *Metrics, store *state.Store) {
 	c.liveSinks = map[string]bool{}
 	c.sourceFinal = map[string][]byte{}
 	c.sinkFinal = map[string][]byte{}
+	c.mergeFinal = map[string][]byte{}
 	c.committed = state.Checkpoint{Pipeline: p.cfg.Name,
 		Sources: map[string]json.RawMessage{}, Sinks: map[string]json.RawMessage{}}
 	c.wake = make(chan struct{}, 1)
@@ -140,7 +143,7 @@ func (c *checkpointer) loop(ctx context.Context, sources func() []*sourceRunner)
 func (c *checkpointer) cut(epoch uint64) *cut {
 	k := c.pending[epoch]
 	if k == nil {
-		k = &cut{sources: map[string][]byte{}, sinks: map[string][]byte{}, acked: map[string]bool{}}
+		k = &cut{sources: map[string][]byte{}, sinks: map[string][]byte{}, merges: map[string][]byte{}, acked: map[string]bool{}}
 		c.pending[epoch] = k
 	}
 	return k
@@ -181,13 +184,17 @@ func (c *checkpointer) sourceEnded(id string, st []byte) {
 }
 
 // sinkAck records that a sink has flushed everything before barrier epoch,
-// with its state then; the last running sink to do so completes the cut.
-func (c *checkpointer) sinkAck(id string, epoch uint64, st []byte, err error) {
+// with its state then (and that of its ordered merge, or nil); the last
+// running sink to do so completes the cut.
+func (c *checkpointer) sinkAck(id string, epoch uint64, st, merge []byte, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	k := c.record(func(k *cut) map[string][]byte { return k.sinks }, "sink", id, epoch, st, err)
 	if k == nil {
 		return
+	}
+	if merge != nil {
+		k.merges[id] = merge
 	}
 	k.acked[id] = true
 	if c.allAcked(k) {
@@ -208,13 +215,17 @@ func (c *checkpointer) allAcked(k *cut) bool {
 }
 
 // sinkEnded records the final state of a sink that closed cleanly (st nil
-// when it is not stateful or failed): it acks no more barriers.
-func (c *checkpointer) sinkEnded(id string, st []byte) {
+// when it is not stateful or failed; merge nil when it has no ordered
+// merge or handed it over): it acks no more barriers.
+func (c *checkpointer) sinkEnded(id string, st, merge []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.liveSinks, id)
 	if st != nil {
 		c.sinkFinal[id] = st
+	}
+	if merge != nil {
+		c.mergeFinal[id] = merge
 	}
 	// Cuts that only this sink was holding back are complete now.
 	var newest uint64
@@ -249,6 +260,13 @@ func (c *checkpointer) complete(epoch uint64, k *cut) {
 	next.Time = time.Now().UTC()
 	next.Sources = maps.Clone(c.committed.Sources)
 	next.Sinks = maps.Clone(c.committed.Sinks)
+	next.Merge = maps.Clone(c.committed.Merge)
+	if next.Merge == nil {
+		next.Merge = map[string]json.RawMessage{}
+	}
+	for id, st := range c.mergeFinal {
+		next.Merge[id] = st
+	}
 	for id, st := range c.sourceFinal {
 		next.Sources[id] = st
 	}
@@ -262,6 +280,12 @@ func (c *checkpointer) complete(epoch uint64, k *cut) {
 		for id, st := range k.sinks {
 			next.Sinks[id] = st
 		}
+		for id, st := range k.merges {
+			next.Merge[id] = st
+		}
+	}
+	if len(next.Merge) == 0 {
+		next.Merge = nil
 	}
 	c.committed = next
 	c.toSave = &next
@@ -350,6 +374,16 @@ func (c *checkpointer) addSink(id string) {
 	c.mu.Unlock()
 }
 
+// latestMergeState is the newest known state of a sink's ordered merge.
+func (c *checkpointer) latestMergeState(id string) []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st, ok := c.mergeFinal[id]; ok {
+		return st
+	}
+	return c.committed.Merge[id]
+}
+
 // latestSourceState is the newest known state of a source: its final one,
 // or the committed one.
 func (c *checkpointer) latestSourceState(id string) []byte {
@@ -373,7 +407,7 @@ func (c *checkpointer) latestSourceState(id string) []byte {
 // inject, which breaks barrier alignment.
 func (c *checkpointer) commitNow(sources, sinks map[string][]byte) error {
 	c.mu.Lock()
-	k := &cut{sources: sources, sinks: sinks, acked: map[string]bool{}}
+	k := &cut{sources: sources, sinks: sinks, merges: map[string][]byte{}, acked: map[string]bool{}}
 	c.complete(max(c.requested, c.committed.Epoch), k)
 	c.mu.Unlock()
 	return c.saveQueued()

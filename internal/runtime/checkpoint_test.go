@@ -25,38 +25,38 @@ func committed(c *checkpointer) state.Checkpoint {
 func TestCheckpointerCompletesAtLastAck(t *testing.T) {
 	c := newTestCheckpointer(NewMetrics(), 2)
 	c.sourceBarrier("s", 1, []byte(`1`), nil)
-	c.sinkAck("a", 1, []byte(`"a1"`), nil)
+	c.sinkAck("a", 1, []byte(`"a1"`), nil, nil)
 	if e := committed(c).Epoch; e != 0 {
 		t.Fatalf("epoch %d committed after one of two sinks acked", e)
 	}
-	c.sinkAck("b", 1, []byte(`"b1"`), nil)
+	c.sinkAck("b", 1, []byte(`"b1"`), nil, nil)
 	cp := committed(c)
 	if cp.Epoch != 1 || string(cp.Sources["s"]) != "1" || string(cp.Sinks["a"]) != `"a1"` || string(cp.Sinks["b"]) != `"b1"` {
 		t.Fatalf("committed %+v, want epoch 1 with s, a and b", cp)
 	}
 	// A late ack of an old epoch changes nothing.
-	c.sinkAck("b", 1, []byte(`"stale"`), nil)
+	c.sinkAck("b", 1, []byte(`"stale"`), nil, nil)
 	if string(committed(c).Sinks["b"]) != `"b1"` {
 		t.Error("a stale ack changed the committed checkpoint")
 	}
 	// A stage that cannot tell its state voids its epoch.
 	c.sourceBarrier("s", 2, nil, fmt.Errorf("lost track"))
-	c.sinkAck("a", 2, []byte(`"a2"`), nil)
-	c.sinkAck("b", 2, []byte(`"b2"`), nil)
+	c.sinkAck("a", 2, []byte(`"a2"`), nil, nil)
+	c.sinkAck("b", 2, []byte(`"b2"`), nil, nil)
 	if e := committed(c).Epoch; e != 1 {
 		t.Errorf("broken epoch 2 committed (epoch now %d)", e)
 	}
 	c.sourceBarrier("s", 3, []byte(`3`), nil)
-	c.sinkAck("a", 3, []byte(`"a3"`), nil)
-	c.sinkAck("b", 3, []byte(`"b3"`), nil)
+	c.sinkAck("a", 3, []byte(`"a3"`), nil, nil)
+	c.sinkAck("b", 3, []byte(`"b3"`), nil, nil)
 	if cp := committed(c); cp.Epoch != 3 || string(cp.Sources["s"]) != "3" {
 		t.Errorf("committed %+v, want epoch 3", cp)
 	}
 	// After a sink failure nothing is committed anymore.
 	c.freeze()
 	c.sourceBarrier("s", 4, []byte(`4`), nil)
-	c.sinkAck("a", 4, nil, nil)
-	c.sinkAck("b", 4, nil, nil)
+	c.sinkAck("a", 4, nil, nil, nil)
+	c.sinkAck("b", 4, nil, nil, nil)
 	if e := committed(c).Epoch; e != 3 {
 		t.Errorf("epoch %d committed after freeze", e)
 	}
@@ -73,14 +73,14 @@ func TestCheckpointerWaitsForEverySink(t *testing.T) {
 	c := newTestCheckpointer(NewMetrics(), 2)
 	c.sourceBarrier("s1", 1, []byte(`"s1@1"`), nil)
 	c.sourceBarrier("s2", 1, []byte(`"s2@1"`), nil)
-	c.sinkAck("a", 1, []byte(`"a@1"`), nil)
+	c.sinkAck("a", 1, []byte(`"a@1"`), nil, nil)
 	c.sourceEnded("s1", []byte(`"s1@end"`))
-	c.sinkEnded("a", []byte(`"a@end"`))
+	c.sinkEnded("a", []byte(`"a@end"`), nil)
 	if cp := committed(c); cp.Epoch != 0 {
 		t.Errorf("epoch %d committed before sink b acked it: sources %s, sinks %s",
 			cp.Epoch, rawMap(cp.Sources), rawMap(cp.Sinks))
 	}
-	c.sinkAck("b", 1, []byte(`"b@1"`), nil)
+	c.sinkAck("b", 1, []byte(`"b@1"`), nil, nil)
 	cp := committed(c)
 	if cp.Epoch != 1 || string(cp.Sinks["b"]) != `"b@1"` || string(cp.Sources["s2"]) != `"s2@1"` {
 		t.Errorf("after b's ack: epoch %d, sources %s, sinks %s; want epoch 1 with b@1 and s2@1",

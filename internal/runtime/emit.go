@@ -54,6 +54,7 @@ func (e *emitter) emit(b *stages.Batch) bool {
 		bb := b
 		if i < len(outs)-1 {
 			bb = cloneBatch(b) // every downstream owns its batch
+			b.ShareTicket(bb)
 		}
 		if !send(e.hard, out, msg{b: bb}) {
 			return false
@@ -144,7 +145,22 @@ func (e *emitter) reject(dl chan msg, rs []stages.Reject) bool {
 		e.m.badRecord.Add(n)
 		return true
 	}
-	e.m.deadLettered.Add(n)
+	return e.deadLetter(dl, rs)
+}
+
+// deadLetter sends records to the dead-letter sink as dead-letter lines,
+// counting them; the lines are copies, so rs may be reused after.
+func (e *emitter) deadLetter(dl chan msg, rs []stages.Reject) bool {
+	if dl == nil {
+		e.m.badRecord.Add(float64(len(rs)))
+		return true
+	}
+	e.m.deadLettered.Add(float64(len(rs)))
+	for i := range rs {
+		if rs[i].Stage == "" {
+			rs[i].Stage = e.stage
+		}
+	}
 	var buf []byte
 	ends := make([]int, len(rs))
 	for i := range rs {

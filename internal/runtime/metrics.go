@@ -20,6 +20,11 @@ type Metrics struct {
 	retries       *prometheus.CounterVec
 	checkpointAge *prometheus.GaugeVec
 
+	mergeWatermark *prometheus.GaugeVec
+	mergeLag       *prometheus.GaugeVec
+	mergeBuffered  *prometheus.GaugeVec
+	mergeLate      *prometheus.CounterVec
+
 	checkpointFailures *prometheus.CounterVec
 	reloads            *prometheus.CounterVec
 	collector          *runtimeCollector
@@ -58,13 +63,27 @@ func NewMetrics() *Metrics {
 			Name: "etld_checkpoint_failures_total", Help: "Checkpoints that could not be saved.",
 		}, []string{"pipeline"}),
 	}
+	feed := []string{"pipeline", "stage", "feed"}
+	m.mergeWatermark = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "etld_merge_watermark_seconds", Help: "Newest order_by key an ordered merge received from a feed (Unix seconds).",
+	}, feed)
+	m.mergeLag = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "etld_merge_lag_seconds", Help: "Wall-clock time minus a feed's watermark, when the feed last sent records.",
+	}, feed)
+	m.mergeBuffered = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "etld_merge_buffered_records", Help: "Records an ordered merge holds, waiting for other feeds.",
+	}, stage)
+	m.mergeLate = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "etld_merge_late_records_total", Help: "Records older than one an ordered merge already wrote, by feed.",
+	}, feed)
 	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "etld_config_reloads_total", Help: "Config reloads by pipeline and result (success, failure, unchanged).",
 	}, []string{"pipeline", "result"})
 	m.collector = &runtimeCollector{queue: prometheus.NewDesc("etld_stage_queue_length",
 		"Batches waiting on a stage's input channels.", []string{"pipeline", "stage"}, nil)}
 	m.Registry.MustRegister(m.checkpointFailures, m.reloads, m.collector, m.recordsIn, m.recordsOut, m.dropped, m.deadLettered,
-		m.errors, m.bytesWritten, m.retries, m.checkpointAge)
+		m.errors, m.bytesWritten, m.retries, m.checkpointAge,
+		m.mergeWatermark, m.mergeLag, m.mergeBuffered, m.mergeLate)
 	return m
 }
 
@@ -73,6 +92,7 @@ const (
 	reasonFiltered  = "filtered"   // a filter step returned false
 	reasonBadRecord = "bad_record" // a bad record with no dead-letter sink
 	reasonNoOutput  = "no_output"  // a source nobody reads
+	reasonLate      = "late"       // a late record of an ordered merge with late: drop
 )
 
 // stageMetrics are one stage's counters, resolved once so the hot path

@@ -38,6 +38,9 @@ type pipeline struct {
 
 	ckpt checkpointer
 
+	// board is the flow control of the feeds of ordered merges.
+	board *feedBoard
+
 	// Wiring, for queue lengths and reconfiguration (guarded by mu).
 	edges    map[edgeKey]chan msg
 	emitters map[string]*emitter
@@ -105,8 +108,8 @@ type edgeKey struct {
 }
 
 // edgeKeys lists the edges of a pipeline graph: one per (upstream,
-// downstream) pair, plus one from every source and worker to the
-// dead-letter sink.
+// downstream) pair, plus one from every source, worker and merging sink
+// to the dead-letter sink.
 func edgeKeys(cfg *config.Pipeline) []edgeKey {
 	var keys []edgeKey
 	for _, st := range cfg.Stages {
@@ -116,7 +119,7 @@ func edgeKeys(cfg *config.Pipeline) []edgeKey {
 	}
 	if cfg.DeadLetter != "" {
 		for _, st := range cfg.Stages {
-			if st.Kind == config.Source || st.Kind == config.Worker {
+			if st.Kind == config.Source || st.Kind == config.Worker || (st.Kind == config.Sink && st.Merge != nil) {
 				keys = append(keys, edgeKey{from: st.ID, to: cfg.DeadLetter, dl: true})
 			}
 		}
@@ -144,6 +147,7 @@ func newPipeline(cfg *config.Pipeline, log zerolog.Logger, mx *Metrics, store *s
 	p.hard, p.cancelHard = context.WithCancel(context.Background())
 	p.stop, p.cancelStop = context.WithCancel(p.hard)
 	p.ckpt.init(p, mx, store)
+	p.board = newFeedBoard()
 	p.wg.init()
 	// The reload series exist from the start, so that an increase() alert
 	// sees the first failure too.
@@ -215,6 +219,13 @@ func (p *pipeline) build(cfg *config.Pipeline, st *config.Stage, edges map[edgeK
 		}
 		b.em = newEmitter()
 		b.source = &sourceRunner{id: st.ID, src: src, out: b.em, log: slog, ckpt: &p.ckpt}
+		if cfg.MergingSinkOf(st.ID) != "" {
+			b.source.gate = p.board.gate(st.ID, st.Finite)
+			if g, ok := src.(stages.GatedSource); ok {
+				g.SetFeedGate(b.source.gate)
+				b.source.gated = true
+			}
+		}
 	case config.Worker:
 		w := &workerRunner{id: st.ID, concurrency: st.Worker.Concurrency, ordered: st.Worker.Ordered}
 		if w.concurrency <= 0 {
@@ -239,6 +250,11 @@ func (p *pipeline) build(cfg *config.Pipeline, st *config.Stage, edges map[edgeK
 		b.sink = &sinkRunner{
 			id: st.ID, sink: snk, in: b.al.out, m: sm, log: slog, hard: p.hard,
 			ckpt: &p.ckpt, setHealthy: sm.healthy.Store,
+		}
+		if st.Merge != nil {
+			b.em = newEmitter()
+			b.sink.em = b.em
+			b.sink.merge = newMerger(*st.Merge, p.board, cfg.UpstreamSources(st.ID), p.mx, cfg.Name, st.ID)
 		}
 	}
 	return b, nil
@@ -423,13 +439,19 @@ func (p *pipeline) launchSink(s *sinkRunner) {
 			if serr != nil {
 				s.log.Error().Err(serr).Msg("sink state unavailable after close")
 			}
-			p.ckpt.sinkEnded(s.id, st)
+			var mst []byte
+			if s.merge != nil && !s.handoff.Load() {
+				if mst, serr = s.merge.state(); serr != nil {
+					s.log.Error().Err(serr).Msg("merge state unavailable after close")
+				}
+			}
+			p.ckpt.sinkEnded(s.id, st, mst)
 			return
 		}
 		// Its output position is unknown now: no later cut can be
 		// consistent, so the last committed checkpoint stands.
 		p.ckpt.freeze()
-		p.ckpt.sinkEnded(s.id, nil)
+		p.ckpt.sinkEnded(s.id, nil, nil)
 		if p.hard.Err() != nil && errors.Is(err, context.Canceled) {
 			err = errors.New("stopped before its input was written (shutdown timeout)")
 		}
@@ -498,6 +520,9 @@ func (p *pipeline) restore() error {
 					return &stageError{p.cfg.Name, s.id, fmt.Errorf("restore checkpoint: %w", err)}
 				}
 			}
+		}
+		if err := s.restoreMerge(cp.Merge[s.id]); err != nil {
+			return &stageError{p.cfg.Name, s.id, fmt.Errorf("restore checkpoint: %w", err)}
 		}
 	}
 	for _, s := range p.sources {

@@ -178,6 +178,22 @@ func (p *pipeline) reconfigure(ctx context.Context, next *config.Pipeline, timeo
 	}
 	drained := time.Since(start)
 
+	// A replaced sink whose successor merges by the same key hands its
+	// merge buffer over instead of writing it out, so that changing, say,
+	// max_lateness neither reorders nor loses anything.
+	handoffs := map[*sinkRunner]*sinkRunner{}
+	for _, b := range builds {
+		if b.sink == nil || b.sink.merge == nil || fate[b.id] != "replaced" {
+			continue
+		}
+		for _, o := range p.sinkList() {
+			if o.id == b.id && o.merge != nil && o.merge.spec.OrderBy == b.sink.merge.spec.OrderBy {
+				o.handoff.Store(true)
+				handoffs[b.sink] = o
+			}
+		}
+	}
+
 	// Rewire: kept stages gain their new edges first, so that no merge
 	// sees all its inputs close; then edges to or from stages that go
 	// away are closed, and those stages' goroutines drain nothing and end.
@@ -224,6 +240,28 @@ func (p *pipeline) reconfigure(ctx context.Context, next *config.Pipeline, timeo
 			p.cancelStop()
 			wakeAll(func(string) bool { return true })
 			return sw, fmt.Errorf("pipeline %q: replaced stages did not stop within %v: %w", next.Name, timeout, errRestart)
+		}
+	}
+
+	// The merges: successors take over their predecessor's buffer, new
+	// ones start from the last committed state (the newest key written),
+	// kept ones learn their new upstream sources.
+	for _, b := range builds {
+		if b.sink == nil || b.sink.merge == nil {
+			continue
+		}
+		spec := b.sink.merge.spec
+		if o := handoffs[b.sink]; o != nil {
+			b.sink.merge = o.merge
+			b.sink.merge.retune(spec)
+		} else if err := b.sink.restoreMerge(p.ckpt.latestMergeState(b.id)); err != nil {
+			b.sink.log.Error().Err(err).Msg("merge state not restored; starting the merge empty")
+		}
+		b.sink.merge.setUpstream(next.UpstreamSources(b.id))
+	}
+	for _, s := range p.sinkList() {
+		if kept(s.id) && s.merge != nil {
+			s.merge.setUpstream(next.UpstreamSources(s.id))
 		}
 	}
 
@@ -355,3 +393,10 @@ func (p *pipeline) setConfig(c *config.Pipeline) {
 
 // name is the pipeline's name, which never changes.
 func (p *pipeline) name() string { return p.config().Name }
+
+// sinkList returns the running sinks.
+func (p *pipeline) sinkList() []*sinkRunner {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.sinks)
+}

@@ -2,7 +2,9 @@ package runtime
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/etld/etld/internal/stages"
@@ -22,6 +24,14 @@ type sinkRunner struct {
 	ckpt *checkpointer
 	// setHealthy reports whether the sink's last operation succeeded.
 	setHealthy func(bool)
+
+	// An ordered merge (SPEC §5), or nil. em sends its bad and late
+	// records to the dead-letter sink. handoff, set by a reconfiguration
+	// that replaces the sink with one merging by the same key, makes the
+	// sink leave its merge buffer to its successor instead of writing it.
+	merge   *merger
+	em      *emitter
+	handoff atomic.Bool
 }
 
 // Retry backoff of a failing sink: it doubles from retryMin to retryMax.
@@ -33,6 +43,9 @@ const (
 // run writes until its inputs are closed, then closes the sink (flush and
 // fsync). At the hard stop it returns at once, leaving the sink open.
 func (s *sinkRunner) run() error {
+	if s.merge != nil {
+		return s.runMerge()
+	}
 	for {
 		m, ok := recv(s.hard, s.in)
 		if !ok {
@@ -62,7 +75,7 @@ func (s *sinkRunner) run() error {
 			return err
 		}
 		st, err := stateOf(s.sink)
-		s.ckpt.sinkAck(s.id, m.epoch, st, err)
+		s.ckpt.sinkAck(s.id, m.epoch, st, nil, err)
 	}
 	// Flush with retries first: Close releases the file even when it
 	// fails, so it is not retryable itself.
@@ -122,4 +135,145 @@ func (s *sinkRunner) health(ok bool) {
 	if s.setHealthy != nil {
 		s.setHealthy(ok)
 	}
+}
+
+// mergeWriteMax is the most records an ordered merge writes at once.
+const mergeWriteMax = 1024
+
+// runMerge is run for a sink with an ordered merge: it queues what
+// arrives, writes what the merge allows, and wakes for max_lateness and
+// idle_timeout deadlines and for changes of its feeds (one ends, or its
+// last batch is released). At a barrier the merge's queued records become
+// part of the checkpoint. When every input has ended it writes what is
+// queued, in order (SPEC §5: a graceful stop writes the merge buffer).
+func (s *sinkRunner) runMerge() error {
+	defer s.em.close()
+	mg := s.merge
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	for {
+		changed := mg.board.changes() // before looking, so no change is missed
+		wake, err := s.mergeWrite(false)
+		if err != nil {
+			return err
+		}
+		var tick <-chan time.Time
+		if !wake.IsZero() {
+			d := time.Until(wake)
+			if d <= 0 {
+				if s.hard.Err() != nil {
+					return s.hard.Err()
+				}
+				continue
+			}
+			timer.Reset(d)
+			tick = timer.C
+		}
+		select {
+		case m, ok := <-s.in:
+			timer.Stop()
+			if !ok {
+				return s.endMerge()
+			}
+			if m.b != nil {
+				s.m.in.Add(float64(len(m.b.Records)))
+				if bad := mg.add(m.b, time.Now(), nil); len(bad) > 0 && !s.em.reject(s.dl(), bad) {
+					return s.hard.Err()
+				}
+				mg.releaseDone()
+				continue
+			}
+			if err := s.retry("flush", func() error { return s.sink.Flush(s.hard) }); err != nil {
+				return err
+			}
+			st, err := stateOf(s.sink)
+			mst, merr := mg.state()
+			if !s.em.barrier(m.epoch) {
+				return s.hard.Err()
+			}
+			s.ckpt.sinkAck(s.id, m.epoch, st, mst, errors.Join(err, merr))
+		case <-tick:
+		case <-changed:
+		case <-s.hard.Done():
+			return s.hard.Err()
+		}
+	}
+}
+
+func (s *sinkRunner) dl() chan msg {
+	_, dl := s.em.edges()
+	return dl
+}
+
+// endMerge writes what the merge holds, unless it is handed over, then
+// flushes and closes the sink.
+func (s *sinkRunner) endMerge() error {
+	if !s.handoff.Load() {
+		for s.merge.buffered > 0 {
+			if _, err := s.mergeWrite(true); err != nil {
+				return err
+			}
+		}
+	}
+	if err := s.retry("flush", func() error { return s.sink.Flush(s.hard) }); err != nil {
+		return err
+	}
+	if err := s.sink.Close(s.hard); err != nil {
+		s.m.errors.Inc()
+		return fmt.Errorf("close: %w", err)
+	}
+	return nil
+}
+
+// mergeWrite writes the records the merge lets go now (all of them when
+// final, up to mergeWriteMax), sends late ones to the dead-letter sink
+// per policy, and releases the batches written in full. It returns when
+// to look again (zero: at the next input).
+func (s *sinkRunner) mergeWrite(final bool) (time.Time, error) {
+	mg := s.merge
+	wake := mg.take(time.Now(), final, mergeWriteMax)
+	if len(mg.rejects) > 0 {
+		if !s.em.deadLetter(s.dl(), mg.rejects) {
+			return time.Time{}, s.hard.Err()
+		}
+		clear(mg.rejects)
+		mg.rejects = mg.rejects[:0]
+	}
+	if n := len(mg.out); n > 0 {
+		bytes := 0
+		for i := range mg.out {
+			bytes += len(mg.out[i].Raw) + 1
+		}
+		b := &stages.Batch{Records: mg.out}
+		if err := s.retry("write", func() error { return s.sink.Write(s.hard, b) }); err != nil {
+			return time.Time{}, err
+		}
+		s.m.out.Add(float64(n))
+		s.m.bytes.Add(float64(bytes))
+		clear(mg.out)
+		mg.out = mg.out[:0]
+	}
+	mg.releaseDone()
+	return wake, nil
+}
+
+// restoreMerge queues the records of a committed merge state again,
+// before anything runs. Those without a usable key (order_by changed)
+// are counted as bad records: the dead-letter edge is not running yet.
+func (s *sinkRunner) restoreMerge(state []byte) error {
+	if s.merge == nil || len(state) == 0 {
+		return nil
+	}
+	bad, err := s.merge.restore(state, time.Now())
+	if err != nil {
+		return err
+	}
+	if len(bad) > 0 {
+		s.m.errors.Add(float64(len(bad)))
+		s.m.badRecord.Add(float64(len(bad)))
+		s.log.Warn().Int("records", len(bad)).Msg("records restored from the checkpoint have no usable merge key; dropped")
+	}
+	s.merge.releaseDone()
+	return nil
 }

@@ -19,6 +19,11 @@ type sourceRunner struct {
 	out  *emitter
 	log  zerolog.Logger
 	ckpt *checkpointer
+	// gate is the flow control towards an ordered merge, or nil; gated
+	// is true when the source applies it per feed itself, else the whole
+	// source is one feed, held back here.
+	gate  *sourceGate
+	gated bool
 
 	barrierReq atomic.Uint64 // newest barrier epoch requested
 	// injected is the newest barrier epoch injected (run goroutine only).
@@ -63,6 +68,12 @@ func (s *sourceRunner) requestBarrier(epoch uint64) {
 // error). It closes the source's outgoing edges on return.
 func (s *sourceRunner) run(stop context.Context) error {
 	defer s.out.close()
+	if s.gate != nil {
+		if !s.gated {
+			s.gate.Register("")
+		}
+		defer s.gate.endAll() // after the last emit: the merge stops waiting for it
+	}
 	for {
 		if req := s.barrierReq.Load(); req > s.injected {
 			// Inject every epoch requested since the last one, even when
@@ -101,12 +112,22 @@ func (s *sourceRunner) run(stop context.Context) error {
 		if s.barrierReq.Load() > s.injected {
 			cancel() // requested between the check above and cancelRead
 		}
-		b, err := s.src.Read(rctx)
+		var b *stages.Batch
+		var err error
+		if s.gate != nil && !s.gated {
+			s.gate.waitRoom(rctx)
+		}
+		if err = rctx.Err(); err == nil {
+			b, err = s.src.Read(rctx)
+		}
 		interrupted := rctx.Err() != nil // before cancel below sets it
 		s.mu.Lock()
 		s.cancelRead = nil
 		s.mu.Unlock()
 		cancel()
+		if b != nil && s.gate != nil && !s.gated {
+			b.SetTicket(s.gate.Take(""))
+		}
 		if b != nil {
 			s.out.m.in.Add(float64(len(b.Records) + len(b.Rejects)))
 			if !s.out.emit(b) {

@@ -110,4 +110,6 @@ func (b *Batch) Release() {
 		recPools[idx].Put(&recs)
 	}
 	b.Records, b.Rejects = nil, nil
+	b.ticket.drop()
+	b.ticket = nil
 }

@@ -61,7 +61,8 @@ type Batch struct {
 	Records []Record
 	Rejects []Reject
 
-	owned [][]byte // buffers only the records point into (see Own)
+	owned  [][]byte // buffers only the records point into (see Own)
+	ticket *Ticket  // flow control towards an ordered merge, or nil
 }
 
 // Len is the number of good records in the batch.

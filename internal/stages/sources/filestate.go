@@ -89,6 +89,7 @@ type tailedFile struct {
 	gone      bool   // no longer found under a name matching the glob: drain, then close
 	goneTicks int    // poll ticks since gone was set
 	lastErr   string // last read error logged, to log a persistent error once
+	finished  bool   // read to its end (finite, gated reading)
 }
 
 // readPos is the file offset of the next byte to read.

@@ -126,6 +126,8 @@ type FileSource struct {
 	spare []byte // an idle read buffer, handed to the next splitter that needs one
 	bb    batchBuilder
 
+	gate stages.FeedGate // set when the source feeds an ordered merge
+
 	watcher *fsnotify.Watcher
 	events  chan fsnotify.Event // the watcher's channels; nil without a watcher
 	errs    chan error
@@ -230,6 +232,9 @@ func (s *FileSource) Open(ctx context.Context) error {
 		for _, p := range matches {
 			if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
 				s.files = append(s.files, &tailedFile{path: p})
+				if s.gate != nil {
+					s.gate.Register(p)
+				}
 			}
 		}
 		if len(s.files) == 0 {
@@ -254,8 +259,11 @@ func (s *FileSource) Read(ctx context.Context) (*stages.Batch, error) {
 	if !s.opened || s.closed {
 		return nil, errors.New("file source: read before open or after close")
 	}
-	if s.cfg.Follow {
+	switch {
+	case s.cfg.Follow:
 		return s.readFollow(ctx)
+	case s.gate != nil:
+		return s.readOnceGated(ctx)
 	}
 	return s.readOnce(ctx)
 }
@@ -360,11 +368,18 @@ func (s *FileSource) readFollow(ctx context.Context) (*stages.Batch, error) {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
+		var changed <-chan struct{}
+		if s.gate != nil {
+			changed = s.gate.Changed() // before reading, so no change is missed
+		}
 		s.mu.Lock()
 		s.pollPending()
 		s.bb.start()
-		s.pass()
+		feed := s.pass()
 		b := s.bb.finish()
+		if b != nil && s.gate != nil {
+			b.SetTicket(s.gate.Take(feed))
+		}
 		s.mu.Unlock()
 		if b != nil {
 			return b, nil
@@ -372,6 +387,7 @@ func (s *FileSource) readFollow(ctx context.Context) (*stages.Batch, error) {
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
+		case <-changed:
 		case ev, ok := <-s.events:
 			if !ok {
 				s.events = nil
@@ -452,18 +468,31 @@ func (s *FileSource) tick() {
 
 // pass reads every followed file, round-robin from s.next, into the batch
 // until it is full or no file has a complete line; it closes rotated or
-// deleted files once drained.
-func (s *FileSource) pass() {
+// deleted files once drained. With a feed gate, the batch takes lines of
+// one file only, whose feed pass returns.
+func (s *FileSource) pass() (feed string) {
 	n := len(s.files)
 	closed := false
 	for k := 0; k < n && !s.bb.full(); k++ {
 		i := (s.next + k) % n
 		t := s.files[i]
+		if s.heldBack(t) {
+			continue
+		}
+		before := len(s.bb.b.Records) + len(s.bb.b.Rejects)
 		eof, err := s.pump(t)
+		took := len(s.bb.b.Records)+len(s.bb.b.Rejects) > before
+		if took && s.gate != nil {
+			feed = feedOf(t)
+		}
 		if err != nil {
 			if msg := err.Error(); msg != t.lastErr {
 				t.lastErr = msg
 				s.log.Warn().Err(err).Msg("read error; retrying at the next poll")
+			}
+			if took && s.gate != nil {
+				s.next = (i + 1) % n
+				break // one feed per batch
 			}
 			continue
 		}
@@ -485,6 +514,11 @@ func (s *FileSource) pass() {
 			closed = true
 		}
 		s.release(t)
+		if s.gate != nil && len(s.bb.b.Records)+len(s.bb.b.Rejects) > before {
+			feed = feedOf(t) // takeFinal may have added the last line
+			s.next = (i + 1) % n
+			break // one feed per batch
+		}
 	}
 	if closed {
 		kept := s.files[:0]
@@ -503,6 +537,7 @@ func (s *FileSource) pass() {
 			s.next = 0
 		}
 	}
+	return feed
 }
 
 // pump moves t's lines into the batch, reading more as needed, until the
@@ -646,6 +681,9 @@ func (s *FileSource) rescan(initial bool) {
 		}
 		seen[t.id] = true
 		s.files = append(s.files, t)
+		if s.gate != nil {
+			s.gate.Register(feedOf(t))
+		}
 		s.watch(filepath.Dir(p))
 		if !initial {
 			s.log.Info().Str("file", p).Msg("new file; reading it from the start")

@@ -1,0 +1,204 @@
+package runtime
+
+import (
+	"context"
+	"sync"
+
+	"github.com/etld/etld/internal/stages"
+)
+
+// feedCredit is how many batches of one feed may be in flight between its
+// source and an ordered merge (in channels, in workers, or buffered by the
+// merge). The merge never stops reading its input, so a slow feed is never
+// stuck behind a fast one; instead a feed that is far ahead runs out of
+// credit and its source stops reading it until the merge has written some
+// of its records. With batches of at most 1024 records or 256 KiB, the
+// merge holds at most feedCredit+1 batches per feed (see README, "Ordered
+// merge").
+const feedCredit = 4
+
+// feedKey names a feed: a source and, for a file source, the file's path.
+type feedKey struct {
+	source, path string
+}
+
+// feedBoard is the flow control and the end-of-feed bookkeeping of the
+// feeds of a pipeline's sources that reach an ordered merge. It outlives
+// reconfigurations, like the pipeline.
+type feedBoard struct {
+	mu      sync.Mutex
+	feeds   map[feedKey]*feedInfo
+	changed chan struct{} // closed (and replaced) at every change
+}
+
+// feedInfo is what the board knows of one feed.
+type feedInfo struct {
+	finite      bool // its source ends by itself: the feed holds the merge until it ends
+	ended       bool // its source said it sends nothing more
+	outstanding int  // batches taken and not released yet
+}
+
+func newFeedBoard() *feedBoard {
+	return &feedBoard{feeds: map[feedKey]*feedInfo{}, changed: make(chan struct{})}
+}
+
+// notify wakes everybody waiting for a change. Called with mu held.
+func (fb *feedBoard) notify() {
+	close(fb.changed)
+	fb.changed = make(chan struct{})
+}
+
+func (fb *feedBoard) changes() <-chan struct{} {
+	fb.mu.Lock()
+	defer fb.mu.Unlock()
+	return fb.changed
+}
+
+func (fb *feedBoard) feed(k feedKey, finite bool) *feedInfo {
+	f := fb.feeds[k]
+	if f == nil {
+		f = &feedInfo{finite: finite}
+		fb.feeds[k] = f
+		fb.notify()
+	}
+	return f
+}
+
+// feedView is a copy of a feed's state for the merge.
+type feedView struct {
+	key feedKey
+	feedInfo
+}
+
+// snapshot returns the feeds of the given sources.
+func (fb *feedBoard) snapshot(sources map[string]int) []feedView {
+	fb.mu.Lock()
+	defer fb.mu.Unlock()
+	var out []feedView
+	for k, f := range fb.feeds {
+		if _, ok := sources[k.source]; ok {
+			out = append(out, feedView{k, *f})
+		}
+	}
+	return out
+}
+
+// forget removes a feed that ended with nothing in flight; false when it
+// is not in that state (registered again meanwhile).
+func (fb *feedBoard) forget(k feedKey) bool {
+	fb.mu.Lock()
+	defer fb.mu.Unlock()
+	f := fb.feeds[k]
+	if f == nil || !f.ended || f.outstanding > 0 {
+		return f == nil
+	}
+	delete(fb.feeds, k)
+	return true
+}
+
+// status returns a feed's state; ok is false for a feed never registered.
+func (fb *feedBoard) status(k feedKey) (f feedInfo, ok bool) {
+	fb.mu.Lock()
+	defer fb.mu.Unlock()
+	if p := fb.feeds[k]; p != nil {
+		return *p, true
+	}
+	return feedInfo{}, false
+}
+
+// gate returns the stages.FeedGate of one source.
+func (fb *feedBoard) gate(source string, finite bool) *sourceGate {
+	return &sourceGate{fb: fb, source: source, finite: finite}
+}
+
+// sourceGate is one source's view of the board (stages.FeedGate).
+type sourceGate struct {
+	fb     *feedBoard
+	source string
+	finite bool
+}
+
+var _ stages.FeedGate = (*sourceGate)(nil)
+
+func (g *sourceGate) Register(path string) {
+	g.fb.mu.Lock()
+	defer g.fb.mu.Unlock()
+	f := g.fb.feed(feedKey{g.source, path}, g.finite)
+	if f.ended { // a source that replaced an ended one reads it again
+		f.ended = false
+		g.fb.notify()
+	}
+}
+
+func (g *sourceGate) Allow(path string) bool {
+	g.fb.mu.Lock()
+	defer g.fb.mu.Unlock()
+	f := g.fb.feeds[feedKey{g.source, path}]
+	return f == nil || f.outstanding < feedCredit
+}
+
+func (g *sourceGate) Take(path string) *stages.Ticket {
+	k := feedKey{g.source, path}
+	g.fb.mu.Lock()
+	f := g.fb.feed(k, g.finite)
+	f.outstanding++
+	g.fb.mu.Unlock()
+	return stages.NewTicket(k, func() {
+		g.fb.mu.Lock()
+		f.outstanding--
+		g.fb.notify()
+		g.fb.mu.Unlock()
+	})
+}
+
+func (g *sourceGate) End(path string) {
+	g.fb.mu.Lock()
+	defer g.fb.mu.Unlock()
+	f := g.fb.feed(feedKey{g.source, path}, g.finite)
+	if !f.ended {
+		f.ended = true
+		g.fb.notify()
+	}
+}
+
+func (g *sourceGate) Changed() <-chan struct{} { return g.fb.changes() }
+
+// endAll ends every feed of the source: it stopped.
+func (g *sourceGate) endAll() {
+	g.fb.mu.Lock()
+	defer g.fb.mu.Unlock()
+	for k, f := range g.fb.feeds {
+		if k.source == g.source && !f.ended {
+			f.ended = true
+		}
+	}
+	g.fb.notify()
+}
+
+// full reports whether some feed of the source has no credit left.
+func (g *sourceGate) full() bool {
+	g.fb.mu.Lock()
+	defer g.fb.mu.Unlock()
+	for k, f := range g.fb.feeds {
+		if k.source == g.source && f.outstanding >= feedCredit {
+			return true
+		}
+	}
+	return false
+}
+
+// waitRoom blocks while some feed of the source has no credit, until ctx
+// is done. For sources that do not gate their feeds themselves.
+func (g *sourceGate) waitRoom(ctx context.Context) {
+	for {
+		ch := g.Changed() // before the check, so no change is missed
+		if !g.full() {
+			return
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return
+		}
+	}
+}

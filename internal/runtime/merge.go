@@ -1,0 +1,623 @@
+package runtime
+
+import (
+	"bytes"
+	"container/heap"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+	"unsafe"
+
+	"github.com/etld/etld/internal/config"
+	"github.com/etld/etld/internal/jsonrec"
+	"github.com/etld/etld/internal/stages"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// merger is the state of a sink's ordered merge (SPEC §5): one FIFO queue
+// per feed of the records that reached the sink and are not written yet,
+// and a heap of the feeds by their head record.
+//
+// A record r may be written when no feed that could still send a record
+// ordered before r is holding the merge back. A feed holds when its queue
+// is empty and it is not finished (its source ended it and none of its
+// batches is still in flight): a finite feed always, a live feed until it
+// has been silent for idle_timeout. It holds r back only while its
+// watermark (the newest key it sent) is before r (equal keys: feed order).
+// Records waiting only for live feeds are written once they have waited
+// max_lateness. So individually sorted finite feeds merge exactly, like
+// sort -m, and live feeds are merged within max_lateness.
+//
+// All methods run on the sink's goroutine, except setUpstream.
+type merger struct {
+	spec  config.MergeSpec
+	board *feedBoard
+
+	// upstream maps the ids of the sources that feed the sink to their
+	// order in the pipeline file (the first tie-breaker of equal keys).
+	upstream    map[string]int
+	upstreamSet chan map[string]int // new upstream after a reconfiguration
+
+	feeds map[feedKey]*mfeed
+	ready feedHeap // feeds with queued records, by head
+
+	newest   int64 // newest key written, valid when written is set
+	written  bool
+	buffered int // records queued
+	peak     int // most records ever queued (tests check the bound)
+
+	mx      *mergeMetrics
+	out     []stages.Record // the batch being written
+	done    []*heldBatch    // batches all of whose records were taken
+	rejects []stages.Reject // late records for the dead-letter sink
+}
+
+// mfeed is one feed as the merge sees it.
+type mfeed struct {
+	key   feedKey
+	rank  int // order of its source in the pipeline file
+	q     []item
+	head  int
+	wm    int64 // newest key received
+	seen  bool  // wm is valid
+	last  time.Time
+	index int // in ready; -1 when not there
+
+	late           prometheus.Counter
+	watermark, lag prometheus.Gauge
+}
+
+// item is one queued record: its key and where it is.
+type item struct {
+	key int64
+	hb  *heldBatch
+	i   int32
+}
+
+// heldBatch is a batch whose records are queued; it is released once all
+// of them are written (which frees its feed's flow-control credit).
+type heldBatch struct {
+	b       *stages.Batch
+	left    int
+	arrived time.Time
+}
+
+// mergeMetrics are a merging sink's merge series.
+type mergeMetrics struct {
+	pipeline, stage string
+	mx              *Metrics
+	buffered        prometheus.Gauge
+	lateDropped     prometheus.Counter
+}
+
+func newMerger(spec config.MergeSpec, board *feedBoard, upstream []string, mx *Metrics, pipeline, stage string) *merger {
+	mg := &merger{spec: spec, board: board, feeds: map[feedKey]*mfeed{}, upstreamSet: make(chan map[string]int, 1),
+		mx: &mergeMetrics{pipeline: pipeline, stage: stage, mx: mx,
+			buffered:    mx.mergeBuffered.WithLabelValues(pipeline, stage),
+			lateDropped: mx.dropped.WithLabelValues(pipeline, stage, reasonLate)}}
+	mg.upstream = rankOf(upstream)
+	return mg
+}
+
+func rankOf(ids []string) map[string]int {
+	m := make(map[string]int, len(ids))
+	for i, id := range ids {
+		m[id] = i
+	}
+	return m
+}
+
+// setUpstream changes the sources that feed the merge (reconfigure); the
+// sink's goroutine picks it up at its next step.
+func (mg *merger) setUpstream(ids []string) {
+	select {
+	case <-mg.upstreamSet:
+	default:
+	}
+	mg.upstreamSet <- rankOf(ids)
+}
+
+// retune takes the options of a new config of the same merge.
+func (mg *merger) retune(spec config.MergeSpec) { mg.spec = spec }
+
+// feedLabel is a feed's value of the `feed` label: its file, or its
+// source id for a source without files.
+func feedLabel(k feedKey) string {
+	if k.path == "" {
+		return k.source
+	}
+	return k.path
+}
+
+func (mg *merger) feed(k feedKey, now time.Time) *mfeed {
+	f := mg.feeds[k]
+	if f != nil {
+		return f
+	}
+	rank, ok := mg.upstream[k.source]
+	if !ok {
+		rank = math.MaxInt32
+	}
+	lbl := feedLabel(k)
+	f = &mfeed{key: k, rank: rank, last: now, index: -1,
+		late:      mg.mx.mx.mergeLate.WithLabelValues(mg.mx.pipeline, mg.mx.stage, lbl),
+		watermark: mg.mx.mx.mergeWatermark.WithLabelValues(mg.mx.pipeline, mg.mx.stage, lbl),
+		lag:       mg.mx.mx.mergeLag.WithLabelValues(mg.mx.pipeline, mg.mx.stage, lbl)}
+	mg.feeds[k] = f
+	return f
+}
+
+// feedOfBatch is the feed a batch belongs to: its ticket's, else its
+// first record's origin.
+func feedOfBatch(b *stages.Batch) feedKey {
+	if t := b.Ticket(); t != nil {
+		if k, ok := t.Feed.(feedKey); ok {
+			return k
+		}
+	}
+	if len(b.Records) > 0 && b.Records[0].Origin != nil {
+		o := b.Records[0].Origin
+		return feedKey{o.Source, o.Path}
+	}
+	return feedKey{}
+}
+
+// add queues the records of b, which arrived at now. Records without a
+// usable key are returned as rejects (they point into b, which stays
+// held until the caller has dealt with them and calls releaseDone).
+func (mg *merger) add(b *stages.Batch, now time.Time, bad []stages.Reject) []stages.Reject {
+	mg.add1(feedOfBatch(b), b, now, &bad)
+	return bad
+}
+
+func (mg *merger) add1(k feedKey, b *stages.Batch, now time.Time, bad *[]stages.Reject) {
+	f := mg.feed(k, now)
+	hb := &heldBatch{b: b, arrived: now}
+	wasEmpty := f.head == len(f.q)
+	for i := range b.Records {
+		r := &b.Records[i]
+		key, err := orderKey(r.Raw, mg.spec.OrderBy)
+		if err != nil {
+			*bad = append(*bad, stages.Reject{Record: *r, Err: fmt.Errorf("merge: order_by %q: %w", mg.spec.OrderBy, err)})
+			continue
+		}
+		f.q = append(f.q, item{key: key, hb: hb, i: int32(i)})
+		hb.left++
+		if !f.seen || key > f.wm {
+			f.wm, f.seen = key, true
+		}
+	}
+	f.last = now
+	mg.buffered += hb.left
+	mg.peak = max(mg.peak, mg.buffered)
+	if hb.left == 0 {
+		mg.done = append(mg.done, hb)
+	}
+	if f.seen {
+		f.watermark.Set(float64(f.wm) / 1e9)
+		f.lag.Set(max(0, now.Sub(time.Unix(0, f.wm)).Seconds()))
+	}
+	if wasEmpty && f.head < len(f.q) {
+		heap.Push(&mg.ready, f)
+	}
+}
+
+// forget drops a finished feed with nothing queued, and its series.
+func (mg *merger) forget(f *mfeed) {
+	if !mg.board.forget(f.key) {
+		return // registered again meanwhile
+	}
+	delete(mg.feeds, f.key)
+	lbl := feedLabel(f.key)
+	mg.mx.mx.mergeLate.DeleteLabelValues(mg.mx.pipeline, mg.mx.stage, lbl)
+	mg.mx.mx.mergeWatermark.DeleteLabelValues(mg.mx.pipeline, mg.mx.stage, lbl)
+	mg.mx.mx.mergeLag.DeleteLabelValues(mg.mx.pipeline, mg.mx.stage, lbl)
+}
+
+// releaseDone releases the batches all of whose records were taken.
+func (mg *merger) releaseDone() {
+	for i, hb := range mg.done {
+		hb.b.Release()
+		mg.done[i] = nil
+	}
+	mg.done = mg.done[:0]
+}
+
+// holdMark is the least (watermark, feed) of the feeds holding the merge.
+type holdMark struct {
+	set  bool
+	seen bool
+	wm   int64
+	f    *mfeed
+}
+
+// blocks reports whether a holding feed at h may still send a record
+// ordered before key of feed f.
+func (h *holdMark) blocks(key int64, f *mfeed) bool {
+	if !h.set {
+		return false
+	}
+	if !h.seen || h.wm < key {
+		return true
+	}
+	return h.wm == key && feedLess(h.f, f)
+}
+
+func (h *holdMark) add(f *mfeed) {
+	if !h.set || (!f.seen && h.seen) || (f.seen == h.seen && (f.wm < h.wm || (f.wm == h.wm && feedLess(f, h.f)))) {
+		*h = holdMark{set: true, seen: f.seen, wm: f.wm, f: f}
+	}
+}
+
+// holders computes the marks of the finite and the live feeds holding the
+// merge at now, and the earliest time a live one turns idle.
+func (mg *merger) holders(now time.Time) (finite, live holdMark, idleAt time.Time) {
+	select {
+	case u := <-mg.upstreamSet:
+		mg.upstream = u
+		for _, f := range mg.feeds {
+			if r, ok := u[f.key.source]; ok {
+				f.rank = r
+			}
+		}
+		heap.Init(&mg.ready)
+	default:
+	}
+	views := mg.board.snapshot(mg.upstream)
+	for _, v := range views {
+		f := mg.feed(v.key, now) // a registered feed that sent nothing yet holds too
+		if f.head < len(f.q) {
+			continue // has records: not holding
+		}
+		if v.ended && v.outstanding <= mg.heldOf(f) {
+			if v.outstanding == 0 {
+				mg.forget(f) // finished for good: keep no state for it
+			}
+			continue
+		}
+		if v.finite {
+			finite.add(f)
+			continue
+		}
+		idle := f.last.Add(mg.spec.IdleTimeout)
+		if !now.Before(idle) {
+			continue
+		}
+		live.add(f)
+		if idleAt.IsZero() || idle.Before(idleAt) {
+			idleAt = idle
+		}
+	}
+	return finite, live, idleAt
+}
+
+// take moves the records that may be written at now into mg.out (and late
+// ones to mg.rejects or nowhere, per policy), at most limit of them; all
+// of them when final (a graceful stop, or the end of every input). It
+// returns when the merge must look again at the latest: zero when it
+// waits for input only.
+func (mg *merger) take(now time.Time, final bool, limit int) (wake time.Time) {
+	var finite, live holdMark
+	var idleAt time.Time
+	if !final {
+		finite, live, idleAt = mg.holders(now)
+	}
+	for len(mg.ready) > 0 && len(mg.out)+len(mg.rejects) < limit {
+		f := mg.ready[0]
+		it := &f.q[f.head]
+		if !final {
+			if finite.blocks(it.key, f) {
+				return time.Time{} // only input can unblock it
+			}
+			if live.blocks(it.key, f) {
+				due := it.hb.arrived.Add(mg.spec.MaxLateness)
+				if now.Before(due) {
+					if !idleAt.IsZero() && idleAt.Before(due) {
+						return idleAt
+					}
+					return due
+				}
+			}
+		}
+		rec := it.hb.b.Records[it.i]
+		key := it.key
+		late := mg.written && key < mg.newest
+		hb := it.hb
+		*it = item{}
+		f.head++
+		mg.buffered--
+		hb.left--
+		if hb.left == 0 {
+			mg.done = append(mg.done, hb)
+		}
+		if f.head == len(f.q) {
+			f.q, f.head = f.q[:0], 0
+			heap.Pop(&mg.ready)
+			if !final && !mg.finished(f) {
+				// f holds from now on, at its watermark.
+				if mg.finiteFeed(f) {
+					finite.add(f)
+				} else {
+					live.add(f)
+				}
+			}
+		} else {
+			if f.head > 1024 && f.head > len(f.q)/2 {
+				n := copy(f.q, f.q[f.head:])
+				clear(f.q[n:])
+				f.q, f.head = f.q[:n], 0
+			}
+			heap.Fix(&mg.ready, f.index)
+		}
+		if late {
+			f.late.Inc()
+			switch mg.spec.Late {
+			case "dead_letter":
+				mg.rejects = append(mg.rejects, stages.Reject{Record: rec,
+					Err: fmt.Errorf("late record: %s %s is before %s, already written", mg.spec.OrderBy, fmtKey(key), fmtKey(mg.newest))})
+			case "drop":
+				mg.mx.lateDropped.Inc()
+			default:
+				mg.out = append(mg.out, rec)
+			}
+			continue
+		}
+		mg.out = append(mg.out, rec)
+		if !mg.written || key > mg.newest {
+			mg.newest, mg.written = key, true
+		}
+	}
+	mg.mx.buffered.Set(float64(mg.buffered))
+	if len(mg.ready) > 0 && len(mg.out)+len(mg.rejects) >= limit {
+		return now // more to take at once
+	}
+	return time.Time{}
+}
+
+// finished reports whether a feed with an empty queue will send nothing
+// more; finiteFeed whether its source is finite.
+func (mg *merger) finished(f *mfeed) bool {
+	v, ok := mg.board.status(f.key)
+	return !ok || (v.ended && v.outstanding <= mg.heldOf(f))
+}
+
+func (mg *merger) finiteFeed(f *mfeed) bool {
+	v, ok := mg.board.status(f.key)
+	return ok && v.finite
+}
+
+// heldOf counts the batches of f the merge still holds (taken, not yet
+// released).
+func (mg *merger) heldOf(f *mfeed) int {
+	n := 0
+	for _, hb := range mg.done {
+		if hb.b.Ticket() != nil && feedOfBatch(hb.b) == f.key {
+			n++
+		}
+	}
+	return n
+}
+
+func fmtKey(k int64) string {
+	return time.Unix(0, k).UTC().Format(time.RFC3339Nano)
+}
+
+// feedLess orders feeds with equal keys: sources in file order, then
+// file path.
+func feedLess(a, b *mfeed) bool {
+	if a.rank != b.rank {
+		return a.rank < b.rank
+	}
+	if a.key.source != b.key.source {
+		return a.key.source < b.key.source
+	}
+	return a.key.path < b.key.path
+}
+
+// feedHeap orders feeds by their head record's key, then feedLess.
+type feedHeap []*mfeed
+
+func (h feedHeap) Len() int { return len(h) }
+func (h feedHeap) Less(i, j int) bool {
+	a, b := h[i], h[j]
+	ka, kb := a.q[a.head].key, b.q[b.head].key
+	if ka != kb {
+		return ka < kb
+	}
+	return feedLess(a, b)
+}
+func (h feedHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index, h[j].index = i, j
+}
+func (h *feedHeap) Push(x any) {
+	f := x.(*mfeed)
+	f.index = len(*h)
+	*h = append(*h, f)
+}
+func (h *feedHeap) Pop() any {
+	old := *h
+	f := old[len(old)-1]
+	old[len(old)-1] = nil
+	f.index = -1
+	*h = old[:len(old)-1]
+	return f
+}
+
+// orderKey reads the order_by field of a JSON object: an RFC 3339 time or
+// a number of Unix seconds (fractions allowed), as Unix nanoseconds.
+func orderKey(obj []byte, field string) (int64, error) {
+	m, found, err := jsonrec.Find(obj, field)
+	if err != nil {
+		return 0, fmt.Errorf("record is not a JSON object: %w", err)
+	}
+	if !found {
+		return 0, errors.New("missing")
+	}
+	v := obj[m.Val:m.End]
+	switch c := v[0]; {
+	case c == '"':
+		s := v[1 : len(v)-1]
+		if m.ValEscaped {
+			dec, err := m.Value(obj, false)
+			if err != nil {
+				return 0, err
+			}
+			str, _ := dec.(string)
+			s = []byte(str)
+		}
+		return timeKey(s)
+	case c == '-' || (c >= '0' && c <= '9'):
+		return secondsKey(v)
+	default:
+		return 0, fmt.Errorf("%s is neither an RFC 3339 time nor a number", v)
+	}
+}
+
+// minKeyTime and maxKeyTime bound the times a key can hold (int64
+// nanoseconds since 1970).
+var (
+	minKeyTime = time.Unix(0, math.MinInt64)
+	maxKeyTime = time.Unix(0, math.MaxInt64)
+)
+
+func timeKey(s []byte) (int64, error) {
+	str := unsafe.String(unsafe.SliceData(s), len(s))
+	t, err := time.Parse(time.RFC3339Nano, str)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not an RFC 3339 time", s)
+	}
+	if t.Before(minKeyTime) || t.After(maxKeyTime) {
+		return 0, fmt.Errorf("%q is out of range (years 1678 to 2262)", s)
+	}
+	return t.UnixNano(), nil
+}
+
+// secondsKey converts a JSON number of Unix seconds to nanoseconds exactly
+// (up to 9 fractional digits; more are truncated).
+func secondsKey(v []byte) (int64, error) {
+	if bytes.ContainsAny(v, "eE") {
+		f, err := strconv.ParseFloat(string(v), 64)
+		if err != nil || math.Abs(f) >= 9.2e9 {
+			return 0, fmt.Errorf("%s is not a number of Unix seconds in range", v)
+		}
+		return int64(math.Round(f * 1e9)), nil
+	}
+	s := unsafe.String(unsafe.SliceData(v), len(v))
+	neg := strings.HasPrefix(s, "-")
+	if neg {
+		s = s[1:]
+	}
+	ip, fp, _ := strings.Cut(s, ".")
+	sec, err := strconv.ParseInt(ip, 10, 64)
+	if err != nil || sec >= 9_200_000_000 {
+		return 0, fmt.Errorf("%s is not a number of Unix seconds in range", v)
+	}
+	var ns int64
+	for i := 0; i < 9; i++ {
+		ns *= 10
+		if i < len(fp) {
+			ns += int64(fp[i] - '0')
+		}
+	}
+	k := sec*1e9 + ns
+	if neg {
+		k = -k
+	}
+	return k, nil
+}
+
+// mergeState is a merge's part of a checkpoint: the records it held at
+// the barrier (read before it, not written yet) and the newest key
+// written. A restart queues the records again, so they are neither lost
+// nor read twice (the sources resume after them).
+type mergeState struct {
+	Newest *int64           `json:"newest,omitempty"` // Unix ns
+	Feeds  []mergeFeedState `json:"feeds,omitempty"`
+}
+
+type mergeFeedState struct {
+	Source  string        `json:"source"`
+	Path    string        `json:"path,omitempty"` // feed path ("" for a source without files)
+	Origin  string        `json:"origin,omitempty"`
+	Records []mergeRecord `json:"records"`
+}
+
+type mergeRecord struct {
+	JSON   json.RawMessage `json:"json,omitempty"`  // a parsed record (always, behind a merge)
+	Line   []byte          `json:"line,omitempty"`  // else the bytes (base64)
+	Offset int64           `json:"offset"`          // in its file, for dead-letter lines
+	Raw    bool            `json:"unparsed,omitempty"`
+}
+
+// state encodes the merge state (see mergeState).
+func (mg *merger) state() ([]byte, error) {
+	var st mergeState
+	if mg.written {
+		n := mg.newest
+		st.Newest = &n
+	}
+	for _, f := range mg.feeds {
+		if f.head == len(f.q) {
+			continue
+		}
+		fs := mergeFeedState{Source: f.key.source, Path: f.key.path}
+		for _, it := range f.q[f.head:] {
+			r := &it.hb.b.Records[it.i]
+			if fs.Origin == "" && r.Origin != nil {
+				fs.Origin = r.Origin.Path
+			}
+			mr := mergeRecord{Offset: r.Offset}
+			if r.Parsed && json.Valid(r.Raw) {
+				mr.JSON = r.Raw
+			} else {
+				mr.Line, mr.Raw = r.Raw, true
+			}
+			fs.Records = append(fs.Records, mr)
+		}
+		st.Feeds = append(st.Feeds, fs)
+	}
+	return json.Marshal(&st)
+}
+
+// restore queues the records of a committed merge state (before the
+// sources start). Their keys are read again, so a changed order_by
+// applies; records without a usable key are returned as rejects.
+func (mg *merger) restore(data []byte, now time.Time) ([]stages.Reject, error) {
+	if len(data) == 0 {
+		return nil, nil
+	}
+	var st mergeState
+	if err := json.Unmarshal(data, &st); err != nil {
+		return nil, fmt.Errorf("bad merge state: %w", err)
+	}
+	if st.Newest != nil {
+		mg.newest, mg.written = *st.Newest, true
+	}
+	var bad []stages.Reject
+	for _, fs := range st.Feeds {
+		size := 0
+		for _, r := range fs.Records {
+			size += len(r.JSON) + len(r.Line)
+		}
+		buf := make([]byte, 0, size)
+		o := &stages.Origin{Source: fs.Source, Path: fs.Origin}
+		b := &stages.Batch{Records: make([]stages.Record, 0, len(fs.Records))}
+		for _, r := range fs.Records {
+			start := len(buf)
+			parsed := !r.Raw
+			if parsed {
+				buf = append(buf, r.JSON...)
+			} else {
+				buf = append(buf, r.Line...)
+			}
+			b.Records = append(b.Records, stages.Record{Raw: buf[start:len(buf):len(buf)], Parsed: parsed, Origin: o, Offset: r.Offset})
+		}
+		mg.add1(feedKey{fs.Source, fs.Path}, b, now, &bad)
+	}
+	return bad, nil
+}

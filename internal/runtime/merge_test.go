@@ -1,0 +1,332 @@
+package runtime
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/etld/etld/internal/config"
+	"github.com/etld/etld/internal/stages"
+)
+
+func TestOrderKey(t *testing.T) {
+	for _, tt := range []struct {
+		rec  string
+		want int64
+		err  string
+	}{
+		{`{"ts":"1970-01-01T00:00:01Z"}`, 1e9, ""},
+		{`{"ts":"1970-01-01T00:00:01.5+00:00"}`, 1.5e9, ""},
+		{`{"ts":"1970-01-01T01:00:00+01:00"}`, 0, ""},
+		{`{"ts":"2026-11-27T10:00:00.123456789Z"}`, time.Date(2026, 11, 27, 10, 0, 0, 123456789, time.UTC).UnixNano(), ""},
+		{`{"a":1,"ts":"1970-01-01T00:00:0\u0032Z"}`, 2e9, ""},
+		{`{"ts":1}`, 1e9, ""},
+		{`{"ts":1764237600.123456789}`, 1764237600123456789, ""},
+		{`{"ts":1.5}`, 1.5e9, ""},
+		{`{"ts":1.1234567891}`, 1123456789, ""}, // beyond ns: truncated
+		{`{"ts":-1.5}`, -1.5e9, ""},
+		{`{"ts":1.5e3}`, 1500e9, ""},
+		{`{"ts":0}`, 0, ""},
+		{`{"t":1}`, 0, "missing"},
+		{`{"ts":"yesterday"}`, 0, "not an RFC 3339 time"},
+		{`{"ts":"2026-11-27"}`, 0, "not an RFC 3339 time"},
+		{`{"ts":true}`, 0, "neither"},
+		{`{"ts":null}`, 0, "neither"},
+		{`{"ts":99999999999}`, 0, "in range"},
+		{`{"ts":"3000-01-01T00:00:00Z"}`, 0, "out of range"},
+		{`not json`, 0, "not a JSON object"},
+	} {
+		got, err := orderKey([]byte(tt.rec), "ts")
+		switch {
+		case tt.err == "" && err != nil:
+			t.Errorf("%s: %v", tt.rec, err)
+		case tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)):
+			t.Errorf("%s: error %v, want one with %q", tt.rec, err, tt.err)
+		case tt.err == "" && got != tt.want:
+			t.Errorf("%s: %d, want %d", tt.rec, got, tt.want)
+		}
+	}
+}
+
+// mergeRig is a merger over a board with hand-driven gates.
+type mergeRig struct {
+	t     *testing.T
+	board *feedBoard
+	mg    *merger
+	gates map[string]*sourceGate
+	now   time.Time
+}
+
+func newMergeRig(t *testing.T, spec config.MergeSpec, sources ...string) *mergeRig {
+	r := &mergeRig{t: t, board: newFeedBoard(), gates: map[string]*sourceGate{}, now: time.Unix(1000, 0)}
+	r.mg = newMerger(spec, r.board, sources, NewMetrics(), "p", "sink")
+	return r
+}
+
+// source registers a source's feeds (finite or live).
+func (r *mergeRig) source(id string, finite bool, paths ...string) *sourceGate {
+	g := r.board.gate(id, finite)
+	r.gates[id] = g
+	for _, p := range paths {
+		g.Register(p)
+	}
+	return g
+}
+
+// send delivers a batch of feed source/path with the given keys (Unix
+// seconds) and tags, as a gated source would.
+func (r *mergeRig) send(source, path string, keys ...int) {
+	b := &stages.Batch{}
+	o := &stages.Origin{Source: source, Path: path}
+	for _, k := range keys {
+		b.Records = append(b.Records, stages.Record{Raw: fmt.Appendf(nil, `{"ts":%d,"f":"%s%s"}`, k, source, path), Parsed: true, Origin: o})
+	}
+	b.SetTicket(r.gates[source].Take(path))
+	if bad := r.mg.add(b, r.now, nil); len(bad) > 0 {
+		r.t.Fatalf("bad records: %v", bad[0].Err)
+	}
+	r.mg.releaseDone()
+}
+
+// take runs one merge step at the rig's time and returns what it wrote,
+// as "key/feed" strings, and when to look again.
+func (r *mergeRig) take(final bool) ([]string, time.Time) {
+	wake := r.mg.take(r.now, final, 1<<20)
+	var out []string
+	for _, rec := range r.mg.out {
+		var v struct {
+			TS int
+			F  string
+		}
+		if err := json.Unmarshal(rec.Raw, &v); err != nil {
+			r.t.Fatal(err)
+		}
+		out = append(out, fmt.Sprintf("%d/%s", v.TS, v.F))
+	}
+	r.mg.out = r.mg.out[:0]
+	r.mg.rejects = r.mg.rejects[:0]
+	r.mg.releaseDone()
+	return out, wake
+}
+
+func (r *mergeRig) expect(final bool, want ...string) time.Time {
+	r.t.Helper()
+	got, wake := r.take(final)
+	if !slices.Equal(got, want) {
+		r.t.Fatalf("wrote %q, want %q", got, want)
+	}
+	return wake
+}
+
+func spec(mod func(*config.MergeSpec)) config.MergeSpec {
+	s := config.MergeSpec{OrderBy: "ts", MaxLateness: time.Second, IdleTimeout: 30 * time.Second, Late: "emit"}
+	if mod != nil {
+		mod(&s)
+	}
+	return s
+}
+
+// TestMergerFiniteFeedsHold: a finite feed holds the merge until it has
+// shown a later record or ended, whatever max_lateness says.
+func TestMergerFiniteFeedsHold(t *testing.T) {
+	r := newMergeRig(t, spec(nil), "s")
+	g := r.source("s", true, "a", "b")
+	r.send("s", "a", 1, 3, 5)
+	r.expect(false) // b sent nothing yet
+	r.now = r.now.Add(time.Hour)
+	r.expect(false) // still: finite feeds hold regardless of time
+	r.send("s", "b", 2, 4)
+	r.expect(false, "1/sa", "2/sb", "3/sa", "4/sb") // 5 waits for b's next
+	g.End("b")
+	r.expect(false, "5/sa")
+	g.End("a")
+	r.expect(false)
+	if r.mg.buffered != 0 || len(r.mg.feeds) != 0 {
+		t.Errorf("buffered %d, feeds %d after both ended", r.mg.buffered, len(r.mg.feeds))
+	}
+}
+
+// TestMergerTies: equal keys go in feed order (sources in file order,
+// then path), then input order.
+func TestMergerTies(t *testing.T) {
+	r := newMergeRig(t, spec(nil), "second", "first") // file order
+	r.source("first", true, "z")
+	r.source("second", true, "a", "b")
+	r.send("second", "b", 1, 1)
+	r.send("second", "a", 1, 2)
+	r.send("first", "z", 1, 2)
+	for _, g := range r.gates {
+		for _, p := range []string{"a", "b", "z"} {
+			g.End(p)
+		}
+	}
+	r.expect(false, "1/seconda", "1/secondb", "1/secondb", "1/firstz", "2/seconda", "2/firstz")
+}
+
+// TestMergerLiveLateness: a record waiting only for live feeds is written
+// after max_lateness; a silent live feed stops holding after idle_timeout;
+// a record older than one written is late, handled per policy.
+func TestMergerLiveLateness(t *testing.T) {
+	for _, policy := range []string{"emit", "drop", "dead_letter"} {
+		t.Run(policy, func(t *testing.T) {
+			r := newMergeRig(t, spec(func(s *config.MergeSpec) { s.Late = policy; s.IdleTimeout = 10 * time.Second }), "s")
+			r.source("s", false, "a", "b")
+			r.send("s", "a", 10)
+			wake := r.expect(false)
+			if want := r.now.Add(time.Second); !wake.Equal(want) {
+				t.Fatalf("wake at %v, want %v (max_lateness)", wake, want)
+			}
+			r.now = wake
+			r.expect(false, "10/sa")
+			r.send("s", "b", 5, 12) // 5 is late
+			r.send("s", "a", 11)
+			late := r.mg.feeds[feedKey{"s", "b"}].late
+			switch policy {
+			case "emit":
+				r.expect(false, "5/sb", "11/sa")
+			default:
+				r.expect(false, "11/sa")
+			}
+			checkCounter(t, "late", late, 1)
+			// a is silent now: 12 waits for it until a is idle (10s after
+			// its last record) or max_lateness, whichever comes first.
+			r.mg.spec.MaxLateness = time.Minute
+			wake = r.expect(false)
+			if want := r.now.Add(10 * time.Second); !wake.Equal(want) {
+				t.Fatalf("wake at %v, want %v (idle_timeout)", wake, want)
+			}
+			r.now = wake
+			r.expect(false, "12/sb")
+		})
+	}
+}
+
+// TestMergerStateRoundTrip: the queued records and the newest key written
+// survive a checkpoint; after a restore, order continues.
+func TestMergerStateRoundTrip(t *testing.T) {
+	r := newMergeRig(t, spec(nil), "s")
+	r.source("s", true, "a", "b")
+	r.send("s", "a", 1, 4, 6)
+	r.send("s", "b", 2)
+	r.expect(false, "1/sa", "2/sb")
+	st, err := r.mg.state()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	r2 := newMergeRig(t, spec(nil), "s")
+	g := r2.source("s", true, "a", "b")
+	if bad, err := r2.mg.restore(st, r2.now); err != nil || len(bad) > 0 {
+		t.Fatalf("restore: %v %v", bad, err)
+	}
+	r2.send("s", "b", 3, 5) // b resumes after what it sent before
+	g.End("a")
+	g.End("b")
+	r2.expect(false, "3/sb", "4/sa", "5/sb", "6/sa")
+
+	// The newest key written is restored: an older record is late.
+	r3 := newMergeRig(t, spec(nil), "s")
+	r3.source("s", true, "c")
+	if _, err := r3.mg.restore(st, r3.now); err != nil {
+		t.Fatal(err)
+	}
+	r3.gates["s"].End("a")
+	r3.gates["s"].End("b")
+	r3.expect(true, "4/sa", "6/sa")
+	r3.send("s", "c", 1)
+	r3.expect(true, "1/sc")
+	checkCounter(t, "late after restore", r3.mg.feeds[feedKey{"s", "c"}].late, 1)
+}
+
+// TestMergePipelineSortedAndBounded runs a pipeline: three finite files,
+// each sorted, merged into one sorted file; the feed read first is far
+// ahead of the others, and the merge holds a bounded number of records.
+func TestMergePipelineSortedAndBounded(t *testing.T) {
+	dir := t.TempDir()
+	rnd := rand.New(rand.NewPCG(1, 2))
+	var want []string
+	const perFeed = 20000
+	for f := range 3 {
+		var sb strings.Builder
+		ts := int64(0)
+		if f == 0 {
+			ts = 1e9 // every record of feed 0 comes after all the others
+		}
+		for i := range perFeed {
+			ts += int64(rnd.IntN(3))
+			line := fmt.Sprintf(`{"ts":%d,"feed":%d,"seq":%d}`, ts, f, i)
+			sb.WriteString(line + "\n")
+			want = append(want, line)
+		}
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("feed-%d.jsonl", f)), []byte(sb.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	slices.SortStableFunc(want, func(a, b string) int {
+		var x, y struct{ TS, Feed, Seq int64 }
+		_ = json.Unmarshal([]byte(a), &x)
+		_ = json.Unmarshal([]byte(b), &y)
+		if x.TS != y.TS {
+			return int(x.TS - y.TS)
+		}
+		if x.Feed != y.Feed {
+			return int(x.Feed - y.Feed)
+		}
+		return int(x.Seq - y.Seq)
+	})
+	pipes := loadPipeline(t, dir, "m", `version: 1
+sources:
+  feeds: { type: file, path: "feed-*.jsonl", follow: false }
+workers:
+  parse:
+    inputs: [feeds]
+    concurrency: 3
+    ordered: true
+    steps: [ parse_json: {} ]
+sinks:
+  out:
+    type: file
+    inputs: [parse]
+    path: out.jsonl
+    merge: { order_by: ts }
+`, nil)
+	mx := NewMetrics()
+	rt, err := New(Options{Logger: nopLogger(), Metrics: mx})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rt.Apply(context.Background(), pipes); err != nil {
+		t.Fatal(err)
+	}
+	rt.mu.Lock()
+	mg := rt.pipes["m"].sinkList()[0].merge
+	rt.mu.Unlock()
+	<-rt.Idle()
+	if err := rt.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	got := readLines(t, filepath.Join(dir, "out.jsonl"))
+	if !slices.Equal(got, want) {
+		for i := range min(len(got), len(want)) {
+			if got[i] != want[i] {
+				t.Fatalf("line %d: %s, want %s (%d lines, want %d)", i, got[i], want[i], len(got), len(want))
+			}
+		}
+		t.Fatalf("%d lines, want %d", len(got), len(want))
+	}
+	// Bound: per feed, feedCredit batches in flight plus the one being
+	// taken, each of at most 1024 records.
+	if bound := 3 * (feedCredit + 1) * 1024; mg.peak > bound {
+		t.Errorf("the merge held %d records at once, above the bound %d", mg.peak, bound)
+	}
+	if mg.peak == 0 {
+		t.Errorf("peak not tracked")
+	}
+}

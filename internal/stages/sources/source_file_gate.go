@@ -1,0 +1,153 @@
+package sources
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"time"
+
+	"github.com/etld/etld/internal/stages"
+)
+
+var _ stages.GatedSource = (*FileSource)(nil)
+
+// SetFeedGate implements stages.GatedSource: each file is a feed of an
+// ordered merge. Every batch then holds lines of one file, and a file is
+// read only while its feed has room. A finite source reads its files side
+// by side instead of one after the other (a merge needs the head of every
+// file), and ends each file's feed when the file is read to its end. A
+// following source reads a rotated file to its end before its successor
+// under the same name, which is the same feed. Call before Open.
+func (s *FileSource) SetFeedGate(g stages.FeedGate) { s.gate = g }
+
+// feedOf is the feed of a file: the name it was discovered under.
+func feedOf(t *tailedFile) string { return t.origin.Path }
+
+// readOnceGated reads the files side by side, one batch of one file with
+// room at a time, round-robin.
+func (s *FileSource) readOnceGated(ctx context.Context) (*stages.Batch, error) {
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		changed := s.gate.Changed() // before looking, so no change is missed
+		s.mu.Lock()
+		b, waiting, unreadable, err := s.readOneFile()
+		s.mu.Unlock()
+		switch {
+		case err != nil:
+			return nil, err
+		case b != nil:
+			return b, nil
+		case !waiting && !unreadable:
+			return nil, stages.ErrEndOfInput
+		case waiting && !unreadable:
+			// Every unfinished file waits for room; progress comes from
+			// the merge writing their records.
+			select {
+			case <-changed:
+			case <-ctx.Done():
+			}
+		default:
+			t := time.NewTimer(openRetry)
+			select {
+			case <-changed:
+			case <-t.C:
+			case <-ctx.Done():
+			}
+			t.Stop()
+		}
+	}
+}
+
+// readOneFile returns a batch of the next file with room (nil when a file
+// ended without lines: the caller asks again). waiting reports unfinished
+// files without room, unreadable files that cannot be opened now.
+// Called with mu held.
+func (s *FileSource) readOneFile() (b *stages.Batch, waiting, unreadable bool, err error) {
+	n := len(s.files)
+	for k := 0; k < n; k++ {
+		i := (s.next + k) % n
+		t := s.files[i]
+		if t.finished {
+			continue
+		}
+		if !s.gate.Allow(t.path) {
+			waiting = true
+			continue
+		}
+		if t.f == nil {
+			if err := s.open(t, t.path, true); err != nil {
+				if errors.Is(err, fs.ErrNotExist) {
+					s.log.Warn().Str("file", t.path).Msg("file deleted before it was read; skipping it")
+					s.finish(t, t.path)
+					return nil, true, false, nil
+				}
+				if s.warnOpen(t.path, err) {
+					s.log.Warn().Err(err).Str("file", t.path).Dur("retry_every", openRetry).Msg("cannot read file; retrying until it can be read")
+				}
+				unreadable = true
+				continue
+			}
+			s.openOK(t.path)
+			if s.byID[t.id] != t { // a second name (hard link) of a file already read
+				t.close()
+				s.finish(t, t.path)
+				return nil, true, false, nil
+			}
+		}
+		s.next = (i + 1) % n
+		s.bb.start()
+		eof, perr := s.pump(t)
+		if perr == nil && eof {
+			s.takeFinal(t)
+			s.release(t)
+			if cerr := t.close(); cerr != nil {
+				s.log.Warn().Err(cerr).Str("file", t.path).Msg("close input file")
+			}
+		}
+		b = s.bb.finish()
+		if b != nil {
+			b.SetTicket(s.gate.Take(t.path))
+		}
+		if perr != nil {
+			if b != nil {
+				return b, true, false, nil // deliver what was read; the error recurs next time
+			}
+			return nil, false, false, fmt.Errorf("file source: %w", perr)
+		}
+		if eof {
+			s.finish(t, t.path)
+		}
+		return b, true, false, nil
+	}
+	return nil, waiting, unreadable, nil
+}
+
+// finish marks a file read to its end and ends its feed.
+func (s *FileSource) finish(t *tailedFile, feed string) {
+	t.finished = true
+	s.gate.End(feed)
+}
+
+// heldBack reports whether a followed file must wait: its feed has no
+// room, or a rotated predecessor of the same feed still has lines.
+// Called with mu held.
+func (s *FileSource) heldBack(t *tailedFile) bool {
+	if s.gate == nil {
+		return false
+	}
+	if !s.gate.Allow(feedOf(t)) {
+		return true
+	}
+	if t.gone {
+		return false
+	}
+	for _, o := range s.files {
+		if o != t && o.gone && o.f != nil && feedOf(o) == feedOf(t) {
+			return true
+		}
+	}
+	return false
+}
