@@ -52,8 +52,8 @@ type checkpointer struct {
 type cut struct {
 	sources, sinks map[string][]byte
 	merges         map[string][]byte // ordered merges' states, by sink id
-	acked          map[string]bool // sinks that flushed this epoch
-	broken         bool            // a stage could not report its state: never commit
+	acked          map[string]bool   // sinks that flushed this epoch
+	broken         bool              // a stage could not report its state: never commit
 }
 
 func (c *checkpointer) init(p *pipeline, mx *Metrics, store *state.Store) {

@@ -548,9 +548,9 @@ type mergeFeedState struct {
 }
 
 type mergeRecord struct {
-	JSON   json.RawMessage `json:"json,omitempty"`  // a parsed record (always, behind a merge)
-	Line   []byte          `json:"line,omitempty"`  // else the bytes (base64)
-	Offset int64           `json:"offset"`          // in its file, for dead-letter lines
+	JSON   json.RawMessage `json:"json,omitempty"` // a parsed record (always, behind a merge)
+	Line   []byte          `json:"line,omitempty"` // else the bytes (base64)
+	Offset int64           `json:"offset"`         // in its file, for dead-letter lines
 	Raw    bool            `json:"unparsed,omitempty"`
 }
 
