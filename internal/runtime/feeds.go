@@ -33,7 +33,8 @@ type feedBoard struct {
 
 // feedInfo is what the board knows of one feed.
 type feedInfo struct {
-	finite      bool // its source ends by itself: the feed holds the merge until it ends
+	owner       *sourceGate // the source (instance) that registered it last
+	finite      bool        // its source ends by itself: the feed holds the merge until it ends
 	ended       bool // its source said it sends nothing more
 	outstanding int  // batches taken and not released yet
 }
@@ -124,6 +125,7 @@ func (g *sourceGate) Register(path string) {
 	g.fb.mu.Lock()
 	defer g.fb.mu.Unlock()
 	f := g.fb.feed(feedKey{g.source, path}, g.finite)
+	f.owner, f.finite = g, g.finite
 	if f.ended { // a source that replaced an ended one reads it again
 		f.ended = false
 		g.fb.notify()
@@ -163,12 +165,13 @@ func (g *sourceGate) End(path string) {
 
 func (g *sourceGate) Changed() <-chan struct{} { return g.fb.changes() }
 
-// endAll ends every feed of the source: it stopped.
+// endAll ends every feed the source registered and no successor took
+// over: it stopped.
 func (g *sourceGate) endAll() {
 	g.fb.mu.Lock()
 	defer g.fb.mu.Unlock()
 	for k, f := range g.fb.feeds {
-		if k.source == g.source && !f.ended {
+		if k.source == g.source && (f.owner == g || f.owner == nil) && !f.ended {
 			f.ended = true
 		}
 	}

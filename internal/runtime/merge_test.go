@@ -330,3 +330,56 @@ sinks:
 		t.Errorf("peak not tracked")
 	}
 }
+
+// TestMergePipelineUngatedSource: a source without files (generate) is one
+// feed, held back by the runtime when it runs out of credit, and merged
+// with a file feed exactly.
+func TestMergePipelineUngatedSource(t *testing.T) {
+	dir := t.TempDir()
+	const n = 30000
+	var sb strings.Builder
+	for i := range n {
+		fmt.Fprintf(&sb, `{"ts":%d.5,"src":"file","seq":%d}`+"\n", i, i)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "in.jsonl"), []byte(sb.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pipes := loadPipeline(t, dir, "m", fmt.Sprintf(`version: 1
+sources:
+  gen: { type: generate, count: %d, message: '{"ts":{{seq}},"src":"gen","seq":{{seq}}}' }
+  file: { type: file, path: in.jsonl, follow: false }
+workers:
+  parse:
+    inputs: [gen, file]
+    concurrency: 2
+    ordered: true
+    steps: [ parse_json: {} ]
+sinks:
+  out:
+    type: file
+    inputs: [parse]
+    path: out.jsonl
+    merge: { order_by: ts }
+`, n), nil)
+	mx := NewMetrics()
+	if err := Run(context.Background(), pipes, Options{Logger: nopLogger(), Metrics: mx}); err != nil {
+		t.Fatal(err)
+	}
+	got := readLines(t, filepath.Join(dir, "out.jsonl"))
+	if len(got) != 2*n {
+		t.Fatalf("%d lines, want %d", len(got), 2*n)
+	}
+	for i, l := range got {
+		src := "gen"
+		if i%2 == 1 {
+			src = "file"
+		}
+		var v struct {
+			Src string
+			Seq int
+		}
+		if err := json.Unmarshal([]byte(l), &v); err != nil || v.Src != src || v.Seq != i/2 {
+			t.Fatalf("line %d = %s, want %s seq %d", i, l, src, i/2)
+		}
+	}
+}

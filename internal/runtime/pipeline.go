@@ -317,6 +317,7 @@ func (p *pipeline) open(ctx context.Context) error {
 			return fail(s.id, err)
 		}
 		opened = append(opened, func() { _ = s.src.Close() })
+		s.registerFeed()
 		s.log.Debug().Msg("source opened")
 	}
 	// Commit where everything starts, before anything is read: without

@@ -217,6 +217,12 @@ func (p *pipeline) reconfigure(ctx context.Context, next *config.Pipeline, timeo
 		}
 	}
 	rewired = true
+	var goneGates []*sourceGate
+	for _, s := range p.sources {
+		if s.gate != nil && !kept(s.id) {
+			goneGates = append(goneGates, s.gate)
+		}
+	}
 	var gone []chan struct{}
 	for _, id := range slices.Concat(sw.replaced, sw.removed) {
 		gone = append(gone, p.exited[id])
@@ -298,6 +304,7 @@ func (p *pipeline) reconfigure(ctx context.Context, next *config.Pipeline, timeo
 				return fail(b.id, err)
 			}
 			opened = append(opened, func() { _ = b.source.src.Close() })
+			b.source.registerFeed()
 		}
 	}
 
@@ -356,6 +363,12 @@ func (p *pipeline) reconfigure(ctx context.Context, next *config.Pipeline, timeo
 		}
 	}
 	wakeAll(func(string) bool { return false })
+	// The feeds of sources that went away end now, except those their
+	// successors registered (so a merge never sees a replaced source's
+	// feed end and start again, which could reorder it).
+	for _, g := range goneGates {
+		g.endAll()
+	}
 	sw.took = time.Since(start)
 	p.log.Info().Strs("kept", sw.kept).Strs("replaced", sw.replaced).Strs("removed", sw.removed).
 		Strs("added", sw.added).Dur("drain", drained).Dur("took", sw.took).Msg("pipeline reconfigured in place")

@@ -63,16 +63,29 @@ func (s *sourceRunner) requestBarrier(epoch uint64) {
 	s.mu.Unlock()
 }
 
+// registerFeed announces the feed of a source that does not gate its
+// feeds itself (the whole source is one feed), once it opened: a merge
+// waits for it from then on. Gated sources register their files.
+func (s *sourceRunner) registerFeed() {
+	if s.gate != nil && !s.gated {
+		s.gate.Register("")
+	}
+}
+
 // run reads until the source ends (nil), stop is done (nil: a graceful
 // stop), the hard stop comes (nil: the caller knows) or Read fails (the
 // error). It closes the source's outgoing edges on return.
 func (s *sourceRunner) run(stop context.Context) error {
 	defer s.out.close()
 	if s.gate != nil {
-		if !s.gated {
-			s.gate.Register("")
-		}
-		defer s.gate.endAll() // after the last emit: the merge stops waiting for it
+		defer func() {
+			// After the last emit: the merge stops waiting for its feeds.
+			// A source that quits for a reconfiguration leaves that to
+			// the reconfiguration, once its successor took its feeds over.
+			if !s.quit.Load() {
+				s.gate.endAll()
+			}
+		}()
 	}
 	for {
 		if req := s.barrierReq.Load(); req > s.injected {

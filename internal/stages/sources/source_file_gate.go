@@ -33,13 +33,15 @@ func (s *FileSource) readOnceGated(ctx context.Context) (*stages.Batch, error) {
 		}
 		changed := s.gate.Changed() // before looking, so no change is missed
 		s.mu.Lock()
-		b, waiting, unreadable, err := s.readOneFile()
+		b, progress, waiting, unreadable, err := s.readOneFile()
 		s.mu.Unlock()
 		switch {
 		case err != nil:
 			return nil, err
 		case b != nil:
 			return b, nil
+		case progress:
+			// A file ended without lines: look again at once.
 		case !waiting && !unreadable:
 			return nil, stages.ErrEndOfInput
 		case waiting && !unreadable:
@@ -61,11 +63,11 @@ func (s *FileSource) readOnceGated(ctx context.Context) (*stages.Batch, error) {
 	}
 }
 
-// readOneFile returns a batch of the next file with room (nil when a file
-// ended without lines: the caller asks again). waiting reports unfinished
-// files without room, unreadable files that cannot be opened now.
-// Called with mu held.
-func (s *FileSource) readOneFile() (b *stages.Batch, waiting, unreadable bool, err error) {
+// readOneFile returns a batch of the next file with room, or progress
+// when a file ended without lines (the caller asks again). waiting
+// reports unfinished files without room, unreadable files that cannot be
+// opened now. Called with mu held.
+func (s *FileSource) readOneFile() (b *stages.Batch, progress, waiting, unreadable bool, err error) {
 	n := len(s.files)
 	for k := 0; k < n; k++ {
 		i := (s.next + k) % n
@@ -82,7 +84,7 @@ func (s *FileSource) readOneFile() (b *stages.Batch, waiting, unreadable bool, e
 				if errors.Is(err, fs.ErrNotExist) {
 					s.log.Warn().Str("file", t.path).Msg("file deleted before it was read; skipping it")
 					s.finish(t, t.path)
-					return nil, true, false, nil
+					return nil, true, false, false, nil
 				}
 				if s.warnOpen(t.path, err) {
 					s.log.Warn().Err(err).Str("file", t.path).Dur("retry_every", openRetry).Msg("cannot read file; retrying until it can be read")
@@ -94,7 +96,7 @@ func (s *FileSource) readOneFile() (b *stages.Batch, waiting, unreadable bool, e
 			if s.byID[t.id] != t { // a second name (hard link) of a file already read
 				t.close()
 				s.finish(t, t.path)
-				return nil, true, false, nil
+				return nil, true, false, false, nil
 			}
 		}
 		s.next = (i + 1) % n
@@ -113,16 +115,16 @@ func (s *FileSource) readOneFile() (b *stages.Batch, waiting, unreadable bool, e
 		}
 		if perr != nil {
 			if b != nil {
-				return b, true, false, nil // deliver what was read; the error recurs next time
+				return b, true, false, false, nil // deliver what was read; the error recurs next time
 			}
-			return nil, false, false, fmt.Errorf("file source: %w", perr)
+			return nil, false, false, false, fmt.Errorf("file source: %w", perr)
 		}
 		if eof {
 			s.finish(t, t.path)
 		}
-		return b, true, false, nil
+		return b, true, false, false, nil
 	}
-	return nil, waiting, unreadable, nil
+	return nil, false, waiting, unreadable, nil
 }
 
 // finish marks a file read to its end and ends its feed.
