@@ -35,8 +35,8 @@ type feedBoard struct {
 type feedInfo struct {
 	owner       *sourceGate // the source (instance) that registered it last
 	finite      bool        // its source ends by itself: the feed holds the merge until it ends
-	ended       bool // its source said it sends nothing more
-	outstanding int  // batches taken and not released yet
+	ended       bool        // its source said it sends nothing more
+	outstanding int         // batches taken and not released yet
 }
 
 func newFeedBoard() *feedBoard {
