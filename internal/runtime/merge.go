@@ -301,6 +301,7 @@ func (mg *merger) holders(now time.Time) (finite, live holdMark, idleAt time.Tim
 // returns when the merge must look again at the latest: zero when it
 // waits for input only.
 func (mg *merger) take(now time.Time, final bool, limit int) (wake time.Time) {
+	defer func() { mg.mx.buffered.Set(float64(mg.buffered)) }()
 	var finite, live holdMark
 	var idleAt time.Time
 	if !final {
@@ -371,7 +372,6 @@ func (mg *merger) take(now time.Time, final bool, limit int) (wake time.Time) {
 			mg.newest, mg.written = key, true
 		}
 	}
-	mg.mx.buffered.Set(float64(mg.buffered))
 	if len(mg.ready) > 0 && len(mg.out)+len(mg.rejects) >= limit {
 		return now // more to take at once
 	}
