@@ -43,6 +43,7 @@ type checkpointer struct {
 	toSave      *state.Checkpoint // handed to the committer
 	wake        chan struct{}
 	requested   uint64 // newest epoch requested
+	settled     uint64 // newest epoch completed (committed, or void when broken)
 	frozen      bool   // a sink failed: commit nothing more
 	paused      bool   // a reconfiguration holds the sources: no new epochs
 	reached     []epochWaiter
@@ -123,7 +124,12 @@ func (c *checkpointer) loop(ctx context.Context, sources func() []*sourceRunner)
 			c.saveQueued()
 		case <-t.C:
 			c.mu.Lock()
-			if c.paused {
+			if c.paused || c.requested > c.settled {
+				// One checkpoint at a time: while the previous barrier is
+				// still on its way, a new one would only interrupt the
+				// sources again, and when a round trip takes longer than
+				// the interval the sources would do nothing but inject
+				// barriers.
 				c.mu.Unlock()
 				continue
 			}
@@ -247,6 +253,7 @@ func (c *checkpointer) sinkEnded(id string, st, merge []byte) {
 // all reached the sinks before the barrier was released downstream), else
 // it feeds no running sink and its older state stands. Sinks likewise.
 func (c *checkpointer) complete(epoch uint64, k *cut) {
+	c.settled = max(c.settled, epoch)
 	for e := range c.pending {
 		if e <= epoch {
 			delete(c.pending, e)
