@@ -126,7 +126,8 @@ type FileSource struct {
 	spare []byte // an idle read buffer, handed to the next splitter that needs one
 	bb    batchBuilder
 
-	gate stages.FeedGate // set when the source feeds an ordered merge
+	gate  stages.FeedGate // set when the source feeds an ordered merge
+	ended []string        // feeds whose last file was closed in this pass
 
 	watcher *fsnotify.Watcher
 	events  chan fsnotify.Event // the watcher's channels; nil without a watcher
@@ -380,6 +381,10 @@ func (s *FileSource) readFollow(ctx context.Context) (*stages.Batch, error) {
 		if b != nil && s.gate != nil {
 			b.SetTicket(s.gate.Take(feed))
 		}
+		for _, f := range s.ended {
+			s.gate.End(f) // a new file under its name registers it again
+		}
+		s.ended = s.ended[:0]
 		s.mu.Unlock()
 		if b != nil {
 			return b, nil
@@ -512,6 +517,9 @@ func (s *FileSource) pass() (feed string) {
 			}
 			s.remember(t.id, t.position())
 			closed = true
+			if s.gate != nil && !s.feedOpen(feedOf(t), t) {
+				s.ended = append(s.ended, feedOf(t)) // ended after this batch's ticket
+			}
 		}
 		s.release(t)
 		if s.gate != nil && len(s.bb.b.Records)+len(s.bb.b.Rejects) > before {

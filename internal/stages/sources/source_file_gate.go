@@ -153,3 +153,13 @@ func (s *FileSource) heldBack(t *tailedFile) bool {
 	}
 	return false
 }
+
+// feedOpen reports whether a file other than t of the feed is open.
+func (s *FileSource) feedOpen(feed string, t *tailedFile) bool {
+	for _, o := range s.files {
+		if o != t && o.f != nil && feedOf(o) == feed {
+			return true
+		}
+	}
+	return false
+}
