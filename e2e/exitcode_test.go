@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -180,4 +181,36 @@ sinks:
 	if _, err := os.Stat(filepath.Join(dir, "out", "out.jsonl")); err == nil {
 		t.Errorf("the pipeline ran although etld could not start")
 	}
+}
+
+// TestStateDirInUse: a second etld on the same state dir would roll back
+// the first one's output at its next start; it refuses to start instead
+// (exit 1, naming the dir and the owner), and the first one runs on. Once
+// the first is gone (even by kill -9), the dir is free again.
+func TestStateDirInUse(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, "live.yaml", `version: 1
+sources:
+  gen: { type: generate, interval: 10ms }
+sinks:
+  out: { type: file, inputs: [gen], path: out/out.jsonl, fsync: batch }
+`)
+	state := filepath.Join(dir, "state")
+	args := []string{"run", "-c", cfg, "--state-dir", state, "--admin", "off", "--log-format", "json"}
+	first := startEtld(t, dir, nil, args...)
+	first.eventually("the first etld runs", func() bool { return first.logged("pipeline started") })
+
+	second := startEtld(t, dir, nil, args...)
+	second.expectExit(second.wait(), 1, "a second etld on the same state dir")
+	if !errorLogged(second.stderr.String(), state, "in use by another etld", fmt.Sprintf("pid %d", first.cmd.Process.Pid)) {
+		t.Errorf("no error log names the state dir and the owner:\n%s", second.stderr.String())
+	}
+	if first.exited() {
+		t.Fatalf("the first etld stopped")
+	}
+	first.kill()
+	third := startEtld(t, dir, nil, args...)
+	third.eventually("the third etld writes after the first was killed", func() bool { return third.logged("pipeline started") })
+	third.expectExit(third.stop(), 0, "the third etld")
 }

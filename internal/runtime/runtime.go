@@ -106,6 +106,9 @@ func New(opts Options) (*Runtime, error) {
 		if err != nil {
 			return nil, &StartError{err}
 		}
+		if err := store.Lock(); err != nil {
+			return nil, &StartError{err}
+		}
 		rt.store = store
 	}
 	opts.Metrics.registerRuntime(rt)
@@ -430,6 +433,9 @@ func (rt *Runtime) Stop() error {
 	errs = append(errs, pipelineErrs(ps)...)
 	if timedOut {
 		errs = append(errs, ErrShutdownTimeout)
+	}
+	if rt.store != nil && !timedOut {
+		rt.store.Unlock() // a stage left behind may still write: keep it then
 	}
 	return errors.Join(errs...)
 }

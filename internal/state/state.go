@@ -36,6 +36,8 @@ type Checkpoint struct {
 // Store reads and writes checkpoints in a directory.
 type Store struct {
 	Dir string
+
+	lock *os.File // held by Lock
 }
 
 // Open creates dir if needed and returns a store for it.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -51,4 +52,25 @@ func TestLoadRejectsCorruptAndFutureVersions(t *testing.T) {
 	if _, err := s.Load("new"); err == nil {
 		t.Fatal("Load of a future version succeeded")
 	}
+}
+
+func TestLockExcludesASecondOwner(t *testing.T) {
+	dir := t.TempDir()
+	a, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Lock(); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := Open(dir)
+	err = b.Lock()
+	if err == nil || !strings.Contains(err.Error(), "in use by another etld (pid ") {
+		t.Fatalf("second Lock = %v, want an error naming the owner's pid", err)
+	}
+	a.Unlock()
+	if err := b.Lock(); err != nil {
+		t.Fatalf("Lock after Unlock = %v", err)
+	}
+	b.Unlock()
 }
