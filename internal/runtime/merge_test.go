@@ -503,3 +503,62 @@ func TestFastUTCKeyAgreesWithTimeParse(t *testing.T) {
 		t.Error("the common layout misses the fast path")
 	}
 }
+
+// TestReconfigureSourceStartsFeedingMerge: a source whose own config is
+// unchanged but which feeds a merge after a reload is replaced, so that
+// it gets its flow control (and resumes at its position: nothing lost or
+// read twice).
+func TestReconfigureSourceStartsFeedingMerge(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.log")
+	var sb strings.Builder
+	for i := range 100 {
+		fmt.Fprintf(&sb, `{"ts":%d}`+"\n", i)
+	}
+	if err := os.WriteFile(in, []byte(sb.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := func(merge string) string {
+		return `version: 1
+sources:
+  in: { type: file, path: in.log }
+workers:
+  w: { inputs: [in], ordered: true, steps: [ parse_json: {} ] }
+sinks:
+  out: { type: file, inputs: [w], path: out.jsonl` + merge + ` }
+`
+	}
+	rt, err := New(Options{Logger: nopLogger(), StateDir: filepath.Join(dir, "state"), ShutdownTimeout: hangTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := rt.Apply(ctx, []*config.Pipeline{rcLoad(t, dir, cfg(""))}); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out.jsonl")
+	waitFor(t, hangTimeout, "the first 100 records", func() bool { return countLines(out) == 100 })
+	gate := func() *sourceGate {
+		rt.mu.Lock()
+		defer rt.mu.Unlock()
+		return rt.pipes["p"].sourceList()[0].gate
+	}
+	if gate() != nil {
+		t.Fatal("a source feeding no merge has a gate")
+	}
+	if _, err := rt.Apply(ctx, []*config.Pipeline{rcLoad(t, dir, cfg(", merge: { order_by: ts }"))}); err != nil {
+		t.Fatal(err)
+	}
+	if gate() == nil {
+		t.Fatal("the source now feeds a merge but was kept without flow control")
+	}
+	appendTo(t, in, `{"ts":100}`+"\n")
+	waitFor(t, hangTimeout, "the record appended after the reload", func() bool { return countLines(out) >= 101 })
+	if err := rt.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	lines := readLines(t, out)
+	if len(lines) != 101 || lines[100] != `{"ts":100}` {
+		t.Fatalf("%d lines, last %q; want 101 ending with ts 100", len(lines), lines[len(lines)-1])
+	}
+}

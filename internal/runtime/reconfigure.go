@@ -71,7 +71,10 @@ func (p *pipeline) reconfigure(ctx context.Context, next *config.Pipeline, timeo
 		case ns == nil:
 			sw.removed = append(sw.removed, st.ID)
 			fate[st.ID] = "removed"
-		case ns.Kind == st.Kind && ns.Fingerprint == st.Fingerprint && !p.hasExited(st.ID):
+		case ns.Kind == st.Kind && ns.Fingerprint == st.Fingerprint && !p.hasExited(st.ID) &&
+			(st.Kind != config.Source || (old.MergingSinkOf(st.ID) == "") == (next.MergingSinkOf(st.ID) == "")):
+			// (A source that starts or stops feeding an ordered merge is
+			// rebuilt: its flow control is set when it is built.)
 			sw.kept = append(sw.kept, st.ID)
 			fate[st.ID] = "kept"
 		default:
