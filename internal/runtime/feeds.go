@@ -7,15 +7,19 @@ import (
 	"github.com/etld/etld/internal/stages"
 )
 
-// feedCredit is how many batches of one feed may be in flight between its
-// source and an ordered merge (in channels, in workers, or buffered by the
-// merge). The merge never stops reading its input, so a slow feed is never
+// feedCreditRecords and feedCreditBytes bound what one feed may have in
+// flight between its source and an ordered merge (in channels, in workers,
+// or buffered by the merge): a source reads a feed only while it is under
+// both. The merge never stops reading its input, so a slow feed is never
 // stuck behind a fast one; instead a feed that is far ahead runs out of
 // credit and its source stops reading it until the merge has written some
-// of its records. With batches of at most 1024 records or 256 KiB, the
-// merge holds at most feedCredit+1 batches per feed (see README, "Ordered
-// merge").
-const feedCredit = 4
+// of its records. A batch (at most 1024 records or 256 KiB) may go past
+// the limit, so the merge holds at most 5 x 1024 records or 1.25 MiB per
+// feed (see README, "Ordered merge").
+const (
+	feedCreditRecords = 4 * 1024
+	feedCreditBytes   = 1 << 20
+)
 
 // feedKey names a feed: a source and, for a file source, the file's path.
 type feedKey struct {
@@ -37,6 +41,8 @@ type feedInfo struct {
 	finite      bool        // its source ends by itself: the feed holds the merge until it ends
 	ended       bool        // its source said it sends nothing more
 	outstanding int         // batches taken and not released yet
+	records     int         // their records
+	bytes       int         // and bytes
 }
 
 func newFeedBoard() *feedBoard {
@@ -135,19 +141,31 @@ func (g *sourceGate) Register(path string) {
 func (g *sourceGate) Allow(path string) bool {
 	g.fb.mu.Lock()
 	defer g.fb.mu.Unlock()
-	f := g.fb.feeds[feedKey{g.source, path}]
-	return f == nil || f.outstanding < feedCredit
+	return g.fb.feeds[feedKey{g.source, path}].room()
 }
 
-func (g *sourceGate) Take(path string) *stages.Ticket {
+// room reports whether the feed may take one more batch.
+func (f *feedInfo) room() bool {
+	return f == nil || (f.records < feedCreditRecords && f.bytes < feedCreditBytes)
+}
+
+func (g *sourceGate) Take(path string, b *stages.Batch) *stages.Ticket {
 	k := feedKey{g.source, path}
+	n, size := len(b.Records)+len(b.Rejects), 0
+	for i := range b.Records {
+		size += len(b.Records[i].Raw)
+	}
 	g.fb.mu.Lock()
 	f := g.fb.feed(k, g.finite)
 	f.outstanding++
+	f.records += n
+	f.bytes += size
 	g.fb.mu.Unlock()
 	return stages.NewTicket(k, func() {
 		g.fb.mu.Lock()
 		f.outstanding--
+		f.records -= n
+		f.bytes -= size
 		g.fb.notify()
 		g.fb.mu.Unlock()
 	})
@@ -183,7 +201,7 @@ func (g *sourceGate) full() bool {
 	g.fb.mu.Lock()
 	defer g.fb.mu.Unlock()
 	for k, f := range g.fb.feeds {
-		if k.source == g.source && f.outstanding >= feedCredit {
+		if k.source == g.source && !f.room() {
 			return true
 		}
 	}

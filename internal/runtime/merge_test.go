@@ -88,7 +88,7 @@ func (r *mergeRig) send(source, path string, keys ...int) {
 	for _, k := range keys {
 		b.Records = append(b.Records, stages.Record{Raw: fmt.Appendf(nil, `{"ts":%d,"f":"%s%s"}`, k, source, path), Parsed: true, Origin: o})
 	}
-	b.SetTicket(r.gates[source].Take(path))
+	b.SetTicket(r.gates[source].Take(path, b))
 	if bad := r.mg.add(b, r.now, nil); len(bad) > 0 {
 		r.t.Fatalf("bad records: %v", bad[0].Err)
 	}
@@ -321,9 +321,9 @@ sinks:
 		}
 		t.Fatalf("%d lines, want %d", len(got), len(want))
 	}
-	// Bound: per feed, feedCredit batches in flight plus the one being
-	// taken, each of at most 1024 records.
-	if bound := 3 * (feedCredit + 1) * 1024; mg.peak > bound {
+	// Bound: per feed, the credit plus one batch (at most 1024 records)
+	// that went past it.
+	if bound := 3 * (feedCreditRecords + 1024); mg.peak > bound {
 		t.Errorf("the merge held %d records at once, above the bound %d", mg.peak, bound)
 	}
 	if mg.peak == 0 {
@@ -560,5 +560,33 @@ sinks:
 	lines := readLines(t, out)
 	if len(lines) != 101 || lines[100] != `{"ts":100}` {
 		t.Fatalf("%d lines, last %q; want 101 ending with ts 100", len(lines), lines[len(lines)-1])
+	}
+}
+
+// TestFeedCreditCountsRecords: a feed's room is counted in records and
+// bytes, so a live feed read a few lines at a time is not held back after
+// a handful of batches; releasing a batch gives its room back.
+func TestFeedCreditCountsRecords(t *testing.T) {
+	g := newFeedBoard().gate("s", false)
+	g.Register("f")
+	small := &stages.Batch{Records: []stages.Record{{Raw: []byte(`{}`)}}}
+	var tickets []*stages.Ticket
+	for g.Allow("f") {
+		tickets = append(tickets, g.Take("f", small))
+	}
+	if len(tickets) != feedCreditRecords {
+		t.Fatalf("room for %d one-record batches, want %d", len(tickets), feedCreditRecords)
+	}
+	b := &stages.Batch{}
+	b.SetTicket(tickets[0])
+	b.Release()
+	if !g.Allow("f") {
+		t.Fatal("no room after a batch was released")
+	}
+	big := &stages.Batch{Records: []stages.Record{{Raw: make([]byte, feedCreditBytes)}}}
+	g2 := newFeedBoard().gate("s", false)
+	g2.Take("f", big)
+	if g2.Allow("f") {
+		t.Fatal("room after a batch of feedCreditBytes bytes")
 	}
 }

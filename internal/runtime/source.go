@@ -139,7 +139,7 @@ func (s *sourceRunner) run(stop context.Context) error {
 		s.mu.Unlock()
 		cancel()
 		if b != nil && s.gate != nil && !s.gated {
-			b.SetTicket(s.gate.Take(""))
+			b.SetTicket(s.gate.Take("", b))
 		}
 		if b != nil {
 			s.out.m.in.Add(float64(len(b.Records) + len(b.Rejects)))

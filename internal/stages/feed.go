@@ -10,7 +10,9 @@ import "sync/atomic"
 // When a source feeds a merging sink, the runtime limits how many batches
 // of each feed may be in flight between the source and the merge, so that
 // one feed far ahead of the others is held back at its source instead of
-// being buffered by the merge without bound. Every batch of such a source
+// being buffered by the merge without bound. The limit counts records and
+// bytes, not batches, so that a live feed read in small batches is not
+// throttled more than one read in full ones. Every batch of such a source
 // carries a Ticket, handed back when the batch is released.
 
 // Ticket is a batch's place in its feed's flow control. It is released
@@ -62,9 +64,10 @@ type FeedGate interface {
 	Register(path string)
 	// Allow reports whether the feed has room for one more batch.
 	Allow(path string) bool
-	// Take returns the ticket for a batch of the feed, which must hold
-	// records of that feed only.
-	Take(path string) *Ticket
+	// Take returns the ticket for b, a batch of the feed (records of that
+	// feed only): b's records and bytes count against the feed's room
+	// until b is released.
+	Take(path string, b *Batch) *Ticket
 	// End announces that the feed will send nothing more (call it after
 	// Take for its last batch).
 	End(path string)

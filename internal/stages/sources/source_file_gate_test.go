@@ -39,7 +39,7 @@ func (g *fakeGate) Allow(p string) bool {
 	return !limited || n > 0
 }
 
-func (g *fakeGate) Take(p string) *stages.Ticket {
+func (g *fakeGate) Take(p string, _ *stages.Batch) *stages.Ticket {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if n, limited := g.room[p]; limited {
