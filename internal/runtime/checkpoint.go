@@ -124,6 +124,10 @@ func (c *checkpointer) loop(ctx context.Context, sources func() []*sourceRunner)
 			c.saveQueued()
 		case <-t.C:
 			c.mu.Lock()
+			// The age grows on every tick, also while a checkpoint is
+			// stuck (a sink retrying on a full disk): that is when the
+			// alert on it must fire.
+			c.age.Set(time.Since(c.completed).Seconds())
 			if c.paused || c.requested > c.settled {
 				// One checkpoint at a time: while the previous barrier is
 				// still on its way, a new one would only interrupt the
@@ -139,9 +143,6 @@ func (c *checkpointer) loop(ctx context.Context, sources func() []*sourceRunner)
 			for _, s := range sources() {
 				s.requestBarrier(epoch)
 			}
-			c.mu.Lock()
-			c.age.Set(time.Since(c.completed).Seconds())
-			c.mu.Unlock()
 		}
 	}
 }

@@ -337,3 +337,29 @@ func TestRunCheckpointRestoreOlder(t *testing.T) {
 	}
 	checkKeys(t, readLines(t, out), want)
 }
+
+// TestCheckpointAgeGrowsWhileStuck: while a barrier does not settle (a
+// sink retrying on a full disk), no new one is requested, but the age
+// gauge keeps growing so that the alert on it fires.
+func TestCheckpointAgeGrowsWhileStuck(t *testing.T) {
+	mx := NewMetrics()
+	c := &checkpointer{pipeline: "p", interval: 5 * time.Millisecond, log: nopLogger(),
+		age: mx.checkpointAge.WithLabelValues("p"), failures: mx.checkpointFailures.WithLabelValues("p")}
+	c.pending, c.liveSinks = map[uint64]*cut{}, map[string]bool{"never-acks": true}
+	c.sourceFinal, c.sinkFinal, c.mergeFinal = map[string][]byte{}, map[string][]byte{}, map[string][]byte{}
+	c.wake = make(chan struct{}, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); c.loop(ctx, func() []*sourceRunner { return nil }) }()
+	defer func() { cancel(); <-done }()
+	start := time.Now()
+	waitFor(t, hangTimeout, "the age to pass 20 intervals", func() bool {
+		return metricValue(t, c.age) >= 20*c.interval.Seconds()
+	})
+	c.mu.Lock()
+	requested := c.requested
+	c.mu.Unlock()
+	if requested != 1 {
+		t.Errorf("requested epoch %d after %v, want 1 (one barrier in flight)", requested, time.Since(start))
+	}
+}

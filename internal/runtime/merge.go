@@ -620,8 +620,9 @@ func secondsKey(v []byte) (int64, error) {
 // written. A restart queues the records again, so they are neither lost
 // nor read twice (the sources resume after them).
 type mergeState struct {
-	Newest *int64           `json:"newest,omitempty"` // Unix ns
-	Feeds  []mergeFeedState `json:"feeds,omitempty"`
+	OrderBy string           `json:"order_by"`         // the field Newest was read from
+	Newest  *int64           `json:"newest,omitempty"` // Unix ns
+	Feeds   []mergeFeedState `json:"feeds,omitempty"`
 }
 
 type mergeFeedState struct {
@@ -640,7 +641,7 @@ type mergeRecord struct {
 
 // state encodes the merge state (see mergeState).
 func (mg *merger) state() ([]byte, error) {
-	var st mergeState
+	st := mergeState{OrderBy: mg.spec.OrderBy}
 	if mg.written {
 		n := mg.newest
 		st.Newest = &n
@@ -679,7 +680,9 @@ func (mg *merger) restore(data []byte, now time.Time) ([]stages.Reject, error) {
 	if err := json.Unmarshal(data, &st); err != nil {
 		return nil, fmt.Errorf("bad merge state: %w", err)
 	}
-	if st.Newest != nil {
+	if st.Newest != nil && st.OrderBy == mg.spec.OrderBy {
+		// (With another order_by the newest key says nothing about the
+		// new keys: the order starts afresh.)
 		mg.newest, mg.written = *st.Newest, true
 	}
 	var bad []stages.Reject

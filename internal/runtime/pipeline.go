@@ -441,7 +441,9 @@ func (p *pipeline) launchSink(s *sinkRunner) {
 				s.log.Error().Err(serr).Msg("sink state unavailable after close")
 			}
 			var mst []byte
-			if s.merge != nil && !s.handoff.Load() {
+			if s.merge != nil {
+				// What it wrote out, or (handed over) what it holds: the
+				// pair with the output position st.
 				if mst, serr = s.merge.state(); serr != nil {
 					s.log.Error().Err(serr).Msg("merge state unavailable after close")
 				}

@@ -11,6 +11,10 @@ import (
 	"github.com/etld/etld/internal/stages"
 )
 
+// testHookQuiesced, when set by a test, runs once the graph is quiescent
+// (to widen the window in which nothing may move).
+var testHookQuiesced func()
+
 // errRestart means a change cannot be applied in place: the caller stops
 // the pipeline and starts the new config from its checkpoint instead.
 var errRestart = errors.New("the change needs a pipeline restart")
@@ -146,6 +150,13 @@ func (p *pipeline) reconfigure(ctx context.Context, next *config.Pipeline, timeo
 	// for the checkpoint of that barrier.
 	epoch, reached := p.ckpt.pause()
 	defer p.ckpt.unpause()
+	mergeWake := make(chan struct{})
+	defer close(mergeWake)
+	for _, s := range p.sinkList() {
+		if s.merge != nil {
+			s.hold.Store(&parkRequest{epoch: epoch, wake: mergeWake})
+		}
+	}
 	wake := map[string]chan struct{}{}
 	for _, s := range p.sourceList() {
 		if p.hasExited(s.id) {
@@ -180,6 +191,9 @@ func (p *pipeline) reconfigure(ctx context.Context, next *config.Pipeline, timeo
 		return sw, errRestart
 	}
 	drained := time.Since(start)
+	if testHookQuiesced != nil {
+		testHookQuiesced()
+	}
 
 	// A replaced sink whose successor merges by the same key hands its
 	// merge buffer over instead of writing it out, so that changing, say,

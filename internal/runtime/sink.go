@@ -32,6 +32,13 @@ type sinkRunner struct {
 	merge   *merger
 	em      *emitter
 	handoff atomic.Bool
+	// hold, set by a reconfiguration, stops the merge from writing once
+	// it has acked barrier hold.epoch, until hold.wake is closed: the swap
+	// needs a quiescent graph, and a merge would otherwise go on writing
+	// on its deadlines (output the paused checkpoint does not cover, or a
+	// late record sent on a dead-letter edge being replaced).
+	hold  atomic.Pointer[parkRequest]
+	acked uint64 // newest barrier acked (sink goroutine only)
 }
 
 // Retry backoff of a failing sink: it doubles from retryMin to retryMax.
@@ -154,9 +161,21 @@ func (s *sinkRunner) runMerge() error {
 	defer timer.Stop()
 	for {
 		changed := mg.board.changes() // before looking, so no change is missed
-		wake, err := s.mergeWrite(false)
-		if err != nil {
-			return err
+		var held <-chan struct{}
+		if h := s.hold.Load(); h != nil && s.acked >= h.epoch {
+			select {
+			case <-h.wake:
+				s.hold.CompareAndSwap(h, nil)
+			default:
+				held = h.wake
+			}
+		}
+		var wake time.Time
+		if held == nil {
+			var err error
+			if wake, err = s.mergeWrite(false); err != nil {
+				return err
+			}
 		}
 		var tick <-chan time.Time
 		if !wake.IsZero() {
@@ -192,7 +211,9 @@ func (s *sinkRunner) runMerge() error {
 			if !s.em.barrier(m.epoch) {
 				return s.hard.Err()
 			}
+			s.acked = m.epoch
 			s.ckpt.sinkAck(s.id, m.epoch, st, mst, errors.Join(err, merr))
+		case <-held:
 		case <-tick:
 		case <-changed:
 		case <-s.hard.Done():
