@@ -38,6 +38,7 @@ type checkpointer struct {
 	sourceFinal map[string][]byte
 	sinkFinal   map[string][]byte
 	mergeFinal  map[string][]byte
+	merging     map[string]bool // sinks that merge now; nil: keep every merge state
 	committed   state.Checkpoint // the newest complete cut, saved or being saved
 	completed   time.Time
 	toSave      *state.Checkpoint // handed to the committer
@@ -292,6 +293,11 @@ func (c *checkpointer) complete(epoch uint64, k *cut) {
 			next.Merge[id] = st
 		}
 	}
+	for id := range next.Merge {
+		if c.merging != nil && !c.merging[id] {
+			delete(next.Merge, id)
+		}
+	}
 	if len(next.Merge) == 0 {
 		next.Merge = nil
 	}
@@ -380,6 +386,28 @@ func (c *checkpointer) addSink(id string) {
 	c.mu.Lock()
 	c.liveSinks[id] = true
 	c.mu.Unlock()
+}
+
+// keepMerges names the sinks that merge now: merge states of others are
+// orphans (see orphanMerges) and no longer committed.
+func (c *checkpointer) keepMerges(ids map[string]bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.merging = ids
+}
+
+// orphanMerges returns the committed merge states of sinks that do not
+// merge now.
+func (c *checkpointer) orphanMerges() map[string][]byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[string][]byte{}
+	for id, st := range c.committed.Merge {
+		if !c.merging[id] {
+			out[id] = st
+		}
+	}
+	return out
 }
 
 // latestMergeState is the newest known state of a sink's ordered merge.

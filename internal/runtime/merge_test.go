@@ -14,6 +14,7 @@ import (
 
 	"github.com/etld/etld/internal/config"
 	"github.com/etld/etld/internal/stages"
+	"github.com/etld/etld/internal/state"
 )
 
 func TestOrderKey(t *testing.T) {
@@ -670,5 +671,46 @@ sinks:
 	}
 	if queued != n {
 		t.Errorf("%d records queued in the reload's checkpoint, want all %d (nothing written while quiescent)", queued, n)
+	}
+}
+
+// TestOrphanMergeStateIsWritten: records a merge held at the last
+// checkpoint (a crash) are not lost when the sink no longer merges at the
+// restart: they are written first, in order, and the merge state leaves
+// the checkpoint.
+func TestOrphanMergeStateIsWritten(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "in.log"), []byte(`{"ts":9}`+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	st, err := state.Open(filepath.Join(dir, "state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	merge := `{"order_by":"ts","feeds":[{"source":"in","path":"b","records":[{"json":{"ts":3},"offset":0}]},` +
+		`{"source":"in","path":"a","records":[{"json":{"ts":1},"offset":0},{"json":{"ts":5},"offset":9}]}]}`
+	cp := &state.Checkpoint{Pipeline: "p", Epoch: 7, Merge: map[string]json.RawMessage{"out": json.RawMessage(merge)}}
+	if err := st.Save(cp); err != nil {
+		t.Fatal(err)
+	}
+	pipes := []*config.Pipeline{rcLoad(t, dir, `version: 1
+sources:
+  in: { type: file, path: in.log, follow: false }
+sinks:
+  out: { type: file, inputs: [in], path: out.jsonl }
+`)}
+	if err := Run(context.Background(), pipes, Options{Logger: nopLogger(), StateDir: filepath.Join(dir, "state")}); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{`{"ts":1}`, `{"ts":3}`, `{"ts":5}`, `{"ts":9}`}
+	if got := readLines(t, filepath.Join(dir, "out.jsonl")); !slices.Equal(got, want) {
+		t.Fatalf("output %q, want %q (the merge's records first, in order)", got, want)
+	}
+	after, err := st.Load("p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after.Merge) != 0 {
+		t.Errorf("the checkpoint still holds merge state %s", after.Merge)
 	}
 }

@@ -2,8 +2,10 @@ package runtime
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	goruntime "runtime"
 	"slices"
 	"sync"
@@ -311,6 +313,9 @@ func (p *pipeline) open(ctx context.Context) error {
 		opened = append(opened, func() { _ = s.sink.Close(context.Background()) })
 		s.log.Debug().Msg("sink opened")
 	}
+	if err := p.writeOrphanMerges(ctx); err != nil {
+		return fail("", err)
+	}
 	for i := len(p.sources) - 1; i >= 0; i-- {
 		s := p.sources[i]
 		if err := s.src.Open(ctx); err != nil {
@@ -507,6 +512,57 @@ func stateOf(v any) ([]byte, error) {
 		return s.State()
 	}
 	return nil, nil
+}
+
+// writeOrphanMerges writes the records that the committed checkpoint holds
+// for an ordered merge the config no longer has: the sources resume after
+// them, so they would be lost otherwise (SPEC §3.1). A sink that stopped
+// merging gets them first, in order; for a sink that is gone they have
+// nowhere to go and are dropped with an error log. Either way the merge
+// state is then dropped from the checkpoint.
+func (p *pipeline) writeOrphanMerges(ctx context.Context) error {
+	merging := map[string]bool{}
+	for _, s := range p.sinks {
+		if s.merge != nil {
+			merging[s.id] = true
+		}
+	}
+	p.ckpt.keepMerges(merging)
+	orphans := p.ckpt.orphanMerges()
+	for id, st := range orphans {
+		var sink *sinkRunner
+		for _, s := range p.sinks {
+			if s.id == id {
+				sink = s
+			}
+		}
+		var ms mergeState
+		_ = json.Unmarshal(st, &ms)
+		mg := newMerger(config.MergeSpec{OrderBy: ms.OrderBy, Late: "emit"}, newFeedBoard(), nil, NewMetrics(), p.cfg.Name, id)
+		bad, err := mg.restore(st, time.Now())
+		if err != nil {
+			return &stageError{p.cfg.Name, id, err}
+		}
+		recs := make([]stages.Record, 0, mg.buffered+len(bad))
+		mg.take(time.Now(), true, math.MaxInt)
+		recs = append(recs, mg.out...)
+		for _, r := range bad { // no usable key: after the others
+			recs = append(recs, r.Record)
+		}
+		if len(recs) == 0 {
+			continue
+		}
+		if sink == nil {
+			p.log.Error().Str("stage", id).Int("records", len(recs)).
+				Msg("the checkpoint holds records queued by the ordered merge of a sink that is no longer in the config; they are dropped")
+			continue
+		}
+		if err := sink.sink.Write(ctx, &stages.Batch{Records: recs}); err != nil {
+			return &stageError{p.cfg.Name, id, fmt.Errorf("write the records its former ordered merge held: %w", err)}
+		}
+		sink.log.Warn().Int("records", len(recs)).Msg("the sink no longer merges: wrote the records its ordered merge held at the last checkpoint")
+	}
+	return nil
 }
 
 // restore hands the committed checkpoint to the stateful sources and

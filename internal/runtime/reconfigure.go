@@ -337,6 +337,13 @@ func (p *pipeline) reconfigure(ctx context.Context, next *config.Pipeline, timeo
 			newSinks = append(newSinks, b.sink)
 		}
 	}
+	merging := map[string]bool{}
+	for _, st := range next.Sinks() {
+		if st.Merge != nil {
+			merging[st.ID] = true
+		}
+	}
+	p.ckpt.keepMerges(merging) // a sink that stopped merging wrote its buffer out
 	srcStates, sinkStates, err := p.states(newSrcs, newSinks)
 	if err != nil {
 		return fail("", err)
