@@ -38,7 +38,7 @@ type checkpointer struct {
 	sourceFinal map[string][]byte
 	sinkFinal   map[string][]byte
 	mergeFinal  map[string][]byte
-	merging     map[string]bool // sinks that merge now; nil: keep every merge state
+	merging     map[string]bool  // sinks that merge now; nil: keep every merge state
 	committed   state.Checkpoint // the newest complete cut, saved or being saved
 	completed   time.Time
 	toSave      *state.Checkpoint // handed to the committer

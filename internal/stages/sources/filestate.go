@@ -90,6 +90,7 @@ type tailedFile struct {
 	goneTicks int    // poll ticks since gone was set
 	lastErr   string // last read error logged, to log a persistent error once
 	finished  bool   // read to its end (finite, gated reading)
+	atEOF     bool   // the last read reached the end of the file (follow)
 }
 
 // readPos is the file offset of the next byte to read.

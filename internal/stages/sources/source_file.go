@@ -486,6 +486,7 @@ func (s *FileSource) pass() (feed string) {
 		}
 		before := len(s.bb.b.Records) + len(s.bb.b.Rejects)
 		eof, err := s.pump(t)
+		t.atEOF = err == nil && eof
 		took := len(s.bb.b.Records)+len(s.bb.b.Rejects) > before
 		if took && s.gate != nil {
 			feed = feedOf(t)

@@ -134,8 +134,10 @@ func (s *FileSource) finish(t *tailedFile, feed string) {
 }
 
 // heldBack reports whether a followed file must wait: its feed has no
-// room, or a rotated predecessor of the same feed still has lines.
-// Called with mu held.
+// room, or a file of the same feed found before it (a rotated
+// predecessor, renamed away or to a name the glob still matches) may
+// still have lines: it was rotated away and not closed yet, or its last
+// read did not reach its end. Called with mu held.
 func (s *FileSource) heldBack(t *tailedFile) bool {
 	if s.gate == nil {
 		return false
@@ -143,11 +145,11 @@ func (s *FileSource) heldBack(t *tailedFile) bool {
 	if !s.gate.Allow(feedOf(t)) {
 		return true
 	}
-	if t.gone {
-		return false
-	}
-	for _, o := range s.files {
-		if o != t && o.gone && o.f != nil && feedOf(o) == feedOf(t) {
+	for _, o := range s.files { // in discovery order
+		if o == t {
+			return false
+		}
+		if o.f != nil && feedOf(o) == feedOf(t) && (o.gone || !o.atEOF) {
 			return true
 		}
 	}

@@ -196,8 +196,15 @@ func TestGatedReadOnceWaitsForRoom(t *testing.T) {
 }
 
 // TestGatedFollowRotationInOrder: a rotated file and its successor are
-// one feed; the successor is read only once the rotated file is drained.
+// one feed; the successor is read only once the rotated file is drained,
+// also when the rotated name still matches the glob.
 func TestGatedFollowRotationInOrder(t *testing.T) {
+	for _, glob := range []string{"app.log", "app.log*"} {
+		t.Run(glob, func(t *testing.T) { gatedFollowRotation(t, glob) })
+	}
+}
+
+func gatedFollowRotation(t *testing.T, glob string) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "app.log")
 	var sb strings.Builder
@@ -206,7 +213,7 @@ func TestGatedFollowRotationInOrder(t *testing.T) {
 	}
 	writeFile(t, path, sb.String())
 	g := newFakeGate()
-	src := newGatedFile(t, followConfig(path), g)
+	src := newGatedFile(t, followConfig(filepath.Join(dir, glob)), g)
 	first, err := src.Read(context.Background())
 	if err != nil {
 		t.Fatal(err)
