@@ -223,8 +223,9 @@ func (c *checkpointer) allAcked(k *cut) bool {
 }
 
 // sinkEnded records the final state of a sink that closed cleanly (st nil
-// when it is not stateful or failed; merge nil when it has no ordered
-// merge or handed it over): it acks no more barriers.
+// when it is not stateful or failed; merge nil without an ordered merge,
+// else what the merge holds, handed over or nothing): it acks no more
+// barriers.
 func (c *checkpointer) sinkEnded(id string, st, merge []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
