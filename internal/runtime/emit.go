@@ -226,5 +226,8 @@ func cloneBatch(b *stages.Batch) *stages.Batch {
 		r.Raw = buf[start:len(buf):len(buf)]
 		c.Records = append(c.Records, r)
 	}
+	if b.KeysOf != "" {
+		c.Keys, c.KeysOf = slices.Clone(b.Keys), b.KeysOf
+	}
 	return c
 }

@@ -178,9 +178,19 @@ func (mg *merger) add1(k feedKey, b *stages.Batch, now time.Time, bad *[]stages.
 	f := mg.feed(k, now)
 	hb := &heldBatch{b: b, arrived: now}
 	wasEmpty := f.head == len(f.q)
+	keys := b.Keys
+	if b.KeysOf != mg.spec.OrderBy || len(keys) != len(b.Records) {
+		keys = nil // computed for another field (a reload), or not at all
+	}
 	for i := range b.Records {
 		r := &b.Records[i]
-		key, err := orderKey(r.Raw, mg.spec.OrderBy)
+		var key int64
+		var err error
+		if keys != nil && keys[i] != stages.NoKey {
+			key = keys[i]
+		} else {
+			key, err = orderKey(r.Raw, mg.spec.OrderBy)
+		}
 		if err != nil {
 			*bad = append(*bad, stages.Reject{Record: *r, Err: fmt.Errorf("merge: order_by %q: %w", mg.spec.OrderBy, err)})
 			continue
@@ -446,6 +456,23 @@ func (h *feedHeap) Pop() any {
 	f.index = -1
 	*h = old[:len(old)-1]
 	return f
+}
+
+// setKeys computes the merge keys of b's records for field (see
+// stages.Batch.Keys); the merge reads unusable ones again for the error.
+func setKeys(b *stages.Batch, field string) {
+	if len(b.Records) == 0 {
+		return
+	}
+	keys := make([]int64, len(b.Records))
+	for i := range b.Records {
+		k, err := orderKey(b.Records[i].Raw, field)
+		if err != nil {
+			k = stages.NoKey
+		}
+		keys[i] = k
+	}
+	b.Keys, b.KeysOf = keys, field
 }
 
 // orderKey reads the order_by field of a JSON object: an RFC 3339 time or

@@ -714,3 +714,35 @@ sinks:
 		t.Errorf("the checkpoint still holds merge state %s", after.Merge)
 	}
 }
+
+// TestMergerUsesWorkerKeys: keys computed by the worker for the merge's
+// field are used as they are; keys for another field (the worker was kept
+// across a reload that changed order_by) and unusable ones are not.
+func TestMergerUsesWorkerKeys(t *testing.T) {
+	for _, tt := range []struct {
+		keysOf string
+		want   []string
+	}{
+		{"ts", []string{"2/sb", "1/sa"}}, // a's key says 30
+		{"other", []string{"1/sa", "2/sb"}},
+	} {
+		r := newMergeRig(t, spec(nil), "s")
+		g := r.source("s", true, "a", "b")
+		b := &stages.Batch{KeysOf: tt.keysOf, Keys: []int64{30e9, stages.NoKey}}
+		o := &stages.Origin{Source: "s", Path: "a"}
+		b.Records = []stages.Record{
+			{Raw: []byte(`{"ts":1,"f":"sa"}`), Parsed: true, Origin: o},
+			{Raw: []byte(`{"f":"sa"}`), Parsed: true, Origin: o}, // NoKey: read again, and it has none
+		}
+		b.SetTicket(g.Take("a", b))
+		bad := r.mg.add(b, r.now, nil)
+		if len(bad) != 1 || !strings.Contains(bad[0].Err.Error(), "missing") {
+			t.Fatalf("rejects %v, want the record without ts", bad)
+		}
+		r.mg.releaseDone()
+		r.send("s", "b", 2)
+		g.End("a")
+		g.End("b")
+		r.expect(false, tt.want...)
+	}
+}

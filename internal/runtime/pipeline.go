@@ -230,6 +230,11 @@ func (p *pipeline) build(cfg *config.Pipeline, st *config.Stage, edges map[edgeK
 		}
 	case config.Worker:
 		w := &workerRunner{id: st.ID, concurrency: st.Worker.Concurrency, ordered: st.Worker.Ordered}
+		for _, sk := range cfg.Sinks() {
+			if sk.Merge != nil && slices.Contains(sk.Inputs, st.ID) {
+				w.orderBy = sk.Merge.OrderBy // its goroutines compute the merge keys
+			}
+		}
 		if w.concurrency <= 0 {
 			w.concurrency = goruntime.NumCPU()
 		}

@@ -13,6 +13,7 @@ type workerRunner struct {
 	steps       []stages.Step
 	concurrency int
 	ordered     bool
+	orderBy     string   // the order_by field of the merging sink it feeds, or ""
 	in          chan msg // merged inputs
 	out         *emitter
 }
@@ -29,6 +30,9 @@ func (w *workerRunner) process(b *stages.Batch) {
 	}
 	if f := n - len(b.Records) - len(b.Rejects); f > 0 {
 		w.out.m.filtered.Add(float64(f))
+	}
+	if w.orderBy != "" {
+		setKeys(b, w.orderBy)
 	}
 }
 
