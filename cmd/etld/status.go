@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -159,6 +160,9 @@ func renderStatus(w io.Writer, snap, prev *admin.Snapshot) {
 			if !s.Healthy {
 				row[9] = "FAILING"
 			}
+			if m := s.Merge; m != nil {
+				notes = append(notes, mergeNote(p.Name, s.ID, m))
+			}
 			if s.Dropped+s.DeadLettered+s.Errors > 0 {
 				notes = append(notes, fmt.Sprintf("%s/%s: %d dropped, %d dead-lettered, %d errors",
 					p.Name, s.ID, s.Dropped, s.DeadLettered, s.Errors))
@@ -180,6 +184,33 @@ func renderStatus(w io.Writer, snap, prev *admin.Snapshot) {
 			fmt.Fprintln(w, n)
 		}
 	}
+}
+
+// mergeNote summarises an ordered merge: what it holds, how far it got,
+// and which feeds sent late records or hold the others back.
+func mergeNote(pipeline, stage string, m *runtime.MergeStatus) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s/%s: merge by %s, %d buffered", pipeline, stage, m.OrderBy, m.Buffered)
+	if m.Newest != "" {
+		fmt.Fprintf(&b, ", newest written %s", m.Newest)
+	}
+	fmt.Fprintf(&b, ", %d late", m.Late)
+	var feeds []string
+	for _, f := range m.Feeds {
+		wm := f.Watermark
+		if wm == "" {
+			wm = "nothing yet"
+		}
+		feed := fmt.Sprintf("%s at %s", filepath.Base(f.Feed), wm)
+		if f.Late > 0 {
+			feed += fmt.Sprintf(" (%d late)", f.Late)
+		}
+		feeds = append(feeds, feed)
+	}
+	if len(feeds) > 0 {
+		fmt.Fprintf(&b, "; feeds: %s", strings.Join(feeds, ", "))
+	}
+	return b.String()
 }
 
 // stageType is a stage's type; for a worker (whose type is "worker"),

@@ -203,3 +203,16 @@ sinks:
 		}
 	}
 }
+
+func TestMergeNote(t *testing.T) {
+	got := mergeNote("logs", "timeline", &runtime.MergeStatus{OrderBy: "ts", Buffered: 12, Newest: "2026-11-27T10:00:01Z", Late: 3,
+		Feeds: []runtime.FeedStatus{
+			{Feed: "/var/log/app.log", Watermark: "2026-11-27T10:00:02Z", Late: 3},
+			{Feed: "stdin-src"},
+		}})
+	want := "logs/timeline: merge by ts, 12 buffered, newest written 2026-11-27T10:00:01Z, 3 late; " +
+		"feeds: app.log at 2026-11-27T10:00:02Z (3 late), stdin-src at nothing yet"
+	if got != want {
+		t.Errorf("mergeNote =\n%s\nwant\n%s", got, want)
+	}
+}

@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -51,6 +53,7 @@ type merger struct {
 	peak     int // most records ever queued (tests check the bound)
 
 	mx      *mergeMetrics
+	status  atomic.Pointer[MergeStatus] // for /api/pipelines, see publish
 	out     []stages.Record // the batch being written
 	done    []*heldBatch    // batches all of whose records were taken
 	rejects []stages.Reject // late records for the dead-letter sink
@@ -214,6 +217,25 @@ func (mg *merger) add1(k feedKey, b *stages.Batch, now time.Time, bad *[]stages.
 	if wasEmpty && f.head < len(f.q) {
 		heap.Push(&mg.ready, f)
 	}
+}
+
+// publish makes a snapshot for /api/pipelines and `etld status` (at
+// every checkpoint barrier: cheap enough, and fresh enough).
+func (mg *merger) publish() {
+	st := &MergeStatus{OrderBy: mg.spec.OrderBy, Buffered: mg.buffered}
+	if mg.written {
+		st.Newest = fmtKey(mg.newest)
+	}
+	for _, f := range mg.feeds {
+		fs := FeedStatus{Feed: feedLabel(f.key), Buffered: len(f.q) - f.head, Late: counterValue(f.late)}
+		if f.seen {
+			fs.Watermark = fmtKey(f.wm)
+		}
+		st.Late += fs.Late
+		st.Feeds = append(st.Feeds, fs)
+	}
+	slices.SortFunc(st.Feeds, func(a, b FeedStatus) int { return strings.Compare(a.Feed, b.Feed) })
+	mg.status.Store(st)
 }
 
 // forget drops a finished feed with nothing queued, and its series.

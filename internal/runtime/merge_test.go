@@ -310,8 +310,17 @@ sinks:
 	mg := rt.pipes["m"].sinkList()[0].merge
 	rt.mu.Unlock()
 	<-rt.Idle()
+	var ms *MergeStatus
+	for _, s := range rt.Status()[0].Stages {
+		if s.ID == "out" {
+			ms = s.Merge
+		}
+	}
 	if err := rt.Stop(); err != nil {
 		t.Fatal(err)
+	}
+	if ms == nil || ms.OrderBy != "ts" || ms.Buffered != 0 || ms.Newest == "" {
+		t.Errorf("merge status after the end = %+v, want order_by ts, nothing buffered, a newest key", ms)
 	}
 	got := readLines(t, filepath.Join(dir, "out.jsonl"))
 	if !slices.Equal(got, want) {

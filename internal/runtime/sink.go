@@ -156,6 +156,7 @@ const mergeWriteMax = 1024
 func (s *sinkRunner) runMerge() error {
 	defer s.em.close()
 	mg := s.merge
+	mg.publish()
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
@@ -213,6 +214,7 @@ func (s *sinkRunner) runMerge() error {
 			}
 			s.acked = m.epoch
 			s.ckpt.sinkAck(s.id, m.epoch, st, mst, errors.Join(err, merr))
+			mg.publish()
 		case <-held:
 		case <-tick:
 		case <-changed:
@@ -237,6 +239,7 @@ func (s *sinkRunner) endMerge() error {
 			}
 		}
 	}
+	s.merge.publish()
 	if err := s.retry("flush", func() error { return s.sink.Flush(s.hard) }); err != nil {
 		return err
 	}

@@ -34,6 +34,26 @@ type StageStatus struct {
 	Errors       uint64   `json:"errors"`
 	QueueLength  int      `json:"queue_length"`
 	Healthy      bool     `json:"healthy"`
+	// Merge is a merging sink's ordered merge, as of its last checkpoint
+	// barrier (or its end).
+	Merge *MergeStatus `json:"merge,omitempty"`
+}
+
+// MergeStatus is a snapshot of an ordered merge.
+type MergeStatus struct {
+	OrderBy  string       `json:"order_by"`
+	Newest   string       `json:"newest_written,omitempty"` // RFC 3339
+	Buffered int          `json:"buffered_records"`
+	Late     uint64       `json:"late_records"`
+	Feeds    []FeedStatus `json:"feeds"`
+}
+
+// FeedStatus is one feed of an ordered merge.
+type FeedStatus struct {
+	Feed      string `json:"feed"`
+	Watermark string `json:"watermark,omitempty"` // newest key received, RFC 3339
+	Buffered  int    `json:"buffered_records"`
+	Late      uint64 `json:"late_records"`
 }
 
 // Status returns a snapshot of every pipeline, sorted by name.
@@ -99,6 +119,14 @@ func (p *pipeline) status() PipelineStatus {
 			ss.Healthy = m.healthy.Load()
 		}
 		ss.QueueLength = p.queueLength(s.ID)
+		if s.Merge != nil {
+			for _, r := range p.sinkList() {
+				if r.id == s.ID && r.merge != nil {
+					ss.Merge = r.merge.status.Load()
+					ss.Dropped += counterValue(r.merge.mx.lateDropped)
+				}
+			}
+		}
 		st.Stages = append(st.Stages, ss)
 	}
 	return st
