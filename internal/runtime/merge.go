@@ -54,9 +54,9 @@ type merger struct {
 
 	mx      *mergeMetrics
 	status  atomic.Pointer[MergeStatus] // for /api/pipelines, see publish
-	out     []stages.Record // the batch being written
-	done    []*heldBatch    // batches all of whose records were taken
-	rejects []stages.Reject // late records for the dead-letter sink
+	out     []stages.Record             // the batch being written
+	done    []*heldBatch                // batches all of whose records were taken
+	rejects []stages.Reject             // late records for the dead-letter sink
 }
 
 // mfeed is one feed as the merge sees it.
