@@ -755,3 +755,53 @@ func TestMergerUsesWorkerKeys(t *testing.T) {
 		r.expect(false, tt.want...)
 	}
 }
+
+// TestRenamedPipelineKeepsCheckpoint: a pipeline file renamed without a
+// change in content continues from its checkpoint under the new name, so
+// its output is not written again.
+func TestRenamedPipelineKeepsCheckpoint(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.log")
+	if err := os.WriteFile(in, []byte("a\nb\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const src = `version: 1
+sources:
+  in: { type: file, path: in.log }
+sinks:
+  out: { type: file, inputs: [in], path: out.log, fsync: batch }
+`
+	load := func(name string) *config.Pipeline {
+		t.Helper()
+		p, diags := config.Parse(filepath.Join(dir, name+".yaml"), []byte(src), config.Options{
+			Registry: testRegistry(), Env: func(string) (string, bool) { return "", false }})
+		if diags.HasErrors() {
+			t.Fatal(diags)
+		}
+		return p
+	}
+	rt, err := New(Options{Logger: nopLogger(), StateDir: filepath.Join(dir, "state"), ShutdownTimeout: hangTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := rt.Apply(ctx, []*config.Pipeline{load("old")}); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out.log")
+	waitFor(t, hangTimeout, "a and b written", func() bool { return countLines(out) == 2 })
+	if _, err := rt.Apply(ctx, []*config.Pipeline{load("new")}); err != nil {
+		t.Fatal(err)
+	}
+	appendTo(t, in, "c\n")
+	waitFor(t, hangTimeout, "c written", func() bool { return countLines(out) >= 3 })
+	if err := rt.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if got := readLines(t, out); !slices.Equal(got, []string{"a", "b", "c"}) {
+		t.Fatalf("output %q, want a b c once each", got)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "state", "old.json")); !os.IsNotExist(err) {
+		t.Errorf("old.json still there (%v)", err)
+	}
+}

@@ -180,13 +180,27 @@ func (rt *Runtime) Apply(ctx context.Context, pipes []*config.Pipeline) ([]Chang
 		}
 	})
 	rt.mu.Unlock()
+	running := map[string]bool{}
+	for _, n := range names {
+		running[n] = true
+	}
 	for _, name := range names {
 		if _, ok := want[name]; !ok {
 			rt.log.Info().Str("pipeline", name).Msg("pipeline file removed: stopping it")
 			start := time.Now()
+			renamed := rt.renamedTo(name, pipes, running)
 			err := rt.remove(name)
 			if err != nil {
 				errs = append(errs, err)
+			} else if renamed != "" && rt.store != nil {
+				// The same pipeline under a new file name: it continues
+				// from the checkpoint instead of starting over (which
+				// would write its output again).
+				if rerr := rt.store.Rename(name, renamed); rerr != nil {
+					rt.log.Warn().Err(rerr).Str("pipeline", renamed).Msg("renamed pipeline file: its checkpoint stays under the old name; it starts without one")
+				} else {
+					rt.log.Info().Str("from", name).Str("to", renamed).Msg("pipeline file renamed: its checkpoint moves with it")
+				}
 			}
 			changes = append(changes, Change{Pipeline: name, Action: "stopped", Err: err, Took: time.Since(start)})
 		}
@@ -200,6 +214,28 @@ func (rt *Runtime) Apply(ctx context.Context, pipes []*config.Pipeline) ([]Chang
 		changes = append(changes, Change{Pipeline: cfg.Name, Action: action, Err: err, Took: time.Since(start)})
 	}
 	return changes, errors.Join(errs...)
+}
+
+// renamedTo returns the name of a new pipeline in pipes (not running)
+// whose content is exactly that of the running pipeline name: the same
+// file under a new name. "" when there is none or more than one.
+func (rt *Runtime) renamedTo(name string, pipes []*config.Pipeline, running map[string]bool) string {
+	rt.mu.Lock()
+	p := rt.pipes[name]
+	rt.mu.Unlock()
+	if p == nil {
+		return ""
+	}
+	hash, found := p.config().Hash, ""
+	for _, cfg := range pipes {
+		if !running[cfg.Name] && cfg.Hash == hash {
+			if found != "" {
+				return ""
+			}
+			found = cfg.Name
+		}
+	}
+	return found
 }
 
 // Change is what Apply did to one pipeline.

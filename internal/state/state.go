@@ -111,6 +111,22 @@ func (s *Store) Save(c *Checkpoint) error {
 	return syncDir(s.Dir)
 }
 
+// Rename moves a pipeline's checkpoint to another pipeline name (a renamed
+// pipeline file). It does nothing when from has no checkpoint, and fails
+// when to has one already.
+func (s *Store) Rename(from, to string) error {
+	if _, err := os.Stat(s.path(from)); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if _, err := os.Stat(s.path(to)); err == nil {
+		return fmt.Errorf("checkpoint %s exists already", s.path(to))
+	}
+	if err := os.Rename(s.path(from), s.path(to)); err != nil {
+		return fmt.Errorf("rename checkpoint: %w", err)
+	}
+	return syncDir(s.Dir)
+}
+
 // Delete removes the pipeline's checkpoint (for tests and tools).
 func (s *Store) Delete(pipeline string) error {
 	err := os.Remove(s.path(pipeline))
