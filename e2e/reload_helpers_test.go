@@ -415,6 +415,34 @@ func rlMetric(addr, metric string, labels ...string) float64 {
 	return -1
 }
 
+// rlLastReloadError returns the error of pipeline name's last reload in
+// /api/pipelines ("" when there is none).
+func rlLastReloadError(t testing.TB, addr, name string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/api/pipelines")
+	if err != nil {
+		t.Fatalf("GET /api/pipelines: %v", err)
+	}
+	defer resp.Body.Close()
+	var v struct {
+		Pipelines []struct {
+			Name       string `json:"name"`
+			LastReload *struct {
+				Error string `json:"error"`
+			} `json:"last_reload"`
+		} `json:"pipelines"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+		t.Fatalf("GET /api/pipelines: %v", err)
+	}
+	for _, p := range v.Pipelines {
+		if p.Name == name && p.LastReload != nil {
+			return p.LastReload.Error
+		}
+	}
+	return ""
+}
+
 // rlStage is a stage as /api/pipelines describes it.
 type rlStage struct {
 	ID          string   `json:"id"`

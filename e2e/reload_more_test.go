@@ -252,6 +252,16 @@ func TestReloadInvalidThenValid(t *testing.T) {
 	if !found {
 		t.Errorf("no \"config problem\" log line matching %s; got %v", problem, rlLogged(r.p, "config problem"))
 	}
+	// /api/pipelines tells what is wrong with the file, not only that
+	// something is.
+	var lastErr string
+	r.p.eventually("/api/pipelines to show the invalid reload of p", func() bool {
+		lastErr = rlLastReloadError(t, addr, "p")
+		return lastErr != ""
+	})
+	if !problem.MatchString(strings.TrimPrefix(lastErr, "the pipeline file has errors; the running version, if any, is kept: ")) {
+		t.Errorf("/api/pipelines last_reload.error of p = %q; want the FILE:LINE:COL problem %s", lastErr, problem)
+	}
 	if f, s := reloads("failure"), reloads("success"); f != 1 || s != 0 {
 		t.Errorf("after the invalid save: etld_config_reloads_total failure %v, success %v; want 1 and 0", f, s)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -116,7 +117,7 @@ func (o *ops) Reloading() {
 
 // Reloaded records a reload's outcome and tells systemd it is over; it
 // has the signature of daemon.afterReload.
-func (o *ops) Reloaded(changes []runtime.Change, invalid []string, err error) {
+func (o *ops) Reloaded(changes []runtime.Change, invalid map[string][]string, err error) {
 	if o == nil {
 		return
 	}
@@ -175,7 +176,7 @@ func (o *ops) Close() {
 // reloadRecord turns what a load did into the tracker's records: a
 // pipeline that started, was replaced or stopped is a success, an
 // unchanged one is unchanged, and a failed or invalid one a failure.
-func reloadRecord(changes []runtime.Change, invalid []string, err error) (admin.Reload, map[string]admin.Reload) {
+func reloadRecord(changes []runtime.Change, invalid map[string][]string, err error) (admin.Reload, map[string]admin.Reload) {
 	per := map[string]admin.Reload{}
 	changed := false
 	var failed []string
@@ -198,9 +199,16 @@ func reloadRecord(changes []runtime.Change, invalid []string, err error) (admin.
 		}
 		per[c.Pipeline] = r
 	}
-	for _, name := range invalid {
-		per[name] = admin.Reload{Action: "invalid", Result: "failure",
-			Error: "the pipeline file has errors (logged with FILE:LINE:COL); the running version, if any, is kept"}
+	for _, name := range slices.Sorted(maps.Keys(invalid)) {
+		msg := "the pipeline file has errors; the running version, if any, is kept"
+		if ps := invalid[name]; len(ps) > 0 {
+			const show = 5
+			msg += ": " + strings.Join(ps[:min(len(ps), show)], "; ")
+			if len(ps) > show {
+				msg += fmt.Sprintf("; and %d more (in the log)", len(ps)-show)
+			}
+		}
+		per[name] = admin.Reload{Action: "invalid", Result: "failure", Error: msg}
 		if !slices.Contains(failed, name) {
 			failed = append(failed, name)
 		}

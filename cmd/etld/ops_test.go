@@ -173,7 +173,7 @@ sinks:
 	if lines := strings.Split(m, "\n"); len(lines) != 2 || lines[0] != "RELOADING=1" || !strings.HasPrefix(lines[1], "MONOTONIC_USEC=") {
 		t.Fatalf("got %q; want RELOADING=1 and MONOTONIC_USEC", m)
 	}
-	o.Reloaded([]runtime.Change{{Pipeline: "gen", Action: "unchanged"}}, []string{"gen"}, nil)
+	o.Reloaded([]runtime.Change{{Pipeline: "gen", Action: "unchanged"}}, map[string][]string{"gen": {"gen.yaml:4:3: sources.x: unknown key"}}, nil)
 	if m = nextMessage(t, msgs, "READY=1 after the reload", lifecycle); !strings.HasPrefix(m, "READY=1\nSTATUS=") || !strings.HasSuffix(m, ": FAILED") {
 		t.Fatalf("after a failed reload: %q; want READY=1 with the failure in STATUS", m)
 	}
@@ -183,7 +183,8 @@ sinks:
 		t.Fatalf("/api/pipelines: %d %v\n%s", code, err, body)
 	}
 	if snap.LastReload == nil || snap.LastReload.Result != "failure" || len(snap.Pipelines) != 1 ||
-		snap.Pipelines[0].LastReload == nil || snap.Pipelines[0].LastReload.Action != "invalid" {
+		snap.Pipelines[0].LastReload == nil || snap.Pipelines[0].LastReload.Action != "invalid" ||
+		!strings.Contains(snap.Pipelines[0].LastReload.Error, "gen.yaml:4:3: sources.x: unknown key") {
 		t.Fatalf("/api/pipelines after a failed reload: %s", body)
 	}
 	if code, _ := httpGet(t, client, base+"/readyz"); code != 200 {
@@ -276,7 +277,7 @@ func TestReloadRecord(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		changes  []runtime.Change
-		invalid  []string
+		invalid  map[string][]string
 		err      error
 		overall  string
 		errorHas string
@@ -288,7 +289,7 @@ func TestReloadRecord(t *testing.T) {
 			map[string]string{"a": "unchanged/unchanged"}},
 		{"replaced and stopped", []runtime.Change{{Pipeline: "a", Action: "replaced"}, {Pipeline: "b", Action: "stopped"}}, nil, nil, "success", "",
 			map[string]string{"a": "replaced/success", "b": "stopped/success"}},
-		{"invalid file", []runtime.Change{{Pipeline: "a", Action: "unchanged"}}, []string{"a"}, nil, "failure", "failed: a",
+		{"invalid file", []runtime.Change{{Pipeline: "a", Action: "unchanged"}}, map[string][]string{"a": {"a.yaml:1:1: bad"}}, nil, "failure", "failed: a",
 			map[string]string{"a": "invalid/failure"}},
 		{"failed to open", []runtime.Change{{Pipeline: "a", Action: "failed", Err: errors.New("open out: denied")}}, nil, errors.New("open out: denied"), "failure", "denied",
 			map[string]string{"a": "failed/failure"}},

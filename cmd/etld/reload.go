@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/etld/etld/internal/config"
@@ -28,7 +30,7 @@ type daemon struct {
 	// Hooks around every reload, for sd_notify and the admin API; nil
 	// means none.
 	beforeReload func()
-	afterReload  func(changes []runtime.Change, invalid []string, err error)
+	afterReload  func(changes []runtime.Change, invalid map[string][]string, err error)
 }
 
 // serve runs until ctx is done or, unless the config is a directory being
@@ -105,9 +107,16 @@ func (d *daemon) reload(ctx context.Context, why string) {
 			}
 		}
 	}
+	problems := map[string][]string{} // by invalid pipeline, for /api/pipelines
 	for _, name := range invalid {
 		metrics.Reload(name, "failure")
 		d.log.Error().Str("pipeline", name).Msg("invalid config: the running pipeline is kept as it is")
+		problems[name] = nil
+		for _, diag := range l.Diags {
+			if diag.Severity != config.Warning && (pipelineOfFile(diag.File) == name || diag.File == d.path) {
+				problems[name] = append(problems[name], diag.String())
+			}
+		}
 	}
 	changes, err := d.rt.Apply(ctx, desired)
 	var added, replaced, removed, kept []string
@@ -136,6 +145,13 @@ func (d *daemon) reload(ctx context.Context, why string) {
 		Strs("stopped", removed).Strs("unchanged", kept).Strs("invalid", l.Failed).
 		Dur("took", time.Since(start)).Msg("config reloaded")
 	if d.afterReload != nil {
-		d.afterReload(changes, invalid, err)
+		d.afterReload(changes, problems, err)
 	}
+}
+
+// pipelineOfFile is the name of the pipeline a config file defines: its
+// base name without extension.
+func pipelineOfFile(path string) string {
+	base := filepath.Base(path)
+	return strings.TrimSuffix(base, filepath.Ext(base))
 }
