@@ -45,6 +45,9 @@ type checkpointer struct {
 	wake        chan struct{}
 	requested   uint64 // newest epoch requested
 	settled     uint64 // newest epoch completed (committed, or void when broken)
+	requestedAt time.Time
+	stallLogged bool   // a stall was logged, while settled was stallAt
+	stallAt     uint64
 	frozen      bool   // a sink failed: commit nothing more
 	paused      bool   // a reconfiguration holds the sources: no new epochs
 	reached     []epochWaiter
@@ -129,16 +132,29 @@ func (c *checkpointer) loop(ctx context.Context, sources func() []*sourceRunner)
 			// stuck (a sink retrying on a full disk): that is when the
 			// alert on it must fire.
 			c.age.Set(time.Since(c.completed).Seconds())
-			if c.paused || c.requested > c.settled {
+			if c.paused {
+				c.mu.Unlock()
+				continue
+			}
+			if c.requested > c.settled {
 				// One checkpoint at a time: while the previous barrier is
 				// still on its way, a new one would only interrupt the
 				// sources again, and when a round trip takes longer than
 				// the interval the sources would do nothing but inject
-				// barriers.
-				c.mu.Unlock()
-				continue
+				// barriers. Should one never settle, a newer one, once
+				// complete, supersedes it: ask again after a while.
+				if time.Since(c.requestedAt) < max(10*c.interval, time.Second) {
+					c.mu.Unlock()
+					continue
+				}
+				if !c.stallLogged || c.stallAt != c.settled { // once per stall
+					c.stallLogged, c.stallAt = true, c.settled
+					c.log.Warn().Uint64("epoch", c.requested).Dur("after", time.Since(c.requestedAt)).
+						Msg("checkpoint barrier not completed yet (a sink retrying?); requesting a newer one")
+				}
 			}
 			c.requested = max(c.requested, c.committed.Epoch) + 1
+			c.requestedAt = time.Now()
 			epoch := c.requested
 			c.mu.Unlock()
 			for _, s := range sources() {
