@@ -46,10 +46,10 @@ type checkpointer struct {
 	requested   uint64 // newest epoch requested
 	settled     uint64 // newest epoch completed (committed, or void when broken)
 	requestedAt time.Time
-	stallLogged bool   // a stall was logged, while settled was stallAt
+	stallLogged bool // a stall was logged, while settled was stallAt
 	stallAt     uint64
-	frozen      bool   // a sink failed: commit nothing more
-	paused      bool   // a reconfiguration holds the sources: no new epochs
+	frozen      bool // a sink failed: commit nothing more
+	paused      bool // a reconfiguration holds the sources: no new epochs
 	reached     []epochWaiter
 }
 
