@@ -306,6 +306,7 @@ type lineCounter struct {
 	path  string
 	off   int64
 	lines int
+	tail  []byte // the last bytes counted, to notice a rewrite
 }
 
 func (c *lineCounter) count() int {
@@ -318,14 +319,29 @@ func (c *lineCounter) count() int {
 	if err != nil {
 		return c.lines
 	}
-	if fi.Size() < c.off { // rolled back (restart): count again
-		c.off, c.lines = 0, 0
+	// Rolled back by a restart: count again. A rollback can be followed
+	// by new output past the old end before the next count, so a smaller
+	// size is not enough to notice it: the bytes before the offset must
+	// still be the ones counted.
+	if fi.Size() < c.off {
+		c.off, c.lines, c.tail = 0, 0, nil
+	} else if len(c.tail) > 0 {
+		now := make([]byte, len(c.tail))
+		if n, _ := f.ReadAt(now, c.off-int64(len(c.tail))); n != len(now) || !bytes.Equal(now, c.tail) {
+			c.off, c.lines, c.tail = 0, 0, nil
+		}
 	}
 	buf := make([]byte, 1<<20)
 	for c.off < fi.Size() {
 		n, err := f.ReadAt(buf[:min(int64(len(buf)), fi.Size()-c.off)], c.off)
 		c.lines += bytes.Count(buf[:n], []byte{'\n'})
 		c.off += int64(n)
+		if n > 0 {
+			c.tail = append(c.tail, buf[:n]...)
+			if len(c.tail) > 4096 {
+				c.tail = append(c.tail[:0], c.tail[len(c.tail)-4096:]...)
+			}
+		}
 		if err != nil || n == 0 {
 			break
 		}
