@@ -10,7 +10,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -409,5 +411,68 @@ func TestWorkerHardStop(t *testing.T) {
 			recvWithin(t, rig.done, hangTimeout, "the worker to return at the hard stop")
 			rig.collect.Wait()
 		})
+	}
+}
+
+// holdFirst blocks the batch of record "0" until release is closed and
+// counts the batches it processed.
+type holdFirst struct {
+	release chan struct{}
+	n       atomic.Int64
+}
+
+func (h *holdFirst) Process(b *stages.Batch) {
+	h.n.Add(1)
+	if string(b.Records[0].Raw) == "0" {
+		<-h.release
+	}
+}
+
+// TestWorkerOrderedSlowBatchBounded: a slow batch in an ordered worker
+// holds back at most the reorder buffer (2 x concurrency slots): the
+// worker then stops taking input (backpressure) instead of processing
+// and buffering everything behind it. Once the slow batch is done, every
+// batch comes out, in order.
+func TestWorkerOrderedSlowBatchBounded(t *testing.T) {
+	const conc, total = 3, 200
+	h := &holdFirst{release: make(chan struct{})}
+	rig := newWorkerRig(t, true, conc, h)
+	o := &stages.Origin{Source: "s"}
+	var sent atomic.Int64
+	go func() {
+		for i := range total {
+			rig.in <- msg{b: &stages.Batch{Records: []stages.Record{rec(o, int64(i), strconv.Itoa(i))}}}
+			sent.Add(1)
+		}
+	}()
+	// The worker takes the slow batch, 2 x conc more into its reorder
+	// buffer and one in hand; its free goroutines process those.
+	const bound = 2*conc + 2
+	waitFor(t, hangTimeout, "the reorder buffer to fill", func() bool { return h.n.Load() >= bound-1 })
+	// Nothing more is taken while the slow batch holds (a quiet period:
+	// this can only pass wrongly, never fail wrongly).
+	quiet := time.NewTimer(200 * time.Millisecond)
+	<-quiet.C
+	if n, s := h.n.Load(), sent.Load(); n > bound || s > bound+1 {
+		t.Fatalf("with the first batch held, the worker processed %d batches and took %d; want at most %d", n, s, bound)
+	}
+	rig.mu.Lock()
+	emitted := len(flatten(rig.out))
+	rig.mu.Unlock()
+	if emitted != 0 {
+		got := emitted
+		t.Fatalf("%d records emitted ahead of the held first batch", got)
+	}
+	close(h.release)
+	waitFor(t, hangTimeout, "every batch sent", func() bool { return sent.Load() == total })
+	rig.finish(t)
+	got := flatten(rig.out)
+	if len(got) != total {
+		t.Fatalf("%d records out, want %d", len(got), total)
+	}
+	for i, s := range got {
+		if s != strconv.Itoa(i) {
+			t.Fatalf("record %d is %s: out of order", i, s)
+		}
 	}
 }
