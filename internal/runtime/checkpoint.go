@@ -429,23 +429,22 @@ func (c *checkpointer) orphanMerges() map[string][]byte {
 
 // latestMergeState is the newest known state of a sink's ordered merge.
 func (c *checkpointer) latestMergeState(id string) []byte {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if st, ok := c.mergeFinal[id]; ok {
-		return st
-	}
-	return c.committed.Merge[id]
+	return c.latest(c.mergeFinal, func(cp *state.Checkpoint) map[string]json.RawMessage { return cp.Merge }, id)
 }
 
-// latestSourceState is the newest known state of a source: its final one,
-// or the committed one.
+// latestSourceState is the newest known state of a source.
 func (c *checkpointer) latestSourceState(id string) []byte {
+	return c.latest(c.sourceFinal, func(cp *state.Checkpoint) map[string]json.RawMessage { return cp.Sources }, id)
+}
+
+// latest is a stage's final state when it ended, else its committed one.
+func (c *checkpointer) latest(final map[string][]byte, committed func(*state.Checkpoint) map[string]json.RawMessage, id string) []byte {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if st, ok := c.sourceFinal[id]; ok {
+	if st, ok := final[id]; ok {
 		return st
 	}
-	return c.committed.Sources[id]
+	return committed(&c.committed)[id]
 }
 
 // commitNow commits, synchronously, the committed checkpoint updated with

@@ -135,11 +135,7 @@ func (e *emitter) reject(dl chan msg, rs []stages.Reject) bool {
 	n := float64(len(rs))
 	e.m.errors.Add(n)
 	for i := range rs {
-		r := &rs[i]
-		if r.Stage == "" {
-			r.Stage = e.stage
-		}
-		e.badLog.Warn().Str("origin", r.Record.OriginString()).Err(r.Err).Msg("bad record")
+		e.badLog.Warn().Str("origin", rs[i].Record.OriginString()).Err(rs[i].Err).Msg("bad record")
 	}
 	if dl == nil {
 		e.m.badRecord.Add(n)

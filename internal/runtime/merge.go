@@ -305,7 +305,7 @@ func (mg *merger) holders(now time.Time) (finite, live holdMark, idleAt time.Tim
 		if f.head < len(f.q) {
 			continue // has records: not holding
 		}
-		if v.ended && v.outstanding <= mg.heldOf(f) {
+		if mg.finished(f, v.feedInfo) {
 			if v.outstanding == 0 {
 				mg.forget(f) // finished for good: keep no state for it
 			}
@@ -370,11 +370,15 @@ func (mg *merger) take(now time.Time, final bool, limit int) (wake time.Time) {
 		if f.head == len(f.q) {
 			f.q, f.head = f.q[:0], 0
 			heap.Pop(&mg.ready)
-			if !final && !mg.finished(f) {
-				// f holds from now on, at its watermark.
-				if mg.finiteFeed(f) {
+			if !final {
+				// f holds from now on, at its watermark, unless it is
+				// finished.
+				v, ok := mg.board.status(f.key)
+				switch {
+				case !ok || mg.finished(f, v):
+				case v.finite:
 					finite.add(f)
-				} else {
+				default:
 					live.add(f)
 				}
 			}
@@ -410,16 +414,11 @@ func (mg *merger) take(now time.Time, final bool, limit int) (wake time.Time) {
 	return time.Time{}
 }
 
-// finished reports whether a feed with an empty queue will send nothing
-// more; finiteFeed whether its source is finite.
-func (mg *merger) finished(f *mfeed) bool {
-	v, ok := mg.board.status(f.key)
-	return !ok || (v.ended && v.outstanding <= mg.heldOf(f))
-}
-
-func (mg *merger) finiteFeed(f *mfeed) bool {
-	v, ok := mg.board.status(f.key)
-	return ok && v.finite
+// finished reports whether a feed with an empty queue, whose state on the
+// board is v, will send nothing more: it ended, and every batch of it
+// still unreleased is one the merge holds.
+func (mg *merger) finished(f *mfeed, v feedInfo) bool {
+	return v.ended && v.outstanding <= mg.heldOf(f)
 }
 
 // heldOf counts the batches of f the merge still holds (taken, not yet

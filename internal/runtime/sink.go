@@ -84,8 +84,13 @@ func (s *sinkRunner) run() error {
 		st, err := stateOf(s.sink)
 		s.ckpt.sinkAck(s.id, m.epoch, st, nil, err)
 	}
-	// Flush with retries first: Close releases the file even when it
-	// fails, so it is not retryable itself.
+	return s.close()
+}
+
+// close flushes and closes the sink once its inputs ended. Flush is
+// retried first: Close releases the file even when it fails, so it is
+// not retryable itself.
+func (s *sinkRunner) close() error {
 	if err := s.retry("flush", func() error { return s.sink.Flush(s.hard) }); err != nil {
 		return err
 	}
@@ -240,14 +245,7 @@ func (s *sinkRunner) endMerge() error {
 		}
 	}
 	s.merge.publish()
-	if err := s.retry("flush", func() error { return s.sink.Flush(s.hard) }); err != nil {
-		return err
-	}
-	if err := s.sink.Close(s.hard); err != nil {
-		s.m.errors.Inc()
-		return fmt.Errorf("close: %w", err)
-	}
-	return nil
+	return s.close()
 }
 
 // mergeWrite writes the records the merge lets go now (all of them when
