@@ -401,34 +401,10 @@ sinks:
 // reload and b.log's, all interleaved with them, come after it.
 func TestReconfigureMergeKeepsBuffer(t *testing.T) {
 	dir := t.TempDir()
+	rt, mx, cfg := startMergeReload(t, dir, "50ms")
 	a, b := filepath.Join(dir, "a.log"), filepath.Join(dir, "b.log")
-	for _, f := range []string{a, b} {
-		if err := os.WriteFile(f, nil, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cfg := func(lateness string) string {
-		return `version: 1
-checkpoint_interval: 50ms
-sources:
-  in: { type: file, path: "*.log" }
-workers:
-  w: { inputs: [in], ordered: true, concurrency: 2, steps: [ parse_json: {} ] }
-sinks:
-  out:
-    type: file
-    inputs: [w]
-    path: out.jsonl
-    merge: { order_by: ts, max_lateness: ` + lateness + `, idle_timeout: 1h }
-`
-	}
-	mx := NewMetrics()
-	rt, err := New(Options{Logger: nopLogger(), Metrics: mx, StateDir: filepath.Join(dir, "state"), ShutdownTimeout: hangTimeout})
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx := context.Background()
-	if _, err := rt.Apply(ctx, []*config.Pipeline{rcLoad(t, dir, cfg("1h"))}); err != nil {
+	if _, err := rt.Apply(ctx, []*config.Pipeline{cfg("1h")}); err != nil {
 		t.Fatal(err)
 	}
 	const n = 500
@@ -441,7 +417,7 @@ sinks:
 	buffered := mx.mergeBuffered.WithLabelValues("p", "out")
 	waitFor(t, hangTimeout, "a.log queued by the merge", func() bool { return metricValue(t, buffered) == n })
 
-	ch, err := rt.Apply(ctx, []*config.Pipeline{rcLoad(t, dir, cfg("2h"))})
+	ch, err := rt.Apply(ctx, []*config.Pipeline{cfg("2h")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -608,34 +584,10 @@ func TestFeedCreditCountsRecords(t *testing.T) {
 // crash right after would write those records twice.
 func TestReconfigureMergeQuiescent(t *testing.T) {
 	dir := t.TempDir()
-	a, b := filepath.Join(dir, "a.log"), filepath.Join(dir, "b.log")
-	for _, f := range []string{a, b} {
-		if err := os.WriteFile(f, nil, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cfg := func(lateness string) string {
-		return `version: 1
-checkpoint_interval: 1h
-sources:
-  in: { type: file, path: "*.log" }
-workers:
-  w: { inputs: [in], ordered: true, steps: [ parse_json: {} ] }
-sinks:
-  out:
-    type: file
-    inputs: [w]
-    path: out.jsonl
-    merge: { order_by: ts, max_lateness: ` + lateness + `, idle_timeout: 1h }
-`
-	}
-	mx := NewMetrics()
-	rt, err := New(Options{Logger: nopLogger(), Metrics: mx, StateDir: filepath.Join(dir, "state"), ShutdownTimeout: hangTimeout})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rt, mx, cfg := startMergeReload(t, dir, "1h")
+	a := filepath.Join(dir, "a.log")
 	ctx := context.Background()
-	if _, err := rt.Apply(ctx, []*config.Pipeline{rcLoad(t, dir, cfg("300ms"))}); err != nil {
+	if _, err := rt.Apply(ctx, []*config.Pipeline{cfg("300ms")}); err != nil {
 		t.Fatal(err)
 	}
 	const n = 200
@@ -649,7 +601,7 @@ sinks:
 	// for longer than that.
 	testHookQuiesced = func() { <-time.After(time.Second) }
 	defer func() { testHookQuiesced = nil }()
-	if _, err := rt.Apply(ctx, []*config.Pipeline{rcLoad(t, dir, cfg("400ms"))}); err != nil {
+	if _, err := rt.Apply(ctx, []*config.Pipeline{cfg("400ms")}); err != nil {
 		t.Fatal(err)
 	}
 	raw, err := os.ReadFile(filepath.Join(dir, "state", "p.json"))
@@ -804,4 +756,38 @@ sinks:
 	if _, err := os.Stat(filepath.Join(dir, "state", "old.json")); !os.IsNotExist(err) {
 		t.Errorf("old.json still there (%v)", err)
 	}
+}
+
+// startMergeReload makes two empty live feeds, dir/a.log and dir/b.log,
+// and a runtime with a state dir; cfg(lateness) is pipeline p, which
+// merges them by ts into out.jsonl with that max_lateness (idle_timeout
+// 1h) and the given checkpoint interval.
+func startMergeReload(t *testing.T, dir, interval string) (*Runtime, *Metrics, func(lateness string) *config.Pipeline) {
+	t.Helper()
+	for _, f := range []string{"a.log", "b.log"} {
+		if err := os.WriteFile(filepath.Join(dir, f), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := func(lateness string) *config.Pipeline {
+		return rcLoad(t, dir, `version: 1
+checkpoint_interval: `+interval+`
+sources:
+  in: { type: file, path: "*.log" }
+workers:
+  w: { inputs: [in], ordered: true, concurrency: 2, steps: [ parse_json: {} ] }
+sinks:
+  out:
+    type: file
+    inputs: [w]
+    path: out.jsonl
+    merge: { order_by: ts, max_lateness: `+lateness+`, idle_timeout: 1h }
+`)
+	}
+	mx := NewMetrics()
+	rt, err := New(Options{Logger: nopLogger(), Metrics: mx, StateDir: filepath.Join(dir, "state"), ShutdownTimeout: hangTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rt, mx, cfg
 }
