@@ -121,10 +121,19 @@ func appendFile(t testing.TB, path, content string) {
 // newFile builds, validates and opens a file source; Close runs at cleanup.
 func newFile(t testing.TB, cfg *FileConfig) *FileSource {
 	t.Helper()
+	return openFile(t, cfg, nil)
+}
+
+// openFile is newFile, with setup (if set) run on the source before Open.
+func openFile(t testing.TB, cfg *FileConfig, setup func(*FileSource)) *FileSource {
+	t.Helper()
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("Validate: %v", err)
 	}
 	src := NewFileSource(testSettings(t), cfg)
+	if setup != nil {
+		setup(src)
+	}
 	if err := src.Open(context.Background()); err != nil {
 		t.Fatalf("Open: %v", err)
 	}

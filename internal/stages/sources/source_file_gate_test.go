@@ -72,16 +72,7 @@ func (g *fakeGate) give(p string, n int) {
 
 func newGatedFile(t *testing.T, cfg *FileConfig, g stages.FeedGate) *FileSource {
 	t.Helper()
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	src := NewFileSource(testSettings(t), cfg)
-	src.SetFeedGate(g)
-	if err := src.Open(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = src.Close() })
-	return src
+	return openFile(t, cfg, func(s *FileSource) { s.SetFeedGate(g) })
 }
 
 // checkOneFeed fails unless every record of b comes from the file its
