@@ -283,27 +283,16 @@ func (s *FileSource) readOnce(ctx context.Context) (*stages.Batch, error) {
 	retry := false
 	for s.next < len(s.files) && !s.bb.full() {
 		t := s.files[s.next]
-		if t.f == nil {
-			if err := s.open(t, t.path, true); err != nil {
-				if errors.Is(err, fs.ErrNotExist) {
-					s.log.Warn().Str("file", t.path).Msg("file deleted before it was read; skipping it")
-					s.next++
-					continue
-				}
-				// Unreadable (permissions, I/O error): retry, holding
-				// back the files after it so that none is skipped.
-				if s.warnOpen(t.path, err) {
-					s.log.Warn().Err(err).Str("file", t.path).Dur("retry_every", openRetry).Msg("cannot read file; retrying until it can be read")
-				}
-				retry = true
-				break
-			}
-			s.openOK(t.path)
-			if s.byID[t.id] != t { // a second name (hard link) of a file already read
-				t.close()
-				s.next++
-				continue
-			}
+		ready, skip := s.openForOnce(t)
+		if skip {
+			s.next++
+			continue
+		}
+		if !ready {
+			// Unreadable: retry, holding back the files after it so
+			// that none is skipped.
+			retry = true
+			break
 		}
 		eof, err := s.pump(t)
 		if err != nil {
@@ -338,6 +327,32 @@ func (s *FileSource) readOnce(ctx context.Context) (*stages.Batch, error) {
 		return nil, ctx.Err()
 	}
 	return nil, stages.ErrEndOfInput
+}
+
+// openForOnce opens a file of a finite source for its turn, if it is not
+// open yet. ready: it can be read. skip: it was deleted, or it is a second
+// name (hard link) of a file already read; it is logged. Neither: it
+// cannot be read now (permissions, I/O error), logged once per episode.
+func (s *FileSource) openForOnce(t *tailedFile) (ready, skip bool) {
+	if t.f != nil {
+		return true, false
+	}
+	if err := s.open(t, t.path, true); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			s.log.Warn().Str("file", t.path).Msg("file deleted before it was read; skipping it")
+			return false, true
+		}
+		if s.warnOpen(t.path, err) {
+			s.log.Warn().Err(err).Str("file", t.path).Dur("retry_every", openRetry).Msg("cannot read file; retrying until it can be read")
+		}
+		return false, false
+	}
+	s.openOK(t.path)
+	if s.byID[t.id] != t {
+		t.close()
+		return false, true
+	}
+	return true, false
 }
 
 // openRetry is how often an unreadable input file is tried again.

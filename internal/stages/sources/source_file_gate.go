@@ -2,9 +2,7 @@ package sources
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
 	"time"
 
 	"github.com/etld/etld/internal/stages"
@@ -79,25 +77,14 @@ func (s *FileSource) readOneFile() (b *stages.Batch, progress, waiting, unreadab
 			waiting = true
 			continue
 		}
-		if t.f == nil {
-			if err := s.open(t, t.path, true); err != nil {
-				if errors.Is(err, fs.ErrNotExist) {
-					s.log.Warn().Str("file", t.path).Msg("file deleted before it was read; skipping it")
-					s.finish(t, t.path)
-					return nil, true, false, false, nil
-				}
-				if s.warnOpen(t.path, err) {
-					s.log.Warn().Err(err).Str("file", t.path).Dur("retry_every", openRetry).Msg("cannot read file; retrying until it can be read")
-				}
-				unreadable = true
-				continue
-			}
-			s.openOK(t.path)
-			if s.byID[t.id] != t { // a second name (hard link) of a file already read
-				t.close()
-				s.finish(t, t.path)
-				return nil, true, false, false, nil
-			}
+		ready, skip := s.openForOnce(t)
+		if skip {
+			s.finish(t, t.path)
+			return nil, true, false, false, nil
+		}
+		if !ready {
+			unreadable = true
+			continue
 		}
 		s.next = (i + 1) % n
 		s.bb.start()
