@@ -11,7 +11,7 @@ import (
 )
 
 // rrRenamed is the message etld logs when a pipeline file was renamed
-// with its content unchanged (internal/runtime/runtime.go).
+// with its content unchanged (internal/engine/runtime.go).
 const rrRenamed = "pipeline file renamed: its checkpoint moves with it"
 
 // TestReloadRenamePipelineFile (README, Hot reload, "a renamed file"): in

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/etld/etld/internal/admin"
+	"github.com/etld/etld/internal/engine"
 	"github.com/etld/etld/internal/notify"
-	"github.com/etld/etld/internal/runtime"
 	"github.com/rs/zerolog"
 )
 
@@ -29,7 +29,7 @@ import (
 //
 // Every method is safe on a nil *ops and from any goroutine.
 type ops struct {
-	rt      *runtime.Runtime
+	rt      *engine.Runtime
 	log     zerolog.Logger
 	admin   *admin.Server // nil with --admin off
 	reloads *admin.ReloadTracker
@@ -56,7 +56,7 @@ const statusEvery = 10 * time.Second
 // startOps starts the admin server on f.admin (unless "off") and, under a
 // systemd watchdog, the heartbeat and the pings. Its error names the
 // admin address.
-func startOps(ctx context.Context, rt *runtime.Runtime, f runFlags, log zerolog.Logger) (*ops, error) {
+func startOps(ctx context.Context, rt *engine.Runtime, f runFlags, log zerolog.Logger) (*ops, error) {
 	o := &ops{rt: rt, log: log, reloads: &admin.ReloadTracker{}, statusEvery: statusEvery,
 		kick: make(chan struct{}, 1)}
 	if f.admin != "off" {
@@ -92,7 +92,7 @@ func startOps(ctx context.Context, rt *runtime.Runtime, f runFlags, log zerolog.
 
 // Started records the initial load and tells systemd and /readyz that the
 // pipelines run.
-func (o *ops) Started(changes []runtime.Change) {
+func (o *ops) Started(changes []engine.Change) {
 	if o == nil {
 		return
 	}
@@ -117,7 +117,7 @@ func (o *ops) Reloading() {
 
 // Reloaded records a reload's outcome and tells systemd it is over; it
 // has the signature of daemon.afterReload.
-func (o *ops) Reloaded(changes []runtime.Change, invalid map[string][]string, err error) {
+func (o *ops) Reloaded(changes []engine.Change, invalid map[string][]string, err error) {
 	if o == nil {
 		return
 	}
@@ -176,7 +176,7 @@ func (o *ops) Close() {
 // reloadRecord turns what a load did into the tracker's records: a
 // pipeline that started, was replaced or stopped is a success, an
 // unchanged one is unchanged, and a failed or invalid one a failure.
-func reloadRecord(changes []runtime.Change, invalid map[string][]string, err error) (admin.Reload, map[string]admin.Reload) {
+func reloadRecord(changes []engine.Change, invalid map[string][]string, err error) (admin.Reload, map[string]admin.Reload) {
 	per := map[string]admin.Reload{}
 	changed := false
 	var failed []string

@@ -18,7 +18,7 @@ import (
 
 	"github.com/etld/etld/internal/admin"
 	"github.com/etld/etld/internal/config"
-	"github.com/etld/etld/internal/runtime"
+	"github.com/etld/etld/internal/engine"
 	"github.com/etld/etld/internal/stages/builtin"
 )
 
@@ -131,7 +131,7 @@ sinks:
 		t.Fatal(err)
 	}
 	log := zerolog.New(zerolog.NewTestWriter(t))
-	rt, err := runtime.New(runtime.Options{Logger: log})
+	rt, err := engine.New(engine.Options{Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +173,7 @@ sinks:
 	if lines := strings.Split(m, "\n"); len(lines) != 2 || lines[0] != "RELOADING=1" || !strings.HasPrefix(lines[1], "MONOTONIC_USEC=") {
 		t.Fatalf("got %q; want RELOADING=1 and MONOTONIC_USEC", m)
 	}
-	o.Reloaded([]runtime.Change{{Pipeline: "gen", Action: "unchanged"}}, map[string][]string{"gen": {"gen.yaml:4:3: sources.x: unknown key"}}, nil)
+	o.Reloaded([]engine.Change{{Pipeline: "gen", Action: "unchanged"}}, map[string][]string{"gen": {"gen.yaml:4:3: sources.x: unknown key"}}, nil)
 	if m = nextMessage(t, msgs, "READY=1 after the reload", lifecycle); !strings.HasPrefix(m, "READY=1\nSTATUS=") || !strings.HasSuffix(m, ": FAILED") {
 		t.Fatalf("after a failed reload: %q; want READY=1 with the failure in STATUS", m)
 	}
@@ -210,7 +210,7 @@ sinks:
 
 func TestOpsAdminOffAndNil(t *testing.T) {
 	t.Setenv("NOTIFY_SOCKET", "")
-	rt, err := runtime.New(runtime.Options{Logger: zerolog.Nop()})
+	rt, err := engine.New(engine.Options{Logger: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,22 +276,22 @@ func TestHealthCheckFollowsHeartbeat(t *testing.T) {
 func TestReloadRecord(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
-		changes  []runtime.Change
+		changes  []engine.Change
 		invalid  map[string][]string
 		err      error
 		overall  string
 		errorHas string
 		per      map[string]string // pipeline -> action/result
 	}{
-		{"initial", []runtime.Change{{Pipeline: "a", Action: "started"}}, nil, nil, "success", "",
+		{"initial", []engine.Change{{Pipeline: "a", Action: "started"}}, nil, nil, "success", "",
 			map[string]string{"a": "started/success"}},
-		{"unchanged", []runtime.Change{{Pipeline: "a", Action: "unchanged"}}, nil, nil, "unchanged", "",
+		{"unchanged", []engine.Change{{Pipeline: "a", Action: "unchanged"}}, nil, nil, "unchanged", "",
 			map[string]string{"a": "unchanged/unchanged"}},
-		{"replaced and stopped", []runtime.Change{{Pipeline: "a", Action: "replaced"}, {Pipeline: "b", Action: "stopped"}}, nil, nil, "success", "",
+		{"replaced and stopped", []engine.Change{{Pipeline: "a", Action: "replaced"}, {Pipeline: "b", Action: "stopped"}}, nil, nil, "success", "",
 			map[string]string{"a": "replaced/success", "b": "stopped/success"}},
-		{"invalid file", []runtime.Change{{Pipeline: "a", Action: "unchanged"}}, map[string][]string{"a": {"a.yaml:1:1: bad"}}, nil, "failure", "failed: a",
+		{"invalid file", []engine.Change{{Pipeline: "a", Action: "unchanged"}}, map[string][]string{"a": {"a.yaml:1:1: bad"}}, nil, "failure", "failed: a",
 			map[string]string{"a": "invalid/failure"}},
-		{"failed to open", []runtime.Change{{Pipeline: "a", Action: "failed", Err: errors.New("open out: denied")}}, nil, errors.New("open out: denied"), "failure", "denied",
+		{"failed to open", []engine.Change{{Pipeline: "a", Action: "failed", Err: errors.New("open out: denied")}}, nil, errors.New("open out: denied"), "failure", "denied",
 			map[string]string{"a": "failed/failure"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

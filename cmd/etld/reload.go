@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/etld/etld/internal/config"
-	"github.com/etld/etld/internal/runtime"
+	"github.com/etld/etld/internal/engine"
 	"github.com/etld/etld/internal/stages/builtin"
 	"github.com/etld/etld/internal/watch"
 	"github.com/rs/zerolog"
@@ -19,7 +19,7 @@ import (
 // `run` ends (SPEC §1).
 type daemon struct {
 	path     string
-	rt       *runtime.Runtime
+	rt       *engine.Runtime
 	log      zerolog.Logger
 	debounce time.Duration
 	watch    bool
@@ -30,7 +30,7 @@ type daemon struct {
 	// Hooks around every reload, for sd_notify and the admin API; nil
 	// means none.
 	beforeReload func()
-	afterReload  func(changes []runtime.Change, invalid map[string][]string, err error)
+	afterReload  func(changes []engine.Change, invalid map[string][]string, err error)
 }
 
 // serve runs until ctx is done or, unless the config is a directory being

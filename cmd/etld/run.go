@@ -12,7 +12,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/etld/etld/internal/runtime"
+	"github.com/etld/etld/internal/engine"
 	"github.com/rs/zerolog"
 )
 
@@ -109,7 +109,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
-	rt, err := runtime.New(runtime.Options{
+	rt, err := engine.New(engine.Options{
 		Logger:          log,
 		StateDir:        stateDir(f.stateDir),
 		ShutdownTimeout: f.shutdownTimeout,
@@ -119,7 +119,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		o, err = startOps(ctx, rt, f, log) // binds --admin before any pipeline runs
 		defer o.Close()
 	}
-	var started []runtime.Change
+	var started []engine.Change
 	if err == nil {
 		started, err = rt.Apply(ctx, pipes)
 	}

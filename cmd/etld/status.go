@@ -17,7 +17,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/etld/etld/internal/admin"
-	"github.com/etld/etld/internal/runtime"
+	"github.com/etld/etld/internal/engine"
 )
 
 // cmdStatus is `etld status [--admin ADDR] [--watch] [--interval 2s]`: it
@@ -188,7 +188,7 @@ func renderStatus(w io.Writer, snap, prev *admin.Snapshot) {
 
 // mergeNote summarises an ordered merge: what it holds, how far it got,
 // and which feeds sent late records or hold the others back.
-func mergeNote(pipeline, stage string, m *runtime.MergeStatus) string {
+func mergeNote(pipeline, stage string, m *engine.MergeStatus) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s/%s: merge by %s, %d buffered", pipeline, stage, m.OrderBy, m.Buffered)
 	if m.Newest != "" {
@@ -215,7 +215,7 @@ func mergeNote(pipeline, stage string, m *runtime.MergeStatus) string {
 
 // stageType is a stage's type; for a worker (whose type is "worker"),
 // its concurrency and steps: "x4 parse_json,filter".
-func stageType(s runtime.StageStatus) string {
+func stageType(s engine.StageStatus) string {
 	if s.Kind != "worker" {
 		return s.Type
 	}

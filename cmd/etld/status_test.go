@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/etld/etld/internal/admin"
-	"github.com/etld/etld/internal/runtime"
+	"github.com/etld/etld/internal/engine"
 )
 
 // snapshotAt is a fixed /api/pipelines body: one pipeline whose sink has
@@ -25,7 +25,7 @@ func snapshotAt(secs int, out uint64) admin.Snapshot {
 		Ready:      true,
 		LastReload: &admin.Reload{Time: t0, Result: "success"},
 		Pipelines: []admin.Pipeline{{
-			PipelineStatus: runtime.PipelineStatus{Name: "orders", File: "orders.yaml", State: "running", Stages: []runtime.StageStatus{
+			PipelineStatus: engine.PipelineStatus{Name: "orders", File: "orders.yaml", State: "running", Stages: []engine.StageStatus{
 				{ID: "files", Kind: "source", Type: "file", In: out, Out: out, Healthy: true},
 				{ID: "enrich", Kind: "worker", Type: "worker", Inputs: []string{"files"}, Concurrency: 4,
 					Steps: []string{"parse_json", "filter"}, In: out, Out: out, QueueLength: 3, Healthy: true},
@@ -172,7 +172,7 @@ workers:
 sinks:
   out: {type: file, inputs: [w], path: out.jsonl}
 `)
-	rt, err := runtime.New(runtime.Options{})
+	rt, err := engine.New(engine.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,8 +205,8 @@ sinks:
 }
 
 func TestMergeNote(t *testing.T) {
-	got := mergeNote("logs", "timeline", &runtime.MergeStatus{OrderBy: "ts", Buffered: 12, Newest: "2026-11-27T10:00:01Z", Late: 3,
-		Feeds: []runtime.FeedStatus{
+	got := mergeNote("logs", "timeline", &engine.MergeStatus{OrderBy: "ts", Buffered: 12, Newest: "2026-11-27T10:00:01Z", Late: 3,
+		Feeds: []engine.FeedStatus{
 			{Feed: "/var/log/app.log", Watermark: "2026-11-27T10:00:02Z", Late: 3},
 			{Feed: "stdin-src"},
 		}})

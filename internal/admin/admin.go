@@ -24,19 +24,19 @@ import (
 	"sync/atomic"
 	"time"
 
-	goruntime "runtime"
+	"runtime"
 
-	"github.com/etld/etld/internal/runtime"
+	"github.com/etld/etld/internal/engine"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 )
 
-// Runtime is what the server reads; *runtime.Runtime implements it. Both
+// Runtime is what the server reads; *engine.Runtime implements it. Both
 // methods are called concurrently from request goroutines.
 type Runtime interface {
-	Status() []runtime.PipelineStatus
+	Status() []engine.PipelineStatus
 	Ready() bool
 }
 
@@ -128,7 +128,7 @@ func (bi BuildInfo) complete() BuildInfo {
 		bi.Version = "dev"
 	}
 	if bi.GoVersion == "" {
-		bi.GoVersion = goruntime.Version()
+		bi.GoVersion = runtime.Version()
 	}
 	if bi.Revision == "" {
 		bi.Revision = "unknown"
@@ -268,8 +268,8 @@ func (s *Server) ready() (bool, string) {
 }
 
 // notReadyReason names the first problem of the snapshot, the way
-// runtime.Ready judges it.
-func notReadyReason(ps []runtime.PipelineStatus) string {
+// engine.Ready judges it.
+func notReadyReason(ps []engine.PipelineStatus) string {
 	for _, p := range ps {
 		switch p.State {
 		case "failed":
@@ -299,7 +299,7 @@ type Snapshot struct {
 
 // Pipeline is one pipeline's status and its last reload.
 type Pipeline struct {
-	runtime.PipelineStatus
+	engine.PipelineStatus
 	LastReload *Reload `json:"last_reload,omitempty"`
 }
 

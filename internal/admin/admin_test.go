@@ -24,7 +24,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/etld/etld/internal/config"
-	"github.com/etld/etld/internal/runtime"
+	"github.com/etld/etld/internal/engine"
 	"github.com/etld/etld/internal/stages/builtin"
 )
 
@@ -36,22 +36,22 @@ const hang = 20 * time.Second
 // fakeRuntime is a Runtime whose answers the test sets.
 type fakeRuntime struct {
 	mu     sync.Mutex
-	status []runtime.PipelineStatus
+	status []engine.PipelineStatus
 }
 
-func (f *fakeRuntime) set(ps ...runtime.PipelineStatus) {
+func (f *fakeRuntime) set(ps ...engine.PipelineStatus) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.status = ps
 }
 
-func (f *fakeRuntime) Status() []runtime.PipelineStatus {
+func (f *fakeRuntime) Status() []engine.PipelineStatus {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.status
 }
 
-// Ready judges like runtime.Runtime.Ready.
+// Ready judges like engine.Runtime.Ready.
 func (f *fakeRuntime) Ready() bool {
 	for _, p := range f.Status() {
 		if p.State == "failed" || p.State == "stopping" {
@@ -102,22 +102,22 @@ func TestReadyz(t *testing.T) {
 	}
 	s.SetRunning()
 
-	healthy := runtime.StageStatus{ID: "in", Kind: "source", Type: "file", Healthy: true}
+	healthy := engine.StageStatus{ID: "in", Kind: "source", Type: "file", Healthy: true}
 	for _, tc := range []struct {
 		name   string
-		status []runtime.PipelineStatus
+		status []engine.PipelineStatus
 		code   int
 		body   string
 	}{
 		{"no pipelines", nil, 200, "ready\n"},
-		{"running", []runtime.PipelineStatus{{Name: "a", State: "running", Stages: []runtime.StageStatus{healthy}}}, 200, "ready\n"},
-		{"finished", []runtime.PipelineStatus{{Name: "a", State: "finished", Stages: []runtime.StageStatus{healthy}}}, 200, "ready\n"},
-		{"failed", []runtime.PipelineStatus{
+		{"running", []engine.PipelineStatus{{Name: "a", State: "running", Stages: []engine.StageStatus{healthy}}}, 200, "ready\n"},
+		{"finished", []engine.PipelineStatus{{Name: "a", State: "finished", Stages: []engine.StageStatus{healthy}}}, 200, "ready\n"},
+		{"failed", []engine.PipelineStatus{
 			{Name: "a", State: "running"},
 			{Name: "b", State: "failed", Error: "sink out: disk on fire"},
 		}, 503, "not ready: pipeline \"b\" failed: sink out: disk on fire\n"},
-		{"stopping", []runtime.PipelineStatus{{Name: "a", State: "stopping"}}, 503, "not ready: pipeline \"a\" is stopping\n"},
-		{"failing sink", []runtime.PipelineStatus{{Name: "a", State: "running", Stages: []runtime.StageStatus{
+		{"stopping", []engine.PipelineStatus{{Name: "a", State: "stopping"}}, 503, "not ready: pipeline \"a\" is stopping\n"},
+		{"failing sink", []engine.PipelineStatus{{Name: "a", State: "running", Stages: []engine.StageStatus{
 			healthy, {ID: "out", Kind: "sink", Type: "file", Healthy: false},
 		}}}, 503, "not ready: pipeline \"a\": sink \"out\" is failing and retrying (see the log)\n"},
 	} {
@@ -193,7 +193,7 @@ workers:
 sinks:
   out: {type: file, inputs: [w], path: out.jsonl}
 `)
-	rt, err := runtime.New(runtime.Options{Logger: zerolog.New(zerolog.NewTestWriter(t))})
+	rt, err := engine.New(engine.Options{Logger: zerolog.New(zerolog.NewTestWriter(t))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,7 +272,7 @@ sinks:
 	if p.Name != "gen" || p.State != "finished" || p.LastReload == nil || p.LastReload.Action != "started" || len(p.Stages) != 3 {
 		t.Fatalf("pipeline: %+v", p)
 	}
-	byID := map[string]runtime.StageStatus{}
+	byID := map[string]engine.StageStatus{}
 	for _, st := range p.Stages {
 		byID[st.ID] = st
 	}
@@ -483,7 +483,7 @@ type blockingRuntime struct {
 	release chan struct{}
 }
 
-func (b *blockingRuntime) Status() []runtime.PipelineStatus {
+func (b *blockingRuntime) Status() []engine.PipelineStatus {
 	b.once.Do(func() { close(b.entered) })
 	<-b.release
 	return nil

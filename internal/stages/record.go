@@ -2,7 +2,7 @@
 // stage implementations: records and batches, the Source, Step and Sink
 // interfaces, and the Registry that maps a stage `type` to its factory.
 //
-// Implementations are synchronous. The runtime (internal/runtime) owns
+// Implementations are synchronous. The runtime (internal/engine) owns
 // goroutines, channels, retries and shutdown order; a stage never starts a
 // goroutine that outlives its Close.
 package stages

@@ -1,4 +1,4 @@
-package runtime
+package engine
 
 import (
 	"bytes"
@@ -49,7 +49,7 @@ func benchTmpfsDir(b *testing.B) string {
 // (written once, on tmpfs when there is one). The target is
 // ordered within 15% of unordered in records/s:
 //
-//	go test ./internal/runtime -run XXX -bench Ordered -benchtime 10x -count 5
+//	go test ./internal/engine -run XXX -bench Ordered -benchtime 10x -count 5
 //
 // The worker runs its default concurrency (one goroutine per CPU), which
 // is where keeping the arrival order has something to undo.

@@ -1,4 +1,4 @@
-package runtime
+package engine
 
 import (
 	"context"
@@ -6,7 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	goruntime "runtime"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,7 +30,7 @@ func (f funcStep) Process(b *stages.Batch) { f(b) }
 // sleeping), so that a worker's goroutines finish out of order.
 var slowStep = funcStep(func(b *stages.Batch) {
 	for range rand.IntN(200) {
-		goruntime.Gosched()
+		runtime.Gosched()
 	}
 })
 

@@ -10,7 +10,7 @@
 // Start order is sinks, then sources (reverse topological order); a stop
 // makes the sources stop reading, and everything in flight drains through
 // the workers to the sinks, which flush and fsync before they close.
-package runtime
+package engine
 
 import (
 	"context"

@@ -1,10 +1,10 @@
-package runtime
+package engine
 
 import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	goruntime "runtime"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -178,7 +178,7 @@ func checkMerged(t *testing.T, scripts []script, got []outItem, allEpochs bool) 
 // differently from run to run.
 func jitter(r *rand.Rand, max int) {
 	for range r.IntN(max + 1) {
-		goruntime.Gosched()
+		runtime.Gosched()
 	}
 }
 

@@ -1,4 +1,4 @@
-package runtime
+package engine
 
 import (
 	"bytes"
@@ -9,7 +9,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
-	goruntime "runtime"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -283,13 +283,13 @@ func rcCheckResources(t *testing.T, what string, cfg *config.Pipeline, in string
 // rcFrames maps a frame (a function name followed by "(") to what a
 // goroutine running it is.
 var rcFrames = []struct{ frame, what string }{
-	{"internal/runtime.(*pipeline).launchSource.func1(", "source"},
-	{"internal/runtime.(*pipeline).launchWorker.func1(", "worker"},
-	{"internal/runtime.(*workerRunner).runUnordered.func1(", "worker pool"},
-	{"internal/runtime.(*workerRunner).runOrdered.func1(", "worker pool"},
-	{"internal/runtime.(*workerRunner).runOrdered.func2(", "ordered emitter"},
-	{"internal/runtime.(*pipeline).launchSink.func1(", "sink"},
-	{"internal/runtime.(*aligner).forward(", "input forwarder"},
+	{"internal/engine.(*pipeline).launchSource.func1(", "source"},
+	{"internal/engine.(*pipeline).launchWorker.func1(", "worker"},
+	{"internal/engine.(*workerRunner).runUnordered.func1(", "worker pool"},
+	{"internal/engine.(*workerRunner).runOrdered.func1(", "worker pool"},
+	{"internal/engine.(*workerRunner).runOrdered.func2(", "ordered emitter"},
+	{"internal/engine.(*pipeline).launchSink.func1(", "sink"},
+	{"internal/engine.(*aligner).forward(", "input forwarder"},
 	{"fsnotify.(*inotify).readEvents(", "inotify reader"},
 }
 
@@ -329,7 +329,7 @@ func rcResources(in string) (map[string]int, string) {
 	m := map[string]int{}
 	buf := make([]byte, 1<<20)
 	for {
-		n := goruntime.Stack(buf, true)
+		n := runtime.Stack(buf, true)
 		if n < len(buf) {
 			buf = buf[:n]
 			break

@@ -1,4 +1,4 @@
-package runtime
+package engine
 
 import (
 	"context"
@@ -6,7 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	goruntime "runtime"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -236,7 +236,7 @@ func (p *pipeline) build(cfg *config.Pipeline, st *config.Stage, edges map[edgeK
 			}
 		}
 		if w.concurrency <= 0 {
-			w.concurrency = goruntime.NumCPU()
+			w.concurrency = runtime.NumCPU()
 		}
 		for _, ss := range st.Worker.Steps {
 			step, err := ss.Factory.NewStep(settings, ss.Config)
