@@ -334,7 +334,7 @@ func TestStateDirUnwritable(t *testing.T) {
 	if err := os.MkdirAll(state, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	writable := func() {}
+	var writable func() // makes the state dir writable again
 	if os.Geteuid() == 0 {
 		if err := syscall.Mount("tmpfs", state, "tmpfs", syscall.MS_RDONLY, "size=64k"); err != nil {
 			t.Skipf("cannot mount a read-only tmpfs on the state dir: %v", err)

@@ -117,7 +117,9 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	var o *ops // admin HTTP and systemd notify (ops.go)
 	if err == nil {
 		o, err = startOps(ctx, rt, f, log) // binds --admin before any pipeline runs
-		defer o.Close()
+		if err == nil {
+			defer o.Close()
+		}
 	}
 	var started []engine.Change
 	if err == nil {

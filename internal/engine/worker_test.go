@@ -60,9 +60,8 @@ type workerRig struct {
 	done    chan struct{}
 	collect sync.WaitGroup
 
-	mu       sync.Mutex
-	out, dl  []msg
-	outClose bool
+	mu      sync.Mutex
+	out, dl []msg
 }
 
 func newWorkerRig(t *testing.T, ordered bool, conc int, steps ...stages.Step) *workerRig {

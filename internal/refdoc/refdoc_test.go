@@ -60,11 +60,12 @@ func TestEveryOptionIsDocumented(t *testing.T) {
 
 // Configs with the mistakes Problems must catch.
 type undocumented struct {
-	Good     string `yaml:"good" doc:"fine"`
-	NoDoc    string `yaml:"no_doc"`
-	NoTag    int    `doc:"the loader reads this as notag"`
-	Nested   inner  `yaml:"nested" doc:"fine"`
-	Skipped  string `yaml:"-"`
+	Good    string `yaml:"good" doc:"fine"`
+	NoDoc   string `yaml:"no_doc"`
+	NoTag   int    `doc:"the loader reads this as notag"`
+	Nested  inner  `yaml:"nested" doc:"fine"`
+	Skipped string `yaml:"-"`
+	//lint:ignore U1000 the test checks that unexported fields are left out
 	internal int
 }
 

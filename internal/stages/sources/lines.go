@@ -130,7 +130,7 @@ func (s *lineSplitter) advance(n int) { s.end += n }
 // copy of its first max bytes and length its full length. off is the stream
 // offset of the line's first byte.
 func (s *lineSplitter) next() (kind lineKind, line []byte, off, length int64) {
-	for s.start < s.end {
+	if s.start < s.end {
 		data := s.buf[s.start:s.end]
 		i := bytes.IndexByte(data, '\n')
 		if i < 0 {

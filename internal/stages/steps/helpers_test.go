@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -124,16 +123,6 @@ func decodeRecord(t testing.TB, raw []byte) map[string]any {
 		t.Fatalf("record %s: %v", raw, err)
 	}
 	return m
-}
-
-// jsonEqual compares a record with the expected JSON text semantically.
-func jsonEqual(t testing.TB, raw []byte, want string) {
-	t.Helper()
-	got := decodeRecord(t, raw)
-	w := decodeRecord(t, []byte(want))
-	if fmt.Sprint(got) != fmt.Sprint(w) {
-		t.Fatalf("record %s, want %s", raw, want)
-	}
 }
 
 func rawLines(rs []stages.Record) []string {
