@@ -161,7 +161,7 @@ func (rt *Runtime) Apply(ctx context.Context, pipes []*config.Pipeline) ([]Chang
 		}
 		changes := make([]Change, 0, len(pipes))
 		for _, p := range pipes {
-			changes = append(changes, Change{Pipeline: p.Name, Action: "started"})
+			changes = append(changes, Change{Pipeline: p.Name, Action: ActionStarted})
 		}
 		return changes, nil
 	}
@@ -202,7 +202,7 @@ func (rt *Runtime) Apply(ctx context.Context, pipes []*config.Pipeline) ([]Chang
 					rt.log.Info().Str("from", name).Str("to", renamed).Msg("pipeline file renamed: its checkpoint moves with it")
 				}
 			}
-			changes = append(changes, Change{Pipeline: name, Action: "stopped", Err: err, Took: time.Since(start)})
+			changes = append(changes, Change{Pipeline: name, Action: ActionStopped, Err: err, Took: time.Since(start)})
 		}
 	}
 	for _, cfg := range pipes {
@@ -241,10 +241,9 @@ func (rt *Runtime) renamedTo(name string, pipes []*config.Pipeline, running map[
 // Change is what Apply did to one pipeline.
 type Change struct {
 	Pipeline string
-	// Action is started, reconfigured (changed stages swapped in place),
-	// replaced (restarted whole), stopped, unchanged, or failed (the
-	// running version, if any, is kept or was started again).
-	Action string
+	// Action is what was done; never ActionInvalid. Result tells
+	// whether it succeeded.
+	Action Action
 	Err    error
 	Took   time.Duration
 }
@@ -277,42 +276,42 @@ func (rt *Runtime) startAll(ctx context.Context, pipes []*config.Pipeline) error
 }
 
 // applyOne starts, replaces or keeps one pipeline.
-func (rt *Runtime) applyOne(ctx context.Context, cfg *config.Pipeline) (action string, err error) {
+func (rt *Runtime) applyOne(ctx context.Context, cfg *config.Pipeline) (action Action, err error) {
 	rt.mu.Lock()
 	old := rt.pipes[cfg.Name]
 	rt.mu.Unlock()
 	if old != nil && old.config().Hash == cfg.Hash && (!old.finished() || old.err() == nil) {
 		// Unchanged; a finished pipeline is not restarted either (its
 		// sources are done), but a failed one is retried.
-		return "unchanged", nil
+		return ActionUnchanged, nil
 	}
 	start := time.Now()
 	if old != nil && !old.finished() {
 		sw, rerr := old.reconfigure(ctx, cfg, rt.opts.ShutdownTimeout)
 		if rerr == nil {
 			if sw.empty() {
-				return "unchanged", nil
+				return ActionUnchanged, nil
 			}
-			return "reconfigured", nil
+			return ActionReconfigured, nil
 		}
 		if !errors.Is(rerr, errRestart) {
-			return "failed", rerr
+			return ActionFailed, rerr
 		}
 		rt.log.Info().Str("pipeline", cfg.Name).Str("reason", rerr.Error()).Msg("restarting the pipeline with its new config")
 	}
 	next, err := newPipeline(cfg, rt.log, rt.opts.Metrics, rt.store)
 	if err != nil {
-		return "failed", fmt.Errorf("pipeline %q: not reloaded, the running one is kept: %w", cfg.Name, err)
+		return ActionFailed, fmt.Errorf("pipeline %q: not reloaded, the running one is kept: %w", cfg.Name, err)
 	}
 	if old != nil {
 		if err := rt.stopPipeline(old); err != nil {
 			next.cancelHard()
-			return "failed", err
+			return ActionFailed, err
 		}
 	}
 	if oerr := next.open(ctx); oerr != nil {
 		if old == nil {
-			return "failed", oerr
+			return ActionFailed, oerr
 		}
 		rt.log.Error().Err(oerr).Str("pipeline", cfg.Name).Msg("the new pipeline cannot open; restarting the previous one")
 		back, berr := newPipeline(old.config(), rt.log, rt.opts.Metrics, rt.store)
@@ -323,10 +322,10 @@ func (rt *Runtime) applyOne(ctx context.Context, cfg *config.Pipeline) (action s
 			rt.mu.Lock()
 			delete(rt.pipes, cfg.Name)
 			rt.mu.Unlock()
-			return "failed", errors.Join(oerr, fmt.Errorf("restarting the previous pipeline %q: %w", cfg.Name, berr))
+			return ActionFailed, errors.Join(oerr, fmt.Errorf("restarting the previous pipeline %q: %w", cfg.Name, berr))
 		}
 		next = back
-		action, err = "failed", fmt.Errorf("pipeline %q: not reloaded, the previous config runs again: %w", cfg.Name, oerr)
+		action, err = ActionFailed, fmt.Errorf("pipeline %q: not reloaded, the previous config runs again: %w", cfg.Name, oerr)
 	}
 	rt.mu.Lock()
 	rt.pipes[cfg.Name] = next
@@ -334,12 +333,12 @@ func (rt *Runtime) applyOne(ctx context.Context, cfg *config.Pipeline) (action s
 	rt.watchIdle()
 	rt.mu.Unlock()
 	if action == "" {
-		action = "started"
+		action = ActionStarted
 		if old != nil {
-			action = "replaced"
+			action = ActionReplaced
 		}
 	}
-	rt.log.Info().Str("pipeline", cfg.Name).Dur("took", time.Since(start)).Msg("pipeline " + action)
+	rt.log.Info().Str("pipeline", cfg.Name).Dur("took", time.Since(start)).Msg("pipeline " + action.String())
 	return action, err
 }
 
