@@ -361,24 +361,57 @@ func (rt *Runtime) remove(name string) error {
 // abandons what is left. Stage failures are kept for Stop's result.
 func (rt *Runtime) stopPipeline(p *pipeline) error {
 	p.cancelStop()
-	t := time.NewTimer(rt.opts.ShutdownTimeout)
-	defer t.Stop()
-	select {
-	case <-p.done:
-	case <-t.C:
-		rt.log.Error().Str("pipeline", p.name()).Msg("shutdown timeout: abandoning unfinished work")
-		p.cancelHard()
-		select {
-		case <-p.done:
-		case <-time.After(hardStopGrace):
-			rt.log.Error().Str("pipeline", p.name()).Msg("a stage does not return after the hard stop; leaving it behind")
-		}
+	if rt.drain([]*pipeline{p}) {
 		return fmt.Errorf("pipeline %q: %w", p.name(), ErrShutdownTimeout)
 	}
 	if err := p.err(); err != nil {
 		rt.mu.Lock()
 		rt.failed = append(rt.failed, err)
 		rt.mu.Unlock()
+	}
+	return nil
+}
+
+// drain waits for ps, told to stop, until one deadline: the shutdown
+// timeout. Past it, it stops what is left hard and gives it hardStopGrace,
+// all together, to return; a stage that still does not (stuck in a system
+// call that ignores the hard stop, such as a hung NFS write) is left
+// behind. It reports whether the timeout expired.
+func (rt *Runtime) drain(ps []*pipeline) (timedOut bool) {
+	deadline := time.NewTimer(rt.opts.ShutdownTimeout)
+	defer deadline.Stop()
+	left := waitDone(ps, deadline.C)
+	if len(left) == 0 {
+		return false
+	}
+	for _, p := range left {
+		rt.log.Error().Str("pipeline", p.name()).Msg("shutdown timeout: abandoning unfinished work")
+		p.cancelHard()
+	}
+	grace := time.NewTimer(hardStopGrace)
+	defer grace.Stop()
+	for _, p := range waitDone(left, grace.C) {
+		rt.log.Error().Str("pipeline", p.name()).Msg("a stage does not return after the hard stop; leaving it behind")
+	}
+	return true
+}
+
+// waitDone waits until every pipeline of ps is done or expired fires,
+// and returns those not done then. expired is received from once at
+// most: a timer's channel fires once.
+func waitDone(ps []*pipeline, expired <-chan time.Time) []*pipeline {
+	for i, p := range ps {
+		select {
+		case <-p.done:
+		case <-expired:
+			var left []*pipeline
+			for _, q := range ps[i:] {
+				if !q.finished() {
+					left = append(left, q)
+				}
+			}
+			return left
+		}
 	}
 	return nil
 }
@@ -410,7 +443,8 @@ func (rt *Runtime) watchIdle() {
 }
 
 // Stop stops every pipeline gracefully, all at once, within the shutdown
-// timeout; after it, unfinished work is abandoned (it is re-read from the
+// timeout (one deadline for all of them); after it, unfinished work is
+// abandoned (it is re-read from the
 // last checkpoint at the next start). It returns every stage failure seen
 // since New, joined, with ErrShutdownTimeout when the timeout expired.
 func (rt *Runtime) Stop() error {
@@ -430,38 +464,8 @@ func (rt *Runtime) Stop() error {
 	if running > 0 {
 		rt.log.Info().Dur("timeout", rt.opts.ShutdownTimeout).Msg("stopping: sources stop reading, in-flight records drain")
 	}
+	timedOut := rt.drain(ps)
 	var errs []error
-	t := time.NewTimer(rt.opts.ShutdownTimeout)
-	defer t.Stop()
-	timedOut := false
-	for _, p := range ps {
-		select {
-		case <-p.done:
-		case <-t.C:
-			timedOut = true
-			rt.log.Error().Msg("shutdown timeout: abandoning unfinished work")
-			for _, q := range ps {
-				q.cancelHard()
-			}
-		}
-		if timedOut {
-			break
-		}
-	}
-	if timedOut {
-		// Everything blocking watches the hard stop, except a stage
-		// stuck in a system call that ignores it (a hung NFS write):
-		// give the rest a moment to return, then leave it behind.
-		grace := time.NewTimer(hardStopGrace)
-		defer grace.Stop()
-		for _, p := range ps {
-			select {
-			case <-p.done:
-			case <-grace.C:
-				rt.log.Error().Str("pipeline", p.name()).Msg("a stage does not return after the hard stop; leaving it behind")
-			}
-		}
-	}
 	rt.mu.Lock()
 	errs = append(errs, rt.failed...)
 	rt.mu.Unlock()

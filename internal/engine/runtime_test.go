@@ -13,6 +13,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/etld/etld/internal/config"
 	"github.com/etld/etld/internal/stages"
 )
 
@@ -444,3 +445,56 @@ sinks:
 }
 
 func sorted(s []string) []string { return slices.Sorted(slices.Values(s)) }
+
+// TestStopSeveralStuck (issue 12, bug 2): Stop is bounded by one deadline
+// however many pipelines are stuck in a Write that ignores every
+// cancellation: it returns ErrShutdownTimeout once the shutdown timeout
+// and the hard stop's grace have passed, rather than wait for the second
+// stuck pipeline on a grace timer that has already fired.
+func TestStopSeveralStuck(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	rt, err := New(Options{Logger: nopLogger(), ShutdownTimeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pipes []*config.Pipeline
+	var stuck []*fakeSink
+	for _, p := range []string{"a", "b", "c"} {
+		sink := newFakeSink()
+		sink.block, sink.ignoreCtx = true, true
+		name := strings.ReplaceAll(t.Name(), "/", "_") + "_" + p
+		addFake(t, name, sink)
+		stuck = append(stuck, sink)
+		pipes = append(pipes, loadPipeline(t, dir, p, fmt.Sprintf(`version: 1
+sources:
+  gen: { type: generate, count: 0 }
+sinks:
+  out: { type: fake, inputs: [gen], name: %s }
+`, name), nil)...)
+	}
+	if _, err := rt.Apply(context.Background(), pipes); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range stuck {
+		recvWithin(t, s.blocking, hangTimeout, "every sink to block")
+	}
+	done := make(chan error, 1)
+	go func() { done <- rt.Stop() }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrShutdownTimeout) {
+			t.Errorf("Stop = %v, want ErrShutdownTimeout", err)
+		}
+	case <-time.After(hangTimeout):
+		t.Errorf("Stop has not returned %v after a 50ms shutdown timeout with three stuck pipelines", hangTimeout)
+		defer func() { <-done }() // once the sinks are released below
+	}
+	for _, s := range stuck {
+		close(s.release)
+	}
+	// Let the abandoned sink goroutines end before goleak looks.
+	for _, s := range stuck {
+		waitFor(t, hangTimeout, "the sink to be closed", func() bool { return strings.HasSuffix(s.Ops(), "C") })
+	}
+}
