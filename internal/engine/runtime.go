@@ -84,11 +84,11 @@ type Runtime struct {
 	log   zerolog.Logger
 	store *state.Store
 
-	mu        sync.Mutex
-	pipes     map[string]*pipeline // running or finished, by name
-	failed    []error              // failures of pipelines stopped or replaced
-	idle      chan struct{}        // closed while no pipeline runs
-	idleWatch uint64               // generation of the goroutine watching for idleness
+	mu      sync.Mutex
+	pipes   map[string]*pipeline // running or finished, by name
+	failed  []error              // failures of pipelines stopped or replaced
+	idle    chan struct{}        // closed while no pipeline runs
+	running int                  // pipelines started and not done
 }
 
 // New returns a Runtime with no pipelines.
@@ -268,9 +268,8 @@ func (rt *Runtime) startAll(ctx context.Context, pipes []*config.Pipeline) error
 	rt.mu.Lock()
 	for _, p := range opened {
 		rt.pipes[p.cfg.Name] = p
-		p.start()
+		rt.launch(p)
 	}
-	rt.watchIdle()
 	rt.mu.Unlock()
 	return nil
 }
@@ -329,8 +328,7 @@ func (rt *Runtime) applyOne(ctx context.Context, cfg *config.Pipeline) (action A
 	}
 	rt.mu.Lock()
 	rt.pipes[cfg.Name] = next
-	next.start()
-	rt.watchIdle()
+	rt.launch(next)
 	rt.mu.Unlock()
 	if action == "" {
 		action = ActionStarted
@@ -416,28 +414,21 @@ func waitDone(ps []*pipeline, expired <-chan time.Time) []*pipeline {
 	return nil
 }
 
-// watchIdle re-arms the Idle channel for the current set of pipelines.
-// Called with mu held.
-func (rt *Runtime) watchIdle() {
-	select {
-	case <-rt.idle:
+// launch starts p, counts it as running until it is done, and re-arms
+// the Idle channel if nothing ran. Called with mu held. The goroutine
+// that counts it down ends with p.
+func (rt *Runtime) launch(p *pipeline) {
+	p.start()
+	if rt.running == 0 {
 		rt.idle = make(chan struct{})
-	default:
 	}
-	rt.idleWatch++
-	gen, idle := rt.idleWatch, rt.idle
-	var dones []chan struct{}
-	for _, p := range rt.pipes {
-		dones = append(dones, p.done)
-	}
+	rt.running++
 	go func() {
-		for _, d := range dones {
-			<-d
-		}
+		<-p.done
 		rt.mu.Lock()
 		defer rt.mu.Unlock()
-		if rt.idleWatch == gen {
-			close(idle)
+		if rt.running--; rt.running == 0 {
+			close(rt.idle)
 		}
 	}()
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -497,4 +498,58 @@ sinks:
 	for _, s := range stuck {
 		waitFor(t, hangTimeout, "the sink to be closed", func() bool { return strings.HasSuffix(s.Ops(), "C") })
 	}
+}
+
+// TestIdleWatchDoesNotPileUp (issue 12): starting and stopping a pipeline
+// next to one that keeps running, many times, leaves no goroutine behind
+// (the idle watch used to start one per start, each waiting for every
+// pipeline, the long-running one included); Idle still closes once the
+// last pipeline stops. Not parallel: it counts the process's goroutines.
+func TestIdleWatchDoesNotPileUp(t *testing.T) {
+	dir := t.TempDir()
+	rt, err := New(Options{Logger: nopLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen := func(name string) []*config.Pipeline {
+		return loadPipeline(t, dir, name, fmt.Sprintf(`version: 1
+sources:
+  gen: { type: generate, count: 0, interval: 1ms }
+sinks:
+  out: { type: file, inputs: [gen], path: %s.jsonl }
+`, name), nil)
+	}
+	a, b := gen("a"), gen("b")
+	ctx := context.Background()
+	if _, err := rt.Apply(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	// One cycle first, so that the baseline counts everything a cycle
+	// leaves running by design.
+	cycle := func() {
+		t.Helper()
+		for _, want := range [][]*config.Pipeline{append(slices.Clone(a), b...), a} {
+			if _, err := rt.Apply(ctx, want); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	cycle()
+	baseline := runtime.NumGoroutine()
+	const cycles = 20
+	for range cycles {
+		cycle()
+	}
+	waitFor(t, hangTimeout, fmt.Sprintf("the goroutines to return to %d after %d more cycles", baseline, cycles), func() bool {
+		return runtime.NumGoroutine() <= baseline
+	})
+	select {
+	case <-rt.Idle():
+		t.Fatal("Idle is closed while pipeline a runs")
+	default:
+	}
+	if err := rt.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	recvWithin(t, rt.Idle(), hangTimeout, "Idle to close after Stop")
 }
