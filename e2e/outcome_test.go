@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"encoding/json"
-	"net/http"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -49,11 +47,11 @@ func TestReloadInPlaceReportedAsSuccess(t *testing.T) {
 		t.Errorf("STATUS= after the reload: %q; want the last config load, not FAILED", st)
 	}
 
-	overall, pipe := lastReloads(t, r.addr, r.name)
-	if overall.Result != "success" || overall.Error != "" {
+	overall, pipe := rlLastReloads(t, r.addr, r.name)
+	if overall == nil || overall.Result != "success" || overall.Error != "" {
 		t.Errorf("/api/pipelines last_reload = %+v; want result success and no error", overall)
 	}
-	if pipe.Result != "success" || pipe.Action != "reconfigured" || pipe.Error != "" {
+	if pipe == nil || pipe.Result != "success" || pipe.Action != "reconfigured" || pipe.Error != "" {
 		t.Errorf("/api/pipelines pipeline %s last_reload = %+v; want result success, action reconfigured, no error", r.name, pipe)
 	}
 	status, err := exec.Command(etldBin, "status", "--admin", r.addr).CombinedOutput()
@@ -68,42 +66,4 @@ func TestReloadInPlaceReportedAsSuccess(t *testing.T) {
 	checkExactlyOnce(t, "output", r.w.keys(total), r.o.keys())
 	rlCheckSwitch(t, "output", r.o.poll(), "v1", "v2", after)
 	r.checkInPlace(1)
-}
-
-// reloadView is a last_reload of /api/pipelines.
-type reloadView struct {
-	Result string `json:"result"`
-	Action string `json:"action"`
-	Error  string `json:"error"`
-}
-
-// lastReloads returns the last reload of the whole config and of
-// pipeline name from /api/pipelines.
-func lastReloads(t testing.TB, addr, name string) (overall, pipe reloadView) {
-	t.Helper()
-	resp, err := http.Get("http://" + addr + "/api/pipelines")
-	if err != nil {
-		t.Fatalf("GET /api/pipelines: %v", err)
-	}
-	defer resp.Body.Close()
-	var v struct {
-		LastReload *reloadView `json:"last_reload"`
-		Pipelines  []struct {
-			Name       string      `json:"name"`
-			LastReload *reloadView `json:"last_reload"`
-		} `json:"pipelines"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
-		t.Fatalf("GET /api/pipelines: %v", err)
-	}
-	if v.LastReload == nil {
-		t.Fatalf("GET /api/pipelines: no last_reload")
-	}
-	for _, p := range v.Pipelines {
-		if p.Name == name && p.LastReload != nil {
-			return *v.LastReload, *p.LastReload
-		}
-	}
-	t.Fatalf("GET /api/pipelines: no last_reload for pipeline %q", name)
-	return reloadView{}, reloadView{}
 }
