@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -75,16 +76,10 @@ func TestEveryActionHasAResult(t *testing.T) {
 	if a := Action("renamed"); a.Valid() || a.Result() != ResultFailure {
 		t.Errorf("an undeclared action is valid (%v) or not a failure (%s)", a.Valid(), a.Result())
 	}
-	if (Change{Action: ActionReconfigured, Err: errFake}).Result() != ResultFailure {
+	if (Change{Action: ActionReconfigured, Err: errors.New("boom")}).Result() != ResultFailure {
 		t.Errorf("a change with an error is not a failure")
 	}
 }
-
-var errFake = fakeError("boom")
-
-type fakeError string
-
-func (e fakeError) Error() string { return string(e) }
 
 // TestEveryStateIsJudged: every declared State is listed by States, and
 // NotReady judges pipelines by it: running and finished are ready, the

@@ -1,4 +1,4 @@
-// Package runtime runs validated pipelines: it builds their stages from the
+// Package engine runs validated pipelines: it builds their stages from the
 // config graph, wires them with bounded channels that carry batches, and
 // drives their lifecycle.
 //
