@@ -419,28 +419,44 @@ func rlMetric(addr, metric string, labels ...string) float64 {
 // /api/pipelines ("" when there is none).
 func rlLastReloadError(t testing.TB, addr, name string) string {
 	t.Helper()
+	if _, p := rlLastReloads(t, addr, name); p != nil {
+		return p.Error
+	}
+	return ""
+}
+
+// rlReload is a last_reload of /api/pipelines.
+type rlReload struct {
+	Result string `json:"result"`
+	Action string `json:"action"`
+	Error  string `json:"error"`
+}
+
+// rlLastReloads returns the last reload of the whole config and that of
+// pipeline name from /api/pipelines; nil where there is none.
+func rlLastReloads(t testing.TB, addr, name string) (overall, pipe *rlReload) {
+	t.Helper()
 	resp, err := http.Get("http://" + addr + "/api/pipelines")
 	if err != nil {
 		t.Fatalf("GET /api/pipelines: %v", err)
 	}
 	defer resp.Body.Close()
 	var v struct {
-		Pipelines []struct {
-			Name       string `json:"name"`
-			LastReload *struct {
-				Error string `json:"error"`
-			} `json:"last_reload"`
+		LastReload *rlReload `json:"last_reload"`
+		Pipelines  []struct {
+			Name       string    `json:"name"`
+			LastReload *rlReload `json:"last_reload"`
 		} `json:"pipelines"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
 		t.Fatalf("GET /api/pipelines: %v", err)
 	}
 	for _, p := range v.Pipelines {
-		if p.Name == name && p.LastReload != nil {
-			return p.LastReload.Error
+		if p.Name == name {
+			return v.LastReload, p.LastReload
 		}
 	}
-	return ""
+	return v.LastReload, nil
 }
 
 // rlStage is a stage as /api/pipelines describes it.

@@ -18,12 +18,22 @@ import (
 func blockedStdout(t *testing.T, extra ...string) *proc {
 	t.Helper()
 	dir := t.TempDir()
-	cfg := writeConfig(t, dir, "blocked.yaml", `version: 1
+	return startBlocked(t, dir, writeConfig(t, dir, "blocked.yaml", blockedPipeline), extra...)
+}
+
+// blockedPipeline writes an endless generate source to stdout.
+const blockedPipeline = `version: 1
 sources:
   gen: { type: generate }
 sinks:
   out: { type: stdout, inputs: [gen] }
-`)
+`
+
+// startBlocked starts etld in dir on cfg, whose pipelines write to
+// stdout, with stdout a pipe nobody reads, and returns once the pipe is
+// full.
+func startBlocked(t *testing.T, dir, cfg string, extra ...string) *proc {
+	t.Helper()
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -85,4 +95,28 @@ func TestSecondSIGINT(t *testing.T) {
 	p.signal(syscall.SIGINT)
 	code := p.waitWithin(20*time.Second, "after a second SIGINT")
 	p.expectExit(code, 1, "second SIGINT")
+}
+
+// TestShutdownTimeoutSeveralStuck (issue 12, bug 2): the shutdown
+// timeout bounds the whole stop, however many pipelines are stuck. Three
+// pipelines (a directory config) write to stdout, a full pipe nobody
+// reads; after SIGTERM etld must exit 1 once --shutdown-timeout and the
+// hard stop's grace have passed, instead of waiting for the second stuck
+// pipeline forever.
+func TestShutdownTimeoutSeveralStuck(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "conf")
+	for _, name := range []string{"a.yaml", "b.yaml", "c.yaml"} {
+		writeConfig(t, conf, name, blockedPipeline)
+	}
+	p := startBlocked(t, dir, conf, "--shutdown-timeout", "1s")
+	p.eventually("three pipelines started", func() bool { return rlCount(p, "pipeline started") >= 3 })
+	p.signal(syscall.SIGTERM)
+	// A hang guard, not a timing assertion: etld must exit at all.
+	code := p.waitWithin(exitTimeout, "after SIGTERM with --shutdown-timeout 1s and three blocked sinks: the stop waits for a stuck pipeline forever")
+	p.expectExit(code, 1, "shutdown timeout with three stuck pipelines")
+	if !p.logged("shutdown timeout") {
+		t.Errorf("no log says the shutdown timeout expired")
+	}
 }

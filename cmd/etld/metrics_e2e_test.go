@@ -18,6 +18,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/etld/etld/internal/notify/notifytest"
 )
 
 // The test binary doubles as etld: started with ETLD_TEST_AS_ETLD=1 it
@@ -208,7 +210,7 @@ func appendLines(t *testing.T, path string, first, n int) int {
 // stage, filtered records, and the bytes of the output file. It then
 // checks the notify protocol around a SIGHUP reload and a SIGTERM stop.
 func TestMetricsEndToEnd(t *testing.T) {
-	sock, msgs := notifySocket(t, false)
+	sock, msgs := notifytest.Listen(t, false)
 	dir := t.TempDir()
 	in := filepath.Join(dir, "in", "orders.jsonl")
 	if err := os.MkdirAll(filepath.Dir(in), 0o755); err != nil {
@@ -238,9 +240,9 @@ sinks:
 		if m == "WATCHDOG=1" {
 			watchdogPings++
 		}
-		return lifecycle(m)
+		return notifytest.Lifecycle(m)
 	}
-	if m := nextMessage(t, msgs, "READY=1", lifecycleMsg); !strings.HasPrefix(m, "READY=1\nSTATUS=1 pipeline running") {
+	if m := notifytest.Next(t, msgs, "READY=1", lifecycleMsg); !strings.HasPrefix(m, "READY=1\nSTATUS=1 pipeline running") {
 		t.Fatalf("first notification %q; want READY=1 with STATUS", m)
 	}
 	base := "http://" + etldProc.logField(t, "admin HTTP listening", "addr")
@@ -339,18 +341,18 @@ sinks:
 	if !strings.HasPrefix(reloading, "RELOADING=1\nMONOTONIC_USEC=") {
 		t.Fatalf("after SIGHUP: %q; want RELOADING=1 with MONOTONIC_USEC", reloading)
 	}
-	if m := nextMessage(t, msgs, "READY=1 after the reload", lifecycleMsg); !strings.HasPrefix(m, "READY=1\n") {
+	if m := notifytest.Next(t, msgs, "READY=1 after the reload", lifecycleMsg); !strings.HasPrefix(m, "READY=1\n") {
 		t.Fatalf("after RELOADING=1: %q; want READY=1", m)
 	}
 	if watchdogPings == 0 {
 		// Pings come every 200ms; by now some must have: wait for one.
-		nextMessage(t, msgs, "WATCHDOG=1", func(m string) bool { return m == "WATCHDOG=1" })
+		notifytest.Next(t, msgs, "WATCHDOG=1", func(m string) bool { return m == "WATCHDOG=1" })
 	}
 
 	if err := etldProc.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if m := nextMessage(t, msgs, "STOPPING=1", lifecycleMsg); m != "STOPPING=1" {
+	if m := notifytest.Next(t, msgs, "STOPPING=1", lifecycleMsg); m != "STOPPING=1" {
 		t.Fatalf("after SIGTERM: %q; want STOPPING=1", m)
 	}
 	select {

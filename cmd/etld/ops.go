@@ -173,29 +173,24 @@ func (o *ops) Close() {
 	})
 }
 
-// reloadRecord turns what a load did into the tracker's records: a
-// pipeline that started, was replaced or stopped is a success, an
-// unchanged one is unchanged, and a failed or invalid one a failure.
+// reloadRecord turns what a load did into the tracker's records: each
+// change has its Result (engine.Action says which actions succeed), an
+// invalid file is a failure, and the whole load fails when a pipeline
+// failed, succeeds when one changed, else is unchanged.
 func reloadRecord(changes []engine.Change, invalid map[string][]string, err error) (admin.Reload, map[string]admin.Reload) {
 	per := map[string]admin.Reload{}
 	changed := false
 	var failed []string
 	for _, c := range changes {
-		r := admin.Reload{Action: c.Action, Result: "success"}
-		switch c.Action {
-		case "unchanged":
-			r.Result = "unchanged"
-		case "started", "replaced", "stopped":
-			changed = true
-		default:
-			r.Result = "failure"
-			failed = append(failed, c.Pipeline)
-		}
+		r := admin.Reload{Action: c.Action, Result: c.Result()}
 		if c.Err != nil {
-			r.Result, r.Error = "failure", c.Err.Error()
-			if !slices.Contains(failed, c.Pipeline) {
-				failed = append(failed, c.Pipeline)
-			}
+			r.Error = c.Err.Error()
+		}
+		switch r.Result {
+		case engine.ResultSuccess:
+			changed = true
+		case engine.ResultFailure:
+			failed = append(failed, c.Pipeline)
 		}
 		per[c.Pipeline] = r
 	}
@@ -208,22 +203,22 @@ func reloadRecord(changes []engine.Change, invalid map[string][]string, err erro
 				msg += fmt.Sprintf("; and %d more (in the log)", len(ps)-show)
 			}
 		}
-		per[name] = admin.Reload{Action: "invalid", Result: "failure", Error: msg}
+		per[name] = admin.Reload{Action: engine.ActionInvalid, Result: engine.ActionInvalid.Result(), Error: msg}
 		if !slices.Contains(failed, name) {
 			failed = append(failed, name)
 		}
 	}
-	overall := admin.Reload{Result: "success"}
+	overall := admin.Reload{Result: engine.ResultSuccess}
 	switch {
 	case len(failed) > 0 || err != nil:
-		overall.Result = "failure"
+		overall.Result = engine.ResultFailure
 		slices.Sort(failed)
 		overall.Error = "failed: " + strings.Join(failed, ", ")
 		if err != nil {
 			overall.Error = err.Error()
 		}
 	case !changed && len(changes) > 0:
-		overall.Result = "unchanged"
+		overall.Result = engine.ResultUnchanged
 	}
 	return overall, per
 }
@@ -239,7 +234,7 @@ type rates struct {
 func (o *ops) summary(prev *rates) string {
 	st := o.rt.Status()
 	now := rates{at: time.Now()}
-	states := map[string]int{}
+	states := map[engine.State]int{}
 	for _, p := range st {
 		states[p.State]++
 		for _, s := range p.Stages {
@@ -252,8 +247,8 @@ func (o *ops) summary(prev *rates) string {
 		}
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s running", plural(states["running"], "pipeline"))
-	for _, s := range []string{"stopping", "finished", "failed"} {
+	fmt.Fprintf(&b, "%s running", plural(states[engine.StateRunning], "pipeline"))
+	for _, s := range []engine.State{engine.StateStopping, engine.StateFinished, engine.StateFailed} {
 		if states[s] > 0 {
 			fmt.Fprintf(&b, ", %d %s", states[s], s)
 		}
@@ -266,10 +261,21 @@ func (o *ops) summary(prev *rates) string {
 		*prev = now
 	}
 	if r, ok := o.reloads.Last(); ok {
-		word := map[string]string{"success": "ok", "unchanged": "unchanged", "failure": "FAILED"}[r.Result]
-		fmt.Fprintf(&b, "; last config load %s: %s", r.Time.Format("15:04:05"), word)
+		fmt.Fprintf(&b, "; last config load %s: %s", r.Time.Format("15:04:05"), statusWord(r.Result))
 	}
 	return b.String()
+}
+
+// statusWord is a load's result as STATUS= shows it.
+func statusWord(r engine.Result) string {
+	switch r {
+	case engine.ResultSuccess:
+		return "ok"
+	case engine.ResultUnchanged:
+		return "unchanged"
+	default: // engine.ResultFailure, and anything undeclared
+		return "FAILED"
+	}
 }
 
 func delta(now, before uint64) float64 {

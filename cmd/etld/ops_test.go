@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,75 +18,13 @@ import (
 	"github.com/etld/etld/internal/admin"
 	"github.com/etld/etld/internal/config"
 	"github.com/etld/etld/internal/engine"
+	"github.com/etld/etld/internal/notify/notifytest"
 	"github.com/etld/etld/internal/stages/builtin"
 )
 
 // hangTimeout bounds waits that only fail when something hangs; no
 // assertion depends on speed.
 const hangTimeout = 60 * time.Second
-
-// notifySocket plays systemd: a unixgram socket whose datagrams arrive on
-// the returned channel. It sets $NOTIFY_SOCKET for the test unless env
-// is false (the caller passes the path to a child process).
-func notifySocket(t *testing.T, env bool) (string, <-chan string) {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "etld-notify-") // short: socket paths have a length limit
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, "notify.sock")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	msgs := make(chan string, 1024)
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		defer close(msgs)
-		buf := make([]byte, 4096)
-		for {
-			n, err := conn.Read(buf)
-			if err != nil {
-				return
-			}
-			msgs <- string(buf[:n])
-		}
-	})
-	t.Cleanup(func() {
-		conn.Close()
-		wg.Wait()
-		os.RemoveAll(dir)
-	})
-	if env {
-		t.Setenv("NOTIFY_SOCKET", path)
-	}
-	return path, msgs
-}
-
-// nextMessage returns the next datagram for which keep is true, skipping
-// the others (periodic STATUS= lines, watchdog pings).
-func nextMessage(t *testing.T, msgs <-chan string, what string, keep func(string) bool) string {
-	t.Helper()
-	deadline := time.After(hangTimeout)
-	for {
-		select {
-		case m, ok := <-msgs:
-			if !ok {
-				t.Fatalf("notify socket closed while waiting for %s", what)
-			}
-			if keep(m) {
-				return m
-			}
-		case <-deadline:
-			t.Fatalf("no %s notification within %v", what, hangTimeout)
-		}
-	}
-}
-
-// lifecycle keeps the messages of the start/reload/stop protocol.
-func lifecycle(m string) bool {
-	return !strings.HasPrefix(m, "STATUS=") && m != "WATCHDOG=1"
-}
 
 func loadFile(t *testing.T, path string) []*config.Pipeline {
 	t.Helper()
@@ -118,7 +55,7 @@ func httpGet(t *testing.T, c *http.Client, url string) (int, string) {
 // with MONOTONIC_USEC and READY=1 around a reload (a failed one too),
 // STATUS= lines, and STOPPING=1; /readyz follows.
 func TestOpsLifecycle(t *testing.T) {
-	_, msgs := notifySocket(t, true)
+	_, msgs := notifytest.Listen(t, true)
 	t.Setenv("WATCHDOG_USEC", "")
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "gen.yaml")
@@ -154,7 +91,7 @@ sinks:
 		t.Fatal(err)
 	}
 	o.Started(changes)
-	m := nextMessage(t, msgs, "READY=1", lifecycle)
+	m := notifytest.Next(t, msgs, "READY=1", notifytest.Lifecycle)
 	if !strings.HasPrefix(m, "READY=1\nSTATUS=1 pipeline running; last config load ") || !strings.HasSuffix(m, ": ok") {
 		t.Fatalf("first message %q; want READY=1 with a status", m)
 	}
@@ -162,19 +99,19 @@ sinks:
 		t.Fatalf("/readyz once running: %d %q", code, body)
 	}
 	// The periodic STATUS= gets rates once it has two samples.
-	st := nextMessage(t, msgs, "STATUS= with rates", func(m string) bool { return strings.Contains(m, "records/s") })
+	st := notifytest.Next(t, msgs, "STATUS= with rates", func(m string) bool { return strings.Contains(m, "records/s") })
 	if !strings.HasPrefix(st, "STATUS=1 pipeline running; ") || !strings.Contains(st, "records/s read, ") {
 		t.Fatalf("status %q", st)
 	}
 
 	// A reload that fails: the pipeline file became invalid.
 	o.Reloading()
-	m = nextMessage(t, msgs, "RELOADING=1", lifecycle)
+	m = notifytest.Next(t, msgs, "RELOADING=1", notifytest.Lifecycle)
 	if lines := strings.Split(m, "\n"); len(lines) != 2 || lines[0] != "RELOADING=1" || !strings.HasPrefix(lines[1], "MONOTONIC_USEC=") {
 		t.Fatalf("got %q; want RELOADING=1 and MONOTONIC_USEC", m)
 	}
 	o.Reloaded([]engine.Change{{Pipeline: "gen", Action: "unchanged"}}, map[string][]string{"gen": {"gen.yaml:4:3: sources.x: unknown key"}}, nil)
-	if m = nextMessage(t, msgs, "READY=1 after the reload", lifecycle); !strings.HasPrefix(m, "READY=1\nSTATUS=") || !strings.HasSuffix(m, ": FAILED") {
+	if m = notifytest.Next(t, msgs, "READY=1 after the reload", notifytest.Lifecycle); !strings.HasPrefix(m, "READY=1\nSTATUS=") || !strings.HasSuffix(m, ": FAILED") {
 		t.Fatalf("after a failed reload: %q; want READY=1 with the failure in STATUS", m)
 	}
 	code, body := httpGet(t, client, base+"/api/pipelines")
@@ -192,7 +129,7 @@ sinks:
 	}
 
 	o.Stopping()
-	if m = nextMessage(t, msgs, "STOPPING=1", lifecycle); m != "STOPPING=1" {
+	if m = notifytest.Next(t, msgs, "STOPPING=1", notifytest.Lifecycle); m != "STOPPING=1" {
 		t.Fatalf("got %q; want STOPPING=1", m)
 	}
 	if code, body := httpGet(t, client, base+"/readyz"); code != 503 || !strings.Contains(body, "stopping") {
@@ -279,7 +216,7 @@ func TestReloadRecord(t *testing.T) {
 		changes  []engine.Change
 		invalid  map[string][]string
 		err      error
-		overall  string
+		overall  engine.Result
 		errorHas string
 		per      map[string]string // pipeline -> action/result
 	}{
@@ -287,6 +224,10 @@ func TestReloadRecord(t *testing.T) {
 			map[string]string{"a": "started/success"}},
 		{"unchanged", []engine.Change{{Pipeline: "a", Action: "unchanged"}}, nil, nil, "unchanged", "",
 			map[string]string{"a": "unchanged/unchanged"}},
+		{"reconfigured in place", []engine.Change{{Pipeline: "a", Action: "reconfigured"}, {Pipeline: "b", Action: "unchanged"}}, nil, nil, "success", "",
+			map[string]string{"a": "reconfigured/success", "b": "unchanged/unchanged"}},
+		{"stop timed out", []engine.Change{{Pipeline: "a", Action: "stopped", Err: errors.New("shutdown timeout")}}, nil, errors.New("shutdown timeout"), "failure", "timeout",
+			map[string]string{"a": "stopped/failure"}},
 		{"replaced and stopped", []engine.Change{{Pipeline: "a", Action: "replaced"}, {Pipeline: "b", Action: "stopped"}}, nil, nil, "success", "",
 			map[string]string{"a": "replaced/success", "b": "stopped/success"}},
 		{"invalid file", []engine.Change{{Pipeline: "a", Action: "unchanged"}}, map[string][]string{"a": {"a.yaml:1:1: bad"}}, nil, "failure", "failed: a",
@@ -301,7 +242,7 @@ func TestReloadRecord(t *testing.T) {
 			}
 			got := map[string]string{}
 			for n, r := range per {
-				got[n] = r.Action + "/" + r.Result
+				got[n] = string(r.Action) + "/" + string(r.Result)
 			}
 			if len(got) != len(tc.per) {
 				t.Errorf("per = %v; want %v", got, tc.per)
@@ -312,6 +253,25 @@ func TestReloadRecord(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestReloadRecordEveryAction: every action the engine declares is
+// recorded with the result the engine gives it, and the whole load with
+// the matching result, so that no action passes for another outcome.
+func TestReloadRecordEveryAction(t *testing.T) {
+	for _, a := range engine.Actions() {
+		overall, per := reloadRecord([]engine.Change{{Pipeline: "p", Action: a}}, nil, nil)
+		want := a.Result()
+		if got := per["p"]; got.Action != a || got.Result != want {
+			t.Errorf("%s: recorded %s/%s; want %s/%s", a, got.Action, got.Result, a, want)
+		}
+		if overall.Result != want {
+			t.Errorf("%s: whole load %s; want %s", a, overall.Result, want)
+		}
+		if got := statusWord(overall.Result); (got == "FAILED") != want.Failed() {
+			t.Errorf("%s: STATUS= says %q for a load whose result is %s", a, got, want)
+		}
 	}
 }
 

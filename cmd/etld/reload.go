@@ -109,7 +109,7 @@ func (d *daemon) reload(ctx context.Context, why string) {
 	}
 	problems := map[string][]string{} // by invalid pipeline, for /api/pipelines
 	for _, name := range invalid {
-		metrics.Reload(name, "failure")
+		metrics.Reload(name, engine.ActionInvalid.Result())
 		d.log.Error().Str("pipeline", name).Msg("invalid config: the running pipeline is kept as it is")
 		problems[name] = nil
 		for _, diag := range l.Diags {
@@ -121,20 +121,22 @@ func (d *daemon) reload(ctx context.Context, why string) {
 	changes, err := d.rt.Apply(ctx, desired)
 	var added, replaced, removed, kept []string
 	for _, c := range changes {
-		switch c.Action {
-		case "started":
-			added = append(added, c.Pipeline)
-			metrics.Reload(c.Pipeline, "success")
-		case "replaced", "reconfigured":
-			replaced = append(replaced, c.Pipeline)
-			metrics.Reload(c.Pipeline, "success")
-		case "stopped":
-			removed = append(removed, c.Pipeline)
-			metrics.Reload(c.Pipeline, "success")
-		case "unchanged":
+		res := c.Result()
+		if res == engine.ResultUnchanged {
 			kept = append(kept, c.Pipeline)
-		default:
-			metrics.Reload(c.Pipeline, "failure")
+			continue
+		}
+		metrics.Reload(c.Pipeline, res)
+		if res.Failed() {
+			continue
+		}
+		switch c.Action {
+		case engine.ActionStarted:
+			added = append(added, c.Pipeline)
+		case engine.ActionReplaced, engine.ActionReconfigured:
+			replaced = append(replaced, c.Pipeline)
+		case engine.ActionStopped:
+			removed = append(removed, c.Pipeline)
 		}
 	}
 	ev := d.log.Info()

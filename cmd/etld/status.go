@@ -149,7 +149,7 @@ func renderStatus(w io.Writer, snap, prev *admin.Snapshot) {
 		for i, s := range p.Stages {
 			row := []string{"", "", s.ID, s.Kind, stageType(s), strconv.FormatUint(s.In, 10), strconv.FormatUint(s.Out, 10), "-", strconv.Itoa(s.QueueLength), "ok"}
 			if i == 0 {
-				row[0], row[1] = p.Name, p.State
+				row[0], row[1] = p.Name, p.State.String()
 			}
 			if s.Kind == "source" {
 				row[5], row[8] = "-", "-" // a source has no input counter or queue of its own
@@ -172,7 +172,7 @@ func renderStatus(w io.Writer, snap, prev *admin.Snapshot) {
 		if p.Error != "" {
 			notes = append(notes, fmt.Sprintf("%s: %s", p.Name, p.Error))
 		}
-		if r := p.LastReload; r != nil && r.Result == "failure" {
+		if r := p.LastReload; r != nil && r.Failed() {
 			notes = append(notes, fmt.Sprintf("%s: reload at %s failed (%s)%s", p.Name, r.Time.Local().Format("15:04:05"), r.Action, suffix(": ", r.Error)))
 		}
 	}

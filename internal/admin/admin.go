@@ -33,11 +33,11 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// Runtime is what the server reads; *engine.Runtime implements it. Both
-// methods are called concurrently from request goroutines.
+// Runtime is what the server reads; *engine.Runtime implements it.
+// Status is called concurrently from request goroutines; readiness is
+// judged from its snapshot by engine.NotReady.
 type Runtime interface {
 	Status() []engine.PipelineStatus
-	Ready() bool
 }
 
 // BuildInfo labels the etld_build_info gauge.
@@ -261,29 +261,10 @@ func (s *Server) ready() (bool, string) {
 	case phaseStopping:
 		return false, "stopping"
 	}
-	if s.opts.Runtime.Ready() {
-		return true, ""
+	if reason := engine.NotReady(s.opts.Runtime.Status()); reason != "" {
+		return false, reason
 	}
-	return false, notReadyReason(s.opts.Runtime.Status())
-}
-
-// notReadyReason names the first problem of the snapshot, the way
-// engine.Ready judges it.
-func notReadyReason(ps []engine.PipelineStatus) string {
-	for _, p := range ps {
-		switch p.State {
-		case "failed":
-			return fmt.Sprintf("pipeline %q failed: %s", p.Name, p.Error)
-		case "stopping":
-			return fmt.Sprintf("pipeline %q is stopping", p.Name)
-		}
-		for _, st := range p.Stages {
-			if !st.Healthy {
-				return fmt.Sprintf("pipeline %q: %s %q is failing and retrying (see the log)", p.Name, st.Kind, st.ID)
-			}
-		}
-	}
-	return "the runtime is not ready"
+	return true, ""
 }
 
 // Snapshot is the body of /api/pipelines.

@@ -33,7 +33,8 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // hang bounds waits that only fail when something hangs.
 const hang = 20 * time.Second
 
-// fakeRuntime is a Runtime whose answers the test sets.
+// fakeRuntime is a Runtime whose answers the test sets; the server judges
+// readiness from them with the engine's own rule (engine.NotReady).
 type fakeRuntime struct {
 	mu     sync.Mutex
 	status []engine.PipelineStatus
@@ -49,21 +50,6 @@ func (f *fakeRuntime) Status() []engine.PipelineStatus {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.status
-}
-
-// Ready judges like engine.Runtime.Ready.
-func (f *fakeRuntime) Ready() bool {
-	for _, p := range f.Status() {
-		if p.State == "failed" || p.State == "stopping" {
-			return false
-		}
-		for _, s := range p.Stages {
-			if !s.Healthy {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 func newServer(t *testing.T, rt Runtime, reloads *ReloadTracker) *Server {
@@ -488,8 +474,6 @@ func (b *blockingRuntime) Status() []engine.PipelineStatus {
 	<-b.release
 	return nil
 }
-
-func (b *blockingRuntime) Ready() bool { return true }
 
 func TestReloadTracker(t *testing.T) {
 	var tr ReloadTracker

@@ -4,25 +4,23 @@ import (
 	"maps"
 	"sync"
 	"time"
+
+	"github.com/etld/etld/internal/engine"
 )
 
 // Reload is the outcome of loading the config, for one pipeline or for
 // the whole load, as /api/pipelines shows it.
 type Reload struct {
-	Time time.Time `json:"time"`
-	// Result is success, failure or unchanged (the values of the result
-	// label of etld_config_reloads_total).
-	Result string `json:"result"`
-	// Action is what happened to the pipeline: started, replaced,
-	// stopped, unchanged, failed (its running version is kept) or invalid
-	// (its file has errors; its running version, if any, is kept). Empty
+	Time   time.Time     `json:"time"`
+	Result engine.Result `json:"result"`
+	// Action is what happened to the pipeline (see engine.Action). Empty
 	// for a whole load.
-	Action string `json:"action,omitempty"`
-	Error  string `json:"error,omitempty"`
+	Action engine.Action `json:"action,omitempty"`
+	Error  string        `json:"error,omitempty"`
 }
 
 // Failed reports whether the load failed.
-func (r Reload) Failed() bool { return r.Result == "failure" }
+func (r Reload) Failed() bool { return r.Result.Failed() }
 
 // ReloadTracker remembers the last load of every pipeline and of the
 // whole config. It is safe for concurrent use; the zero value is ready.
@@ -48,7 +46,7 @@ func (t *ReloadTracker) Record(overall Reload, perPipeline map[string]Reload) {
 		t.perPipeline = map[string]Reload{}
 	}
 	for name, r := range perPipeline {
-		if r.Action == "stopped" {
+		if r.Action == engine.ActionStopped {
 			delete(t.perPipeline, name)
 			continue
 		}

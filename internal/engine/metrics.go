@@ -120,8 +120,7 @@ func (m *Metrics) stage(pipeline, id string) *stageMetrics {
 	return sm
 }
 
-// Reload counts a config reload of a pipeline: result is success,
-// failure or unchanged.
-func (m *Metrics) Reload(pipeline, result string) {
-	m.reloads.WithLabelValues(pipeline, result).Inc()
+// Reload counts a config reload of a pipeline.
+func (m *Metrics) Reload(pipeline string, result Result) {
+	m.reloads.WithLabelValues(pipeline, string(result)).Inc()
 }

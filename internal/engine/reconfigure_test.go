@@ -94,9 +94,9 @@ func TestReconfigureLeavesNothingBehind(t *testing.T) {
 			t.Fatalf("%s: Apply: %v", st.what, err)
 		}
 		after[i] = int(w.written.Load())
-		want := "reconfigured"
+		want := ActionReconfigured
 		if i == 0 {
-			want = "started"
+			want = ActionStarted
 		}
 		if len(changes) != 1 || changes[0].Action != want {
 			t.Fatalf("%s: Apply changes %+v, want one %q", st.what, changes, want)

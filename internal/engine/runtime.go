@@ -1,4 +1,4 @@
-// Package runtime runs validated pipelines: it builds their stages from the
+// Package engine runs validated pipelines: it builds their stages from the
 // config graph, wires them with bounded channels that carry batches, and
 // drives their lifecycle.
 //
@@ -84,11 +84,11 @@ type Runtime struct {
 	log   zerolog.Logger
 	store *state.Store
 
-	mu        sync.Mutex
-	pipes     map[string]*pipeline // running or finished, by name
-	failed    []error              // failures of pipelines stopped or replaced
-	idle      chan struct{}        // closed while no pipeline runs
-	idleWatch uint64               // generation of the goroutine watching for idleness
+	mu      sync.Mutex
+	pipes   map[string]*pipeline // running or finished, by name
+	failed  []error              // failures of pipelines stopped or replaced
+	idle    chan struct{}        // closed while no pipeline runs
+	running int                  // pipelines started and not done
 }
 
 // New returns a Runtime with no pipelines.
@@ -161,7 +161,7 @@ func (rt *Runtime) Apply(ctx context.Context, pipes []*config.Pipeline) ([]Chang
 		}
 		changes := make([]Change, 0, len(pipes))
 		for _, p := range pipes {
-			changes = append(changes, Change{Pipeline: p.Name, Action: "started"})
+			changes = append(changes, Change{Pipeline: p.Name, Action: ActionStarted})
 		}
 		return changes, nil
 	}
@@ -202,7 +202,7 @@ func (rt *Runtime) Apply(ctx context.Context, pipes []*config.Pipeline) ([]Chang
 					rt.log.Info().Str("from", name).Str("to", renamed).Msg("pipeline file renamed: its checkpoint moves with it")
 				}
 			}
-			changes = append(changes, Change{Pipeline: name, Action: "stopped", Err: err, Took: time.Since(start)})
+			changes = append(changes, Change{Pipeline: name, Action: ActionStopped, Err: err, Took: time.Since(start)})
 		}
 	}
 	for _, cfg := range pipes {
@@ -241,10 +241,9 @@ func (rt *Runtime) renamedTo(name string, pipes []*config.Pipeline, running map[
 // Change is what Apply did to one pipeline.
 type Change struct {
 	Pipeline string
-	// Action is started, reconfigured (changed stages swapped in place),
-	// replaced (restarted whole), stopped, unchanged, or failed (the
-	// running version, if any, is kept or was started again).
-	Action string
+	// Action is what was done; never ActionInvalid. Result tells
+	// whether it succeeded.
+	Action Action
 	Err    error
 	Took   time.Duration
 }
@@ -269,50 +268,49 @@ func (rt *Runtime) startAll(ctx context.Context, pipes []*config.Pipeline) error
 	rt.mu.Lock()
 	for _, p := range opened {
 		rt.pipes[p.cfg.Name] = p
-		p.start()
+		rt.launch(p)
 	}
-	rt.watchIdle()
 	rt.mu.Unlock()
 	return nil
 }
 
 // applyOne starts, replaces or keeps one pipeline.
-func (rt *Runtime) applyOne(ctx context.Context, cfg *config.Pipeline) (action string, err error) {
+func (rt *Runtime) applyOne(ctx context.Context, cfg *config.Pipeline) (action Action, err error) {
 	rt.mu.Lock()
 	old := rt.pipes[cfg.Name]
 	rt.mu.Unlock()
 	if old != nil && old.config().Hash == cfg.Hash && (!old.finished() || old.err() == nil) {
 		// Unchanged; a finished pipeline is not restarted either (its
 		// sources are done), but a failed one is retried.
-		return "unchanged", nil
+		return ActionUnchanged, nil
 	}
 	start := time.Now()
 	if old != nil && !old.finished() {
 		sw, rerr := old.reconfigure(ctx, cfg, rt.opts.ShutdownTimeout)
 		if rerr == nil {
 			if sw.empty() {
-				return "unchanged", nil
+				return ActionUnchanged, nil
 			}
-			return "reconfigured", nil
+			return ActionReconfigured, nil
 		}
 		if !errors.Is(rerr, errRestart) {
-			return "failed", rerr
+			return ActionFailed, rerr
 		}
 		rt.log.Info().Str("pipeline", cfg.Name).Str("reason", rerr.Error()).Msg("restarting the pipeline with its new config")
 	}
 	next, err := newPipeline(cfg, rt.log, rt.opts.Metrics, rt.store)
 	if err != nil {
-		return "failed", fmt.Errorf("pipeline %q: not reloaded, the running one is kept: %w", cfg.Name, err)
+		return ActionFailed, fmt.Errorf("pipeline %q: not reloaded, the running one is kept: %w", cfg.Name, err)
 	}
 	if old != nil {
 		if err := rt.stopPipeline(old); err != nil {
 			next.cancelHard()
-			return "failed", err
+			return ActionFailed, err
 		}
 	}
 	if oerr := next.open(ctx); oerr != nil {
 		if old == nil {
-			return "failed", oerr
+			return ActionFailed, oerr
 		}
 		rt.log.Error().Err(oerr).Str("pipeline", cfg.Name).Msg("the new pipeline cannot open; restarting the previous one")
 		back, berr := newPipeline(old.config(), rt.log, rt.opts.Metrics, rt.store)
@@ -323,23 +321,22 @@ func (rt *Runtime) applyOne(ctx context.Context, cfg *config.Pipeline) (action s
 			rt.mu.Lock()
 			delete(rt.pipes, cfg.Name)
 			rt.mu.Unlock()
-			return "failed", errors.Join(oerr, fmt.Errorf("restarting the previous pipeline %q: %w", cfg.Name, berr))
+			return ActionFailed, errors.Join(oerr, fmt.Errorf("restarting the previous pipeline %q: %w", cfg.Name, berr))
 		}
 		next = back
-		action, err = "failed", fmt.Errorf("pipeline %q: not reloaded, the previous config runs again: %w", cfg.Name, oerr)
+		action, err = ActionFailed, fmt.Errorf("pipeline %q: not reloaded, the previous config runs again: %w", cfg.Name, oerr)
 	}
 	rt.mu.Lock()
 	rt.pipes[cfg.Name] = next
-	next.start()
-	rt.watchIdle()
+	rt.launch(next)
 	rt.mu.Unlock()
 	if action == "" {
-		action = "started"
+		action = ActionStarted
 		if old != nil {
-			action = "replaced"
+			action = ActionReplaced
 		}
 	}
-	rt.log.Info().Str("pipeline", cfg.Name).Dur("took", time.Since(start)).Msg("pipeline " + action)
+	rt.log.Info().Str("pipeline", cfg.Name).Dur("took", time.Since(start)).Msg("pipeline " + action.String())
 	return action, err
 }
 
@@ -362,18 +359,7 @@ func (rt *Runtime) remove(name string) error {
 // abandons what is left. Stage failures are kept for Stop's result.
 func (rt *Runtime) stopPipeline(p *pipeline) error {
 	p.cancelStop()
-	t := time.NewTimer(rt.opts.ShutdownTimeout)
-	defer t.Stop()
-	select {
-	case <-p.done:
-	case <-t.C:
-		rt.log.Error().Str("pipeline", p.name()).Msg("shutdown timeout: abandoning unfinished work")
-		p.cancelHard()
-		select {
-		case <-p.done:
-		case <-time.After(hardStopGrace):
-			rt.log.Error().Str("pipeline", p.name()).Msg("a stage does not return after the hard stop; leaving it behind")
-		}
+	if rt.drain([]*pipeline{p}) {
 		return fmt.Errorf("pipeline %q: %w", p.name(), ErrShutdownTimeout)
 	}
 	if err := p.err(); err != nil {
@@ -384,34 +370,72 @@ func (rt *Runtime) stopPipeline(p *pipeline) error {
 	return nil
 }
 
-// watchIdle re-arms the Idle channel for the current set of pipelines.
-// Called with mu held.
-func (rt *Runtime) watchIdle() {
-	select {
-	case <-rt.idle:
-		rt.idle = make(chan struct{})
-	default:
+// drain waits for ps, told to stop, until one deadline: the shutdown
+// timeout. Past it, it stops what is left hard and gives it hardStopGrace,
+// all together, to return; a stage that still does not (stuck in a system
+// call that ignores the hard stop, such as a hung NFS write) is left
+// behind. It reports whether the timeout expired.
+func (rt *Runtime) drain(ps []*pipeline) (timedOut bool) {
+	deadline := time.NewTimer(rt.opts.ShutdownTimeout)
+	defer deadline.Stop()
+	left := waitDone(ps, deadline.C)
+	if len(left) == 0 {
+		return false
 	}
-	rt.idleWatch++
-	gen, idle := rt.idleWatch, rt.idle
-	var dones []chan struct{}
-	for _, p := range rt.pipes {
-		dones = append(dones, p.done)
+	for _, p := range left {
+		rt.log.Error().Str("pipeline", p.name()).Msg("shutdown timeout: abandoning unfinished work")
+		p.cancelHard()
 	}
-	go func() {
-		for _, d := range dones {
-			<-d
+	grace := time.NewTimer(hardStopGrace)
+	defer grace.Stop()
+	for _, p := range waitDone(left, grace.C) {
+		rt.log.Error().Str("pipeline", p.name()).Msg("a stage does not return after the hard stop; leaving it behind")
+	}
+	return true
+}
+
+// waitDone waits until every pipeline of ps is done or expired fires,
+// and returns those not done then. expired is received from once at
+// most: a timer's channel fires once.
+func waitDone(ps []*pipeline, expired <-chan time.Time) []*pipeline {
+	for i, p := range ps {
+		select {
+		case <-p.done:
+		case <-expired:
+			var left []*pipeline
+			for _, q := range ps[i:] {
+				if !q.finished() {
+					left = append(left, q)
+				}
+			}
+			return left
 		}
+	}
+	return nil
+}
+
+// launch starts p, counts it as running until it is done, and re-arms
+// the Idle channel if nothing ran. Called with mu held. The goroutine
+// that counts it down ends with p.
+func (rt *Runtime) launch(p *pipeline) {
+	p.start()
+	if rt.running == 0 {
+		rt.idle = make(chan struct{})
+	}
+	rt.running++
+	go func() {
+		<-p.done
 		rt.mu.Lock()
 		defer rt.mu.Unlock()
-		if rt.idleWatch == gen {
-			close(idle)
+		if rt.running--; rt.running == 0 {
+			close(rt.idle)
 		}
 	}()
 }
 
 // Stop stops every pipeline gracefully, all at once, within the shutdown
-// timeout; after it, unfinished work is abandoned (it is re-read from the
+// timeout (one deadline for all of them); after it, unfinished work is
+// abandoned (it is re-read from the
 // last checkpoint at the next start). It returns every stage failure seen
 // since New, joined, with ErrShutdownTimeout when the timeout expired.
 func (rt *Runtime) Stop() error {
@@ -431,38 +455,8 @@ func (rt *Runtime) Stop() error {
 	if running > 0 {
 		rt.log.Info().Dur("timeout", rt.opts.ShutdownTimeout).Msg("stopping: sources stop reading, in-flight records drain")
 	}
+	timedOut := rt.drain(ps)
 	var errs []error
-	t := time.NewTimer(rt.opts.ShutdownTimeout)
-	defer t.Stop()
-	timedOut := false
-	for _, p := range ps {
-		select {
-		case <-p.done:
-		case <-t.C:
-			timedOut = true
-			rt.log.Error().Msg("shutdown timeout: abandoning unfinished work")
-			for _, q := range ps {
-				q.cancelHard()
-			}
-		}
-		if timedOut {
-			break
-		}
-	}
-	if timedOut {
-		// Everything blocking watches the hard stop, except a stage
-		// stuck in a system call that ignores it (a hung NFS write):
-		// give the rest a moment to return, then leave it behind.
-		grace := time.NewTimer(hardStopGrace)
-		defer grace.Stop()
-		for _, p := range ps {
-			select {
-			case <-p.done:
-			case <-grace.C:
-				rt.log.Error().Str("pipeline", p.name()).Msg("a stage does not return after the hard stop; leaving it behind")
-			}
-		}
-	}
 	rt.mu.Lock()
 	errs = append(errs, rt.failed...)
 	rt.mu.Unlock()

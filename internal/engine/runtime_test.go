@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
 
+	"github.com/etld/etld/internal/config"
 	"github.com/etld/etld/internal/stages"
 )
 
@@ -444,3 +446,110 @@ sinks:
 }
 
 func sorted(s []string) []string { return slices.Sorted(slices.Values(s)) }
+
+// TestStopSeveralStuck (issue 12, bug 2): Stop is bounded by one deadline
+// however many pipelines are stuck in a Write that ignores every
+// cancellation: it returns ErrShutdownTimeout once the shutdown timeout
+// and the hard stop's grace have passed, rather than wait for the second
+// stuck pipeline on a grace timer that has already fired.
+func TestStopSeveralStuck(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	rt, err := New(Options{Logger: nopLogger(), ShutdownTimeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pipes []*config.Pipeline
+	var stuck []*fakeSink
+	for _, p := range []string{"a", "b", "c"} {
+		sink := newFakeSink()
+		sink.block, sink.ignoreCtx = true, true
+		name := strings.ReplaceAll(t.Name(), "/", "_") + "_" + p
+		addFake(t, name, sink)
+		stuck = append(stuck, sink)
+		pipes = append(pipes, loadPipeline(t, dir, p, fmt.Sprintf(`version: 1
+sources:
+  gen: { type: generate, count: 0 }
+sinks:
+  out: { type: fake, inputs: [gen], name: %s }
+`, name), nil)...)
+	}
+	if _, err := rt.Apply(context.Background(), pipes); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range stuck {
+		recvWithin(t, s.blocking, hangTimeout, "every sink to block")
+	}
+	done := make(chan error, 1)
+	go func() { done <- rt.Stop() }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrShutdownTimeout) {
+			t.Errorf("Stop = %v, want ErrShutdownTimeout", err)
+		}
+	case <-time.After(hangTimeout):
+		t.Errorf("Stop has not returned %v after a 50ms shutdown timeout with three stuck pipelines", hangTimeout)
+		defer func() { <-done }() // once the sinks are released below
+	}
+	for _, s := range stuck {
+		close(s.release)
+	}
+	// Let the abandoned sink goroutines end before goleak looks.
+	for _, s := range stuck {
+		waitFor(t, hangTimeout, "the sink to be closed", func() bool { return strings.HasSuffix(s.Ops(), "C") })
+	}
+}
+
+// TestIdleWatchDoesNotPileUp (issue 12): starting and stopping a pipeline
+// next to one that keeps running, many times, leaves no goroutine behind
+// (the idle watch used to start one per start, each waiting for every
+// pipeline, the long-running one included); Idle still closes once the
+// last pipeline stops. Not parallel: it counts the process's goroutines.
+func TestIdleWatchDoesNotPileUp(t *testing.T) {
+	dir := t.TempDir()
+	rt, err := New(Options{Logger: nopLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen := func(name string) []*config.Pipeline {
+		return loadPipeline(t, dir, name, fmt.Sprintf(`version: 1
+sources:
+  gen: { type: generate, count: 0, interval: 1ms }
+sinks:
+  out: { type: file, inputs: [gen], path: %s.jsonl }
+`, name), nil)
+	}
+	a, b := gen("a"), gen("b")
+	ctx := context.Background()
+	if _, err := rt.Apply(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	// One cycle first, so that the baseline counts everything a cycle
+	// leaves running by design.
+	cycle := func() {
+		t.Helper()
+		for _, want := range [][]*config.Pipeline{append(slices.Clone(a), b...), a} {
+			if _, err := rt.Apply(ctx, want); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	cycle()
+	baseline := runtime.NumGoroutine()
+	const cycles = 20
+	for range cycles {
+		cycle()
+	}
+	waitFor(t, hangTimeout, fmt.Sprintf("the goroutines to return to %d after %d more cycles", baseline, cycles), func() bool {
+		return runtime.NumGoroutine() <= baseline
+	})
+	select {
+	case <-rt.Idle():
+		t.Fatal("Idle is closed while pipeline a runs")
+	default:
+	}
+	if err := rt.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	recvWithin(t, rt.Idle(), hangTimeout, "Idle to close after Stop")
+}

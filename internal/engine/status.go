@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"fmt"
 	"sort"
 	"sync/atomic"
 
@@ -14,7 +15,7 @@ import (
 type PipelineStatus struct {
 	Name   string        `json:"name"`
 	File   string        `json:"file"`
-	State  string        `json:"state"` // running, stopping, finished, failed
+	State  State         `json:"state"`
 	Error  string        `json:"error,omitempty"`
 	Stages []StageStatus `json:"stages"`
 }
@@ -74,30 +75,37 @@ func (rt *Runtime) Status() []PipelineStatus {
 
 // Ready reports whether every pipeline runs (or finished cleanly) and no
 // sink is failing.
-func (rt *Runtime) Ready() bool {
-	for _, p := range rt.Status() {
-		if p.State == "failed" || p.State == "stopping" {
-			return false
+func (rt *Runtime) Ready() bool { return NotReady(rt.Status()) == "" }
+
+// NotReady judges a snapshot of Status: "" when every pipeline runs (or
+// finished cleanly) and no stage is failing, else the first problem.
+func NotReady(ps []PipelineStatus) string {
+	for _, p := range ps {
+		if !p.State.Ready() {
+			if p.State == StateFailed {
+				return fmt.Sprintf("pipeline %q failed: %s", p.Name, p.Error)
+			}
+			return fmt.Sprintf("pipeline %q is %s", p.Name, p.State)
 		}
-		for _, s := range p.Stages {
-			if !s.Healthy {
-				return false
+		for _, st := range p.Stages {
+			if !st.Healthy {
+				return fmt.Sprintf("pipeline %q: %s %q is failing and retrying (see the log)", p.Name, st.Kind, st.ID)
 			}
 		}
 	}
-	return true
+	return ""
 }
 
 func (p *pipeline) status() PipelineStatus {
 	cfg := p.config()
-	st := PipelineStatus{Name: cfg.Name, File: cfg.File, State: "running"}
+	st := PipelineStatus{Name: cfg.Name, File: cfg.File, State: StateRunning}
 	switch {
 	case p.finished() && p.err() != nil:
-		st.State, st.Error = "failed", p.err().Error()
+		st.State, st.Error = StateFailed, p.err().Error()
 	case p.finished():
-		st.State = "finished"
+		st.State = StateFinished
 	case p.stop.Err() != nil:
-		st.State = "stopping"
+		st.State = StateStopping
 	}
 	for _, s := range cfg.Stages {
 		ss := StageStatus{ID: s.ID, Kind: string(s.Kind), Type: s.Type, Inputs: s.Inputs, Healthy: true}
