@@ -599,8 +599,9 @@ func TestReconfigureMergeQuiescent(t *testing.T) {
 	waitFor(t, hangTimeout, "a.log queued", func() bool { return metricValue(t, mx.mergeBuffered.WithLabelValues("p", "out")) == n })
 	// b.log is silent: a's records wait 300ms. Keep the graph quiescent
 	// for longer than that.
-	testHookQuiesced = func() { <-time.After(time.Second) }
-	defer func() { testHookQuiesced = nil }()
+	rt.mu.Lock()
+	rt.pipes["p"].onQuiesced = func() { <-time.After(time.Second) }
+	rt.mu.Unlock()
 	if _, err := rt.Apply(ctx, []*config.Pipeline{cfg("400ms")}); err != nil {
 		t.Fatal(err)
 	}
