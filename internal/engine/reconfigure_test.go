@@ -88,6 +88,7 @@ func TestReconfigureLeavesNothingBehind(t *testing.T) {
 	after := make([]int, len(steps)) // records written from here on are read by step i's graph
 	var cfg *config.Pipeline
 	for i, st := range steps {
+		prev := cfg
 		cfg = rcLoad(t, dir, rcConfig(st.spec))
 		changes, err := rt.Apply(ctx, []*config.Pipeline{cfg})
 		if err != nil {
@@ -103,6 +104,10 @@ func TestReconfigureLeavesNothingBehind(t *testing.T) {
 		}
 		if i > 0 {
 			rcCheckSwap(t, st.what, logs, st.replaced, st.removed, st.added)
+			// What `etld plan` would have shown is what the reload did.
+			pl := PlanReload(prev, cfg)
+			rcCheckSwap(t, st.what+": the plan", logs, slices.Sorted(slices.Values(ids(pl.Replace))),
+				slices.Sorted(slices.Values(ids(pl.Remove))), slices.Sorted(slices.Values(ids(pl.Add))))
 		}
 		rcCheckResources(t, st.what, cfg, in, 1)
 		// Records read by the new graph come out with its behaviour.
