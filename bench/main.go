@@ -46,6 +46,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/etld/etld/internal/linescan"
 )
 
 type result struct {
@@ -596,9 +598,9 @@ func feedLess(a, b string) bool { return a+".jsonl" < b+".jsonl" }
 // fields returns a W2 output line's ts, feed and seq, found by their
 // bytes (fast) or else by decoding the line as JSON.
 func fields(line []byte) (time.Time, string, int64, error) {
-	ts, ok1 := strField(line, `"ts":"`)
-	feed, ok2 := strField(line, `"feed":"`)
-	seq, ok3 := intField(line, `"seq":`)
+	ts, ok1 := linescan.String(line, `"ts":"`)
+	feed, ok2 := linescan.String(line, `"feed":"`)
+	seq, ok3 := linescan.Int(line, `"seq":`)
 	if !ok1 || !ok2 || !ok3 {
 		var v struct {
 			TS   string `json:"ts"`
@@ -615,34 +617,4 @@ func fields(line []byte) (time.Time, string, int64, error) {
 	}
 	t, err := time.Parse(time.RFC3339Nano, ts)
 	return t, feed, seq, err
-}
-
-func strField(line []byte, key string) (string, bool) {
-	i := bytes.Index(line, []byte(key))
-	if i < 0 {
-		return "", false
-	}
-	rest := line[i+len(key):]
-	j := bytes.IndexByte(rest, '"')
-	if j < 0 || bytes.IndexByte(rest[:j], '\\') >= 0 {
-		return "", false
-	}
-	return string(rest[:j]), true
-}
-
-func intField(line []byte, key string) (int64, bool) {
-	i := bytes.Index(line, []byte(key))
-	if i < 0 {
-		return 0, false
-	}
-	var n int64
-	k := 0
-	for _, c := range line[i+len(key):] {
-		if c < '0' || c > '9' {
-			break
-		}
-		n = n*10 + int64(c-'0')
-		k++
-	}
-	return n, k > 0
 }

@@ -225,41 +225,12 @@ func crashReadSegment(t testing.TB, name string) []byte {
 // (set: { crash: k9 }).
 const crashSuffix = `,"crash":"k9"}`
 
-// crashKeys returns the key of every line, accepting a line that is
-// exactly record appendRecord made plus crashSuffix without a JSON parse
-// (slow under -race), and decoding any other line. A line that is not a
-// JSON object with a key fails the test (torn or interleaved output).
+// crashKeys returns the key of every line (see keysOf), accepting a line
+// that is exactly the record appendRecord made plus crashSuffix without a
+// JSON parse (slow under -race).
 func crashKeys(t testing.TB, what string, lines [][]byte) []string {
 	t.Helper()
-	keys := make([]string, 0, len(lines))
-	bad := 0
-	var buf []byte
-	for i, l := range lines {
-		if rest, ok := bytes.CutPrefix(l, []byte(`{"key":"`)); ok {
-			if j := bytes.IndexByte(rest, '"'); j >= 0 {
-				k := string(rest[:j])
-				feed, seq := splitKey(k)
-				buf = appendRecord(buf[:0], feed, seq)
-				buf = append(buf[:len(buf)-1], crashSuffix...)
-				if bytes.Equal(buf, l) {
-					keys = append(keys, k)
-					continue
-				}
-			}
-		}
-		k, ok := keyOf(l)
-		if !ok {
-			if bad++; bad <= 5 {
-				t.Errorf("%s: line %d is not a JSON object with a key: %.200q", what, i+1, l)
-			}
-			continue
-		}
-		keys = append(keys, k)
-	}
-	if bad > 5 {
-		t.Errorf("%s: %d bad lines in all", what, bad)
-	}
-	return keys
+	return recordKeys(t, what, lines, crashSuffix)
 }
 
 // crashCheckpoint is the part of a checkpoint file the tests look at.

@@ -7,10 +7,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/etld/etld/internal/linescan"
 )
 
 // BenchmarkReloadLatency measures hot reload at a steady load: a writer
@@ -252,15 +253,15 @@ func (a *rlArrivals) add(now time.Time, data []byte) {
 	defer a.mu.Unlock()
 	for line := range bytes.Lines(data) {
 		r := rlArrival{at: now, seq: -1, version: -1}
-		r.key, _ = rlField(line, `"key":"`, '"')
-		if s, ok := rlField(line, `"seq":`, ','); ok {
-			r.seq, _ = strconv.Atoi(s)
+		r.key, _ = linescan.String(line, `"key":"`)
+		if n, ok := linescan.Int(line, `"seq":`); ok {
+			r.seq = int(n)
 		}
-		if s, ok := rlField(line, `"wts":`, ','); ok {
-			r.wts, _ = strconv.ParseInt(s, 10, 64)
+		if n, ok := linescan.Int(line, `"wts":`); ok {
+			r.wts = n
 		}
-		if s, ok := rlField(line, `"version":`, '}'); ok {
-			r.version, _ = strconv.Atoi(s)
+		if n, ok := linescan.Int(line, `"version":`); ok {
+			r.version = int(n)
 		}
 		if r.key == "" || r.seq < 0 || r.wts == 0 || r.version < 0 {
 			a.bad++
@@ -270,20 +271,6 @@ func (a *rlArrivals) add(now time.Time, data []byte) {
 		}
 		a.recs = append(a.recs, r)
 	}
-}
-
-// rlField returns what follows prefix in line up to the byte end.
-func rlField(line []byte, prefix string, end byte) (string, bool) {
-	i := bytes.Index(line, []byte(prefix))
-	if i < 0 {
-		return "", false
-	}
-	rest := line[i+len(prefix):]
-	j := bytes.IndexByte(rest, end)
-	if j < 0 {
-		return "", false
-	}
-	return string(rest[:j]), true
 }
 
 // since counts the lines that arrived after t.

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+
+	"github.com/etld/etld/internal/linescan"
 )
 
 // benchOrderedW2 is W2 (parse_json, drop level "debug", set pipeline) in
@@ -130,8 +132,8 @@ func checkPerFeedOrder(b *testing.B, path string) {
 			data = nil
 		}
 		lineNo++
-		feed, ok1 := fieldString(line, `"feed":"`)
-		seq, ok2 := fieldInt(line, `"seq":`)
+		feed, ok1 := linescan.String(line, `"feed":"`)
+		seq, ok2 := linescan.Int(line, `"seq":`)
 		if !ok1 || !ok2 {
 			b.Fatalf("output line %d has no feed or seq: %.200s", lineNo, line)
 		}
@@ -140,36 +142,4 @@ func checkPerFeedOrder(b *testing.B, path string) {
 		}
 		last[feed] = seq
 	}
-}
-
-// fieldString returns the string after key (`"name":"`) up to the next quote.
-func fieldString(line []byte, key string) (string, bool) {
-	i := bytes.Index(line, []byte(key))
-	if i < 0 {
-		return "", false
-	}
-	rest := line[i+len(key):]
-	j := bytes.IndexByte(rest, '"')
-	if j < 0 {
-		return "", false
-	}
-	return string(rest[:j]), true
-}
-
-// fieldInt returns the decimal integer after key (`"name":`).
-func fieldInt(line []byte, key string) (int64, bool) {
-	i := bytes.Index(line, []byte(key))
-	if i < 0 {
-		return 0, false
-	}
-	var n int64
-	k := 0
-	for _, c := range line[i+len(key):] {
-		if c < '0' || c > '9' {
-			break
-		}
-		n = n*10 + int64(c-'0')
-		k++
-	}
-	return n, k > 0
 }

@@ -340,26 +340,44 @@ func TestRunCheckpointRestoreOlder(t *testing.T) {
 
 // TestCheckpointAgeGrowsWhileStuck: while a barrier does not settle (a
 // sink retrying on a full disk), no new one is requested, but the age
-// gauge keeps growing so that the alert on it fires.
+// gauge keeps growing so that the alert on it fires; once the barrier is
+// overdue (10 intervals, at least 1s), a newer one is requested. Runs in
+// a synctest bubble: the loop's ticker and time.Sleep below run on the
+// bubble's fake clock, so the ticks seen are exactly the ones slept over.
 func TestCheckpointAgeGrowsWhileStuck(t *testing.T) {
-	mx := NewMetrics()
-	c := &checkpointer{pipeline: "p", interval: 5 * time.Millisecond, log: nopLogger(),
-		age: mx.checkpointAge.WithLabelValues("p"), failures: mx.checkpointFailures.WithLabelValues("p")}
-	c.pending, c.liveSinks = map[uint64]*cut{}, map[string]bool{"never-acks": true}
-	c.sourceFinal, c.sinkFinal, c.mergeFinal = map[string][]byte{}, map[string][]byte{}, map[string][]byte{}
-	c.wake = make(chan struct{}, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); c.loop(ctx, func() []*sourceRunner { return nil }) }()
-	defer func() { cancel(); <-done }()
-	start := time.Now()
-	waitFor(t, hangTimeout, "the age to pass 20 intervals", func() bool {
-		return metricValue(t, c.age) >= 20*c.interval.Seconds()
+	synctest.Test(t, func(t *testing.T) {
+		mx := NewMetrics()
+		c := &checkpointer{pipeline: "p", interval: 5 * time.Millisecond, log: nopLogger(),
+			age: mx.checkpointAge.WithLabelValues("p"), failures: mx.checkpointFailures.WithLabelValues("p")}
+		c.pending, c.liveSinks = map[uint64]*cut{}, map[string]bool{"never-acks": true}
+		c.sourceFinal, c.sinkFinal, c.mergeFinal = map[string][]byte{}, map[string][]byte{}, map[string][]byte{}
+		c.wake = make(chan struct{}, 1)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); c.loop(ctx, func() []*sourceRunner { return nil }) }()
+		defer func() { cancel(); <-done }()
+		requested := func() uint64 {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			return c.requested
+		}
+
+		time.Sleep(20*c.interval + c.interval/2) // 20 ticks; the first requests epoch 1
+		synctest.Wait()
+		if age := metricValue(t, c.age); age < 20*c.interval.Seconds() {
+			t.Errorf("checkpoint age %vs after 20 intervals of %v stuck, want at least %vs", age, c.interval, 20*c.interval.Seconds())
+		}
+		if r := requested(); r != 1 {
+			t.Errorf("requested epoch %d after 20 intervals, want 1 (one barrier in flight)", r)
+		}
+
+		time.Sleep(time.Second) // past the 1s after which a stuck barrier is overdue
+		synctest.Wait()
+		if r := requested(); r != 2 {
+			t.Errorf("requested epoch %d once barrier 1 was overdue, want 2 (a newer one supersedes it)", r)
+		}
+		if age := metricValue(t, c.age); age < 1 {
+			t.Errorf("checkpoint age %vs after more than 1s stuck", age)
+		}
 	})
-	c.mu.Lock()
-	requested := c.requested
-	c.mu.Unlock()
-	if requested != 1 {
-		t.Errorf("requested epoch %d after %v, want 1 (one barrier in flight)", requested, time.Since(start))
-	}
 }

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/etld/etld/internal/config"
@@ -582,57 +583,94 @@ func TestFeedCreditCountsRecords(t *testing.T) {
 // checkpoint committed by the reload would pair the merge buffer of the
 // pause barrier with an output that already holds some of it, and a
 // crash right after would write those records twice.
+//
+// It runs in a synctest bubble with fake sources (a file source waits on
+// inotify, which the bubble's clock cannot see past): the records are
+// queued at bubble time 0 and the reload pauses at once, so they are
+// surely still queued at the pause barrier; the reload then holds the
+// graph quiescent for a second of bubble time, past the 300ms after which
+// the merge would write them.
 func TestReconfigureMergeQuiescent(t *testing.T) {
-	dir := t.TempDir()
-	rt, mx, cfg := startMergeReload(t, dir, "1h")
-	a := filepath.Join(dir, "a.log")
-	ctx := context.Background()
-	if _, err := rt.Apply(ctx, []*config.Pipeline{cfg("300ms")}); err != nil {
-		t.Fatal(err)
-	}
-	const n = 200
-	var sa strings.Builder
-	for i := range n {
-		fmt.Fprintf(&sa, `{"ts":%d}`+"\n", 1000+i)
-	}
-	appendTo(t, a, sa.String())
-	waitFor(t, hangTimeout, "a.log queued", func() bool { return metricValue(t, mx.mergeBuffered.WithLabelValues("p", "out")) == n })
-	// b.log is silent: a's records wait 300ms. Keep the graph quiescent
-	// for longer than that.
-	testHookQuiesced = func() { <-time.After(time.Second) }
-	defer func() { testHookQuiesced = nil }()
-	if _, err := rt.Apply(ctx, []*config.Pipeline{cfg("400ms")}); err != nil {
-		t.Fatal(err)
-	}
-	raw, err := os.ReadFile(filepath.Join(dir, "state", "p.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rt.Stop(); err != nil {
-		t.Fatal(err)
-	}
-	var cp struct {
-		Sinks map[string]struct{ Size int64 }
-		Merge map[string]mergeState
-	}
-	if err := json.Unmarshal(raw, &cp); err != nil {
-		t.Fatal(err)
-	}
-	out, err := os.ReadFile(filepath.Join(dir, "out.jsonl"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	written := strings.Count(string(out[:cp.Sinks["out"].Size]), "\n")
-	queued := 0
-	for _, f := range cp.Merge["out"].Feeds {
-		queued += len(f.Records)
-	}
-	if written+queued != n {
-		t.Fatalf("the reload's checkpoint: %d lines written + %d queued = %d, want %d", written, queued, written+queued, n)
-	}
-	if queued != n {
-		t.Errorf("%d records queued in the reload's checkpoint, want all %d (nothing written while quiescent)", queued, n)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		dir := t.TempDir()
+		name := strings.ReplaceAll(t.Name(), "/", "_")
+		const n = 200
+		a, b := newFakeSource(1), newFakeSource(1)
+		addFake(t, name+"-a", a)
+		addFake(t, name+"-b", b)
+		cfg := func(lateness string) *config.Pipeline {
+			return loadPipeline(t, dir, "p", fmt.Sprintf(`version: 1
+checkpoint_interval: 1h
+sources:
+  a: { type: fake, name: %[1]s-a }
+  b: { type: fake, name: %[1]s-b }
+workers:
+  w: { inputs: [a, b], ordered: true, concurrency: 2, steps: [ parse_json: {} ] }
+sinks:
+  out:
+    type: file
+    inputs: [w]
+    path: out.jsonl
+    merge: { order_by: ts, max_lateness: %[2]s, idle_timeout: 1h }
+`, name, lateness), nil)[0]
+		}
+		mx := NewMetrics()
+		rt, err := New(Options{Logger: nopLogger(), Metrics: mx, StateDir: filepath.Join(dir, "state"), ShutdownTimeout: hangTimeout})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		if _, err := rt.Apply(ctx, []*config.Pipeline{cfg("300ms")}); err != nil {
+			t.Fatal(err)
+		}
+		batch := &stages.Batch{}
+		for i := range n {
+			batch.Records = append(batch.Records, stages.Record{Raw: fmt.Appendf(nil, `{"ts":%d}`, 1000+i)})
+		}
+		a.feed <- batch
+		synctest.Wait() // b is silent: a's records wait in the merge for 300ms
+		if q := metricValue(t, mx.mergeBuffered.WithLabelValues("p", "out")); q != n {
+			t.Fatalf("%v records queued by the merge, want %d", q, n)
+		}
+		rt.mu.Lock()
+		rt.pipes["p"].onQuiesced = func() { time.Sleep(time.Second) }
+		rt.mu.Unlock()
+		if _, err := rt.Apply(ctx, []*config.Pipeline{cfg("400ms")}); err != nil {
+			t.Fatal(err)
+		}
+		raw, err := os.ReadFile(filepath.Join(dir, "state", "p.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := rt.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		var cp struct {
+			Sinks map[string]struct{ Size int64 }
+			Merge map[string]mergeState
+		}
+		if err := json.Unmarshal(raw, &cp); err != nil {
+			t.Fatal(err)
+		}
+		out, err := os.ReadFile(filepath.Join(dir, "out.jsonl"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Count(string(out), "\n"); got != n {
+			t.Errorf("%d lines written by the end, want %d", got, n)
+		}
+		written := strings.Count(string(out[:cp.Sinks["out"].Size]), "\n")
+		queued := 0
+		for _, f := range cp.Merge["out"].Feeds {
+			queued += len(f.Records)
+		}
+		if written+queued != n {
+			t.Fatalf("the reload's checkpoint: %d lines written + %d queued = %d, want %d", written, queued, written+queued, n)
+		}
+		if queued != n {
+			t.Errorf("%d records queued in the reload's checkpoint, want all %d (nothing written while quiescent)", queued, n)
+		}
+	})
 }
 
 // TestOrphanMergeStateIsWritten: records a merge held at the last

@@ -54,6 +54,8 @@ type pipeline struct {
 	mu   sync.Mutex
 	errs []error // stage failures
 	done chan struct{}
+
+	onQuiesced func() // tests: run by reconfigure once the graph is quiescent
 }
 
 // group counts running goroutines, like a sync.WaitGroup whose zero is

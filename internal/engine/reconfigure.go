@@ -11,27 +11,15 @@ import (
 	"github.com/etld/etld/internal/stages"
 )
 
-// testHookQuiesced, when set by a test, runs once the graph is quiescent
-// (to widen the window in which nothing may move).
-var testHookQuiesced func()
-
 // errRestart means a change cannot be applied in place: the caller stops
 // the pipeline and starts the new config from its checkpoint instead.
 var errRestart = errors.New("the change needs a pipeline restart")
 
-// swap describes a reconfiguration: stage ids by what happens to them.
-type swap struct {
-	kept, replaced, removed, added []string
-	took                           time.Duration
-}
-
-func (s swap) empty() bool {
-	return len(s.replaced) == 0 && len(s.removed) == 0 && len(s.added) == 0
-}
-
 // reconfigure changes the running pipeline into next in place (SPEC
 // §3.2): stages whose fingerprint is unchanged keep running; changed
-// stages are replaced, removed ones stop, added ones start.
+// stages are replaced, removed ones stop, added ones start. It executes
+// the Plan of PlanReload step by step: plan, build, quiesce, rewire,
+// open, commit.
 //
 // It works on a quiescent graph. Every source is asked for one more
 // checkpoint barrier and parks right after injecting it; once every sink
@@ -50,177 +38,236 @@ func (s swap) empty() bool {
 // or a drain that does not finish within timeout stops the pipeline
 // gracefully and returns errRestart wrapped, so that the caller restarts
 // a whole pipeline (the previous config) from the committed checkpoint.
-func (p *pipeline) reconfigure(ctx context.Context, next *config.Pipeline, timeout time.Duration) (swap, error) {
+func (p *pipeline) reconfigure(ctx context.Context, next *config.Pipeline, timeout time.Duration) (Plan, error) {
 	start := time.Now()
 	old := p.config()
-	if next.DeadLetter != old.DeadLetter || next.CheckpointInterval != old.CheckpointInterval {
-		return swap{}, errRestart
+	pl := PlanReload(old, next)
+	if pl.Restart {
+		return pl, fmt.Errorf("%w: %s", errRestart, pl.Reason)
 	}
 	if !p.wg.add() { // hold the pipeline open for the swap
-		return swap{}, errRestart
+		return pl, errRestart
 	}
 	defer p.wg.done()
 	if p.stop.Err() != nil {
-		return swap{}, errRestart
+		return pl, errRestart
 	}
-
-	// Diff by fingerprint. A stage whose goroutines already returned (a
-	// finished finite source, a sink whose inputs all ended) cannot take
-	// new edges: it is rebuilt like a changed one.
-	var sw swap
-	fate := map[string]string{}
-	for _, st := range old.Stages {
-		ns := next.Stage(st.ID)
-		switch {
-		case ns == nil:
-			sw.removed = append(sw.removed, st.ID)
-			fate[st.ID] = "removed"
-		case ns.Kind == st.Kind && ns.Fingerprint == st.Fingerprint && !p.hasExited(st.ID) &&
-			(st.Kind != config.Source || (old.MergingSinkOf(st.ID) == "") == (next.MergingSinkOf(st.ID) == "")):
-			// (A source that starts or stops feeding an ordered merge is
-			// rebuilt: its flow control is set when it is built.)
-			sw.kept = append(sw.kept, st.ID)
-			fate[st.ID] = "kept"
-		default:
-			sw.replaced = append(sw.replaced, st.ID)
-			fate[st.ID] = "replaced"
-		}
-	}
-	for _, st := range next.Stages {
-		if old.Stage(st.ID) == nil {
-			sw.added = append(sw.added, st.ID)
-			fate[st.ID] = "added"
-		}
-	}
-	kept := func(id string) bool { return fate[id] == "kept" }
-	if sw.empty() {
+	// A stage whose goroutines already returned (a finished finite
+	// source, a sink whose inputs all ended) cannot take new edges: it is
+	// rebuilt like a changed one.
+	pl.rebuildEnded(old, next, p.hasExited)
+	if pl.empty() {
 		p.setConfig(next) // only formatting or comments changed
-		return sw, nil
+		return pl, nil
 	}
 
-	// Edges: an edge between two kept stages stays; every other edge of
-	// next is new.
+	r := &reload{p: p, plan: pl, next: next}
+	if err := r.build(); err != nil {
+		return pl, err
+	}
+	r.deadline = time.NewTimer(timeout)
+	defer r.release()
+	if err := r.quiesce(timeout); err != nil {
+		return pl, err
+	}
+	drained := time.Since(start)
+	if p.onQuiesced != nil {
+		p.onQuiesced()
+	}
+	if err := r.rewire(timeout); err != nil {
+		return pl, err
+	}
+	if err := r.open(ctx); err != nil {
+		return pl, err
+	}
+	if err := r.commit(); err != nil {
+		return pl, err
+	}
+	p.log.Info().Strs("kept", ids(pl.Keep)).Strs("replaced", ids(pl.Replace)).Strs("removed", ids(pl.Remove)).
+		Strs("added", ids(pl.Add)).Dur("drain", drained).Dur("took", time.Since(start)).Msg("pipeline reconfigured in place")
+	return pl, nil
+}
+
+// reload is one execution of a Plan by reconfigure: what each step
+// leaves for the next ones and for giving up.
+type reload struct {
+	p    *pipeline
+	plan Plan
+	next *config.Pipeline
+
+	// build: the edges of next (kept ones are the running channels),
+	// those that are new, the running ones that go away, and the new
+	// stages.
+	oldEdges, edges map[edgeKey]chan msg
+	fresh, dropped  []edgeKey
+	builds          []*built
+
+	// quiesce: the pause, and the parked sources by id until they wake.
+	deadline  *time.Timer // one timeout for the drain and the stop of replaced stages
+	paused    bool
+	mergeWake chan struct{}
+	wake      map[string]chan struct{}
+
+	// rewire: whether kept emitters own the fresh edges now, the merging
+	// sinks handing their buffer to their successor, and the gates of
+	// the sources that went away.
+	rewired   bool
+	handoffs  map[*sinkRunner]*sinkRunner
+	goneGates []*sourceGate
+
+	// open: how to close what was opened, newest last.
+	opened []func()
+}
+
+func (r *reload) kept(id string) bool { return r.plan.kept(id) }
+
+// gone lists the ids of the replaced and removed stages.
+func (r *reload) gone() []string { return slices.Concat(ids(r.plan.Replace), ids(r.plan.Remove)) }
+
+// build makes the edges of next and the new stages (no I/O). An edge
+// between two kept stages stays; every other edge of next is new.
+func (r *reload) build() error {
+	p := r.p
 	p.mu.Lock()
-	oldEdges := p.edges
+	r.oldEdges = p.edges
 	p.mu.Unlock()
-	edges := map[edgeKey]chan msg{}
-	var fresh []edgeKey
-	for _, k := range edgeKeys(next) {
-		if ch, ok := oldEdges[k]; ok && kept(k.from) && kept(k.to) {
-			edges[k] = ch
+	r.edges = map[edgeKey]chan msg{}
+	for _, k := range edgeKeys(r.next) {
+		if ch, ok := r.oldEdges[k]; ok && r.kept(k.from) && r.kept(k.to) {
+			r.edges[k] = ch
 			continue
 		}
-		edges[k] = newEdge()
-		fresh = append(fresh, k)
+		r.edges[k] = newEdge()
+		r.fresh = append(r.fresh, k)
 	}
-	var dropped []edgeKey
-	for k, ch := range oldEdges {
-		if edges[k] != ch {
-			dropped = append(dropped, k)
+	for k, ch := range r.oldEdges {
+		if r.edges[k] != ch {
+			r.dropped = append(r.dropped, k)
 		}
 	}
-
-	// Build the new stages (no I/O).
-	// abandon closes the new edges when the swap gives up: each exactly
-	// once, through the kept emitter that owns it once rewired.
-	var builds []*built
-	rewired := false
-	abandon := func() {
-		for _, k := range fresh {
-			if rewired && kept(k.from) {
-				p.emitters[k.from].removeOut(edges[k])
-			} else {
-				close(edges[k])
-			}
-		}
-	}
-	for _, st := range next.Stages {
-		if kept(st.ID) {
+	for _, st := range r.next.Stages {
+		if r.kept(st.ID) {
 			continue
 		}
-		b, err := p.build(next, st, edges)
+		b, err := p.build(r.next, st, r.edges)
 		if err != nil {
-			abandon()
-			return sw, fmt.Errorf("pipeline %q: not reloaded, the running one is kept: %w", next.Name, err)
+			r.abandon()
+			return fmt.Errorf("pipeline %q: not reloaded, the running one is kept: %w", r.next.Name, err)
 		}
-		builds = append(builds, b)
+		r.builds = append(r.builds, b)
 	}
+	return nil
+}
 
-	// Quiesce: park every running source after one more barrier and wait
-	// for the checkpoint of that barrier.
+// abandon closes the new edges when the swap gives up: each exactly
+// once, through the kept emitter that owns it once rewired.
+func (r *reload) abandon() {
+	for _, k := range r.fresh {
+		if r.rewired && r.kept(k.from) {
+			r.p.emitters[k.from].removeOut(r.edges[k])
+		} else {
+			close(r.edges[k])
+		}
+	}
+}
+
+// wakeAll lets every source still parked go on, after marking those
+// quit says to end.
+func (r *reload) wakeAll(quit bool) {
+	for _, s := range r.p.sourceList() {
+		if w, ok := r.wake[s.id]; ok {
+			if quit {
+				s.quit.Store(true)
+			}
+			close(w)
+			delete(r.wake, s.id)
+		}
+	}
+}
+
+// giveUp undoes a swap that cannot go on: the new edges close, and with
+// stop the pipeline stops (what is left drains; the caller restarts).
+func (r *reload) giveUp(stop bool) {
+	r.abandon()
+	if stop {
+		r.p.cancelStop()
+	}
+	r.wakeAll(stop)
+}
+
+// release ends the pause (deferred by reconfigure).
+func (r *reload) release() {
+	r.deadline.Stop()
+	if r.mergeWake != nil {
+		close(r.mergeWake)
+	}
+	if r.paused {
+		r.p.ckpt.unpause()
+	}
+}
+
+// quiesce parks every running source after one more barrier and waits
+// for the checkpoint of that barrier.
+func (r *reload) quiesce(timeout time.Duration) error {
+	p := r.p
 	epoch, reached := p.ckpt.pause()
-	defer p.ckpt.unpause()
-	mergeWake := make(chan struct{})
-	defer close(mergeWake)
+	r.paused = true
+	r.mergeWake = make(chan struct{})
 	for _, s := range p.sinkList() {
 		if s.merge != nil {
-			s.hold.Store(&parkRequest{epoch: epoch, wake: mergeWake})
+			s.hold.Store(&parkRequest{epoch: epoch, wake: r.mergeWake})
 		}
 	}
-	wake := map[string]chan struct{}{}
+	r.wake = map[string]chan struct{}{}
 	for _, s := range p.sourceList() {
 		if p.hasExited(s.id) {
 			continue
 		}
 		w := make(chan struct{})
-		wake[s.id] = w
+		r.wake[s.id] = w
 		s.hold(epoch, w)
 	}
-	wakeAll := func(quit func(string) bool) {
-		for _, s := range p.sourceList() {
-			if w, ok := wake[s.id]; ok {
-				if quit(s.id) {
-					s.quit.Store(true)
-				}
-				close(w)
-				delete(wake, s.id)
-			}
-		}
-	}
-	t := time.NewTimer(timeout)
-	defer t.Stop()
 	select {
 	case <-reached:
-	case <-t.C:
-		abandon()
-		wakeAll(func(string) bool { return false })
-		return sw, fmt.Errorf("pipeline %q: not reloaded: the pipeline did not drain within %v (a sink failing?); the running one is kept", next.Name, timeout)
+		return nil
+	case <-r.deadline.C:
+		r.giveUp(false)
+		return fmt.Errorf("pipeline %q: not reloaded: the pipeline did not drain within %v (a sink failing?); the running one is kept", r.next.Name, timeout)
 	case <-p.stop.Done():
-		abandon()
-		wakeAll(func(string) bool { return false })
-		return sw, errRestart
+		r.giveUp(false)
+		return errRestart
 	}
-	drained := time.Since(start)
-	if testHookQuiesced != nil {
-		testHookQuiesced()
-	}
+}
 
+// rewire moves the quiescent graph to the edges of next: kept stages gain
+// their new edges first, so that no merge sees all its inputs close; then
+// edges to or from stages that go away are closed, and those stages'
+// goroutines drain nothing and end.
+func (r *reload) rewire(timeout time.Duration) error {
+	p := r.p
 	// A replaced sink whose successor merges by the same key hands its
 	// merge buffer over instead of writing it out, so that changing, say,
 	// max_lateness neither reorders nor loses anything.
-	handoffs := map[*sinkRunner]*sinkRunner{}
-	for _, b := range builds {
-		if b.sink == nil || b.sink.merge == nil || fate[b.id] != "replaced" {
+	r.handoffs = map[*sinkRunner]*sinkRunner{}
+	for _, b := range r.builds {
+		if b.sink == nil || b.sink.merge == nil || !slices.Contains(r.plan.Handoff, b.id) {
 			continue
 		}
 		for _, o := range p.sinkList() {
 			if o.id == b.id && o.merge != nil && o.merge.spec.OrderBy == b.sink.merge.spec.OrderBy {
 				o.handoff.Store(true)
-				handoffs[b.sink] = o
+				r.handoffs[b.sink] = o
 			}
 		}
 	}
 
-	// Rewire: kept stages gain their new edges first, so that no merge
-	// sees all its inputs close; then edges to or from stages that go
-	// away are closed, and those stages' goroutines drain nothing and end.
 	p.mu.Lock()
-	for _, k := range fresh {
-		ch := edges[k]
-		if kept(k.to) {
+	for _, k := range r.fresh {
+		ch := r.edges[k]
+		if r.kept(k.to) {
 			p.aligners[k.to].add(ch)
 		}
-		if kept(k.from) {
+		if r.kept(k.from) {
 			if k.dl {
 				p.emitters[k.from].setDL(ch)
 			} else {
@@ -228,20 +275,19 @@ func (p *pipeline) reconfigure(ctx context.Context, next *config.Pipeline, timeo
 			}
 		}
 	}
-	for _, k := range dropped {
-		if kept(k.from) {
-			p.emitters[k.from].removeOut(oldEdges[k])
+	for _, k := range r.dropped {
+		if r.kept(k.from) {
+			p.emitters[k.from].removeOut(r.oldEdges[k])
 		}
 	}
-	rewired = true
-	var goneGates []*sourceGate
+	r.rewired = true
 	for _, s := range p.sources {
-		if s.gate != nil && !kept(s.id) {
-			goneGates = append(goneGates, s.gate)
+		if s.gate != nil && !r.kept(s.id) {
+			r.goneGates = append(r.goneGates, s.gate)
 		}
 	}
 	var gone []chan struct{}
-	for _, id := range slices.Concat(sw.replaced, sw.removed) {
+	for _, id := range r.gone() {
 		gone = append(gone, p.exited[id])
 	}
 	p.mu.Unlock()
@@ -249,87 +295,96 @@ func (p *pipeline) reconfigure(ctx context.Context, next *config.Pipeline, timeo
 	// parked until the new stages run, or what they read would go into
 	// edges towards stages that may still fail to open.
 	for _, s := range p.sourceList() {
-		if w, ok := wake[s.id]; ok && !kept(s.id) {
+		if w, ok := r.wake[s.id]; ok && !r.kept(s.id) {
 			s.quit.Store(true)
 			close(w)
-			delete(wake, s.id)
+			delete(r.wake, s.id)
 		}
 	}
 	for _, g := range gone {
 		select {
 		case <-g:
-		case <-t.C:
-			abandon()
-			p.cancelStop()
-			wakeAll(func(string) bool { return true })
-			return sw, fmt.Errorf("pipeline %q: replaced stages did not stop within %v: %w", next.Name, timeout, errRestart)
+		case <-r.deadline.C:
+			r.giveUp(true)
+			return fmt.Errorf("pipeline %q: replaced stages did not stop within %v: %w", r.next.Name, timeout, errRestart)
 		}
 	}
+	return nil
+}
 
-	// The merges: successors take over their predecessor's buffer, new
-	// ones start from the last committed state (the newest key written),
-	// kept ones learn their new upstream sources.
-	for _, b := range builds {
+// open sets up the new merges and opens the new stages: sinks first,
+// then sources (reverse topological order), each file source resuming
+// where its predecessor stopped.
+func (r *reload) open(ctx context.Context) error {
+	p := r.p
+	// Successors take over their predecessor's buffer, new merges start
+	// from the last committed state (the newest key written), kept ones
+	// learn their new upstream sources.
+	for _, b := range r.builds {
 		if b.sink == nil || b.sink.merge == nil {
 			continue
 		}
 		spec := b.sink.merge.spec
-		if o := handoffs[b.sink]; o != nil {
+		if o := r.handoffs[b.sink]; o != nil {
 			b.sink.merge = o.merge
 			b.sink.merge.retune(spec)
 		} else if err := b.sink.restoreMerge(p.ckpt.latestMergeState(b.id)); err != nil {
 			b.sink.log.Error().Err(err).Msg("merge state not restored; starting the merge empty")
 		}
-		b.sink.merge.setUpstream(next.UpstreamSources(b.id))
+		b.sink.merge.setUpstream(r.next.UpstreamSources(b.id))
 	}
 	for _, s := range p.sinkList() {
-		if kept(s.id) && s.merge != nil {
-			s.merge.setUpstream(next.UpstreamSources(s.id))
+		if r.kept(s.id) && s.merge != nil {
+			s.merge.setUpstream(r.next.UpstreamSources(s.id))
 		}
 	}
 
-	// Open the new stages: sinks first, then sources (reverse topological
-	// order), each file source resuming where its predecessor stopped.
-	var opened []func()
-	fail := func(id string, err error) (swap, error) {
-		for i := len(opened) - 1; i >= 0; i-- {
-			opened[i]()
-		}
-		abandon()
-		p.cancelStop() // what is left drains; the caller restarts
-		wakeAll(func(string) bool { return true })
-		return sw, fmt.Errorf("pipeline %q: stage %q: open: %v: %w", next.Name, id, err, errRestart)
-	}
-	for i := len(builds) - 1; i >= 0; i-- {
-		if b := builds[i]; b.sink != nil {
+	for i := len(r.builds) - 1; i >= 0; i-- {
+		if b := r.builds[i]; b.sink != nil {
 			if err := b.sink.sink.Open(ctx); err != nil {
-				return fail(b.id, err)
+				return r.fail(b.id, err)
 			}
-			opened = append(opened, func() { _ = b.sink.sink.Close(context.Background()) })
+			r.opened = append(r.opened, func() { _ = b.sink.sink.Close(context.Background()) })
 		}
 	}
-	for i := len(builds) - 1; i >= 0; i-- {
-		if b := builds[i]; b.source != nil {
+	for i := len(r.builds) - 1; i >= 0; i-- {
+		if b := r.builds[i]; b.source != nil {
 			if st := p.ckpt.latestSourceState(b.id); st != nil {
-				if r, ok := b.source.src.(stages.Stateful); ok {
-					if err := r.Restore(st); err != nil {
-						return fail(b.id, err)
+				if rs, ok := b.source.src.(stages.Stateful); ok {
+					if err := rs.Restore(st); err != nil {
+						return r.fail(b.id, err)
 					}
 				}
 			}
 			if err := b.source.src.Open(ctx); err != nil {
-				return fail(b.id, err)
+				return r.fail(b.id, err)
 			}
-			opened = append(opened, func() { _ = b.source.src.Close() })
+			r.opened = append(r.opened, func() { _ = b.source.src.Close() })
 			b.source.registerFeed()
 		}
 	}
+	return nil
+}
 
-	// Commit the new stages' starting positions with the quiescent state,
-	// so a crash before the next barrier rolls them back too.
+// fail closes what open opened and stops the pipeline: the caller
+// restarts it.
+func (r *reload) fail(id string, err error) error {
+	for i := len(r.opened) - 1; i >= 0; i-- {
+		r.opened[i]()
+	}
+	r.giveUp(true)
+	return fmt.Errorf("pipeline %q: stage %q: open: %v: %w", r.next.Name, id, err, errRestart)
+}
+
+// commit saves the new stages' starting positions with the quiescent
+// state, so a crash before the next barrier rolls them back too; then
+// the pipeline adopts and starts the new stages, and the sources read
+// again.
+func (r *reload) commit() error {
+	p := r.p
 	var newSrcs []*sourceRunner
 	var newSinks []*sinkRunner
-	for _, b := range builds {
+	for _, b := range r.builds {
 		if b.source != nil {
 			newSrcs = append(newSrcs, b.source)
 		}
@@ -338,7 +393,7 @@ func (p *pipeline) reconfigure(ctx context.Context, next *config.Pipeline, timeo
 		}
 	}
 	merging := map[string]bool{}
-	for _, st := range next.Sinks() {
+	for _, st := range r.next.Sinks() {
 		if st.Merge != nil {
 			merging[st.ID] = true
 		}
@@ -346,15 +401,14 @@ func (p *pipeline) reconfigure(ctx context.Context, next *config.Pipeline, timeo
 	p.ckpt.keepMerges(merging) // a sink that stopped merging wrote its buffer out
 	srcStates, sinkStates, err := p.states(newSrcs, newSinks)
 	if err != nil {
-		return fail("", err)
+		return r.fail("", err)
 	}
 	if err := p.ckpt.commitNow(srcStates, sinkStates); err != nil {
-		return fail("", fmt.Errorf("cannot save the checkpoint of the new stages: %w", err))
+		return r.fail("", fmt.Errorf("cannot save the checkpoint of the new stages: %w", err))
 	}
 
-	// Adopt and start the new stages, then let the sources read again.
 	p.mu.Lock()
-	goneIDs := slices.Concat(sw.replaced, sw.removed)
+	goneIDs := r.gone()
 	p.sources = slices.DeleteFunc(p.sources, func(s *sourceRunner) bool { return slices.Contains(goneIDs, s.id) })
 	p.workers = slices.DeleteFunc(p.workers, func(w *workerRunner) bool { return slices.Contains(goneIDs, w.id) })
 	p.sinks = slices.DeleteFunc(p.sinks, func(s *sinkRunner) bool { return slices.Contains(goneIDs, s.id) })
@@ -364,39 +418,36 @@ func (p *pipeline) reconfigure(ctx context.Context, next *config.Pipeline, timeo
 		delete(p.metrics, id)
 		delete(p.exited, id)
 	}
-	for _, b := range builds {
+	for _, b := range r.builds {
 		p.adoptLocked(b)
 	}
-	p.edges = edges
-	p.cfg = next
+	p.edges = r.edges
+	p.cfg = r.next
 	p.mu.Unlock()
-	for _, b := range builds {
+	for _, b := range r.builds {
 		if b.sink != nil {
 			p.ckpt.addSink(b.id)
 			p.launchSink(b.sink)
 		}
 	}
-	for _, b := range builds {
+	for _, b := range r.builds {
 		if b.worker != nil {
 			p.launchWorker(b.worker)
 		}
 	}
-	for _, b := range builds {
+	for _, b := range r.builds {
 		if b.source != nil {
 			p.launchSource(b.source)
 		}
 	}
-	wakeAll(func(string) bool { return false })
+	r.wakeAll(false)
 	// The feeds of sources that went away end now, except those their
 	// successors registered (so a merge never sees a replaced source's
 	// feed end and start again, which could reorder it).
-	for _, g := range goneGates {
+	for _, g := range r.goneGates {
 		g.endAll()
 	}
-	sw.took = time.Since(start)
-	p.log.Info().Strs("kept", sw.kept).Strs("replaced", sw.replaced).Strs("removed", sw.removed).
-		Strs("added", sw.added).Dur("drain", drained).Dur("took", sw.took).Msg("pipeline reconfigured in place")
-	return sw, nil
+	return nil
 }
 
 // hasExited reports whether a stage's goroutines have returned.

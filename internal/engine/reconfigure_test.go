@@ -88,6 +88,7 @@ func TestReconfigureLeavesNothingBehind(t *testing.T) {
 	after := make([]int, len(steps)) // records written from here on are read by step i's graph
 	var cfg *config.Pipeline
 	for i, st := range steps {
+		prev := cfg
 		cfg = rcLoad(t, dir, rcConfig(st.spec))
 		changes, err := rt.Apply(ctx, []*config.Pipeline{cfg})
 		if err != nil {
@@ -103,6 +104,10 @@ func TestReconfigureLeavesNothingBehind(t *testing.T) {
 		}
 		if i > 0 {
 			rcCheckSwap(t, st.what, logs, st.replaced, st.removed, st.added)
+			// What `etld plan` would have shown is what the reload did.
+			pl := PlanReload(prev, cfg)
+			rcCheckSwap(t, st.what+": the plan", logs, slices.Sorted(slices.Values(ids(pl.Replace))),
+				slices.Sorted(slices.Values(ids(pl.Remove))), slices.Sorted(slices.Values(ids(pl.Add))))
 		}
 		rcCheckResources(t, st.what, cfg, in, 1)
 		// Records read by the new graph come out with its behaviour.
@@ -382,6 +387,15 @@ type rcWriter struct {
 
 func rcStartWriter(t *testing.T, path string) *rcWriter {
 	t.Helper()
+	return rcStartWriterOf(t, path, func(b []byte, seq int) []byte {
+		return fmt.Appendf(b, `{"seq":%d,"msg":"record %d, padded to look like a log line"}`+"\n", seq, seq)
+	})
+}
+
+// rcStartWriterOf starts a writer that appends line(b, seq) for seq 0, 1,
+// ..., five lines every 2ms (2500 records/s).
+func rcStartWriterOf(t *testing.T, path string, line func(b []byte, seq int) []byte) *rcWriter {
+	t.Helper()
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatal(err)
@@ -401,8 +415,8 @@ func rcStartWriter(t *testing.T, path string) *rcWriter {
 			case <-tick.C:
 			}
 			b = b[:0]
-			for range 5 { // 2500 records/s
-				b = fmt.Appendf(b, `{"seq":%d,"msg":"record %d, padded to look like a log line"}`+"\n", seq, seq)
+			for range 5 {
+				b = line(b, seq)
 				seq++
 			}
 			if _, err := f.Write(b); err != nil {
@@ -738,40 +752,10 @@ func rcSourceRead(rt *Runtime, name, id string) int {
 // dead-letter sink).
 func rcStartWriterBad(t *testing.T, path string, badBefore int) *rcWriter {
 	t.Helper()
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := &rcWriter{stop: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(w.done)
-		defer f.Close()
-		tick := time.NewTicker(2 * time.Millisecond)
-		defer tick.Stop()
-		var b []byte
-		seq := 0
-		for {
-			select {
-			case <-w.stop:
-				return
-			case <-tick.C:
-			}
-			b = b[:0]
-			for range 5 {
-				if seq%100 == 99 && seq < badBefore {
-					b = fmt.Appendf(b, "bad %d\n", seq)
-				} else {
-					b = fmt.Appendf(b, `{"seq":%d}`+"\n", seq)
-				}
-				seq++
-			}
-			if _, err := f.Write(b); err != nil {
-				w.err = err
-				return
-			}
-			w.written.Store(int64(seq))
+	return rcStartWriterOf(t, path, func(b []byte, seq int) []byte {
+		if seq%100 == 99 && seq < badBefore {
+			return fmt.Appendf(b, "bad %d\n", seq)
 		}
-	}()
-	t.Cleanup(func() { w.halt() })
-	return w
+		return fmt.Appendf(b, `{"seq":%d}`+"\n", seq)
+	})
 }

@@ -89,8 +89,7 @@ func newFaultSink(t *testing.T, edit func(*FileConfig)) *faultSink {
 	}
 	c.ResolvePaths(t.TempDir())
 	fs := &faultSink{t: t, path: c.Path, fsync: &faultSync{}}
-	fs.sink = NewFileSink(stages.Settings{}, c)
-	fs.sink.sync = fs.fsync.sync
+	fs.sink = newFileSink(stages.Settings{}, c, fileOptions{sync: fs.fsync.sync})
 	if err := fs.sink.Open(context.Background()); err != nil {
 		t.Fatal(err)
 	}

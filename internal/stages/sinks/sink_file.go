@@ -122,17 +122,25 @@ type FileSink struct {
 	file   *rotate.File
 	lw     *lineWriter
 	closed bool
+	opts   fileOptions
+}
 
-	// Test hooks, set before Open: the clock for max_age and the fsync
-	// function (nil: time.Now and (*os.File).Sync).
-	now  func() time.Time
-	sync func(*os.File) error
+// fileOptions are what a file sink takes from outside besides its config;
+// the zero value is the real thing (tests pass fakes to newFileSink).
+type fileOptions struct {
+	now  func() time.Time     // the clock for max_age (nil: time.Now)
+	sync func(*os.File) error // fsync (nil: (*os.File).Sync)
 }
 
 // NewFileSink builds a file sink from a validated, path-resolved config.
 // It does no I/O.
 func NewFileSink(set stages.Settings, cfg *FileConfig) *FileSink {
-	return &FileSink{cfg: *cfg, log: set.Logger}
+	return newFileSink(set, cfg, fileOptions{})
+}
+
+// newFileSink is NewFileSink with a clock and an fsync of the caller's.
+func newFileSink(set stages.Settings, cfg *FileConfig, opts fileOptions) *FileSink {
+	return &FileSink{cfg: *cfg, log: set.Logger, opts: opts}
 }
 
 // Open creates the parent directories and opens the file for appending
@@ -150,8 +158,8 @@ func (s *FileSink) Open(context.Context) error {
 		Keep:   s.cfg.Rotate.Keep,
 		Gzip:   s.cfg.Rotate.Gzip,
 		NoSync: s.cfg.Fsync == FsyncNever,
-		Now:    s.now,
-		Sync:   s.sync,
+		Now:    s.opts.now,
+		Sync:   s.opts.sync,
 		OnError: func(err error) {
 			s.log.Warn().Err(err).Str("path", s.cfg.Path).Msg("file sink housekeeping failed; retrying at the next rotation")
 		},

@@ -131,8 +131,7 @@ func newFileTest(t *testing.T, dir string, edit func(c *FileConfig)) *fileTest {
 	c.ResolvePaths(dir)
 	ft := &fileTest{t: t, path: c.Path, clock: &fakeClock{time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}}
 	ft.syncs = &syncCounter{path: c.Path}
-	ft.sink = NewFileSink(stages.Settings{}, c)
-	ft.sink.now, ft.sink.sync = ft.clock.now, ft.syncs.sync
+	ft.sink = newFileSink(stages.Settings{}, c, fileOptions{now: ft.clock.now, sync: ft.syncs.sync})
 	if err := ft.sink.Open(context.Background()); err != nil {
 		t.Fatal(err)
 	}
