@@ -92,8 +92,8 @@ var invalidWant = map[string][]string{
 	"merge_inputs.yaml": {
 		`14:5: sinks.timeline.merge.late: dead_letter needs a top-level dead_letter sink`,
 		"15:14: warning: sinks.timeline.inputs: worker \"parse\" is not `ordered: true`, so each feed may reach the merge out of order",
-		`15:21: sinks.timeline.inputs: "raw" does not parse records; every input of a merging sink must be a worker with parse_json (merge.order_by reads a field)`,
-		`15:26: sinks.timeline.inputs: "db" does not parse records; every input of a merging sink must be a worker with parse_json (merge.order_by reads a field)`,
+		`15:21: sinks.timeline.inputs: "raw" does not parse records; every input of a merging sink must be a worker with a parsing step such as parse_json (merge.order_by reads a field)`,
+		`15:26: sinks.timeline.inputs: "db" does not parse records; every input of a merging sink must be a worker with a parsing step such as parse_json (merge.order_by reads a field)`,
 	},
 	"merge_key.yaml": {
 		`2:1: unknown top-level key "defaults" (valid: version, sources, workers, sinks, dead_letter, checkpoint_interval)`,

@@ -104,10 +104,10 @@ func (d *drop) Process(b *stages.Batch) {
 
 func init() {
 	register(stages.Factory{
-		Kind: stages.KindStep,
-		Type: "drop",
-		Doc: "Removes top-level fields (`drop: [user, msg]`); missing ones are ignored. " +
-			"Needs parse_json first, else the record is a bad record.",
+		Kind:      stages.KindStep,
+		Type:      "drop",
+		Caps:      stages.Caps{NeedsFields: true},
+		Doc:       "Removes top-level fields (`drop: [user, msg]`); missing ones are ignored.",
 		NewConfig: func() any { return &DropConfig{} },
 		NewStep: func(_ stages.Settings, cfg any) (stages.Step, error) {
 			c, err := configOf[DropConfig]("drop", cfg)

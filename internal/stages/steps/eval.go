@@ -193,8 +193,9 @@ func init() {
 	register(stages.Factory{
 		Kind: stages.KindStep,
 		Type: "eval",
+		Caps: stages.Caps{NeedsFields: true},
 		Doc: "Sets top-level fields to the JSON-encoded results of expr-lang expressions over the record's fields " +
-			"(`eval: {cents: 'int(amount * 100)'}`), in order; needs parse_json first, and an expression error makes a bad record.",
+			"(`eval: {cents: 'int(amount * 100)'}`), in order; an expression error makes a bad record.",
 		NewConfig: func() any { return &EvalConfig{} },
 		NewStep: func(_ stages.Settings, cfg any) (stages.Step, error) {
 			c, err := configOf[EvalConfig]("eval", cfg)

@@ -49,6 +49,7 @@ func init() {
 	register(stages.Factory{
 		Kind: stages.KindStep,
 		Type: "parse_json",
+		Caps: stages.Caps{Parses: true},
 		Doc: "Checks that each record is one JSON object in valid UTF-8 and gives it fields, keeping its text as is; " +
 			"anything else (an empty line, an array, a bare value, bad UTF-8) is a bad record. Written `parse_json: {}`.",
 		NewConfig: func() any { return &ParseJSONConfig{} },

@@ -144,8 +144,9 @@ func init() {
 	register(stages.Factory{
 		Kind: stages.KindStep,
 		Type: "set",
+		Caps: stages.Caps{NeedsFields: true},
 		Doc: "Sets top-level fields to literal values (`set: {pipeline: w2}`), replacing existing ones in place and appending " +
-			"missing ones in the order written; needs parse_json first, else the record is a bad record.",
+			"missing ones in the order written.",
 		NewConfig: func() any { return &SetConfig{} },
 		NewStep: func(_ stages.Settings, cfg any) (stages.Step, error) {
 			c, err := configOf[SetConfig]("set", cfg)
