@@ -103,23 +103,12 @@ func (d *drop) Process(b *stages.Batch) {
 }
 
 func init() {
-	register(stages.Factory{
-		Kind:      stages.KindStep,
-		Type:      "drop",
-		Caps:      stages.Caps{NeedsFields: true},
-		Doc:       "Removes top-level fields (`drop: [user, msg]`); missing ones are ignored.",
-		NewConfig: func() any { return &DropConfig{} },
-		NewStep: func(_ stages.Settings, cfg any) (stages.Step, error) {
-			c, err := configOf[DropConfig]("drop", cfg)
-			if err != nil {
-				return nil, err
-			}
-			if err := c.Validate(); err != nil {
-				return nil, err
-			}
+	register(stepFactory("drop",
+		"Removes top-level fields (`drop: [user, msg]`); missing ones are ignored.",
+		stages.Caps{NeedsFields: true},
+		func(_ stages.Settings, c *DropConfig) (stages.Step, error) {
 			d := &drop{fields: slices.Clone(c.Fields)}
 			d.pool.New = func() any { return &exprScratch{} }
 			return d, nil
-		},
-	})
+		}))
 }
