@@ -334,7 +334,7 @@ func (b *builder) steps(st *Stage, n *yaml.Node, path string) {
 			continue
 		}
 		b.validate(cfg, val, ip, nil)
-		st.Worker.Steps = append(st.Worker.Steps, StepSpec{Type: k.Value, Config: cfg, Factory: f, Pos: b.pos(k)})
+		st.Worker.Steps = append(st.Worker.Steps, StepSpec{Type: k.Value, Config: cfg, Factory: f, Pos: b.pos(k), Index: i})
 	}
 }
 
@@ -595,9 +595,9 @@ func (b *builder) checkSemantics(p *Pipeline) {
 // no parsing step comes before it, in its worker or upstream.
 func (b *builder) checkStepsNeedParsing(st *Stage, path string) {
 	parsed := b.inputsParsed(st)
-	for i, s := range st.Worker.Steps {
+	for _, s := range st.Worker.Steps {
 		if s.Factory.Caps.NeedsFields && !parsed {
-			b.r.warnf(nodeAt(s.Pos), "%s.steps[%d].%s: records reaching this step are not parsed yet, so it will reject them (add %s before it)", path, i, s.Type, b.parsingStep())
+			b.r.warnf(nodeAt(s.Pos), "%s.steps[%d].%s: records reaching this step are not parsed yet, so it will reject them (add %s before it)", path, s.Index, s.Type, b.parsingStep())
 		}
 		if s.Factory.Caps.Parses {
 			parsed = true

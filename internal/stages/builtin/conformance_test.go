@@ -51,6 +51,7 @@ var stepFixtures = map[string]string{
 	"drop":       "[user, n]",
 	"eval":       "{n2: 'n * 2', who: 'user + \"!\"'}",
 	"filter":     `'level != "debug"'`,
+	"keep":       "[ts, msg]",
 	"parse_json": "{}",
 	"set":        "{pipeline: p1, n: 0}",
 }
