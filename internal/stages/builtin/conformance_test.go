@@ -80,34 +80,28 @@ var sinkFixtures = map[string]func(t *testing.T, f stages.Factory) stagetest.Sin
 // TestConformance runs the stagetest suite on every built-in type.
 func TestConformance(t *testing.T) {
 	reg := Registry()
-	for _, typ := range reg.Types(stages.KindSource) {
-		t.Run("source/"+typ, func(t *testing.T) {
-			fx, ok := sourceFixtures[typ]
+	conform(t, reg, stages.KindSource, sourceFixtures, "sourceFixtures", func(t *testing.T, f stages.Factory, fx func(*testing.T, stages.Factory) stagetest.SourceCase) {
+		stagetest.Source(t, f, func(t *testing.T) stagetest.SourceCase { return fx(t, f) })
+	})
+	conform(t, reg, stages.KindStep, stepFixtures, "stepFixtures", func(t *testing.T, f stages.Factory, opts string) {
+		stagetest.Step(t, f, stagetest.Config(t, f, t.TempDir(), opts))
+	})
+	conform(t, reg, stages.KindSink, sinkFixtures, "sinkFixtures", func(t *testing.T, f stages.Factory, fx func(*testing.T, stages.Factory) stagetest.SinkCase) {
+		stagetest.Sink(t, f, func(t *testing.T) stagetest.SinkCase { return fx(t, f) })
+	})
+}
+
+// conform runs run on every registered type of kind k with its fixture,
+// failing for a type that has none.
+func conform[F any](t *testing.T, reg *stages.Registry, k stages.Kind, fixtures map[string]F, mapName string, run func(*testing.T, stages.Factory, F)) {
+	for _, typ := range reg.Types(k) {
+		t.Run(string(k)+"/"+typ, func(t *testing.T) {
+			fx, ok := fixtures[typ]
 			if !ok {
-				t.Fatalf("source type %q has no conformance fixture: add one to sourceFixtures in internal/stages/builtin/conformance_test.go", typ)
+				t.Fatalf("%s type %q has no conformance fixture: add one to %s in internal/stages/builtin/conformance_test.go", k, typ, mapName)
 			}
-			f, _ := reg.Lookup(stages.KindSource, typ)
-			stagetest.Source(t, f, func(t *testing.T) stagetest.SourceCase { return fx(t, f) })
-		})
-	}
-	for _, typ := range reg.Types(stages.KindStep) {
-		t.Run("step/"+typ, func(t *testing.T) {
-			opts, ok := stepFixtures[typ]
-			if !ok {
-				t.Fatalf("step type %q has no conformance fixture: add one to stepFixtures in internal/stages/builtin/conformance_test.go", typ)
-			}
-			f, _ := reg.Lookup(stages.KindStep, typ)
-			stagetest.Step(t, f, stagetest.Config(t, f, t.TempDir(), opts))
-		})
-	}
-	for _, typ := range reg.Types(stages.KindSink) {
-		t.Run("sink/"+typ, func(t *testing.T) {
-			fx, ok := sinkFixtures[typ]
-			if !ok {
-				t.Fatalf("sink type %q has no conformance fixture: add one to sinkFixtures in internal/stages/builtin/conformance_test.go", typ)
-			}
-			f, _ := reg.Lookup(stages.KindSink, typ)
-			stagetest.Sink(t, f, func(t *testing.T) stagetest.SinkCase { return fx(t, f) })
+			f, _ := reg.Lookup(k, typ)
+			run(t, f, fx)
 		})
 	}
 }
