@@ -37,7 +37,8 @@ type Settings struct {
 // Cancellation and checkpoints: every Read gets a fresh context derived
 // from the pipeline's stop context, and the runtime cancels it when a
 // checkpoint barrier (or the park of a reconfiguration) is requested
-// while Read waits, and at a graceful stop. After such an interruption
+// while Read runs, and at a graceful stop (it never calls Read with a
+// context already done). After such an interruption
 // it takes the source's State, injects the barrier downstream and calls
 // Read again with a new context: an interrupted Read is routine, not an
 // error, and happens about once per checkpoint interval.
