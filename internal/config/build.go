@@ -334,7 +334,7 @@ func (b *builder) steps(st *Stage, n *yaml.Node, path string) {
 			continue
 		}
 		b.validate(cfg, val, ip, nil)
-		st.Worker.Steps = append(st.Worker.Steps, StepSpec{Type: k.Value, Config: cfg, Factory: f, Pos: b.pos(k)})
+		st.Worker.Steps = append(st.Worker.Steps, StepSpec{Type: k.Value, Config: cfg, Factory: f, Pos: b.pos(k), Index: i})
 	}
 }
 
@@ -543,15 +543,9 @@ func (b *builder) wire(p *Pipeline) {
 			}
 		}
 		if st.Kind == Worker {
-			parsesInput := len(st.Inputs) > 0
-			for _, in := range st.Inputs {
-				if up := b.stages[in]; up == nil || !up.Parses {
-					parsesInput = false
-				}
-			}
-			st.Parses = parsesInput
+			st.Parses = b.inputsParsed(st)
 			for _, s := range st.Worker.Steps {
-				if s.Type == "parse_json" {
+				if s.Factory.Caps.Parses {
 					st.Parses = true
 				}
 			}
@@ -580,7 +574,7 @@ func (b *builder) checkSemantics(p *Pipeline) {
 				switch {
 				case up == nil:
 				case up.Kind != Worker || !up.Parses:
-					b.r.errorf(at, "%s.inputs: %q does not parse records; every input of a merging sink must be a worker with parse_json (merge.order_by reads a field)", path, in)
+					b.r.errorf(at, "%s.inputs: %q does not parse records; every input of a merging sink must be a worker with %s (merge.order_by reads a field)", path, in, b.parsingStep())
 				case !up.Worker.Ordered:
 					b.r.warnf(at, "%s.inputs: worker %q is not `ordered: true`, so each feed may reach the merge out of order", path, in)
 				}
@@ -597,23 +591,39 @@ func (b *builder) checkSemantics(p *Pipeline) {
 	}
 }
 
+// checkStepsNeedParsing warns about a step that needs fields (Caps) when
+// no parsing step comes before it, in its worker or upstream.
 func (b *builder) checkStepsNeedParsing(st *Stage, path string) {
-	parsed := len(st.Inputs) > 0
+	parsed := b.inputsParsed(st)
+	for _, s := range st.Worker.Steps {
+		if s.Factory.Caps.NeedsFields && !parsed {
+			b.r.warnf(nodeAt(s.Pos), "%s.steps[%d].%s: records reaching this step are not parsed yet, so it will reject them (add %s before it)", path, s.Index, s.Type, b.parsingStep())
+		}
+		if s.Factory.Caps.Parses {
+			parsed = true
+		}
+	}
+}
+
+// inputsParsed reports whether every record reaching the worker st is
+// parsed: it has inputs, and all of them are workers that parse.
+func (b *builder) inputsParsed(st *Stage) bool {
 	for _, in := range st.Inputs {
 		if up := b.stages[in]; up == nil || !up.Parses {
-			parsed = false
+			return false
 		}
 	}
-	for i, s := range st.Worker.Steps {
-		switch s.Type {
-		case "parse_json":
-			parsed = true
-		case "set", "eval", "drop":
-			if !parsed {
-				b.r.warnf(nodeAt(s.Pos), "%s.steps[%d].%s: records reaching this step are not parsed yet, so it will reject them (add parse_json before it)", path, i, s.Type)
-			}
-		}
+	return len(st.Inputs) > 0
+}
+
+// parsingStep names the registered parsing steps for a message: "a
+// parsing step such as parse_json".
+func (b *builder) parsingStep() string {
+	p := b.reg.Parsers()
+	if len(p) == 0 {
+		return "a parsing step"
 	}
+	return "a parsing step such as " + strings.Join(p, " or ")
 }
 
 func nodeAt(p Pos) *yaml.Node { return &yaml.Node{Line: p.Line, Column: p.Col} }

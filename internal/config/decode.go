@@ -202,7 +202,7 @@ func forEachPair(n *yaml.Node, r reporter, path string, fn func(k, v *yaml.Node)
 func structFields(t reflect.Type) map[string]int {
 	m := map[string]int{}
 	for i := 0; i < t.NumField(); i++ {
-		if name := yamlName(t.Field(i)); name != "" {
+		if name := YAMLKey(t.Field(i)); name != "" {
 			m[name] = i
 		}
 	}
@@ -212,14 +212,18 @@ func structFields(t reflect.Type) map[string]int {
 func fieldNames(t reflect.Type) []string {
 	var out []string
 	for i := 0; i < t.NumField(); i++ {
-		if name := yamlName(t.Field(i)); name != "" {
+		if name := YAMLKey(t.Field(i)); name != "" {
 			out = append(out, name)
 		}
 	}
 	return out
 }
 
-func yamlName(f reflect.StructField) string {
+// YAMLKey is the key the loader decodes a config struct field from: its
+// yaml tag name, else its lowercased name; "" for unexported and
+// `yaml:"-"` fields. The reference (internal/refdoc) documents options by
+// it.
+func YAMLKey(f reflect.StructField) string {
 	if !f.IsExported() {
 		return ""
 	}

@@ -88,6 +88,7 @@ type StepSpec struct {
 	Config  any
 	Factory stages.Factory
 	Pos     Pos
+	Index   int // in the worker's steps as written (a step that did not decode has none)
 }
 
 // MergeSpec is a sink's ordered merge (SPEC §5).

@@ -11,6 +11,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/etld/etld/internal/config"
 	"github.com/etld/etld/internal/stages"
 )
 
@@ -62,7 +63,7 @@ func walk(v reflect.Value, prefix, goPrefix string, req map[string]bool, out *[]
 	t := v.Type()
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
-		name := yamlName(f)
+		name := config.YAMLKey(f)
 		if name == "" {
 			continue
 		}
@@ -88,23 +89,6 @@ func walk(v reflect.Value, prefix, goPrefix string, req map[string]bool, out *[]
 func isNested(t reflect.Type) bool {
 	return t.Kind() == reflect.Struct && t != durationType &&
 		!reflect.PointerTo(t).Implements(unmarshalerType)
-}
-
-// yamlName is the key the config loader decodes a field from: its yaml
-// tag name, else its lowercased name; "" for unexported and `yaml:"-"`
-// fields. It mirrors internal/config's rule.
-func yamlName(f reflect.StructField) string {
-	if !f.IsExported() {
-		return ""
-	}
-	name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-	if name == "-" {
-		return ""
-	}
-	if name == "" {
-		name = strings.ToLower(f.Name)
-	}
-	return name
 }
 
 // typeName names a Go type in the terms a pipeline author uses.

@@ -91,7 +91,7 @@ func probeMerge() (config.MergeSpec, map[string]bool, error) {
 	src := func(merge string) []byte {
 		return []byte(`version: 1
 sources: {in: {type: probe}}
-workers: {w: {inputs: [in], ordered: true, steps: [{parse_json: {}}]}}
+workers: {w: {inputs: [in], ordered: true, steps: [{probe: {}}]}}
 sinks: {out: {type: probe, inputs: [w], merge: ` + merge + `}}
 `)
 	}
@@ -111,7 +111,7 @@ sinks: {out: {type: probe, inputs: [w], merge: ` + merge + `}}
 	_, diags = config.Parse("merge-probe.yaml", src(`{}`), opts)
 	t := reflect.TypeOf(defaults)
 	for i := 0; i < t.NumField(); i++ {
-		name := yamlName(t.Field(i))
+		name := config.YAMLKey(t.Field(i))
 		for _, d := range diags {
 			if strings.Contains(d.Msg, fmt.Sprintf("missing required key %q", name)) {
 				req[name] = true
@@ -121,8 +121,8 @@ sinks: {out: {type: probe, inputs: [w], merge: ` + merge + `}}
 	return defaults, req, nil
 }
 
-// probeRegistry has a source and a sink type "probe" and a step type
-// "parse_json", none with options, to load pipelines that exercise the
+// probeRegistry has a source, a parsing step and a sink type "probe", none
+// with options, to load pipelines that exercise the
 // loader's own keys only. Its stages cannot be built.
 func probeRegistry() (*stages.Registry, error) {
 	reg := stages.NewRegistry()
@@ -131,8 +131,8 @@ func probeRegistry() (*stages.Registry, error) {
 	for _, f := range []stages.Factory{
 		{Kind: stages.KindSource, Type: "probe", NewConfig: noConfig,
 			NewSource: func(stages.Settings, any) (stages.Source, error) { return nil, errProbe }},
-		// The loader knows a worker parses records by this step type.
-		{Kind: stages.KindStep, Type: "parse_json", NewConfig: noConfig,
+		// The loader knows a worker parses records by its steps' Caps.
+		{Kind: stages.KindStep, Type: "probe", Caps: stages.Caps{Parses: true}, NewConfig: noConfig,
 			NewStep: func(stages.Settings, any) (stages.Step, error) { return nil, errProbe }},
 		{Kind: stages.KindSink, Type: "probe", NewConfig: noConfig,
 			NewSink: func(stages.Settings, any) (stages.Sink, error) { return nil, errProbe }},

@@ -128,8 +128,9 @@ func Markdown(reg *stages.Registry) ([]byte, error) {
 	w.line("")
 	w.line("With `merge`, a sink writes its records in order of the `order_by` field (an RFC 3339 time or a")
 	w.line("number of Unix seconds), merging its feeds: each file a source reads is one feed. Every input of a")
-	w.line("merging sink must be a worker with `parse_json`, best with `ordered: true`. Feeds that end")
-	w.line("(`follow: false`) hold the merge until they are done, so sorted finite inputs give sorted output.")
+	w.line("merging sink must be a worker with a parsing step (" + parserLinks(reg) + "), best with `ordered: true`.")
+	w.line("Feeds that end (`follow: false`) hold the merge until they are done, so sorted finite inputs give")
+	w.line("sorted output.")
 	w.line("")
 	w.table("Key", merge)
 	return w.buf.Bytes(), nil
@@ -159,6 +160,10 @@ func (w *writer) stages(reg *stages.Registry, k stages.Kind, label string) {
 		w.line("")
 		w.line(text(d.Doc))
 		w.line("")
+		if c := capsText(f.Caps, reg); c != "" {
+			w.line(c)
+			w.line("")
+		}
 		switch {
 		case d.Value != nil && d.Value.Shape == "":
 			w.line("Takes no options: written " + code("- "+typ+": {}") + " in a worker's `steps`.")
@@ -184,11 +189,35 @@ func (w *writer) stages(reg *stages.Registry, k stages.Kind, label string) {
 }
 
 func typeLinks(reg *stages.Registry, k stages.Kind, label string) string {
-	var links []string
-	for _, typ := range reg.Types(k) {
-		links = append(links, fmt.Sprintf("[%s](#%s)", code(typ), strings.ToLower(label)+"-"+typ))
+	return links(reg.Types(k), label)
+}
+
+func links(types []string, label string) string {
+	var out []string
+	for _, typ := range types {
+		out = append(out, fmt.Sprintf("[%s](#%s)", code(typ), strings.ToLower(label)+"-"+typ))
 	}
-	return strings.Join(links, ", ")
+	return strings.Join(out, ", ")
+}
+
+// parserLinks links the step types that parse records (Caps.Parses).
+func parserLinks(reg *stages.Registry) string {
+	if p := reg.Parsers(); len(p) > 0 {
+		return "such as " + links(p, "Step")
+	}
+	return "none is registered"
+}
+
+// capsText says what a step's capabilities mean for a pipeline author.
+func capsText(c stages.Caps, reg *stages.Registry) string {
+	var out []string
+	if c.Parses {
+		out = append(out, "**Parses records**: the records it keeps have fields, for the steps that need them and for an ordered merge.")
+	}
+	if c.NeedsFields {
+		out = append(out, "**Needs parsed records**: a record that no parsing step ("+parserLinks(reg)+") accepted is a bad record.")
+	}
+	return strings.Join(out, " ")
 }
 
 func defaultCell(o option) string {

@@ -212,6 +212,7 @@ func TestStepValueShapes(t *testing.T) {
 	for typ, want := range map[string]string{
 		"filter":     "a string",
 		"drop":       "a list of strings or a string",
+		"keep":       "a list of strings or a string",
 		"set":        "a mapping",
 		"eval":       "a mapping",
 		"parse_json": "", // takes no value: `parse_json: {}`
@@ -314,5 +315,35 @@ sinks:
 	}
 	if len(diags) != 4 {
 		t.Errorf("want exactly the 4 unknown-key errors, got:\n%v", diags)
+	}
+}
+
+// TestCapsInReference: what the reference says about parsing comes from
+// the steps' Caps, so another parser is offered wherever parse_json is.
+func TestCapsInReference(t *testing.T) {
+	reg := stages.NewRegistry()
+	noConfig := func() any { return &struct{}{} }
+	add(t, reg, stages.Factory{Kind: stages.KindSource, Type: "in", Doc: "In.", NewConfig: noConfig})
+	add(t, reg, stages.Factory{Kind: stages.KindStep, Type: "parse_fake", Doc: "Parses.", NewConfig: noConfig,
+		Caps: stages.Caps{Parses: true}})
+	add(t, reg, stages.Factory{Kind: stages.KindStep, Type: "needs_fake", Doc: "Needs fields.", NewConfig: noConfig,
+		Caps: stages.Caps{NeedsFields: true}})
+	add(t, reg, stages.Factory{Kind: stages.KindSink, Type: "out", Doc: "Out.", NewConfig: noConfig})
+	md, err := Markdown(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"### Step `parse_fake`\n\nParses.\n\n**Parses records**:",
+		"### Step `needs_fake`\n\nNeeds fields.\n\n**Needs parsed records**: a record that no parsing step (such as [`parse_fake`](#step-parse_fake)) accepted is a bad record.",
+		"merging sink must be a worker with a parsing step (such as [`parse_fake`](#step-parse_fake))",
+	} {
+		if !bytes.Contains(md, []byte(want)) {
+			t.Errorf("reference lacks %q", want)
+		}
+	}
+	// The one mention left is the static example of a steps list.
+	if n := bytes.Count(md, []byte("parse_json")); n != 1 {
+		t.Errorf("the reference of a registry without parse_json names it %d times, want 1 (the steps example)", n)
 	}
 }

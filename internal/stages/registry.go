@@ -23,6 +23,9 @@ type Factory struct {
 	Kind Kind
 	Type string
 	Doc  string // one sentence for `etld` docs and the README reference
+	// Caps say what a step does to records, for the config loader's
+	// checks and the reference; zero for sources and sinks.
+	Caps Caps
 	// NewConfig returns a pointer to a fresh config with defaults.
 	NewConfig func() any
 	// Exactly one of these is set, matching Kind.
@@ -31,9 +34,26 @@ type Factory struct {
 	NewSink   func(Settings, any) (Sink, error)
 }
 
+// Caps are the capabilities of a step type: what the config loader and
+// the reference need to know about its effect on records. Nothing outside
+// the type's own file names a type, so a new parser (parse_logfmt, ...)
+// works wherever parse_json does by setting Parses.
+type Caps struct {
+	// Parses: the records the step keeps have fields (Record.Parsed), so
+	// steps that need fields may follow it, and its worker may feed an
+	// ordered merge (which reads the order_by field).
+	Parses bool
+	// NeedsFields: the step rejects records without fields as bad records;
+	// the loader warns when no parsing step comes before it.
+	NeedsFields bool
+}
+
 func (f Factory) check() error {
 	if f.Type == "" || f.NewConfig == nil {
 		return fmt.Errorf("stage factory %q: Type and NewConfig are required", f.Type)
+	}
+	if f.Kind != KindStep && f.Caps != (Caps{}) {
+		return fmt.Errorf("%s type %q: Caps describe steps only", f.Kind, f.Type)
 	}
 	n := 0
 	for _, set := range []bool{f.NewSource != nil, f.NewStep != nil, f.NewSink != nil} {
@@ -94,5 +114,17 @@ func (r *Registry) Types(k Kind) []string {
 		out = append(out, t)
 	}
 	sort.Strings(out)
+	return out
+}
+
+// Parsers lists the step types whose Caps say they parse records, sorted:
+// what error messages and the reference offer as "a parsing step".
+func (r *Registry) Parsers() []string {
+	var out []string
+	for _, t := range r.Types(KindStep) {
+		if r.byKind[KindStep][t].Caps.Parses {
+			out = append(out, t)
+		}
+	}
 	return out
 }

@@ -3,6 +3,7 @@ package stages
 import (
 	"context"
 	"errors"
+	"io"
 
 	"github.com/rs/zerolog"
 )
@@ -17,27 +18,58 @@ type Settings struct {
 	Pipeline string // pipeline name (file name without extension)
 	ID       string // stage id
 	Logger   zerolog.Logger
-	_        struct{}
+	// Stdin and Stdout are the streams of the stdin source and the stdout
+	// sink; nil means the process's (os.Stdin, os.Stdout). Tests and the
+	// stagetest suite give their own.
+	Stdin  io.Reader
+	Stdout io.Writer
+	_      struct{}
 }
 
 // Source reads records from the outside world.
 //
-// The runtime calls Open once, then Read from a single goroutine until it
-// returns an error, then Close. Close is safe without Open and idempotent.
+// Lifecycle: the runtime builds a source with its factory's NewSource,
+// calls Restore (Stateful sources with a committed checkpoint only), Open
+// once, then Read from a single goroutine until Read returns an error,
+// then Close. State is called from that same goroutine between two Reads.
+// Close must be safe without Open and when called twice.
+//
+// Cancellation and checkpoints: every Read gets a fresh context derived
+// from the pipeline's stop context, and the runtime cancels it when a
+// checkpoint barrier (or the park of a reconfiguration) is requested
+// while Read runs, and at a graceful stop (it never calls Read with a
+// context already done). After such an interruption
+// it takes the source's State, injects the barrier downstream and calls
+// Read again with a new context: an interrupted Read is routine, not an
+// error, and happens about once per checkpoint interval.
 type Source interface {
-	// Open acquires resources. ctx bounds only the open itself.
+	// Open acquires resources. ctx bounds only the open itself: Open
+	// returns promptly (with ctx.Err() or a result) once it is done.
 	Open(ctx context.Context) error
 	// Read blocks until a batch is ready, ctx is done (returns ctx.Err()),
 	// or a finite source is exhausted (returns ErrEndOfInput). A batch may
 	// carry Rejects (for example over-long lines) and no Records.
+	//
+	// Read must not lose what it already pulled: input it took from the
+	// outside world (bytes read from a file, a message received) but did
+	// not return before ctx was done stays in the source and comes first
+	// in the next Read. State covers exactly the batches Read returned, so
+	// that input is not in it either. A batch returned together with an
+	// error is emitted too, but returning (nil, ctx.Err()) and keeping the
+	// records for the next Read is the simpler contract to keep.
 	Read(ctx context.Context) (*Batch, error)
+	// Close releases resources. It is safe without Open and idempotent;
+	// after Close, only State may still be called.
 	Close() error
 }
 
 // Step is one worker step (parse_json, filter, ...). Process is called
 // concurrently by the worker's goroutines, each with its own batch: it edits
 // b.Records in place, removing filtered records and moving bad ones to
-// b.Rejects. It must not keep references to b after returning.
+// b.Rejects. It must not keep references to b, its records or their bytes
+// after returning: the next holder of the batch may overwrite them.
+// Record.Raw of a record it rewrites must point into memory the batch owns
+// (Batch.Own) or that nothing else references.
 type Step interface {
 	Process(b *Batch)
 }
@@ -45,13 +77,34 @@ type Step interface {
 // Sink writes records to one destination. The runtime calls every method
 // from one goroutine (the sink's single writer), so output lines are never
 // torn or interleaved.
+//
+// Lifecycle: NewSink, Restore (Stateful sinks with a committed checkpoint
+// only, before Open), Open, then Write and Flush any number of times, then
+// Close. Close must be safe without Open and when called twice; State may
+// be called after Close (the runtime reads the final position of a sink
+// whose inputs ended after closing it).
+//
+// Failures are retried, not skipped: a Write or Flush that returns an
+// error is called again with backoff (Write with the same batch) until it
+// succeeds or the pipeline is stopped hard, holding the input back
+// meanwhile. Close is not retried.
 type Sink interface {
 	Open(ctx context.Context) error
 	// Write writes every record of b as one line (Raw plus "\n"). It may
 	// buffer; Flush makes everything written so far durable according to
-	// the sink's policy. It must not keep references to b or to its
-	// records' bytes after returning: once Write succeeds, the runtime
-	// releases the batch and its buffers are reused (see Batch.Release).
+	// the sink's policy.
+	//
+	// The trim rule: records are accepted in order, and on error Write
+	// trims b.Records to exactly the suffix it did not accept (b.Records =
+	// b.Records[n:] after accepting n), so that the runtime's retry with
+	// the same batch writes every record once. An error that leaves
+	// b.Records as it was means nothing was accepted. On success the
+	// runtime does not look at b.Records again (it counted them before the
+	// call): the sink may leave it as is or empty it.
+	//
+	// Write must not keep references to b or to its records' bytes after
+	// returning: once Write succeeds, the runtime releases the batch and
+	// its buffers are reused (see Batch.Release).
 	Write(ctx context.Context, b *Batch) error
 	Flush(ctx context.Context) error
 	// Close flushes and releases resources. Safe without Open; idempotent.
@@ -99,11 +152,17 @@ type (
 // checkpointed, which makes them exactly-once across restarts (SPEC §3.1).
 //
 // For a source, State is called from its Read goroutine between two
-// Reads, and covers exactly the batches returned so far. For a sink, it is
-// called from its writer goroutine right after a successful Flush, and
-// covers exactly what was written so far. Restore is called before Open
-// with the state of the last committed checkpoint: a source resumes after
-// it; a sink removes what was written after it.
+// Reads, and covers exactly the batches returned so far (see Source.Read:
+// input pulled but not returned is not covered). For a sink, it is called
+// from its writer goroutine right after a successful Flush, and covers
+// exactly what was written so far. Both may also be asked right after
+// Open (the start-up checkpoint) and, for sinks, after Close: State must
+// work then and describe the final position.
+//
+// Restore is called at most once, before Open, with the state of the last
+// committed checkpoint: a source resumes after it; a sink removes what was
+// written after it. A fresh instance restored from a State continues
+// exactly where the stage that produced it was.
 type Stateful interface {
 	State() ([]byte, error)
 	Restore(state []byte) error

@@ -21,7 +21,7 @@ type StdoutConfig struct{}
 // output, through a buffer flushed by Flush and Close (and when full).
 // Like every sink, it is used from a single goroutine.
 type StdoutSink struct {
-	out    io.Writer // os.Stdout; tests inject their writer before Open
+	out    io.Writer // Settings.Stdout, else os.Stdout
 	lw     *lineWriter
 	closed bool
 }
@@ -82,11 +82,15 @@ func init() {
 		Type:      "stdout",
 		Doc:       "Writes every record as one line to standard output.",
 		NewConfig: func() any { return &StdoutConfig{} },
-		NewSink: func(_ stages.Settings, cfg any) (stages.Sink, error) {
+		NewSink: func(set stages.Settings, cfg any) (stages.Sink, error) {
 			if _, ok := cfg.(*StdoutConfig); !ok {
 				return nil, fmt.Errorf("stdout sink: config is %T, want *StdoutConfig", cfg)
 			}
-			return &StdoutSink{out: os.Stdout}, nil
+			out := set.Stdout
+			if out == nil {
+				out = os.Stdout
+			}
+			return &StdoutSink{out: out}, nil
 		},
 	})
 }

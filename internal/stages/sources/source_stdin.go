@@ -35,7 +35,11 @@ func init() {
 			if !ok {
 				return nil, fmt.Errorf("stdin source %q: config is %T, want *StdinConfig", s.ID, cfg)
 			}
-			return newStdinSource(s, c, os.Stdin), nil
+			in := s.Stdin
+			if in == nil {
+				in = os.Stdin
+			}
+			return newStdinSource(s, c, in), nil
 		},
 	})
 }

@@ -248,15 +248,6 @@ func appendYAMLAsJSON(dst []byte, n *yaml.Node, depth int) ([]byte, error) {
 	}
 }
 
-// configOf converts the config a factory receives back to its own type.
-func configOf[T any](step string, cfg any) (*T, error) {
-	c, ok := cfg.(*T)
-	if !ok || c == nil {
-		return nil, fmt.Errorf("%s: config is %T, want *%T", step, cfg, *new(T))
-	}
-	return c, nil
-}
-
 // compactor removes records from a batch in place while iterating it.
 // Records that stay are moved down to index w; rejected ones are appended
 // to b.Rejects.

@@ -7,9 +7,7 @@ import (
 )
 
 func TestDrop(t *testing.T) {
-	tests := []struct {
-		cfg, in, want string
-	}{
+	tests := []fieldCase{
 		{`[a]`, `{"a":1,"b":2,"c":3}`, `{"b":2,"c":3}`},
 		{`[b]`, `{"a":1,"b":2,"c":3}`, `{"a":1,"c":3}`},
 		{`[c]`, `{"a":1,"b":2,"c":3}`, `{"a":1,"b":2}`},
@@ -23,10 +21,20 @@ func TestDrop(t *testing.T) {
 		{`[key]`, `{"k\u0065y":1,"x":[1,{"key":2}]}`, `{"x":[1,{"key":2}]}`},
 		{`user`, `{ "user" : "u" , "msg" : "m" }`, `{ "msg" : "m" }`},
 	}
+	runFieldCases(t, "drop", `{"keep":1}`, tests)
+}
+
+// fieldCase is one record through a drop or keep step.
+type fieldCase struct{ cfg, in, want string }
+
+// runFieldCases runs each case's record, followed by {"keep":1}, through a
+// step of type typ; next is what the step must make of the second record.
+func runFieldCases(t *testing.T, typ, next string, tests []fieldCase) {
+	t.Helper()
 	for _, tt := range tests {
 		t.Run(tt.cfg+" "+tt.in, func(t *testing.T) {
 			b := parsed(t, tt.in, `{"keep":1}`)
-			newStep(t, "drop", tt.cfg).Process(b)
+			newStep(t, typ, tt.cfg).Process(b)
 			if len(b.Rejects) > 0 || len(b.Records) != 2 {
 				t.Fatalf("records %q rejects %q", rawLines(b.Records), rejectErrors(b.Rejects))
 			}
@@ -35,7 +43,7 @@ func TestDrop(t *testing.T) {
 			}
 			decodeRecord(t, b.Records[0].Raw)
 			// In-place edits must not spill into the next record.
-			if got := string(b.Records[1].Raw); got != `{"keep":1}` {
+			if got := string(b.Records[1].Raw); got != next {
 				t.Fatalf("next record changed: %s", got)
 			}
 		})

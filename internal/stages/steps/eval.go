@@ -50,6 +50,9 @@ func (c *EvalConfig) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
+// compiled reports whether Validate has compiled the config.
+func (c *EvalConfig) compiled() bool { return c.progs != nil }
+
 // Validate compiles every expression, pointing errors at its field.
 func (c *EvalConfig) Validate() error {
 	if len(c.Fields) == 0 {
@@ -190,22 +193,11 @@ func (e *eval) record(s *exprScratch, r *stages.Record, a *arena, hint int) erro
 }
 
 func init() {
-	register(stages.Factory{
-		Kind: stages.KindStep,
-		Type: "eval",
-		Doc: "Sets top-level fields to the JSON-encoded results of expr-lang expressions over the record's fields " +
-			"(`eval: {cents: 'int(amount * 100)'}`), in order; needs parse_json first, and an expression error makes a bad record.",
-		NewConfig: func() any { return &EvalConfig{} },
-		NewStep: func(_ stages.Settings, cfg any) (stages.Step, error) {
-			c, err := configOf[EvalConfig]("eval", cfg)
-			if err != nil {
-				return nil, err
-			}
-			if c.progs == nil {
-				if err := c.Validate(); err != nil {
-					return nil, err
-				}
-			}
+	register(stepFactory("eval",
+		"Sets top-level fields to the JSON-encoded results of expr-lang expressions over the record's fields "+
+			"(`eval: {cents: 'int(amount * 100)'}`), in order; an expression error makes a bad record.",
+		stages.Caps{NeedsFields: true},
+		func(_ stages.Settings, c *EvalConfig) (stages.Step, error) {
 			e := &eval{cfg: c}
 			e.pool.New = func() any {
 				s := newExprScratch(&c.spec)
@@ -215,6 +207,5 @@ func init() {
 				return s
 			}
 			return e, nil
-		},
-	})
+		}))
 }

@@ -38,6 +38,9 @@ func (c *FilterConfig) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
+// compiled reports whether Validate has compiled the config.
+func (c *FilterConfig) compiled() bool { return c.prog != nil }
+
 // Validate compiles the expression. A result type known at load time
 // must be bool.
 func (c *FilterConfig) Validate() error {
@@ -224,25 +227,13 @@ func (c *fieldCompare) equal(obj []byte, m *jsonrec.Member) (bool, error) {
 }
 
 func init() {
-	register(stages.Factory{
-		Kind: stages.KindStep,
-		Type: "filter",
-		Doc: "Keeps the records for which an expr-lang expression over their top-level fields is true (missing fields are nil; " +
+	register(stepFactory("filter",
+		"Keeps the records for which an expr-lang expression over their top-level fields is true (missing fields are nil; "+
 			"on a record without parse_json every field is nil); an expression error or a non-bool result makes a bad record.",
-		NewConfig: func() any { return &FilterConfig{} },
-		NewStep: func(_ stages.Settings, cfg any) (stages.Step, error) {
-			c, err := configOf[FilterConfig]("filter", cfg)
-			if err != nil {
-				return nil, err
-			}
-			if c.prog == nil {
-				if err := c.Validate(); err != nil {
-					return nil, err
-				}
-			}
+		stages.Caps{},
+		func(_ stages.Settings, c *FilterConfig) (stages.Step, error) {
 			f := &filter{cfg: c}
 			f.pool.New = func() any { return newExprScratch(&c.spec) }
 			return f, nil
-		},
-	})
+		}))
 }

@@ -46,17 +46,9 @@ func (parseJSON) Process(b *stages.Batch) {
 }
 
 func init() {
-	register(stages.Factory{
-		Kind: stages.KindStep,
-		Type: "parse_json",
-		Doc: "Checks that each record is one JSON object in valid UTF-8 and gives it fields, keeping its text as is; " +
+	register(stepFactory("parse_json",
+		"Checks that each record is one JSON object in valid UTF-8 and gives it fields, keeping its text as is; "+
 			"anything else (an empty line, an array, a bare value, bad UTF-8) is a bad record. Written `parse_json: {}`.",
-		NewConfig: func() any { return &ParseJSONConfig{} },
-		NewStep: func(_ stages.Settings, cfg any) (stages.Step, error) {
-			if _, err := configOf[ParseJSONConfig]("parse_json", cfg); err != nil {
-				return nil, err
-			}
-			return parseJSON{}, nil
-		},
-	})
+		stages.Caps{Parses: true},
+		func(stages.Settings, *ParseJSONConfig) (stages.Step, error) { return parseJSON{}, nil }))
 }

@@ -46,6 +46,9 @@ func (c *SetConfig) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
+// compiled reports whether Validate has compiled the config.
+func (c *SetConfig) compiled() bool { return c.keys != nil }
+
 // Validate encodes every value as JSON once, pointing errors at the field.
 func (c *SetConfig) Validate() error {
 	if len(c.Fields) == 0 {
@@ -141,25 +144,13 @@ func (st *set) Process(b *stages.Batch) {
 }
 
 func init() {
-	register(stages.Factory{
-		Kind: stages.KindStep,
-		Type: "set",
-		Doc: "Sets top-level fields to literal values (`set: {pipeline: w2}`), replacing existing ones in place and appending " +
-			"missing ones in the order written; needs parse_json first, else the record is a bad record.",
-		NewConfig: func() any { return &SetConfig{} },
-		NewStep: func(_ stages.Settings, cfg any) (stages.Step, error) {
-			c, err := configOf[SetConfig]("set", cfg)
-			if err != nil {
-				return nil, err
-			}
-			if c.keys == nil {
-				if err := c.Validate(); err != nil {
-					return nil, err
-				}
-			}
+	register(stepFactory("set",
+		"Sets top-level fields to literal values (`set: {pipeline: w2}`), replacing existing ones in place and appending "+
+			"missing ones in the order written.",
+		stages.Caps{NeedsFields: true},
+		func(_ stages.Settings, c *SetConfig) (stages.Step, error) {
 			st := &set{cfg: c}
 			st.pool.New = func() any { return &exprScratch{found: make([]bool, len(c.keys))} }
 			return st, nil
-		},
-	})
+		}))
 }

@@ -1,0 +1,82 @@
+package config
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/etld/etld/internal/stages"
+	"github.com/etld/etld/internal/stages/builtin"
+)
+
+// capsOptions loads with the built-in types plus fake steps that exist
+// only by their capabilities: the loader must know parsing from Caps,
+// never from a step's name.
+func capsOptions(t *testing.T) Options {
+	t.Helper()
+	reg := builtin.Registry()
+	errFake := errors.New("fake step is never built")
+	for typ, caps := range map[string]stages.Caps{
+		"parse_fake": {Parses: true},
+		"needs_fake": {NeedsFields: true},
+	} {
+		err := reg.Add(stages.Factory{
+			Kind: stages.KindStep, Type: typ, Doc: "fake", Caps: caps,
+			NewConfig: func() any { return &struct{}{} },
+			NewStep:   func(stages.Settings, any) (stages.Step, error) { return nil, errFake },
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	opts := testOptions()
+	opts.Registry = reg
+	return opts
+}
+
+// TestCapsParsingStep: a parsing step that is not parse_json feeds an
+// ordered merge and lets steps that need fields follow, without a
+// diagnostic.
+func TestCapsParsingStep(t *testing.T) {
+	const src = `version: 1
+sources: {in: {type: stdin}}
+workers:
+  w:
+    inputs: [in]
+    ordered: true
+    steps: [parse_fake: {}, set: {a: 1}, needs_fake: {}]
+  after:
+    inputs: [w]
+    ordered: true
+    steps: [drop: [a]]
+sinks:
+  out: {type: file, inputs: [after], path: out.jsonl, merge: {order_by: ts}}
+`
+	p, ds := Parse("caps.yaml", []byte(src), capsOptions(t))
+	if p == nil || len(ds) != 0 {
+		t.Fatalf("Parse: want no diagnostics, got %v", diagLines(ds))
+	}
+	if !p.Stage("w").Parses || !p.Stage("after").Parses {
+		t.Errorf("Parses: w %v, after %v; want both true", p.Stage("w").Parses, p.Stage("after").Parses)
+	}
+}
+
+// TestCapsNeedsFields: the warning and the merge error come from Caps and
+// name the registered parsing steps.
+func TestCapsNeedsFields(t *testing.T) {
+	const src = `version: 1
+sources: {in: {type: stdin}}
+workers:
+  w:
+    inputs: [in]
+    ordered: true
+    steps: [needs_fake: {}, filter: 'true']
+sinks:
+  out: {type: file, inputs: [w], path: out.jsonl, merge: {order_by: ts}}
+`
+	_, ds := Parse("caps.yaml", []byte(src), capsOptions(t))
+	want := []string{
+		"caps.yaml:7:13: warning: workers.w.steps[0].needs_fake: records reaching this step are not parsed yet, so it will reject them (add a parsing step such as parse_fake or parse_json before it)",
+		`caps.yaml:9:30: sinks.out.inputs: "w" does not parse records; every input of a merging sink must be a worker with a parsing step such as parse_fake or parse_json (merge.order_by reads a field)`,
+	}
+	equalLines(t, "diagnostics", diagLines(ds), want)
+}

@@ -1,0 +1,186 @@
+package builtin
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/etld/etld/internal/stages"
+	"github.com/etld/etld/internal/stages/stagetest"
+)
+
+// The conformance fixtures: one per registered type, the only place a
+// type's test config lives. TestConformance fails for a type without one.
+
+// sourceFixtures make a fresh input and the config that reads it.
+var sourceFixtures = map[string]func(t *testing.T, f stages.Factory) stagetest.SourceCase{
+	"file": func(t *testing.T, f stages.Factory) stagetest.SourceCase {
+		dir := t.TempDir()
+		want := stagetest.Lines(3000) // three batches
+		writeLines(t, filepath.Join(dir, "app.log"), want)
+		return stagetest.SourceCase{
+			Config: stagetest.Config(t, f, dir, "path: '*.log'\nfollow: true"),
+			Want:   want,
+		}
+	},
+	"generate": func(t *testing.T, f stages.Factory) stagetest.SourceCase {
+		want := make([]string, 2500)
+		for i := range want {
+			want[i] = fmt.Sprintf(`{"seq":%d,"msg":"hello from etld"}`, i)
+		}
+		return stagetest.SourceCase{Config: stagetest.Config(t, f, t.TempDir(), "count: 2500"), Want: want}
+	},
+	"stdin": func(t *testing.T, f stages.Factory) stagetest.SourceCase {
+		want := stagetest.Lines(3000)
+		return stagetest.SourceCase{
+			Config:   stagetest.Config(t, f, t.TempDir(), ""),
+			Settings: stages.Settings{Stdin: strings.NewReader(strings.Join(want, "\n") + "\n")},
+			Want:     want,
+		}
+	},
+}
+
+// stepFixtures are each step type's value in a worker's steps, applied
+// to stagetest.Lines.
+var stepFixtures = map[string]string{
+	"drop":       "[user, n]",
+	"eval":       "{n2: 'n * 2', who: 'user + \"!\"'}",
+	"filter":     `'level != "debug"'`,
+	"keep":       "[ts, msg]",
+	"parse_json": "{}",
+	"set":        "{pipeline: p1, n: 0}",
+}
+
+// sinkFixtures make a fresh destination and the config that writes it.
+var sinkFixtures = map[string]func(t *testing.T, f stages.Factory) stagetest.SinkCase{
+	"file": func(t *testing.T, f stages.Factory) stagetest.SinkCase {
+		dir := t.TempDir()
+		path := filepath.Join(dir, "out.jsonl")
+		return stagetest.SinkCase{
+			Config: stagetest.Config(t, f, dir, "path: out.jsonl"),
+			Output: func(t *testing.T) []string { return readLines(t, path) },
+		}
+	},
+	"stdout": func(t *testing.T, f stages.Factory) stagetest.SinkCase {
+		out := &failingBuffer{}
+		return stagetest.SinkCase{
+			Config:     stagetest.Config(t, f, t.TempDir(), ""),
+			Settings:   stages.Settings{Stdout: out},
+			Output:     func(*testing.T) []string { return out.lines() },
+			FailWrites: out.fail,
+		}
+	},
+}
+
+// TestConformance runs the stagetest suite on every built-in type.
+func TestConformance(t *testing.T) {
+	reg := Registry()
+	conform(t, reg, stages.KindSource, sourceFixtures, "sourceFixtures", func(t *testing.T, f stages.Factory, fx func(*testing.T, stages.Factory) stagetest.SourceCase) {
+		stagetest.Source(t, f, func(t *testing.T) stagetest.SourceCase { return fx(t, f) })
+	})
+	conform(t, reg, stages.KindStep, stepFixtures, "stepFixtures", func(t *testing.T, f stages.Factory, opts string) {
+		stagetest.Step(t, f, stagetest.Config(t, f, t.TempDir(), opts))
+	})
+	conform(t, reg, stages.KindSink, sinkFixtures, "sinkFixtures", func(t *testing.T, f stages.Factory, fx func(*testing.T, stages.Factory) stagetest.SinkCase) {
+		stagetest.Sink(t, f, func(t *testing.T) stagetest.SinkCase { return fx(t, f) })
+	})
+}
+
+// conform runs run on every registered type of kind k with its fixture,
+// failing for a type that has none.
+func conform[F any](t *testing.T, reg *stages.Registry, k stages.Kind, fixtures map[string]F, mapName string, run func(*testing.T, stages.Factory, F)) {
+	for _, typ := range reg.Types(k) {
+		t.Run(string(k)+"/"+typ, func(t *testing.T) {
+			fx, ok := fixtures[typ]
+			if !ok {
+				t.Fatalf("%s type %q has no conformance fixture: add one to %s in internal/stages/builtin/conformance_test.go", k, typ, mapName)
+			}
+			f, _ := reg.Lookup(k, typ)
+			run(t, f, fx)
+		})
+	}
+}
+
+// TestConformanceFixturesRegistered: a fixture for a type that is not
+// registered (renamed, removed) is stale.
+func TestConformanceFixturesRegistered(t *testing.T) {
+	reg := Registry()
+	kinds := map[stages.Kind][]string{}
+	for typ := range sourceFixtures {
+		kinds[stages.KindSource] = append(kinds[stages.KindSource], typ)
+	}
+	for typ := range stepFixtures {
+		kinds[stages.KindStep] = append(kinds[stages.KindStep], typ)
+	}
+	for typ := range sinkFixtures {
+		kinds[stages.KindSink] = append(kinds[stages.KindSink], typ)
+	}
+	for k, types := range kinds {
+		for _, typ := range types {
+			if _, ok := reg.Lookup(k, typ); !ok {
+				t.Errorf("conformance fixture for the unregistered %s type %q", k, typ)
+			}
+		}
+	}
+}
+
+func writeLines(t *testing.T, path string, lines []string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func readLines(t *testing.T, path string) []string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return splitLines(data)
+}
+
+func splitLines(data []byte) []string {
+	s := strings.TrimSuffix(string(data), "\n")
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, "\n")
+}
+
+// failingBuffer is the stdout sink's stream in the suite: a buffer whose
+// next writes can be made to fail, taking nothing.
+type failingBuffer struct {
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	fails int
+}
+
+var errInjected = errors.New("injected write failure")
+
+func (b *failingBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.fails > 0 {
+		b.fails--
+		return 0, errInjected
+	}
+	return b.buf.Write(p)
+}
+
+func (b *failingBuffer) fail(n int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.fails = n
+}
+
+func (b *failingBuffer) lines() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return splitLines(b.buf.Bytes())
+}
