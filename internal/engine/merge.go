@@ -83,6 +83,7 @@ type item struct {
 // of them are written (which frees its feed's flow-control credit).
 type heldBatch struct {
 	b       *stages.Batch
+	t       *ticket // its feed's flow control, or nil
 	left    int
 	arrived time.Time
 }
@@ -152,42 +153,42 @@ func (mg *merger) feed(k feedKey, now time.Time) *mfeed {
 	return f
 }
 
-// feedOfBatch is the feed a batch belongs to: its ticket's, else its
-// first record's origin.
-func feedOfBatch(b *stages.Batch) feedKey {
-	if t := b.Ticket(); t != nil {
-		if k, ok := t.Feed.(feedKey); ok {
-			return k
-		}
+// feedOfMsg is the feed a batch belongs to: its ticket's, else its first
+// record's origin.
+func feedOfMsg(m msg) feedKey {
+	if m.t != nil {
+		return m.t.feed
 	}
-	if len(b.Records) > 0 && b.Records[0].Origin != nil {
+	if b := m.b; len(b.Records) > 0 && b.Records[0].Origin != nil {
 		o := b.Records[0].Origin
 		return feedKey{o.Source, o.Path}
 	}
 	return feedKey{}
 }
 
-// add queues the records of b, which arrived at now. Records without a
-// usable key are returned as rejects (they point into b, which stays
-// held until the caller has dealt with them and calls releaseDone).
-func (mg *merger) add(b *stages.Batch, now time.Time, bad []stages.Reject) []stages.Reject {
-	mg.add1(feedOfBatch(b), b, now, &bad)
+// add queues the records of m's batch, which arrived at now. Records
+// without a usable key are returned as rejects (they point into the
+// batch, which stays held until the caller has dealt with them and calls
+// releaseDone).
+func (mg *merger) add(m msg, now time.Time, bad []stages.Reject) []stages.Reject {
+	mg.add1(feedOfMsg(m), m, now, &bad)
 	return bad
 }
 
-func (mg *merger) add1(k feedKey, b *stages.Batch, now time.Time, bad *[]stages.Reject) {
+func (mg *merger) add1(k feedKey, m msg, now time.Time, bad *[]stages.Reject) {
+	b := m.b
 	f := mg.feed(k, now)
-	hb := &heldBatch{b: b, arrived: now}
+	hb := &heldBatch{b: b, t: m.t, arrived: now}
 	wasEmpty := f.head == len(f.q)
-	keys := b.Keys
-	if b.KeysOf != mg.spec.OrderBy || len(keys) != len(b.Records) {
+	keys := m.keys
+	if m.keysOf != mg.spec.OrderBy || len(keys) != len(b.Records) {
 		keys = nil // computed for another field (a reload), or not at all
 	}
 	for i := range b.Records {
 		r := &b.Records[i]
 		var key int64
 		var err error
-		if keys != nil && keys[i] != stages.NoKey {
+		if keys != nil && keys[i] != noKey {
 			key = keys[i]
 		} else {
 			key, err = orderKey(r.Raw, mg.spec.OrderBy)
@@ -252,6 +253,7 @@ func (mg *merger) forget(f *mfeed) {
 func (mg *merger) releaseDone() {
 	for i, hb := range mg.done {
 		hb.b.Release()
+		hb.t.drop()
 		mg.done[i] = nil
 	}
 	mg.done = mg.done[:0]
@@ -424,7 +426,7 @@ func (mg *merger) finished(f *mfeed, v feedInfo) bool {
 func (mg *merger) heldOf(f *mfeed) int {
 	n := 0
 	for _, hb := range mg.done {
-		if hb.b.Ticket() != nil && feedOfBatch(hb.b) == f.key {
+		if hb.t != nil && hb.t.feed == f.key {
 			n++
 		}
 	}
@@ -477,9 +479,10 @@ func (h *feedHeap) Pop() any {
 	return f
 }
 
-// setKeys computes the merge keys of b's records for field (see
-// stages.Batch.Keys); the merge reads unusable ones again for the error.
-func setKeys(b *stages.Batch, field string) {
+// setKeys computes the merge keys of m's records for field (see
+// msg.keys); the merge reads unusable ones again for the error.
+func setKeys(m *msg, field string) {
+	b := m.b
 	if len(b.Records) == 0 {
 		return
 	}
@@ -487,11 +490,11 @@ func setKeys(b *stages.Batch, field string) {
 	for i := range b.Records {
 		k, err := orderKey(b.Records[i].Raw, field)
 		if err != nil {
-			k = stages.NoKey
+			k = noKey
 		}
 		keys[i] = k
 	}
-	b.Keys, b.KeysOf = keys, field
+	m.keys, m.keysOf = keys, field
 }
 
 // orderKey reads the order_by field of a JSON object: an RFC 3339 time or
@@ -613,7 +616,7 @@ func (mg *merger) restore(data []byte, now time.Time) ([]stages.Reject, error) {
 			}
 			b.Records = append(b.Records, stages.Record{Raw: buf[start:len(buf):len(buf)], Parsed: parsed, Origin: o, Offset: r.Offset})
 		}
-		mg.add1(feedKey{fs.Source, fs.Path}, b, now, &bad)
+		mg.add1(feedKey{fs.Source, fs.Path}, msg{b: b}, now, &bad)
 	}
 	return bad, nil
 }

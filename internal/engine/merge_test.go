@@ -89,8 +89,7 @@ func (r *mergeRig) send(source, path string, keys ...int) {
 	for _, k := range keys {
 		b.Records = append(b.Records, stages.Record{Raw: fmt.Appendf(nil, `{"ts":%d,"f":"%s%s"}`, k, source, path), Parsed: true, Origin: o})
 	}
-	b.SetTicket(r.gates[source].Take(path, b))
-	if bad := r.mg.add(b, r.now, nil); len(bad) > 0 {
+	if bad := r.mg.add(msg{b: b, t: r.gates[source].take(path, b)}, r.now, nil); len(bad) > 0 {
 		r.t.Fatalf("bad records: %v", bad[0].Err)
 	}
 	r.mg.releaseDone()
@@ -522,22 +521,20 @@ func TestFeedCreditCountsRecords(t *testing.T) {
 	g := newFeedBoard().gate("s", false)
 	g.Register("f")
 	small := &stages.Batch{Records: []stages.Record{{Raw: []byte(`{}`)}}}
-	var tickets []*stages.Ticket
+	var tickets []*ticket
 	for g.Allow("f") {
-		tickets = append(tickets, g.Take("f", small))
+		tickets = append(tickets, g.take("f", small))
 	}
 	if len(tickets) != feedCreditRecords {
 		t.Fatalf("room for %d one-record batches, want %d", len(tickets), feedCreditRecords)
 	}
-	b := &stages.Batch{}
-	b.SetTicket(tickets[0])
-	b.Release()
+	msg{b: &stages.Batch{}, t: tickets[0]}.release()
 	if !g.Allow("f") {
 		t.Fatal("no room after a batch was released")
 	}
 	big := &stages.Batch{Records: []stages.Record{{Raw: make([]byte, feedCreditBytes)}}}
 	g2 := newFeedBoard().gate("s", false)
-	g2.Take("f", big)
+	g2.take("f", big)
 	if g2.Allow("f") {
 		t.Fatal("room after a batch of feedCreditBytes bytes")
 	}
@@ -655,14 +652,13 @@ func TestMergerUsesWorkerKeys(t *testing.T) {
 	} {
 		r := newMergeRig(t, spec(nil), "s")
 		g := r.source("s", true, "a", "b")
-		b := &stages.Batch{KeysOf: tt.keysOf, Keys: []int64{30e9, stages.NoKey}}
+		b := &stages.Batch{}
 		o := &stages.Origin{Source: "s", Path: "a"}
 		b.Records = []stages.Record{
 			{Raw: []byte(`{"ts":1,"f":"sa"}`), Parsed: true, Origin: o},
-			{Raw: []byte(`{"f":"sa"}`), Parsed: true, Origin: o}, // NoKey: read again, and it has none
+			{Raw: []byte(`{"f":"sa"}`), Parsed: true, Origin: o}, // noKey: read again, and it has none
 		}
-		b.SetTicket(g.Take("a", b))
-		bad := r.mg.add(b, r.now, nil)
+		bad := r.mg.add(msg{b: b, t: g.take("a", b), keysOf: tt.keysOf, keys: []int64{30e9, noKey}}, r.now, nil)
 		if len(bad) != 1 || !strings.Contains(bad[0].Err.Error(), "missing") {
 			t.Fatalf("rejects %v, want the record without ts", bad)
 		}

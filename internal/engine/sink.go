@@ -75,7 +75,7 @@ func (s *sinkRunner) run() error {
 			}
 			s.m.out.Add(float64(n))
 			s.m.bytes.Add(float64(bytes))
-			m.b.Release() // written: nothing references it anymore
+			m.release() // written: nothing references it anymore
 			continue
 		}
 		if err := s.retry("flush", func() error { return s.sink.Flush(s.hard) }); err != nil {
@@ -203,7 +203,7 @@ func (s *sinkRunner) runMerge() error {
 			}
 			if m.b != nil {
 				s.m.in.Add(float64(len(m.b.Records)))
-				if bad := mg.add(m.b, time.Now(), nil); len(bad) > 0 && !s.em.reject(s.dl(), bad) {
+				if bad := mg.add(m, time.Now(), nil); len(bad) > 0 && !s.em.reject(s.dl(), bad) {
 					return s.hard.Err()
 				}
 				mg.releaseDone()

@@ -138,12 +138,17 @@ func (s *sourceRunner) run(stop context.Context) error {
 		s.cancelRead = nil
 		s.mu.Unlock()
 		cancel()
-		if b != nil && s.gate != nil && !s.gated {
-			b.SetTicket(s.gate.Take("", b))
+		var tk *ticket
+		switch {
+		case s.gate == nil:
+		case s.gated:
+			tk = s.gate.claim(b)
+		case b != nil:
+			tk = s.gate.take("", b)
 		}
 		if b != nil {
 			s.out.m.in.Add(float64(len(b.Records) + len(b.Rejects)))
-			if !s.out.emit(b) {
+			if !s.out.emit(msg{b: b, t: tk}) {
 				return nil
 			}
 		}
