@@ -25,12 +25,14 @@ type sinkRunner struct {
 	// setHealthy reports whether the sink's last operation succeeded.
 	setHealthy func(bool)
 
-	// An ordered merge (SPEC §5), or nil. em sends its bad and late
-	// records to the dead-letter sink. handoff, set by a reconfiguration
+	// em sends the records the sink can never write (and an ordered
+	// merge's bad and late records) to the dead-letter sink, and forwards
+	// barriers there; nil in tests that need none.
+	em *emitter
+	// An ordered merge (SPEC §5), or nil. handoff, set by a reconfiguration
 	// that replaces the sink with one merging by the same key, makes the
 	// sink leave its merge buffer to its successor instead of writing it.
 	merge   *merger
-	em      *emitter
 	handoff atomic.Bool
 	// hold, set by a reconfiguration, stops the merge from writing once
 	// it has acked barrier hold.epoch, until hold.wake is closed: the swap
@@ -53,6 +55,9 @@ func (s *sinkRunner) run() error {
 	if s.merge != nil {
 		return s.runMerge()
 	}
+	if s.em != nil {
+		defer s.em.close()
+	}
 	for {
 		m, ok := recv(s.hard, s.in)
 		if !ok {
@@ -62,19 +67,10 @@ func (s *sinkRunner) run() error {
 			break
 		}
 		if m.b != nil {
-			n := len(m.b.Records)
-			bytes := 0
-			for i := range m.b.Records {
-				bytes += len(m.b.Records[i].Raw) + 1
-			}
-			s.m.in.Add(float64(n))
-			// A failed Write keeps in m.b exactly the records it did not
-			// take, so retrying it writes every record once.
-			if err := s.retry("write", func() error { return s.sink.Write(s.hard, m.b) }); err != nil {
+			s.m.in.Add(float64(len(m.b.Records)))
+			if err := s.write(m.b); err != nil {
 				return err
 			}
-			s.m.out.Add(float64(n))
-			s.m.bytes.Add(float64(bytes))
 			m.release() // written: nothing references it anymore
 			continue
 		}
@@ -82,9 +78,66 @@ func (s *sinkRunner) run() error {
 			return err
 		}
 		st, err := stateOf(s.sink)
+		if s.em != nil && !s.em.barrier(m.epoch) {
+			return s.hard.Err()
+		}
 		s.ckpt.sinkAck(s.id, m.epoch, st, nil, err)
 	}
 	return s.close()
+}
+
+// write writes every record of b once. A failed Write keeps in b exactly
+// the records it did not take: after a transient error they are retried
+// with backoff (retry); after a permanent one (stages.PermanentError) the
+// first of them is rejected to the dead-letter sink and the others are
+// written at once. It counts what was written.
+func (s *sinkRunner) write(b *stages.Batch) error {
+	n, bytes := len(b.Records), 0
+	for i := range b.Records {
+		bytes += len(b.Records[i].Raw) + 1
+	}
+	err := s.retry("write", func() error {
+		for {
+			err := s.sink.Write(s.hard, b)
+			var pe *stages.PermanentError
+			if err == nil || !errors.As(err, &pe) {
+				return err
+			}
+			if len(b.Records) == 0 {
+				// It blamed no record: everything was taken.
+				s.log.Warn().Err(err).Msg("sink reported a permanent write error for no record; ignored")
+				return nil
+			}
+			r := b.Records[0]
+			b.Records = b.Records[1:]
+			n--
+			bytes -= len(r.Raw) + 1
+			if !s.rejectRecord(stages.Reject{Record: r, Stage: s.id, Err: fmt.Errorf("sink write: %w", pe.Err)}) {
+				return s.hard.Err()
+			}
+			if len(b.Records) == 0 {
+				return nil
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	s.m.out.Add(float64(n))
+	s.m.bytes.Add(float64(bytes))
+	return nil
+}
+
+// rejectRecord sends a record the sink can never write to the dead-letter
+// sink, or counts it as dropped; false at the hard stop.
+func (s *sinkRunner) rejectRecord(r stages.Reject) bool {
+	if s.em == nil {
+		s.m.errors.Inc()
+		s.m.badRecord.Inc()
+		s.log.Warn().Str("origin", r.Record.OriginString()).Err(r.Err).Msg("bad record")
+		return true
+	}
+	return s.em.reject(s.dl(), []stages.Reject{r})
 }
 
 // close flushes and closes the sink once its inputs ended. Flush is
@@ -262,17 +315,10 @@ func (s *sinkRunner) mergeWrite(final bool) (time.Time, error) {
 		clear(mg.rejects)
 		mg.rejects = mg.rejects[:0]
 	}
-	if n := len(mg.out); n > 0 {
-		bytes := 0
-		for i := range mg.out {
-			bytes += len(mg.out[i].Raw) + 1
-		}
-		b := &stages.Batch{Records: mg.out}
-		if err := s.retry("write", func() error { return s.sink.Write(s.hard, b) }); err != nil {
+	if len(mg.out) > 0 {
+		if err := s.write(&stages.Batch{Records: mg.out}); err != nil {
 			return time.Time{}, err
 		}
-		s.m.out.Add(float64(n))
-		s.m.bytes.Add(float64(bytes))
 		clear(mg.out)
 		mg.out = mg.out[:0]
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -199,4 +200,92 @@ func TestSinkHardStopWhileIdle(t *testing.T) {
 			t.Errorf("sink calls = %q, want just the write", got)
 		}
 	})
+}
+
+// TestSinkPermanentError: a record the sink can never write goes to the
+// dead-letter sink (or is counted as dropped without one, and when the
+// dead-letter sink itself refuses it), once, without backoff; every other
+// record of its batch is written once.
+func TestSinkPermanentError(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		deadLetter string // the dead-letter sink's config, or ""
+		refuseDL   bool   // the dead-letter sink refuses every line
+	}{
+		{name: "dead_letter", deadLetter: "{ type: file, path: rejects.jsonl }"},
+		{name: "none"},
+		{name: "dead_letter_refuses", deadLetter: "{ type: fake, name: %[1]s-dl }", refuseDL: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			name := strings.ReplaceAll(t.Name(), "/", "_")
+			src, out, dl := newFakeSource(1), newFakeSink(), newFakeSink()
+			out.refuse = map[string]bool{"r4": true}
+			addFake(t, name+"-src", src)
+			addFake(t, name+"-out", out)
+			addFake(t, name+"-dl", dl)
+			cfg := `version: 1
+sources:
+  in: { type: fake_finite, name: %[1]s-src }
+sinks:
+  out: { type: fake, inputs: [in], name: %[1]s-out }
+`
+			if tc.deadLetter != "" {
+				cfg += "  rejects: " + tc.deadLetter + "\ndead_letter: rejects\n"
+			}
+			dir := t.TempDir()
+			pipes := loadPipeline(t, dir, "p", fmt.Sprintf(cfg, name), nil)
+			o := &stages.Origin{Source: "in", Path: "/in"}
+			b := &stages.Batch{}
+			var want []string
+			for i := range 10 {
+				r := fmt.Sprintf("r%d", i)
+				b.Records = append(b.Records, rec(o, int64(3*i), r))
+				if i != 4 {
+					want = append(want, r)
+				}
+			}
+			if tc.refuseDL {
+				dl.mu.Lock()
+				dl.refuse = map[string]bool{"*": true}
+				dl.mu.Unlock()
+			}
+			src.feed <- b
+			close(src.feed)
+			mx := NewMetrics()
+			done := runAsync(context.Background(), pipes, Options{Logger: nopLogger(), Metrics: mx})
+			if err := recvWithin(t, done, hangTimeout, "Run to return"); err != nil {
+				t.Fatalf("Run = %v", err)
+			}
+			if got := out.Records(); strings.Join(got, ",") != strings.Join(want, ",") {
+				t.Errorf("sink wrote %v, want %v: every other record once, in order", got, want)
+			}
+			if got := out.Blamed(); len(got) != 1 || got["r4"] != 1 {
+				t.Errorf("Write refused %v, want r4 once: a permanent error is not retried", got)
+			}
+			checkCounter(t, "retries", mx.retries.WithLabelValues("p", "out"), 0)
+			checkCounter(t, "records out", mx.recordsOut.WithLabelValues("p", "out"), 9)
+			checkCounter(t, "errors", mx.errors.WithLabelValues("p", "out"), 1)
+			lettered, dropped := 0, 1
+			if tc.deadLetter != "" {
+				lettered, dropped = 1, 0
+			}
+			if tc.deadLetter != "" && !tc.refuseDL {
+				lines := readLines(t, filepath.Join(dir, "rejects.jsonl"))
+				want := `{"error":"sink write: fake sink refuses this record","stage":"out","source":"in","origin":"/in:12","record":"r4"}`
+				if len(lines) != 1 || lines[0] != want {
+					t.Errorf("dead letter %q, want [%s]", lines, want)
+				}
+			}
+			checkCounter(t, "dead-lettered", mx.deadLettered.WithLabelValues("p", "out"), lettered)
+			checkCounter(t, "dropped", mx.dropped.WithLabelValues("p", "out", reasonBadRecord), dropped)
+			if tc.refuseDL {
+				// The dead-letter sink cannot send its refused line to
+				// itself: it drops it.
+				if got := dl.Blamed(); len(got) != 1 {
+					t.Errorf("dead-letter sink refused %v, want the one dead-letter line", got)
+				}
+				checkCounter(t, "dead-letter sink drops", mx.dropped.WithLabelValues("p", "rejects", reasonBadRecord), 1)
+			}
+		})
+	}
 }
