@@ -41,6 +41,10 @@ type sinkRunner struct {
 	// late record sent on a dead-letter edge being replaced).
 	hold  atomic.Pointer[parkRequest]
 	acked uint64 // newest barrier acked (sink goroutine only)
+
+	// commits hands the sink its committed states (nil unless it is a
+	// stages.Committer), delivered between two Writes.
+	commits *commitBox
 }
 
 // Retry backoff of a failing sink: it doubles from retryMin to retryMax.
@@ -52,6 +56,10 @@ const (
 // run writes until its inputs are closed, then closes the sink (flush and
 // fsync). At the hard stop it returns at once, leaving the sink open.
 func (s *sinkRunner) run() error {
+	if c, ok := s.sink.(stages.Committer); ok {
+		s.commits = s.ckpt.subscribe("sink", s.id, c, nil)
+		defer s.ckpt.unsubscribe(s.commits)
+	}
 	if s.merge != nil {
 		return s.runMerge()
 	}
@@ -59,7 +67,15 @@ func (s *sinkRunner) run() error {
 		defer s.em.close()
 	}
 	for {
-		m, ok := recv(s.hard, s.in)
+		s.commits.deliver(s.hard, s.m, s.log)
+		var m msg
+		var ok bool
+		select {
+		case m, ok = <-s.in:
+		case <-s.commits.readyChan():
+			continue
+		case <-s.hard.Done():
+		}
 		if !ok {
 			if err := s.hard.Err(); err != nil {
 				return err
@@ -219,6 +235,7 @@ func (s *sinkRunner) runMerge() error {
 	timer.Stop()
 	defer timer.Stop()
 	for {
+		s.commits.deliver(s.hard, s.m, s.log)
 		changed := mg.board.changes() // before looking, so no change is missed
 		var held <-chan struct{}
 		if h := s.hold.Load(); h != nil && s.acked >= h.epoch {
@@ -274,6 +291,7 @@ func (s *sinkRunner) runMerge() error {
 			s.ckpt.sinkAck(s.id, m.epoch, st, mst, errors.Join(err, merr))
 			mg.publish()
 		case <-held:
+		case <-s.commits.readyChan():
 		case <-tick:
 		case <-changed:
 		case <-s.hard.Done():
