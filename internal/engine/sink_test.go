@@ -289,3 +289,47 @@ sinks:
 		})
 	}
 }
+
+// TestMergeSinkPermanentError: a merging sink rejects a record it can
+// never write the same way: to the dead letter, once, the rest written in
+// merge order.
+func TestMergeSinkPermanentError(t *testing.T) {
+	name := strings.ReplaceAll(t.Name(), "/", "_")
+	src, out := newFakeSource(1), newFakeSink()
+	out.refuse = map[string]bool{`{"ts":3}`: true}
+	addFake(t, name+"-src", src)
+	addFake(t, name+"-out", out)
+	dir := t.TempDir()
+	pipes := loadPipeline(t, dir, "p", fmt.Sprintf(`version: 1
+sources:
+  in: { type: fake_finite, name: %[1]s-src }
+workers:
+  parse: { inputs: [in], ordered: true, steps: [ { parse_json: {} } ] }
+sinks:
+  out: { type: fake, inputs: [parse], name: %[1]s-out, merge: { order_by: ts } }
+  rejects: { type: file, path: rejects.jsonl }
+dead_letter: rejects
+`, name), nil)
+	o := &stages.Origin{Source: "in", Path: "/in"}
+	b := &stages.Batch{}
+	for i := range 6 {
+		b.Records = append(b.Records, rec(o, int64(i), fmt.Sprintf(`{"ts":%d}`, i)))
+	}
+	src.feed <- b
+	close(src.feed)
+	mx := NewMetrics()
+	if err := recvWithin(t, runAsync(context.Background(), pipes, Options{Logger: nopLogger(), Metrics: mx}), hangTimeout, "Run to return"); err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	if got, want := strings.Join(out.Records(), ","), `{"ts":0},{"ts":1},{"ts":2},{"ts":4},{"ts":5}`; got != want {
+		t.Errorf("sink wrote %s, want %s", got, want)
+	}
+	if got := out.Blamed(); len(got) != 1 || got[`{"ts":3}`] != 1 {
+		t.Errorf("Write refused %v, want ts 3 once", got)
+	}
+	if lines := readLines(t, filepath.Join(dir, "rejects.jsonl")); len(lines) != 1 || !strings.Contains(lines[0], `"origin":"/in:3"`) {
+		t.Errorf("dead letter %q, want the record of ts 3", lines)
+	}
+	checkCounter(t, "retries", mx.retries.WithLabelValues("p", "out"), 0)
+	checkCounter(t, "dead-lettered", mx.deadLettered.WithLabelValues("p", "out"), 1)
+}
