@@ -27,7 +27,7 @@ type sinkRunner struct {
 
 	// em sends the records the sink can never write (and an ordered
 	// merge's bad and late records) to the dead-letter sink, and forwards
-	// barriers there; nil in tests that need none.
+	// barriers there.
 	em *emitter
 	// An ordered merge (SPEC §5), or nil. handoff, set by a reconfiguration
 	// that replaces the sink with one merging by the same key, makes the
@@ -63,9 +63,7 @@ func (s *sinkRunner) run() error {
 	if s.merge != nil {
 		return s.runMerge()
 	}
-	if s.em != nil {
-		defer s.em.close()
-	}
+	defer s.em.close()
 	for {
 		s.commits.deliver(s.hard, s.m, s.log)
 		var m msg
@@ -94,7 +92,7 @@ func (s *sinkRunner) run() error {
 			return err
 		}
 		st, err := stateOf(s.sink)
-		if s.em != nil && !s.em.barrier(m.epoch) {
+		if !s.em.barrier(m.epoch) {
 			return s.hard.Err()
 		}
 		s.ckpt.sinkAck(s.id, m.epoch, st, nil, err)
@@ -128,7 +126,7 @@ func (s *sinkRunner) write(b *stages.Batch) error {
 			b.Records = b.Records[1:]
 			n--
 			bytes -= len(r.Raw) + 1
-			if !s.rejectRecord(stages.Reject{Record: r, Stage: s.id, Err: fmt.Errorf("sink write: %w", pe.Err)}) {
+			if !s.em.reject(s.dl(), []stages.Reject{{Record: r, Stage: s.id, Err: fmt.Errorf("sink write: %w", pe.Err)}}) {
 				return s.hard.Err()
 			}
 			if len(b.Records) == 0 {
@@ -142,18 +140,6 @@ func (s *sinkRunner) write(b *stages.Batch) error {
 	s.m.out.Add(float64(n))
 	s.m.bytes.Add(float64(bytes))
 	return nil
-}
-
-// rejectRecord sends a record the sink can never write to the dead-letter
-// sink, or counts it as dropped; false at the hard stop.
-func (s *sinkRunner) rejectRecord(r stages.Reject) bool {
-	if s.em == nil {
-		s.m.errors.Inc()
-		s.m.badRecord.Inc()
-		s.log.Warn().Str("origin", r.Record.OriginString()).Err(r.Err).Msg("bad record")
-		return true
-	}
-	return s.em.reject(s.dl(), []stages.Reject{r})
 }
 
 // close flushes and closes the sink once its inputs ended. Flush is

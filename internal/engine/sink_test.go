@@ -13,6 +13,7 @@ import (
 
 	"github.com/etld/etld/internal/config"
 	"github.com/etld/etld/internal/stages"
+	"github.com/rs/zerolog"
 )
 
 // newTestCheckpointer returns a checkpointer with no store for a pipeline
@@ -50,6 +51,7 @@ func newSinkRig(t *testing.T, sink *fakeSink) *sinkRig {
 	r.runner = &sinkRunner{
 		id: "out", sink: sink, in: r.in, m: r.mx.stage("p", "out"), log: nopLogger(), hard: r.hard,
 		ckpt: newTestCheckpointer(r.mx, 1),
+		em:   &emitter{stage: "out", hard: r.hard, m: r.mx.stage("p", "out"), badLog: zerolog.Nop()},
 		setHealthy: func(ok bool) {
 			r.mu.Lock()
 			r.healthy = append(r.healthy, ok)
