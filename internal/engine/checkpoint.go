@@ -26,6 +26,8 @@ import (
 // the state dir by a committer goroutine, off the data path. After a
 // crash, sinks truncate their output to the committed positions and
 // sources resume from theirs, so every record is written exactly once.
+// Once a cut is saved, each running stage that is a stages.Committer is
+// told its state in it, on its own goroutine (see commitBox).
 type checkpointer struct {
 	pipeline string
 	interval time.Duration
