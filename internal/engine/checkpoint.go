@@ -1,12 +1,14 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"maps"
 	"sync"
 	"time"
 
+	"github.com/etld/etld/internal/stages"
 	"github.com/etld/etld/internal/state"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -24,6 +26,8 @@ import (
 // the state dir by a committer goroutine, off the data path. After a
 // crash, sinks truncate their output to the committed positions and
 // sources resume from theirs, so every record is written exactly once.
+// Once a cut is saved, each running stage that is a stages.Committer is
+// told its state in it, on its own goroutine (see commitBox).
 type checkpointer struct {
 	pipeline string
 	interval time.Duration
@@ -41,7 +45,10 @@ type checkpointer struct {
 	merging     map[string]bool  // sinks that merge now; nil: keep every merge state
 	committed   state.Checkpoint // the newest complete cut, saved or being saved
 	completed   time.Time
-	toSave      *state.Checkpoint // handed to the committer
+	toSave      *state.Checkpoint   // handed to the committer
+	seq         uint64              // number of cuts completed: orders the saves
+	toSaveSeq   uint64              // seq of toSave
+	boxes       map[*commitBox]bool // Committer stages running, see subscribe
 	wake        chan struct{}
 	requested   uint64 // newest epoch requested
 	settled     uint64 // newest epoch completed (committed, or void when broken)
@@ -319,7 +326,8 @@ func (c *checkpointer) complete(epoch uint64, k *cut) {
 		next.Merge = nil
 	}
 	c.committed = next
-	c.toSave = &next
+	c.seq++
+	c.toSave, c.toSaveSeq = &next, c.seq
 	keep := c.reached[:0]
 	for _, w := range c.reached {
 		if epoch >= w.epoch {
@@ -339,7 +347,7 @@ func (c *checkpointer) complete(epoch uint64, k *cut) {
 // and counted; the previous checkpoint stands.
 func (c *checkpointer) saveQueued() error {
 	c.mu.Lock()
-	cp := c.toSave
+	cp, seq := c.toSave, c.toSaveSeq
 	c.toSave = nil
 	c.mu.Unlock()
 	if cp == nil || c.store == nil {
@@ -353,8 +361,139 @@ func (c *checkpointer) saveQueued() error {
 	c.mu.Lock()
 	c.completed = time.Now()
 	c.age.Set(0)
+	var woken []*commitBox
+	for b := range c.boxes {
+		if b.post(seq, b.stateIn(cp)) {
+			woken = append(woken, b)
+		}
+	}
 	c.mu.Unlock()
+	for _, b := range woken {
+		b.wake()
+	}
 	return nil
+}
+
+// subscribe makes a running Committer stage (kind "source" or "sink")
+// receive the states that saved checkpoints hold for it from now on;
+// interrupt, when set, is called when one is ready (a source's Read must
+// be interrupted). A stage that is not also Stateful gets nothing.
+func (c *checkpointer) subscribe(kind, id string, stage stages.Committer, interrupt func()) *commitBox {
+	if _, ok := stage.(stages.Stateful); !ok {
+		return nil
+	}
+	b := &commitBox{kind: kind, id: id, stage: stage, interrupt: interrupt, ready: make(chan struct{}, 1)}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	// What was committed before the stage runs is not news to it: the
+	// start-up checkpoint, or the state it was restored from.
+	b.latest = b.stateIn(&c.committed)
+	if c.boxes == nil {
+		c.boxes = map[*commitBox]bool{}
+	}
+	c.boxes[b] = true
+	return b
+}
+
+// unsubscribe ends b's notifications: its stage stopped running.
+func (c *checkpointer) unsubscribe(b *commitBox) {
+	if b == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.boxes, b)
+}
+
+// commitBox hands the newest committed state of one Committer stage from
+// the checkpointer to the stage's own goroutine, which calls deliver
+// between two Reads or Writes (see stages.Committer). A nil box is a
+// stage that is no Committer.
+type commitBox struct {
+	kind, id  string
+	stage     stages.Committer
+	interrupt func()
+	ready     chan struct{} // signalled when a state is pending
+
+	mu      sync.Mutex
+	seq     uint64 // of the newest state posted
+	latest  []byte // the newest state posted (or known before the stage ran)
+	pending []byte // the state to deliver, or nil
+}
+
+// stateIn is the stage's state in cp, or nil.
+func (b *commitBox) stateIn(cp *state.Checkpoint) []byte {
+	if b.kind == "source" {
+		return cp.Sources[b.id]
+	}
+	return cp.Sinks[b.id]
+}
+
+// post offers the state of saved checkpoint number seq; it reports
+// whether a new state is pending now (the caller then calls wake). An
+// older checkpoint than one already posted, or one holding the same state
+// as the newest posted, is skipped.
+func (b *commitBox) post(seq uint64, st []byte) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if seq <= b.seq || st == nil {
+		return false
+	}
+	b.seq = seq
+	if bytes.Equal(st, b.latest) {
+		return false
+	}
+	b.latest, b.pending = st, st
+	return true
+}
+
+func (b *commitBox) wake() {
+	select {
+	case b.ready <- struct{}{}:
+	default:
+	}
+	if b.interrupt != nil {
+		b.interrupt()
+	}
+}
+
+// waiting reports whether a state waits for delivery.
+func (b *commitBox) waiting() bool {
+	if b == nil {
+		return false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.pending != nil
+}
+
+// readyChan is signalled when a state waits; nil (never ready) for a
+// stage that is no Committer.
+func (b *commitBox) readyChan() <-chan struct{} {
+	if b == nil {
+		return nil
+	}
+	return b.ready
+}
+
+// deliver calls the stage's Committed with the pending state, if any. It
+// must run on the stage's own goroutine. An error is logged and counted;
+// the state is not delivered again.
+func (b *commitBox) deliver(ctx context.Context, m *stageMetrics, log zerolog.Logger) {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	st := b.pending
+	b.pending = nil
+	b.mu.Unlock()
+	if st == nil {
+		return
+	}
+	if err := b.stage.Committed(ctx, st); err != nil {
+		m.errors.Inc()
+		log.Warn().Err(err).Msg("commit notification failed; the checkpoint stands, the next one covers it")
+	}
 }
 
 // freeze stops all further commits.

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"math"
 	"sync"
 
 	"github.com/etld/etld/internal/stages"
@@ -9,10 +10,28 @@ import (
 
 // msg is what travels on an edge: a batch of records, or a checkpoint
 // barrier (epoch > 0) that separates the records before a checkpoint from
-// those after it.
+// those after it. Beside a batch it carries what only the runtime knows
+// of it, which stages never see: its feed's flow-control ticket, and the
+// ordered-merge keys computed by the worker in front of a merge.
 type msg struct {
 	b     *stages.Batch
 	epoch uint64
+	t     *ticket // flow control towards an ordered merge, or nil
+	// keys, when keysOf is set, holds each record's merge key (order_by
+	// field keysOf, Unix ns; noKey when unusable), so that the merge's
+	// single goroutine does not parse every record.
+	keys   []int64
+	keysOf string
+}
+
+// noKey marks a record without a usable merge key in msg.keys.
+const noKey = math.MinInt64
+
+// release releases a consumed batch (see stages.Batch.Release) and hands
+// its feed's room back.
+func (m msg) release() {
+	m.b.Release()
+	m.t.drop()
 }
 
 // edgeCapacity is the number of messages an edge buffers. With batches of

@@ -29,9 +29,10 @@ type emitter struct {
 	badLog zerolog.Logger // sampled: bad records are logged rate-limited
 }
 
-// emit sends b downstream; it reports false when the hard stop came first.
-// b must not be used after.
-func (e *emitter) emit(b *stages.Batch) bool {
+// emit sends m's batch downstream; it reports false when the hard stop
+// came first. m must not be used after.
+func (e *emitter) emit(m msg) bool {
+	b := m.b
 	outs, dl := e.edges()
 	if len(b.Rejects) > 0 {
 		if !e.reject(dl, b.Rejects) {
@@ -41,22 +42,21 @@ func (e *emitter) emit(b *stages.Batch) bool {
 	}
 	n := len(b.Records)
 	if n == 0 {
-		b.Release() // nothing left to send: its buffers can be reused
+		m.release() // nothing left to send: its buffers can be reused
 		return true
 	}
 	if len(outs) == 0 {
 		e.m.noOutput.Add(float64(n))
-		b.Release()
+		m.release()
 		return true
 	}
 	e.m.out.Add(float64(n))
 	for i, out := range outs {
-		bb := b
+		mm := m
 		if i < len(outs)-1 {
-			bb = cloneBatch(b) // every downstream owns its batch
-			b.ShareTicket(bb)
+			mm = cloneMsg(m) // every downstream owns its batch
 		}
-		if !send(e.hard, out, msg{b: bb}) {
+		if !send(e.hard, out, mm) {
 			return false
 		}
 	}
@@ -206,8 +206,18 @@ func appendDeadLetter(dst []byte, r *stages.Reject) []byte {
 	return append(dst, '}')
 }
 
-// cloneBatch copies a batch for a second downstream: records and their
-// bytes, so that steps editing one copy cannot affect the other.
+// cloneMsg copies a batch for a second downstream (see cloneBatch), with
+// its merge keys; the copy holds a share of the batch's ticket.
+func cloneMsg(m msg) msg {
+	c := msg{b: cloneBatch(m.b), t: m.t.share(), keysOf: m.keysOf}
+	if m.keysOf != "" {
+		c.keys = slices.Clone(m.keys)
+	}
+	return c
+}
+
+// cloneBatch copies a batch: records and their bytes, so that steps
+// editing one copy cannot affect the other.
 func cloneBatch(b *stages.Batch) *stages.Batch {
 	size := 0
 	for i := range b.Records {
@@ -221,9 +231,6 @@ func cloneBatch(b *stages.Batch) *stages.Batch {
 		buf = append(buf, r.Raw...)
 		r.Raw = buf[start:len(buf):len(buf)]
 		c.Records = append(c.Records, r)
-	}
-	if b.KeysOf != "" {
-		c.Keys, c.KeysOf = slices.Clone(b.Keys), b.KeysOf
 	}
 	return c
 }

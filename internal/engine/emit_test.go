@@ -115,7 +115,7 @@ func TestEmitter(t *testing.T) {
 		Records: []stages.Record{rec(o, 0, "one"), rec(o, 4, "two")},
 		Rejects: []stages.Reject{{Record: rec(o, 8, "bad"), Err: errors.New("boom")}, {Record: rec(o, 12, "worse"), Stage: "earlier", Err: errors.New("bang")}},
 	}
-	if !e.emit(b) {
+	if !e.emit(msg{b: b}) {
 		t.Fatal("emit reported a hard stop")
 	}
 	if !e.barrier(3) {
@@ -149,7 +149,7 @@ func TestEmitter(t *testing.T) {
 	// Without a dead-letter sink rejects are dropped and counted; without
 	// outputs records are.
 	e2 := &emitter{stage: "s", hard: hard, m: mx.stage("p", "s"), badLog: zerolog.Nop()}
-	e2.emit(&stages.Batch{Records: []stages.Record{rec(o, 0, "a")}, Rejects: []stages.Reject{{Record: rec(o, 2, "b")}}})
+	e2.emit(msg{b: &stages.Batch{Records: []stages.Record{rec(o, 0, "a")}, Rejects: []stages.Reject{{Record: rec(o, 2, "b")}}}})
 	checkCounter(t, "bad_record drops", mx.dropped.WithLabelValues("p", "s", reasonBadRecord), 1)
 	checkCounter(t, "no_output drops", mx.dropped.WithLabelValues("p", "s", reasonNoOutput), 1)
 
@@ -161,7 +161,7 @@ func TestEmitter(t *testing.T) {
 		}
 	}
 	cancel()
-	if e.emit(&stages.Batch{Records: []stages.Record{rec(o, 0, "x")}}) {
+	if e.emit(msg{b: &stages.Batch{Records: []stages.Record{rec(o, 0, "x")}}}) {
 		t.Error("emit into full edges after the hard stop reported success")
 	}
 }

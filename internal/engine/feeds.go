@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 
 	"github.com/etld/etld/internal/stages"
 )
@@ -123,6 +124,47 @@ type sourceGate struct {
 	fb     *feedBoard
 	source string
 	finite bool
+	// taken holds the tickets of batches the source took during the Read
+	// in progress, until the runner claims the one of the batch Read
+	// returned (claim).
+	taken []takenBatch
+}
+
+type takenBatch struct {
+	b *stages.Batch
+	t *ticket
+}
+
+// ticket is a batch's place in its feed's flow control: the batch's
+// records and bytes count against the feed until the last holder of the
+// batch (or of a copy of it, see share) drops the ticket. It travels
+// beside the batch, in its msg.
+type ticket struct {
+	feed    feedKey
+	refs    atomic.Int32
+	release func()
+}
+
+func newTicket(feed feedKey, release func()) *ticket {
+	t := &ticket{feed: feed, release: release}
+	t.refs.Store(1)
+	return t
+}
+
+// drop lets go of one holder's share; the last one frees the feed's room.
+func (t *ticket) drop() {
+	if t != nil && t.refs.Add(-1) == 0 {
+		t.release()
+	}
+}
+
+// share returns t for one more holder (a copy of the batch sent to
+// another consumer): the room is free only once both dropped it.
+func (t *ticket) share() *ticket {
+	if t != nil {
+		t.refs.Add(1)
+	}
+	return t
 }
 
 var _ stages.FeedGate = (*sourceGate)(nil)
@@ -149,7 +191,37 @@ func (f *feedInfo) room() bool {
 	return f == nil || (f.records < feedCreditRecords && f.bytes < feedCreditBytes)
 }
 
-func (g *sourceGate) Take(path string, b *stages.Batch) *stages.Ticket {
+// Take implements stages.FeedGate: the ticket waits for claim.
+func (g *sourceGate) Take(path string, b *stages.Batch) {
+	t := g.take(path, b)
+	g.fb.mu.Lock()
+	g.taken = append(g.taken, takenBatch{b, t})
+	g.fb.mu.Unlock()
+}
+
+// claim returns the ticket of b, the batch Read returned (nil when none
+// was taken), and drops the tickets of batches taken but not returned, so
+// that their room is not lost. Called on the source's goroutine after
+// every Read.
+func (g *sourceGate) claim(b *stages.Batch) *ticket {
+	g.fb.mu.Lock()
+	taken := g.taken
+	g.taken = nil
+	g.fb.mu.Unlock()
+	var t *ticket
+	for _, tb := range taken {
+		if b != nil && tb.b == b && t == nil {
+			t = tb.t
+		} else {
+			tb.t.drop()
+		}
+	}
+	return t
+}
+
+// take charges b's records and bytes to the feed of path and returns the
+// ticket that gives them back.
+func (g *sourceGate) take(path string, b *stages.Batch) *ticket {
 	k := feedKey{g.source, path}
 	n, size := len(b.Records)+len(b.Rejects), 0
 	for i := range b.Records {
@@ -161,7 +233,7 @@ func (g *sourceGate) Take(path string, b *stages.Batch) *stages.Ticket {
 	f.records += n
 	f.bytes += size
 	g.fb.mu.Unlock()
-	return stages.NewTicket(k, func() {
+	return newTicket(k, func() {
 		g.fb.mu.Lock()
 		f.outstanding--
 		f.records -= n

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -256,6 +257,12 @@ type fakeSink struct {
 	failWrites       int
 	acceptBeforeFail int
 	failFlushes      int
+	// refuse lists records (by Raw; "*" for all) that Write can never
+	// write: it takes
+	// the records before one, trims them off and returns a permanent
+	// error; blamed counts how often it did so per record.
+	refuse map[string]bool
+	blamed map[string]int
 
 	// block, when set, makes Write block: it closes blocking (once) and
 	// waits until ctx is done, or, with ignoreCtx, until release closes.
@@ -305,8 +312,29 @@ func (s *fakeSink) Write(ctx context.Context, b *stages.Batch) error {
 		s.ops = append(s.ops, "E")
 		return errFakeWrite
 	}
+	for i, r := range b.Records {
+		if s.refuse[string(r.Raw)] || s.refuse["*"] {
+			s.take(b.Records[:i])
+			b.Records = b.Records[i:]
+			if s.blamed == nil {
+				s.blamed = map[string]int{}
+			}
+			s.blamed[string(r.Raw)]++
+			s.ops = append(s.ops, "P")
+			return stages.Permanent(errFakeRefused)
+		}
+	}
 	s.take(b.Records)
 	return nil
+}
+
+var errFakeRefused = errors.New("fake sink refuses this record")
+
+// Blamed returns how often Write refused each record.
+func (s *fakeSink) Blamed() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.blamed)
 }
 
 func (s *fakeSink) take(rs []stages.Record) {

@@ -1,22 +1,20 @@
 package engine
 
 import (
-	"bytes"
 	"container/heap"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"slices"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"github.com/etld/etld/internal/config"
 	"github.com/etld/etld/internal/jsonrec"
 	"github.com/etld/etld/internal/stages"
+	"github.com/etld/etld/internal/timekey"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -85,6 +83,7 @@ type item struct {
 // of them are written (which frees its feed's flow-control credit).
 type heldBatch struct {
 	b       *stages.Batch
+	t       *ticket // its feed's flow control, or nil
 	left    int
 	arrived time.Time
 }
@@ -154,42 +153,42 @@ func (mg *merger) feed(k feedKey, now time.Time) *mfeed {
 	return f
 }
 
-// feedOfBatch is the feed a batch belongs to: its ticket's, else its
-// first record's origin.
-func feedOfBatch(b *stages.Batch) feedKey {
-	if t := b.Ticket(); t != nil {
-		if k, ok := t.Feed.(feedKey); ok {
-			return k
-		}
+// feedOfMsg is the feed a batch belongs to: its ticket's, else its first
+// record's origin.
+func feedOfMsg(m msg) feedKey {
+	if m.t != nil {
+		return m.t.feed
 	}
-	if len(b.Records) > 0 && b.Records[0].Origin != nil {
+	if b := m.b; len(b.Records) > 0 && b.Records[0].Origin != nil {
 		o := b.Records[0].Origin
 		return feedKey{o.Source, o.Path}
 	}
 	return feedKey{}
 }
 
-// add queues the records of b, which arrived at now. Records without a
-// usable key are returned as rejects (they point into b, which stays
-// held until the caller has dealt with them and calls releaseDone).
-func (mg *merger) add(b *stages.Batch, now time.Time, bad []stages.Reject) []stages.Reject {
-	mg.add1(feedOfBatch(b), b, now, &bad)
+// add queues the records of m's batch, which arrived at now. Records
+// without a usable key are returned as rejects (they point into the
+// batch, which stays held until the caller has dealt with them and calls
+// releaseDone).
+func (mg *merger) add(m msg, now time.Time, bad []stages.Reject) []stages.Reject {
+	mg.add1(feedOfMsg(m), m, now, &bad)
 	return bad
 }
 
-func (mg *merger) add1(k feedKey, b *stages.Batch, now time.Time, bad *[]stages.Reject) {
+func (mg *merger) add1(k feedKey, m msg, now time.Time, bad *[]stages.Reject) {
+	b := m.b
 	f := mg.feed(k, now)
-	hb := &heldBatch{b: b, arrived: now}
+	hb := &heldBatch{b: b, t: m.t, arrived: now}
 	wasEmpty := f.head == len(f.q)
-	keys := b.Keys
-	if b.KeysOf != mg.spec.OrderBy || len(keys) != len(b.Records) {
+	keys := m.keys
+	if m.keysOf != mg.spec.OrderBy || len(keys) != len(b.Records) {
 		keys = nil // computed for another field (a reload), or not at all
 	}
 	for i := range b.Records {
 		r := &b.Records[i]
 		var key int64
 		var err error
-		if keys != nil && keys[i] != stages.NoKey {
+		if keys != nil && keys[i] != noKey {
 			key = keys[i]
 		} else {
 			key, err = orderKey(r.Raw, mg.spec.OrderBy)
@@ -254,6 +253,7 @@ func (mg *merger) forget(f *mfeed) {
 func (mg *merger) releaseDone() {
 	for i, hb := range mg.done {
 		hb.b.Release()
+		hb.t.drop()
 		mg.done[i] = nil
 	}
 	mg.done = mg.done[:0]
@@ -426,7 +426,7 @@ func (mg *merger) finished(f *mfeed, v feedInfo) bool {
 func (mg *merger) heldOf(f *mfeed) int {
 	n := 0
 	for _, hb := range mg.done {
-		if hb.b.Ticket() != nil && feedOfBatch(hb.b) == f.key {
+		if hb.t != nil && hb.t.feed == f.key {
 			n++
 		}
 	}
@@ -479,9 +479,10 @@ func (h *feedHeap) Pop() any {
 	return f
 }
 
-// setKeys computes the merge keys of b's records for field (see
-// stages.Batch.Keys); the merge reads unusable ones again for the error.
-func setKeys(b *stages.Batch, field string) {
+// setKeys computes the merge keys of m's records for field (see
+// msg.keys); the merge reads unusable ones again for the error.
+func setKeys(m *msg, field string) {
+	b := m.b
 	if len(b.Records) == 0 {
 		return
 	}
@@ -489,11 +490,11 @@ func setKeys(b *stages.Batch, field string) {
 	for i := range b.Records {
 		k, err := orderKey(b.Records[i].Raw, field)
 		if err != nil {
-			k = stages.NoKey
+			k = noKey
 		}
 		keys[i] = k
 	}
-	b.Keys, b.KeysOf = keys, field
+	m.keys, m.keysOf = keys, field
 }
 
 // orderKey reads the order_by field of a JSON object: an RFC 3339 time or
@@ -518,149 +519,12 @@ func orderKey(obj []byte, field string) (int64, error) {
 			str, _ := dec.(string)
 			s = []byte(str)
 		}
-		return timeKey(s)
+		return timekey.RFC3339(s)
 	case c == '-' || (c >= '0' && c <= '9'):
-		return secondsKey(v)
+		return timekey.Seconds(v)
 	default:
 		return 0, fmt.Errorf("%s is neither an RFC 3339 time nor a number", v)
 	}
-}
-
-// minKeyTime and maxKeyTime bound the times a key can hold (int64
-// nanoseconds since 1970).
-var (
-	minKeyTime = time.Unix(0, math.MinInt64)
-	maxKeyTime = time.Unix(0, math.MaxInt64)
-)
-
-func timeKey(s []byte) (int64, error) {
-	if k, ok := fastUTCKey(s); ok {
-		return k, nil
-	}
-	str := unsafe.String(unsafe.SliceData(s), len(s))
-	t, err := time.Parse(time.RFC3339Nano, str)
-	if err != nil {
-		return 0, fmt.Errorf("%q is not an RFC 3339 time", s)
-	}
-	if t.Before(minKeyTime) || t.After(maxKeyTime) {
-		return 0, fmt.Errorf("%q is out of range (years 1678 to 2262)", s)
-	}
-	return t.UnixNano(), nil
-}
-
-// fastUTCKey reads the most common layout, YYYY-MM-DDTHH:MM:SS[.f...]Z
-// (UTC, up to 9 fractional digits), without time.Parse, which is most of
-// the merge's cost per record. Anything else (offsets, odd values) is
-// left to time.Parse: ok is false.
-func fastUTCKey(s []byte) (int64, bool) {
-	n := len(s)
-	if n < 20 || s[n-1] != 'Z' || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' {
-		return 0, false
-	}
-	num := func(i, w int) (int, bool) {
-		v := 0
-		for _, c := range s[i : i+w] {
-			if c < '0' || c > '9' {
-				return 0, false
-			}
-			v = v*10 + int(c-'0')
-		}
-		return v, true
-	}
-	year, ok1 := num(0, 4)
-	month, ok2 := num(5, 2)
-	day, ok3 := num(8, 2)
-	hour, ok4 := num(11, 2)
-	minute, ok5 := num(14, 2)
-	sec, ok6 := num(17, 2)
-	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6) || year < 1678 || year > 2261 ||
-		month < 1 || month > 12 || day < 1 || day > daysIn(year, month) || hour > 23 || minute > 59 || sec > 59 {
-		return 0, false
-	}
-	var frac int64
-	switch rest := s[19 : n-1]; {
-	case len(rest) == 0:
-	case len(rest) < 2 || len(rest) > 10 || rest[0] != '.':
-		return 0, false
-	default:
-		digits := rest[1:]
-		for i := 0; i < 9; i++ {
-			frac *= 10
-			if i < len(digits) {
-				c := digits[i]
-				if c < '0' || c > '9' {
-					return 0, false
-				}
-				frac += int64(c - '0')
-			}
-		}
-	}
-	days := daysFromCivil(year, month, day)
-	return (days*86400+int64(hour*3600+minute*60+sec))*1e9 + frac, true
-}
-
-func daysIn(year, month int) int {
-	switch month {
-	case 2:
-		if year%4 == 0 && (year%100 != 0 || year%400 == 0) {
-			return 29
-		}
-		return 28
-	case 4, 6, 9, 11:
-		return 30
-	}
-	return 31
-}
-
-// daysFromCivil is the number of days from 1970-01-01 to the given date of
-// the proleptic Gregorian calendar (H. Hinnant's algorithm).
-func daysFromCivil(y, m, d int) int64 {
-	if m <= 2 {
-		y--
-	}
-	era := y / 400
-	if y < 0 {
-		era = (y - 399) / 400
-	}
-	yoe := y - era*400
-	mp := (m + 9) % 12
-	doy := (153*mp+2)/5 + d - 1
-	doe := yoe*365 + yoe/4 - yoe/100 + doy
-	return int64(era*146097 + doe - 719468)
-}
-
-// secondsKey converts a JSON number of Unix seconds to nanoseconds exactly
-// (up to 9 fractional digits; more are truncated).
-func secondsKey(v []byte) (int64, error) {
-	if bytes.ContainsAny(v, "eE") {
-		f, err := strconv.ParseFloat(string(v), 64)
-		if err != nil || math.Abs(f) >= 9.2e9 {
-			return 0, fmt.Errorf("%s is not a number of Unix seconds in range", v)
-		}
-		return int64(math.Round(f * 1e9)), nil
-	}
-	s := unsafe.String(unsafe.SliceData(v), len(v))
-	neg := strings.HasPrefix(s, "-")
-	if neg {
-		s = s[1:]
-	}
-	ip, fp, _ := strings.Cut(s, ".")
-	sec, err := strconv.ParseInt(ip, 10, 64)
-	if err != nil || sec >= 9_200_000_000 {
-		return 0, fmt.Errorf("%s is not a number of Unix seconds in range", v)
-	}
-	var ns int64
-	for i := 0; i < 9; i++ {
-		ns *= 10
-		if i < len(fp) {
-			ns += int64(fp[i] - '0')
-		}
-	}
-	k := sec*1e9 + ns
-	if neg {
-		k = -k
-	}
-	return k, nil
 }
 
 // mergeState is a merge's part of a checkpoint: the records it held at
@@ -752,7 +616,7 @@ func (mg *merger) restore(data []byte, now time.Time) ([]stages.Reject, error) {
 			}
 			b.Records = append(b.Records, stages.Record{Raw: buf[start:len(buf):len(buf)], Parsed: parsed, Origin: o, Offset: r.Offset})
 		}
-		mg.add1(feedKey{fs.Source, fs.Path}, b, now, &bad)
+		mg.add1(feedKey{fs.Source, fs.Path}, msg{b: b}, now, &bad)
 	}
 	return bad, nil
 }

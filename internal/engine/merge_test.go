@@ -90,8 +90,7 @@ func (r *mergeRig) send(source, path string, keys ...int) {
 	for _, k := range keys {
 		b.Records = append(b.Records, stages.Record{Raw: fmt.Appendf(nil, `{"ts":%d,"f":"%s%s"}`, k, source, path), Parsed: true, Origin: o})
 	}
-	b.SetTicket(r.gates[source].Take(path, b))
-	if bad := r.mg.add(b, r.now, nil); len(bad) > 0 {
+	if bad := r.mg.add(msg{b: b, t: r.gates[source].take(path, b)}, r.now, nil); len(bad) > 0 {
 		r.t.Fatalf("bad records: %v", bad[0].Err)
 	}
 	r.mg.releaseDone()
@@ -457,40 +456,6 @@ func appendTo(t *testing.T, path, s string) {
 	}
 }
 
-// TestFastUTCKeyAgreesWithTimeParse: the fast path gives time.Parse's
-// result exactly, or leaves the input to it.
-func TestFastUTCKeyAgreesWithTimeParse(t *testing.T) {
-	rnd := rand.New(rand.NewPCG(3, 4))
-	var inputs []string
-	for range 20000 {
-		ts := time.Unix(rnd.Int64N(2*365*86400*300)-365*86400*290, rnd.Int64N(1e9)).UTC()
-		inputs = append(inputs, ts.Format(time.RFC3339Nano), ts.Format(time.RFC3339), ts.Format("2006-01-02T15:04:05.000000Z"))
-	}
-	inputs = append(inputs, "2024-02-29T00:00:00Z", "2023-02-29T00:00:00Z", "2000-02-29T23:59:59.999999999Z",
-		"1900-02-29T00:00:00Z", "2024-13-01T00:00:00Z", "2024-00-10T00:00:00Z", "2024-01-32T00:00:00Z",
-		"2024-01-01T24:00:00Z", "2024-01-01T23:60:00Z", "2024-01-01T23:59:60Z", "2024-01-01T00:00:00.Z",
-		"2024-01-01T00:00:00.1234567891Z", "2024-01-01t00:00:00Z", "2024-01-01T00:00:00+00:00",
-		"1677-12-31T23:59:59Z", "1678-01-01T00:00:00Z", "2262-01-01T00:00:00Z", "2261-12-31T23:59:59.5Z",
-		"１２３４-01-01T00:00:00Z", "2024-01-01T00:00:0xZ", "0000-01-01T00:00:00Z")
-	for _, in := range inputs {
-		fast, ok := fastUTCKey([]byte(in))
-		if !ok {
-			continue
-		}
-		ts, err := time.Parse(time.RFC3339Nano, in)
-		if err != nil {
-			t.Errorf("%s: fast path accepts it (%d), time.Parse does not: %v", in, fast, err)
-			continue
-		}
-		if ts.UnixNano() != fast {
-			t.Errorf("%s: fast %d, time.Parse %d", in, fast, ts.UnixNano())
-		}
-	}
-	if _, ok := fastUTCKey([]byte("2026-11-27T10:00:00.123456Z")); !ok {
-		t.Error("the common layout misses the fast path")
-	}
-}
-
 // TestReconfigureSourceStartsFeedingMerge: a source whose own config is
 // unchanged but which feeds a merge after a reload is replaced, so that
 // it gets its flow control (and resumes at its position: nothing lost or
@@ -557,22 +522,20 @@ func TestFeedCreditCountsRecords(t *testing.T) {
 	g := newFeedBoard().gate("s", false)
 	g.Register("f")
 	small := &stages.Batch{Records: []stages.Record{{Raw: []byte(`{}`)}}}
-	var tickets []*stages.Ticket
+	var tickets []*ticket
 	for g.Allow("f") {
-		tickets = append(tickets, g.Take("f", small))
+		tickets = append(tickets, g.take("f", small))
 	}
 	if len(tickets) != feedCreditRecords {
 		t.Fatalf("room for %d one-record batches, want %d", len(tickets), feedCreditRecords)
 	}
-	b := &stages.Batch{}
-	b.SetTicket(tickets[0])
-	b.Release()
+	msg{b: &stages.Batch{}, t: tickets[0]}.release()
 	if !g.Allow("f") {
 		t.Fatal("no room after a batch was released")
 	}
 	big := &stages.Batch{Records: []stages.Record{{Raw: make([]byte, feedCreditBytes)}}}
 	g2 := newFeedBoard().gate("s", false)
-	g2.Take("f", big)
+	g2.take("f", big)
 	if g2.Allow("f") {
 		t.Fatal("room after a batch of feedCreditBytes bytes")
 	}
@@ -727,14 +690,13 @@ func TestMergerUsesWorkerKeys(t *testing.T) {
 	} {
 		r := newMergeRig(t, spec(nil), "s")
 		g := r.source("s", true, "a", "b")
-		b := &stages.Batch{KeysOf: tt.keysOf, Keys: []int64{30e9, stages.NoKey}}
+		b := &stages.Batch{}
 		o := &stages.Origin{Source: "s", Path: "a"}
 		b.Records = []stages.Record{
 			{Raw: []byte(`{"ts":1,"f":"sa"}`), Parsed: true, Origin: o},
-			{Raw: []byte(`{"f":"sa"}`), Parsed: true, Origin: o}, // NoKey: read again, and it has none
+			{Raw: []byte(`{"f":"sa"}`), Parsed: true, Origin: o}, // noKey: read again, and it has none
 		}
-		b.SetTicket(g.Take("a", b))
-		bad := r.mg.add(b, r.now, nil)
+		bad := r.mg.add(msg{b: b, t: g.take("a", b), keysOf: tt.keysOf, keys: []int64{30e9, noKey}}, r.now, nil)
 		if len(bad) != 1 || !strings.Contains(bad[0].Err.Error(), "missing") {
 			t.Fatalf("rejects %v, want the record without ts", bad)
 		}

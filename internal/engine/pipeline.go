@@ -105,15 +105,15 @@ func (g *group) Go(f func()) {
 func (g *group) zeroed() <-chan struct{} { return g.zero }
 
 // edgeKey names an edge: from an upstream stage to a downstream one, or
-// (dl) from a source or worker to the dead-letter sink.
+// (dl) from a stage to the dead-letter sink.
 type edgeKey struct {
 	from, to string
 	dl       bool
 }
 
 // edgeKeys lists the edges of a pipeline graph: one per (upstream,
-// downstream) pair, plus one from every source, worker and merging sink
-// to the dead-letter sink.
+// downstream) pair, plus one from every other stage to the dead-letter
+// sink (a sink's carries the records it can never write).
 func edgeKeys(cfg *config.Pipeline) []edgeKey {
 	var keys []edgeKey
 	for _, st := range cfg.Stages {
@@ -123,7 +123,7 @@ func edgeKeys(cfg *config.Pipeline) []edgeKey {
 	}
 	if cfg.DeadLetter != "" {
 		for _, st := range cfg.Stages {
-			if st.Kind == config.Source || st.Kind == config.Worker || (st.Kind == config.Sink && st.Merge != nil) {
+			if st.ID != cfg.DeadLetter {
 				keys = append(keys, edgeKey{from: st.ID, to: cfg.DeadLetter, dl: true})
 			}
 		}
@@ -255,14 +255,12 @@ func (p *pipeline) build(cfg *config.Pipeline, st *config.Stage, edges map[edgeK
 		if err != nil {
 			return nil, &stageError{cfg.Name, st.ID, err}
 		}
-		b.al = newAligner(p.hard, ins)
+		b.al, b.em = newAligner(p.hard, ins), newEmitter()
 		b.sink = &sinkRunner{
 			id: st.ID, sink: snk, in: b.al.out, m: sm, log: slog, hard: p.hard,
-			ckpt: &p.ckpt, setHealthy: sm.healthy.Store,
+			ckpt: &p.ckpt, setHealthy: sm.healthy.Store, em: b.em,
 		}
 		if st.Merge != nil {
-			b.em = newEmitter()
-			b.sink.em = b.em
 			b.sink.merge = newMerger(*st.Merge, p.board, cfg.UpstreamSources(st.ID), p.mx, cfg.Name, st.ID)
 		}
 	}

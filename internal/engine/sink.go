@@ -25,12 +25,14 @@ type sinkRunner struct {
 	// setHealthy reports whether the sink's last operation succeeded.
 	setHealthy func(bool)
 
-	// An ordered merge (SPEC §5), or nil. em sends its bad and late
-	// records to the dead-letter sink. handoff, set by a reconfiguration
+	// em sends the records the sink can never write (and an ordered
+	// merge's bad and late records) to the dead-letter sink, and forwards
+	// barriers there.
+	em *emitter
+	// An ordered merge (SPEC §5), or nil. handoff, set by a reconfiguration
 	// that replaces the sink with one merging by the same key, makes the
 	// sink leave its merge buffer to its successor instead of writing it.
 	merge   *merger
-	em      *emitter
 	handoff atomic.Bool
 	// hold, set by a reconfiguration, stops the merge from writing once
 	// it has acked barrier hold.epoch, until hold.wake is closed: the swap
@@ -39,6 +41,10 @@ type sinkRunner struct {
 	// late record sent on a dead-letter edge being replaced).
 	hold  atomic.Pointer[parkRequest]
 	acked uint64 // newest barrier acked (sink goroutine only)
+
+	// commits hands the sink its committed states (nil unless it is a
+	// stages.Committer), delivered between two Writes.
+	commits *commitBox
 }
 
 // Retry backoff of a failing sink: it doubles from retryMin to retryMax.
@@ -50,11 +56,24 @@ const (
 // run writes until its inputs are closed, then closes the sink (flush and
 // fsync). At the hard stop it returns at once, leaving the sink open.
 func (s *sinkRunner) run() error {
+	if c, ok := s.sink.(stages.Committer); ok {
+		s.commits = s.ckpt.subscribe("sink", s.id, c, nil)
+		defer s.ckpt.unsubscribe(s.commits)
+	}
 	if s.merge != nil {
 		return s.runMerge()
 	}
+	defer s.em.close()
 	for {
-		m, ok := recv(s.hard, s.in)
+		s.commits.deliver(s.hard, s.m, s.log)
+		var m msg
+		var ok bool
+		select {
+		case m, ok = <-s.in:
+		case <-s.commits.readyChan():
+			continue
+		case <-s.hard.Done():
+		}
 		if !ok {
 			if err := s.hard.Err(); err != nil {
 				return err
@@ -62,29 +81,65 @@ func (s *sinkRunner) run() error {
 			break
 		}
 		if m.b != nil {
-			n := len(m.b.Records)
-			bytes := 0
-			for i := range m.b.Records {
-				bytes += len(m.b.Records[i].Raw) + 1
-			}
-			s.m.in.Add(float64(n))
-			// A failed Write keeps in m.b exactly the records it did not
-			// take, so retrying it writes every record once.
-			if err := s.retry("write", func() error { return s.sink.Write(s.hard, m.b) }); err != nil {
+			s.m.in.Add(float64(len(m.b.Records)))
+			if err := s.write(m.b); err != nil {
 				return err
 			}
-			s.m.out.Add(float64(n))
-			s.m.bytes.Add(float64(bytes))
-			m.b.Release() // written: nothing references it anymore
+			m.release() // written: nothing references it anymore
 			continue
 		}
 		if err := s.retry("flush", func() error { return s.sink.Flush(s.hard) }); err != nil {
 			return err
 		}
 		st, err := stateOf(s.sink)
+		if !s.em.barrier(m.epoch) {
+			return s.hard.Err()
+		}
 		s.ckpt.sinkAck(s.id, m.epoch, st, nil, err)
 	}
 	return s.close()
+}
+
+// write writes every record of b once. A failed Write keeps in b exactly
+// the records it did not take: after a transient error they are retried
+// with backoff (retry); after a permanent one (stages.PermanentError) the
+// first of them is rejected to the dead-letter sink and the others are
+// written at once. It counts what was written.
+func (s *sinkRunner) write(b *stages.Batch) error {
+	n, bytes := len(b.Records), 0
+	for i := range b.Records {
+		bytes += len(b.Records[i].Raw) + 1
+	}
+	err := s.retry("write", func() error {
+		for {
+			err := s.sink.Write(s.hard, b)
+			var pe *stages.PermanentError
+			if err == nil || !errors.As(err, &pe) {
+				return err
+			}
+			if len(b.Records) == 0 {
+				// It blamed no record: everything was taken.
+				s.log.Warn().Err(err).Msg("sink reported a permanent write error for no record; ignored")
+				return nil
+			}
+			r := b.Records[0]
+			b.Records = b.Records[1:]
+			n--
+			bytes -= len(r.Raw) + 1
+			if !s.em.reject(s.dl(), []stages.Reject{{Record: r, Stage: s.id, Err: fmt.Errorf("sink write: %w", pe.Err)}}) {
+				return s.hard.Err()
+			}
+			if len(b.Records) == 0 {
+				return nil
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	s.m.out.Add(float64(n))
+	s.m.bytes.Add(float64(bytes))
+	return nil
 }
 
 // close flushes and closes the sink once its inputs ended. Flush is
@@ -166,6 +221,7 @@ func (s *sinkRunner) runMerge() error {
 	timer.Stop()
 	defer timer.Stop()
 	for {
+		s.commits.deliver(s.hard, s.m, s.log)
 		changed := mg.board.changes() // before looking, so no change is missed
 		var held <-chan struct{}
 		if h := s.hold.Load(); h != nil && s.acked >= h.epoch {
@@ -203,7 +259,7 @@ func (s *sinkRunner) runMerge() error {
 			}
 			if m.b != nil {
 				s.m.in.Add(float64(len(m.b.Records)))
-				if bad := mg.add(m.b, time.Now(), nil); len(bad) > 0 && !s.em.reject(s.dl(), bad) {
+				if bad := mg.add(m, time.Now(), nil); len(bad) > 0 && !s.em.reject(s.dl(), bad) {
 					return s.hard.Err()
 				}
 				mg.releaseDone()
@@ -221,6 +277,7 @@ func (s *sinkRunner) runMerge() error {
 			s.ckpt.sinkAck(s.id, m.epoch, st, mst, errors.Join(err, merr))
 			mg.publish()
 		case <-held:
+		case <-s.commits.readyChan():
 		case <-tick:
 		case <-changed:
 		case <-s.hard.Done():
@@ -262,17 +319,10 @@ func (s *sinkRunner) mergeWrite(final bool) (time.Time, error) {
 		clear(mg.rejects)
 		mg.rejects = mg.rejects[:0]
 	}
-	if n := len(mg.out); n > 0 {
-		bytes := 0
-		for i := range mg.out {
-			bytes += len(mg.out[i].Raw) + 1
-		}
-		b := &stages.Batch{Records: mg.out}
-		if err := s.retry("write", func() error { return s.sink.Write(s.hard, b) }); err != nil {
+	if len(mg.out) > 0 {
+		if err := s.write(&stages.Batch{Records: mg.out}); err != nil {
 			return time.Time{}, err
 		}
-		s.m.out.Add(float64(n))
-		s.m.bytes.Add(float64(bytes))
 		clear(mg.out)
 		mg.out = mg.out[:0]
 	}

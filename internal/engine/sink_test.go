@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/etld/etld/internal/config"
 	"github.com/etld/etld/internal/stages"
+	"github.com/rs/zerolog"
 )
 
 // newTestCheckpointer returns a checkpointer with no store for a pipeline
@@ -49,6 +51,7 @@ func newSinkRig(t *testing.T, sink *fakeSink) *sinkRig {
 	r.runner = &sinkRunner{
 		id: "out", sink: sink, in: r.in, m: r.mx.stage("p", "out"), log: nopLogger(), hard: r.hard,
 		ckpt: newTestCheckpointer(r.mx, 1),
+		em:   &emitter{stage: "out", hard: r.hard, m: r.mx.stage("p", "out"), badLog: zerolog.Nop()},
 		setHealthy: func(ok bool) {
 			r.mu.Lock()
 			r.healthy = append(r.healthy, ok)
@@ -199,4 +202,136 @@ func TestSinkHardStopWhileIdle(t *testing.T) {
 			t.Errorf("sink calls = %q, want just the write", got)
 		}
 	})
+}
+
+// TestSinkPermanentError: a record the sink can never write goes to the
+// dead-letter sink (or is counted as dropped without one, and when the
+// dead-letter sink itself refuses it), once, without backoff; every other
+// record of its batch is written once.
+func TestSinkPermanentError(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		deadLetter string // the dead-letter sink's config, or ""
+		refuseDL   bool   // the dead-letter sink refuses every line
+	}{
+		{name: "dead_letter", deadLetter: "{ type: file, path: rejects.jsonl }"},
+		{name: "none"},
+		{name: "dead_letter_refuses", deadLetter: "{ type: fake, name: %[1]s-dl }", refuseDL: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			name := strings.ReplaceAll(t.Name(), "/", "_")
+			src, out, dl := newFakeSource(1), newFakeSink(), newFakeSink()
+			out.refuse = map[string]bool{"r4": true}
+			addFake(t, name+"-src", src)
+			addFake(t, name+"-out", out)
+			addFake(t, name+"-dl", dl)
+			cfg := `version: 1
+sources:
+  in: { type: fake_finite, name: %[1]s-src }
+sinks:
+  out: { type: fake, inputs: [in], name: %[1]s-out }
+`
+			if tc.deadLetter != "" {
+				cfg += "  rejects: " + tc.deadLetter + "\ndead_letter: rejects\n"
+			}
+			dir := t.TempDir()
+			pipes := loadPipeline(t, dir, "p", fmt.Sprintf(cfg, name), nil)
+			o := &stages.Origin{Source: "in", Path: "/in"}
+			b := &stages.Batch{}
+			var want []string
+			for i := range 10 {
+				r := fmt.Sprintf("r%d", i)
+				b.Records = append(b.Records, rec(o, int64(3*i), r))
+				if i != 4 {
+					want = append(want, r)
+				}
+			}
+			if tc.refuseDL {
+				dl.mu.Lock()
+				dl.refuse = map[string]bool{"*": true}
+				dl.mu.Unlock()
+			}
+			src.feed <- b
+			close(src.feed)
+			mx := NewMetrics()
+			done := runAsync(context.Background(), pipes, Options{Logger: nopLogger(), Metrics: mx})
+			if err := recvWithin(t, done, hangTimeout, "Run to return"); err != nil {
+				t.Fatalf("Run = %v", err)
+			}
+			if got := out.Records(); strings.Join(got, ",") != strings.Join(want, ",") {
+				t.Errorf("sink wrote %v, want %v: every other record once, in order", got, want)
+			}
+			if got := out.Blamed(); len(got) != 1 || got["r4"] != 1 {
+				t.Errorf("Write refused %v, want r4 once: a permanent error is not retried", got)
+			}
+			checkCounter(t, "retries", mx.retries.WithLabelValues("p", "out"), 0)
+			checkCounter(t, "records out", mx.recordsOut.WithLabelValues("p", "out"), 9)
+			checkCounter(t, "errors", mx.errors.WithLabelValues("p", "out"), 1)
+			lettered, dropped := 0, 1
+			if tc.deadLetter != "" {
+				lettered, dropped = 1, 0
+			}
+			if tc.deadLetter != "" && !tc.refuseDL {
+				lines := readLines(t, filepath.Join(dir, "rejects.jsonl"))
+				want := `{"error":"sink write: fake sink refuses this record","stage":"out","source":"in","origin":"/in:12","record":"r4"}`
+				if len(lines) != 1 || lines[0] != want {
+					t.Errorf("dead letter %q, want [%s]", lines, want)
+				}
+			}
+			checkCounter(t, "dead-lettered", mx.deadLettered.WithLabelValues("p", "out"), lettered)
+			checkCounter(t, "dropped", mx.dropped.WithLabelValues("p", "out", reasonBadRecord), dropped)
+			if tc.refuseDL {
+				// The dead-letter sink cannot send its refused line to
+				// itself: it drops it.
+				if got := dl.Blamed(); len(got) != 1 {
+					t.Errorf("dead-letter sink refused %v, want the one dead-letter line", got)
+				}
+				checkCounter(t, "dead-letter sink drops", mx.dropped.WithLabelValues("p", "rejects", reasonBadRecord), 1)
+			}
+		})
+	}
+}
+
+// TestMergeSinkPermanentError: a merging sink rejects a record it can
+// never write the same way: to the dead letter, once, the rest written in
+// merge order.
+func TestMergeSinkPermanentError(t *testing.T) {
+	name := strings.ReplaceAll(t.Name(), "/", "_")
+	src, out := newFakeSource(1), newFakeSink()
+	out.refuse = map[string]bool{`{"ts":3}`: true}
+	addFake(t, name+"-src", src)
+	addFake(t, name+"-out", out)
+	dir := t.TempDir()
+	pipes := loadPipeline(t, dir, "p", fmt.Sprintf(`version: 1
+sources:
+  in: { type: fake_finite, name: %[1]s-src }
+workers:
+  parse: { inputs: [in], ordered: true, steps: [ { parse_json: {} } ] }
+sinks:
+  out: { type: fake, inputs: [parse], name: %[1]s-out, merge: { order_by: ts } }
+  rejects: { type: file, path: rejects.jsonl }
+dead_letter: rejects
+`, name), nil)
+	o := &stages.Origin{Source: "in", Path: "/in"}
+	b := &stages.Batch{}
+	for i := range 6 {
+		b.Records = append(b.Records, rec(o, int64(i), fmt.Sprintf(`{"ts":%d}`, i)))
+	}
+	src.feed <- b
+	close(src.feed)
+	mx := NewMetrics()
+	if err := recvWithin(t, runAsync(context.Background(), pipes, Options{Logger: nopLogger(), Metrics: mx}), hangTimeout, "Run to return"); err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	if got, want := strings.Join(out.Records(), ","), `{"ts":0},{"ts":1},{"ts":2},{"ts":4},{"ts":5}`; got != want {
+		t.Errorf("sink wrote %s, want %s", got, want)
+	}
+	if got := out.Blamed(); len(got) != 1 || got[`{"ts":3}`] != 1 {
+		t.Errorf("Write refused %v, want ts 3 once", got)
+	}
+	if lines := readLines(t, filepath.Join(dir, "rejects.jsonl")); len(lines) != 1 || !strings.Contains(lines[0], `"origin":"/in:3"`) {
+		t.Errorf("dead letter %q, want the record of ts 3", lines)
+	}
+	checkCounter(t, "retries", mx.retries.WithLabelValues("p", "out"), 0)
+	checkCounter(t, "dead-lettered", mx.deadLettered.WithLabelValues("p", "out"), 1)
 }

@@ -34,6 +34,10 @@ type sourceRunner struct {
 	mu         sync.Mutex
 	cancelRead context.CancelFunc // cancels the Read in progress
 
+	// commits hands the source its committed states (nil unless it is a
+	// stages.Committer), delivered between two Reads.
+	commits *commitBox
+
 	// park, when set, holds the source once it has injected the barrier
 	// of park.epoch, until park.wake is closed (see reconfigure); quit
 	// then makes it return instead of reading on.
@@ -56,6 +60,12 @@ func (s *sourceRunner) hold(epoch uint64, wake chan struct{}) {
 // possible: a Read waiting for input is interrupted.
 func (s *sourceRunner) requestBarrier(epoch uint64) {
 	s.barrierReq.Store(epoch)
+	s.interruptRead()
+}
+
+// interruptRead cancels the Read in progress, if any: the read loop
+// regains control.
+func (s *sourceRunner) interruptRead() {
 	s.mu.Lock()
 	if s.cancelRead != nil {
 		s.cancelRead()
@@ -77,6 +87,10 @@ func (s *sourceRunner) registerFeed() {
 // error). It closes the source's outgoing edges on return.
 func (s *sourceRunner) run(stop context.Context) error {
 	defer s.out.close()
+	if c, ok := s.src.(stages.Committer); ok {
+		s.commits = s.ckpt.subscribe("source", s.id, c, s.interruptRead)
+		defer s.ckpt.unsubscribe(s.commits)
+	}
 	if s.gate != nil {
 		defer func() {
 			// After the last emit: the merge stops waiting for its feeds.
@@ -88,6 +102,7 @@ func (s *sourceRunner) run(stop context.Context) error {
 		}()
 	}
 	for {
+		s.commits.deliver(s.out.hard, s.out.m, s.log)
 		if req := s.barrierReq.Load(); req > s.injected {
 			// Inject every epoch requested since the last one, even when
 			// several piled up while Read or emit was blocked: aligners
@@ -122,8 +137,8 @@ func (s *sourceRunner) run(stop context.Context) error {
 		s.mu.Lock()
 		s.cancelRead = cancel
 		s.mu.Unlock()
-		if s.barrierReq.Load() > s.injected {
-			cancel() // requested between the check above and cancelRead
+		if s.barrierReq.Load() > s.injected || s.commits.waiting() {
+			cancel() // requested between the checks above and cancelRead
 		}
 		var b *stages.Batch
 		var err error
@@ -138,12 +153,17 @@ func (s *sourceRunner) run(stop context.Context) error {
 		s.cancelRead = nil
 		s.mu.Unlock()
 		cancel()
-		if b != nil && s.gate != nil && !s.gated {
-			b.SetTicket(s.gate.Take("", b))
+		var tk *ticket
+		switch {
+		case s.gate == nil:
+		case s.gated:
+			tk = s.gate.claim(b)
+		case b != nil:
+			tk = s.gate.take("", b)
 		}
 		if b != nil {
 			s.out.m.in.Add(float64(len(b.Records) + len(b.Rejects)))
-			if !s.out.emit(b) {
+			if !s.out.emit(msg{b: b, t: tk}) {
 				return nil
 			}
 		}

@@ -18,8 +18,9 @@ type workerRunner struct {
 	out         *emitter
 }
 
-// process applies the steps to one batch and counts what they did.
-func (w *workerRunner) process(b *stages.Batch) {
+// process applies the steps to the batch of m and counts what they did.
+func (w *workerRunner) process(m *msg) {
+	b := m.b
 	n := len(b.Records)
 	w.out.m.in.Add(float64(n))
 	for _, st := range w.steps {
@@ -32,7 +33,7 @@ func (w *workerRunner) process(b *stages.Batch) {
 		w.out.m.filtered.Add(float64(f))
 	}
 	if w.orderBy != "" {
-		setKeys(b, w.orderBy)
+		setKeys(m, w.orderBy)
 	}
 }
 
@@ -50,13 +51,13 @@ func (w *workerRunner) run() {
 // runUnordered: the goroutines emit batches as they finish them. A
 // barrier waits until every batch received before it has been emitted.
 func (w *workerRunner) runUnordered() {
-	jobs := make(chan *stages.Batch)
+	jobs := make(chan msg)
 	var inflight, pool sync.WaitGroup
 	for range w.concurrency {
 		pool.Go(func() {
-			for b := range jobs {
-				w.process(b)
-				w.out.emit(b)
+			for m := range jobs {
+				w.process(&m)
+				w.out.emit(m)
 				inflight.Done()
 			}
 		})
@@ -71,7 +72,7 @@ func (w *workerRunner) runUnordered() {
 		if m.b != nil {
 			inflight.Add(1)
 			select {
-			case jobs <- m.b:
+			case jobs <- m:
 			case <-w.out.hard.Done():
 				inflight.Done()
 				return
@@ -100,7 +101,7 @@ func (w *workerRunner) runOrdered() {
 	for range w.concurrency {
 		pool.Go(func() {
 			for s := range jobs {
-				w.process(s.m.b)
+				w.process(&s.m)
 				close(s.done)
 			}
 		})
@@ -114,7 +115,7 @@ func (w *workerRunner) runOrdered() {
 				return
 			}
 			if s.m.b != nil {
-				if !w.out.emit(s.m.b) {
+				if !w.out.emit(s.m) {
 					return
 				}
 			} else if !w.out.barrier(s.m.epoch) {

@@ -53,6 +53,7 @@ var classifyStep = funcStep(func(b *stages.Batch) {
 // workerRig runs one workerRunner fed directly with msgs (standing for
 // its merged inputs) and collects its output and dead-letter edges.
 type workerRig struct {
+	w       *workerRunner
 	in      chan msg
 	hard    context.Context
 	cancel  context.CancelFunc
@@ -74,6 +75,7 @@ func newWorkerRig(t *testing.T, ordered bool, conc int, steps ...stages.Step) *w
 		id: "w", steps: steps, concurrency: conc, ordered: ordered, in: r.in,
 		out: &emitter{stage: "w", outs: []chan msg{out}, dl: dl, hard: r.hard, m: r.mx.stage("p", "w"), badLog: zerolog.Nop()},
 	}
+	r.w = w
 	go func() {
 		defer close(r.done)
 		w.run()

@@ -109,7 +109,5 @@ func (b *Batch) Release() {
 		recs = recs[:0]
 		recPools[idx].Put(&recs)
 	}
-	b.Records, b.Rejects, b.Keys, b.KeysOf = nil, nil, nil, ""
-	b.ticket.drop()
-	b.ticket = nil
+	b.Records, b.Rejects = nil, nil
 }

@@ -7,10 +7,7 @@
 // goroutine that outlives its Close.
 package stages
 
-import (
-	"math"
-	"strconv"
-)
+import "strconv"
 
 // Origin describes where records come from. One Origin is shared by every
 // record read from the same file (or stream), so records carry a pointer,
@@ -59,24 +56,14 @@ type Reject struct {
 // has exactly one owner at a time: whoever receives it from a channel may
 // modify it in place and pass it on; nobody keeps a reference after sending.
 // Once consumed it is released (see Release), and the buffers it owns are
-// reused.
+// reused. What the runtime keeps about a batch in flight (its feed's flow
+// control, an ordered merge's keys) travels beside it, not in it.
 type Batch struct {
 	Records []Record
 	Rejects []Reject
 
-	// Keys, when KeysOf is set, holds each record's ordered-merge key
-	// (order_by field KeysOf, Unix ns; NoKey when unusable), computed by
-	// the worker in front of a merge so that the merge's single goroutine
-	// does not parse every record. Set by the runtime only.
-	Keys   []int64
-	KeysOf string
-
-	owned  [][]byte // buffers only the records point into (see Own)
-	ticket *Ticket  // flow control towards an ordered merge, or nil
+	owned [][]byte // buffers only the records point into (see Own)
 }
-
-// NoKey marks a record without a usable merge key in Batch.Keys.
-const NoKey = math.MinInt64
 
 // Len is the number of good records in the batch.
 func (b *Batch) Len() int { return len(b.Records) }

@@ -394,7 +394,7 @@ func (s *FileSource) readFollow(ctx context.Context) (*stages.Batch, error) {
 		feed := s.pass()
 		b := s.bb.finish()
 		if b != nil && s.gate != nil {
-			b.SetTicket(s.gate.Take(feed, b))
+			s.gate.Take(feed, b)
 		}
 		for _, f := range s.ended {
 			s.gate.End(f) // a new file under its name registers it again

@@ -98,7 +98,7 @@ func (s *FileSource) readOneFile() (b *stages.Batch, progress, waiting, unreadab
 		}
 		b = s.bb.finish()
 		if b != nil {
-			b.SetTicket(s.gate.Take(t.path, b))
+			s.gate.Take(t.path, b)
 		}
 		if perr != nil {
 			if b != nil {

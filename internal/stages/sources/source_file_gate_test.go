@@ -21,10 +21,13 @@ type fakeGate struct {
 	room       map[string]int // batches a feed may still take; absent: no limit
 	registered []string
 	log        []string // "take path" and "end path", in order
+	taken      map[*stages.Batch]string
 	ch         chan struct{}
 }
 
-func newFakeGate() *fakeGate { return &fakeGate{room: map[string]int{}, ch: make(chan struct{})} }
+func newFakeGate() *fakeGate {
+	return &fakeGate{room: map[string]int{}, taken: map[*stages.Batch]string{}, ch: make(chan struct{})}
+}
 
 func (g *fakeGate) Register(p string) {
 	g.mu.Lock()
@@ -39,14 +42,14 @@ func (g *fakeGate) Allow(p string) bool {
 	return !limited || n > 0
 }
 
-func (g *fakeGate) Take(p string, _ *stages.Batch) *stages.Ticket {
+func (g *fakeGate) Take(p string, b *stages.Batch) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if n, limited := g.room[p]; limited {
 		g.room[p] = n - 1
 	}
 	g.log = append(g.log, "take "+filepath.Base(p))
-	return stages.NewTicket(p, func() {})
+	g.taken[b] = p
 }
 
 func (g *fakeGate) End(p string) {
@@ -75,15 +78,16 @@ func newGatedFile(t *testing.T, cfg *FileConfig, g stages.FeedGate) *FileSource 
 	return openFile(t, cfg, func(s *FileSource) { s.SetFeedGate(g) })
 }
 
-// checkOneFeed fails unless every record of b comes from the file its
-// ticket names, and returns that file's base name.
-func checkOneFeed(t *testing.T, b *stages.Batch) string {
+// checkOneFeed fails unless every record of b comes from the file g took
+// it for, and returns that file's base name.
+func checkOneFeed(t *testing.T, g *fakeGate, b *stages.Batch) string {
 	t.Helper()
-	tk := b.Ticket()
-	if tk == nil {
-		t.Fatal("a gated batch without a ticket")
+	g.mu.Lock()
+	feed, ok := g.taken[b]
+	g.mu.Unlock()
+	if !ok {
+		t.Fatal("a gated batch its source did not Take")
 	}
-	feed := tk.Feed.(string)
 	for _, r := range b.Records {
 		if r.Origin.Path != feed {
 			t.Fatalf("batch of feed %s holds a line of %s", feed, r.Origin.Path)
@@ -123,7 +127,7 @@ func TestGatedReadOnceSideBySide(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		feed := checkOneFeed(t, b)
+		feed := checkOneFeed(t, g, b)
 		order = append(order, feed)
 		for _, r := range b.Records {
 			name, seq, _ := strings.Cut(string(r.Raw), " ")
@@ -164,7 +168,7 @@ func TestGatedReadOnceWaitsForRoom(t *testing.T) {
 	src := newGatedFile(t, cfg, g)
 
 	bt, err := src.Read(context.Background())
-	if err != nil || checkOneFeed(t, bt) != "b.log" {
+	if err != nil || checkOneFeed(t, g, bt) != "b.log" {
 		t.Fatalf("first Read = %v: want b.log's batch while a.log has no room", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*pollInterval)
@@ -178,7 +182,7 @@ func TestGatedReadOnceWaitsForRoom(t *testing.T) {
 		done <- bt
 	}()
 	g.give(a, 1)
-	if bt := <-done; bt == nil || checkOneFeed(t, bt) != "a.log" || len(bt.Records) != 2 {
+	if bt := <-done; bt == nil || checkOneFeed(t, g, bt) != "a.log" || len(bt.Records) != 2 {
 		t.Fatalf("after room was given: %v", bt)
 	}
 	if _, err := src.Read(context.Background()); !errors.Is(err, stages.ErrEndOfInput) {
