@@ -87,7 +87,11 @@ type Step interface {
 // Failures are retried, not skipped: a Write or Flush that returns an
 // error is called again with backoff (Write with the same batch) until it
 // succeeds or the pipeline is stopped hard, holding the input back
-// meanwhile. Close is not retried.
+// meanwhile. The exception is a record that can never be written: Write
+// returns Permanent(err) with that record first in the trimmed b.Records,
+// and the runtime sends it to the dead letter and writes the rest at once
+// (see PermanentError). Close is not retried. A sink that must acknowledge
+// what it wrote to something outside implements Committer.
 type Sink interface {
 	Open(ctx context.Context) error
 	// Write writes every record of b as one line (Raw plus "\n"). It may
