@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/etld/etld/internal/config"
+	"github.com/etld/etld/internal/fswatch"
 	"github.com/etld/etld/internal/state"
 	"github.com/rs/zerolog"
 )
@@ -37,6 +38,10 @@ type Options struct {
 	StateDir string
 	// Started, when set, is called once every pipeline runs.
 	Started func()
+	// Watcher is handed to the stages (stages.Settings.Watcher): one
+	// inotify instance for the whole daemon. Nil: each file source opens
+	// its own.
+	Watcher *fswatch.Watcher
 }
 
 // hardStopGrace is how long Stop waits, after the shutdown timeout, for
@@ -254,7 +259,7 @@ type Change struct {
 func (rt *Runtime) startAll(ctx context.Context, pipes []*config.Pipeline) error {
 	var opened []*pipeline
 	for _, cfg := range pipes {
-		p, err := newPipeline(cfg, rt.log, rt.opts.Metrics, rt.store)
+		p, err := newPipeline(cfg, rt.log, rt.opts.Metrics, rt.store, rt.opts.Watcher)
 		if err == nil {
 			err = p.open(ctx)
 		}
@@ -300,7 +305,7 @@ func (rt *Runtime) applyOne(ctx context.Context, cfg *config.Pipeline) (action s
 		}
 		rt.log.Info().Str("pipeline", cfg.Name).Str("reason", rerr.Error()).Msg("restarting the pipeline with its new config")
 	}
-	next, err := newPipeline(cfg, rt.log, rt.opts.Metrics, rt.store)
+	next, err := newPipeline(cfg, rt.log, rt.opts.Metrics, rt.store, rt.opts.Watcher)
 	if err != nil {
 		return "failed", fmt.Errorf("pipeline %q: not reloaded, the running one is kept: %w", cfg.Name, err)
 	}
@@ -315,7 +320,7 @@ func (rt *Runtime) applyOne(ctx context.Context, cfg *config.Pipeline) (action s
 			return "failed", oerr
 		}
 		rt.log.Error().Err(oerr).Str("pipeline", cfg.Name).Msg("the new pipeline cannot open; restarting the previous one")
-		back, berr := newPipeline(old.config(), rt.log, rt.opts.Metrics, rt.store)
+		back, berr := newPipeline(old.config(), rt.log, rt.opts.Metrics, rt.store, rt.opts.Watcher)
 		if berr == nil {
 			berr = back.open(ctx)
 		}

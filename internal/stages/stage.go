@@ -5,6 +5,8 @@ import (
 	"errors"
 
 	"github.com/rs/zerolog"
+
+	"github.com/etld/etld/internal/fswatch"
 )
 
 // ErrEndOfInput is returned by Source.Read when a finite source has
@@ -17,7 +19,11 @@ type Settings struct {
 	Pipeline string // pipeline name (file name without extension)
 	ID       string // stage id
 	Logger   zerolog.Logger
-	_        struct{}
+	// Watcher is the daemon's shared inotify instance, for stages that
+	// watch files; inactive means poll. Nil (tests, embedding): a stage
+	// that needs one opens its own.
+	Watcher *fswatch.Watcher
+	_       struct{}
 }
 
 // Source reads records from the outside world.
