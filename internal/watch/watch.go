@@ -29,7 +29,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -249,10 +248,8 @@ func links(p string) []string {
 
 // fileState is what polling compares of a pipeline file.
 type fileState struct {
-	size     int64
-	mtime    time.Time
-	dev, ino uint64
-	sum      [sha256.Size]byte
+	fi  os.FileInfo // size, modification time, and identity (os.SameFile)
+	sum [sha256.Size]byte
 }
 
 // poll returns the state of every pipeline file, reading only those whose
@@ -268,12 +265,9 @@ func (w *Watcher) poll() map[string]fileState {
 		if err != nil {
 			continue
 		}
-		st := fileState{size: fi.Size(), mtime: fi.ModTime()}
-		if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
-			st.dev, st.ino = uint64(sys.Dev), sys.Ino
-		}
+		st := fileState{fi: fi}
 		prev, ok := w.polled[f]
-		if ok && prev.size == st.size && prev.mtime.Equal(st.mtime) && prev.dev == st.dev && prev.ino == st.ino {
+		if ok && prev.fi.Size() == fi.Size() && prev.fi.ModTime().Equal(fi.ModTime()) && os.SameFile(prev.fi, fi) {
 			st.sum = prev.sum
 		} else if b, err := os.ReadFile(f); err == nil {
 			st.sum = sha256.Sum256(b)
