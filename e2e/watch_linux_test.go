@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -25,7 +23,7 @@ func TestWatchIgnoresWritesNextToConfig(t *testing.T) {
 	t.Parallel()
 	for _, k := range []struct {
 		name  string
-		dir   bool   // config path is a directory
+		dir   bool // config path is a directory
 		extra []string
 		mode  string // config_watch in /api/pipelines
 	}{
@@ -75,17 +73,10 @@ func TestWatchIgnoresWritesNextToConfig(t *testing.T) {
 // watchMode returns config_watch from /api/pipelines.
 func watchMode(t testing.TB, addr string) string {
 	t.Helper()
-	resp, err := http.Get("http://" + addr + "/api/pipelines")
-	if err != nil {
-		t.Fatalf("GET /api/pipelines: %v", err)
-	}
-	defer resp.Body.Close()
 	var v struct {
 		ConfigWatch string `json:"config_watch"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
-		t.Fatalf("GET /api/pipelines: %v", err)
-	}
+	rlAPIPipelines(t, addr, &v)
 	return v.ConfigWatch
 }
 
