@@ -183,18 +183,24 @@ func (s *Sub) notify(op fsnotify.Op) {
 	}
 }
 
-// Add watches dir (symlinks resolved) for s. Adding it again renews the
+// Add watches dir (made absolute, symlinks resolved) for s. Adding it again renews the
 // kernel watch, which a directory replaced under the same name needs, and
 // follows dir to a new target when it is a swapped symlink.
 func (s *Sub) Add(dir string) error {
 	if s == nil {
 		return ErrInactive
 	}
-	real, err := filepath.EvalSymlinks(dir)
+	// One name per directory: the kernel gives one watch per inode, which
+	// fsnotify names after the first path it was added by, so every
+	// subscriber must use that path.
+	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return err
 	}
-	real = filepath.Clean(real)
+	real, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		return err
+	}
 	w := s.w
 	w.mu.Lock()
 	defer w.mu.Unlock()

@@ -118,13 +118,22 @@ func TestReferenceCounted(t *testing.T) {
 	if err := os.Symlink(dir, link); err != nil {
 		t.Fatal(err)
 	}
-	s1, s2 := w.Subscribe(nil), w.Subscribe(nil)
+	s1, s2, s3 := w.Subscribe(nil), w.Subscribe(nil), w.Subscribe(nil)
 	if err := s1.Add(dir); err != nil {
 		t.Fatal(err)
 	}
 	if err := s2.Add(link); err != nil { // the same directory by another name
 		t.Fatal(err)
 	}
+	t.Chdir(filepath.Dir(dir))
+	if err := s3.Add(filepath.Base(dir)); err != nil { // and a relative one
+		t.Fatal(err)
+	}
+	touch(t, filepath.Join(dir, "e"))
+	for _, s := range []*Sub{s1, s2, s3} {
+		expect(t, s, "each name's subscriber")
+	}
+	s3.Close()
 	s1.Remove(dir)
 	if got := len(w.fw.WatchList()); got != 1 {
 		t.Fatalf("%d kernel watches after one of two subscribers left, want 1", got)
