@@ -92,7 +92,8 @@ func init() {
 // a last line without a newline included, and then Read returns
 // stages.ErrEndOfInput. With Follow true it tails the files like `tail -F`:
 // it waits for data with inotify watches on their directories (through
-// the daemon's shared instance, Settings.Watcher) and a poll ticker; picks up new files matching the glob (from their beginning);
+// the daemon's shared instance, Settings.Watcher) and a poll ticker; picks
+// up new files matching the glob (from their beginning);
 // reads a file renamed away (rotation) until it is drained, then closes it;
 // restarts a file at offset 0 when it shrinks below the read offset or its
 // first bytes change (copytruncate); and identifies files by device, inode
@@ -433,12 +434,12 @@ func structural(ops fsnotify.Op) bool {
 // pollPending handles, without blocking, the notifications and tick that
 // arrived while Read was busy, so a busy source still sees rotations.
 func (s *FileSource) pollPending() {
-	rescan, tick := false, false
 	select {
-	case <-s.sub.C():
+	case <-s.sub.C(): // Take covers what it signals
 	default:
 	}
-	rescan = structural(s.sub.Take())
+	rescan := structural(s.sub.Take())
+	tick := false
 	select {
 	case <-s.ticker.C:
 		tick = true
