@@ -415,6 +415,19 @@ func rlMetric(addr, metric string, labels ...string) float64 {
 	return -1
 }
 
+// rlAPIPipelines decodes /api/pipelines into v.
+func rlAPIPipelines(t testing.TB, addr string, v any) {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/api/pipelines")
+	if err != nil {
+		t.Fatalf("GET /api/pipelines: %v", err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("GET /api/pipelines: %v", err)
+	}
+}
+
 // rlLastReloadError returns the error of pipeline name's last reload in
 // /api/pipelines ("" when there is none).
 func rlLastReloadError(t testing.TB, addr, name string) string {
@@ -436,11 +449,6 @@ type rlReload struct {
 // pipeline name from /api/pipelines; nil where there is none.
 func rlLastReloads(t testing.TB, addr, name string) (overall, pipe *rlReload) {
 	t.Helper()
-	resp, err := http.Get("http://" + addr + "/api/pipelines")
-	if err != nil {
-		t.Fatalf("GET /api/pipelines: %v", err)
-	}
-	defer resp.Body.Close()
 	var v struct {
 		LastReload *rlReload `json:"last_reload"`
 		Pipelines  []struct {
@@ -448,9 +456,7 @@ func rlLastReloads(t testing.TB, addr, name string) (overall, pipe *rlReload) {
 			LastReload *rlReload `json:"last_reload"`
 		} `json:"pipelines"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
-		t.Fatalf("GET /api/pipelines: %v", err)
-	}
+	rlAPIPipelines(t, addr, &v)
 	for _, p := range v.Pipelines {
 		if p.Name == name {
 			return v.LastReload, p.LastReload
@@ -470,20 +476,13 @@ type rlStage struct {
 // rlStages returns the stages of pipeline name from /api/pipelines.
 func rlStages(t testing.TB, addr, name string) []rlStage {
 	t.Helper()
-	resp, err := http.Get("http://" + addr + "/api/pipelines")
-	if err != nil {
-		t.Fatalf("GET /api/pipelines: %v", err)
-	}
-	defer resp.Body.Close()
 	var v struct {
 		Pipelines []struct {
 			Name   string    `json:"name"`
 			Stages []rlStage `json:"stages"`
 		} `json:"pipelines"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
-		t.Fatalf("GET /api/pipelines: %v", err)
-	}
+	rlAPIPipelines(t, addr, &v)
 	for _, p := range v.Pipelines {
 		if p.Name == name {
 			return p.Stages

@@ -9,8 +9,10 @@ import (
 
 	"github.com/etld/etld/internal/config"
 	"github.com/etld/etld/internal/engine"
+	"github.com/etld/etld/internal/fswatch"
 	"github.com/etld/etld/internal/stages/builtin"
 	"github.com/etld/etld/internal/watch"
+	"github.com/fsnotify/fsnotify"
 	"github.com/rs/zerolog"
 )
 
@@ -18,11 +20,12 @@ import (
 // file changes (unless watching is off) and on SIGHUP, and decides when
 // `run` ends (SPEC §1).
 type daemon struct {
-	path     string
-	rt       *engine.Runtime
-	log      zerolog.Logger
-	debounce time.Duration
-	watch    bool
+	path string
+	rt   *engine.Runtime
+	log  zerolog.Logger
+	// changed reports config changes (see openWatchers); nil when the
+	// config is not watched.
+	changed <-chan struct{}
 	// hup receives SIGHUP; cmdRun subscribes before the pipelines start,
 	// so a reload asked for as soon as READY=1 is not lost.
 	hup <-chan os.Signal
@@ -35,33 +38,22 @@ type daemon struct {
 
 // serve runs until ctx is done or, unless the config is a directory being
 // watched (a daemon waiting for pipeline files), until every pipeline has
-// finished. The error is about watching only; reload failures are logged.
-func (d *daemon) serve(ctx context.Context) error {
-	var changed <-chan struct{}
-	var werr error
-	if d.watch {
-		w, err := watch.New(d.path, watch.Options{Debounce: d.debounce, Logger: d.log})
-		if err != nil {
-			werr = err // keep running without watching; SIGHUP still works
-		} else {
-			defer w.Close()
-			changed = w.C
-		}
-	}
+// finished. Reload failures are logged.
+func (d *daemon) serve(ctx context.Context) {
 	fi, err := os.Stat(d.path)
-	waitForFiles := d.watch && err == nil && fi.IsDir()
+	waitForFiles := d.changed != nil && err == nil && fi.IsDir()
 
 	idle := d.rt.Idle()
 	for {
 		select {
 		case <-ctx.Done():
-			return werr
+			return
 		case <-idle:
 			if !waitForFiles {
-				return werr
+				return
 			}
 			idle = nil // re-armed by the next reload
-		case <-changed:
+		case <-d.changed:
 			d.reload(ctx, "file change")
 			idle = d.rt.Idle()
 		case <-d.hup:
@@ -69,6 +61,42 @@ func (d *daemon) serve(ctx context.Context) error {
 			idle = d.rt.Idle()
 		}
 	}
+}
+
+// Values of --watch.
+const (
+	watchAuto = "auto" // inotify, else polling
+	watchPoll = "poll"
+)
+
+// openWatchers opens the daemon's inotify instance, shared by the config
+// watcher and every file source, and, unless --no-watch, the config
+// watcher. Without inotify (--watch poll, or newInotify fails: the
+// per-user instance limit) the config's pipeline files are polled every
+// watch.DefaultPollInterval and the file sources poll their files; that
+// is logged here, at start. fs is never nil (inactive when polling); cw is
+// nil when the config is not watched. mode is inotify, poll or off, for
+// /api/pipelines.
+func openWatchers(path string, f runFlags, newInotify func() (*fsnotify.Watcher, error), log zerolog.Logger) (fs *fswatch.Watcher, cw *watch.Watcher, mode string) {
+	fs = fswatch.Disabled()
+	if f.watchMode == watchPoll {
+		log.Info().Dur("config_interval", watch.DefaultPollInterval).Msg("--watch poll: polling the config and the input files instead of using inotify")
+	} else if w, err := fswatch.NewWith(newInotify, log); err != nil {
+		log.Warn().Err(err).Dur("config_interval", watch.DefaultPollInterval).
+			Msg("cannot use inotify (per-user limit fs.inotify.max_user_instances reached?): polling the config and the input files instead")
+	} else {
+		fs = w
+	}
+	if f.noWatch {
+		return fs, nil, "off"
+	}
+	cw, err := watch.New(path, watch.Options{Debounce: f.reloadDebounce, FS: fs, Logger: log})
+	if err != nil {
+		log.Error().Err(err).Msg("cannot watch the config; SIGHUP still reloads")
+		return fs, nil, "off"
+	}
+	log.Info().Str("mode", cw.Mode()).Msg("watching the config for changes")
+	return fs, cw, cw.Mode()
 }
 
 // reload loads the config and applies what is valid: a file with errors

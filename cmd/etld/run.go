@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/etld/etld/internal/engine"
+	"github.com/fsnotify/fsnotify"
 	"github.com/rs/zerolog"
 )
 
@@ -22,6 +23,7 @@ type runFlags struct {
 	stateDir        string
 	admin           string
 	noWatch         bool
+	watchMode       string
 	reloadDebounce  time.Duration
 	shutdownTimeout time.Duration
 	logLevel        string
@@ -34,6 +36,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&f.stateDir, "state-dir", "", "checkpoint directory (default: $STATE_DIRECTORY, else .etld-state)")
 	fs.StringVar(&f.admin, "admin", "127.0.0.1:9300", `admin HTTP address, or "off"`)
 	fs.BoolVar(&f.noWatch, "no-watch", false, "do not watch the config for changes (SIGHUP still reloads)")
+	fs.StringVar(&f.watchMode, "watch", watchAuto, `how to notice changes of the config and of followed files: "auto" (inotify, polling when it cannot be had) or "poll"`)
 	fs.DurationVar(&f.reloadDebounce, "reload-debounce", 250*time.Millisecond, "quiet period after a config change before reloading")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "bound on a graceful stop")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -44,6 +47,10 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	log, err := newLogger(stderr, f.logLevel, f.logFormat)
 	if err != nil {
 		fmt.Fprintf(stderr, "etld run: %v\n", err)
+		return exitUsage
+	}
+	if f.watchMode != watchAuto && f.watchMode != watchPoll {
+		fmt.Fprintf(stderr, "etld run: unknown --watch %q (valid: %s, %s)\n", f.watchMode, watchAuto, watchPoll)
 		return exitUsage
 	}
 	if f.shutdownTimeout <= 0 {
@@ -109,16 +116,30 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
+	// Closed after the runtime has stopped (defers run last first): the
+	// file sources use the shared watcher until then.
+	fsw, cw, watchMode := openWatchers(*f.path, f, fsnotify.NewWatcher, log)
+	defer fsw.Close()
+	var changed <-chan struct{}
+	if cw != nil {
+		defer cw.Close()
+		changed = cw.C
+	}
+
 	rt, err := engine.New(engine.Options{
 		Logger:          log,
 		StateDir:        stateDir(f.stateDir),
 		ShutdownTimeout: f.shutdownTimeout,
+		Watcher:         fsw,
 	})
 	var o *ops // admin HTTP and systemd notify (ops.go)
 	if err == nil {
 		o, err = startOps(ctx, rt, f, log) // binds --admin before any pipeline runs
 		if err == nil {
 			defer o.Close()
+			if o.admin != nil {
+				o.admin.SetConfigWatch(watchMode)
+			}
 		}
 	}
 	var started []engine.Change
@@ -133,11 +154,9 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	o.Started(started)
-	d := &daemon{path: *f.path, rt: rt, log: log, debounce: f.reloadDebounce, watch: !f.noWatch, hup: hup,
+	d := &daemon{path: *f.path, rt: rt, log: log, changed: changed, hup: hup,
 		beforeReload: o.Reloading, afterReload: o.Reloaded}
-	if err := d.serve(ctx); err != nil {
-		log.Error().Err(err).Msg("cannot watch the config")
-	}
+	d.serve(ctx)
 	o.Stopping()
 	if err := rt.Stop(); err != nil {
 		log.Error().Err(err).Msg("stopped with errors")

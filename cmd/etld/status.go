@@ -127,6 +127,9 @@ func renderStatus(w io.Writer, snap, prev *admin.Snapshot) {
 	if r := snap.LastReload; r != nil {
 		fmt.Fprintf(w, "last config load %s: %s%s\n", r.Time.Local().Format("15:04:05"), r.Result, suffix(": ", r.Error))
 	}
+	if snap.ConfigWatch != "" {
+		fmt.Fprintf(w, "config watch: %s\n", snap.ConfigWatch)
+	}
 	if len(snap.Pipelines) == 0 {
 		fmt.Fprintln(w, "no pipelines")
 		return

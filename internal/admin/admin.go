@@ -72,6 +72,7 @@ type Server struct {
 	log   zerolog.Logger
 	mux   *http.ServeMux
 	phase atomic.Int32
+	watch atomic.Value // string: Snapshot.ConfigWatch
 
 	mu   sync.Mutex
 	srv  *http.Server
@@ -149,6 +150,9 @@ func (s *Server) Handler() http.Handler { return s.mux }
 // SetRunning makes /readyz follow the runtime: call it once the
 // pipelines run.
 func (s *Server) SetRunning() { s.phase.Store(phaseRunning) }
+
+// SetConfigWatch sets how the config is watched, for /api/pipelines.
+func (s *Server) SetConfigWatch(mode string) { s.watch.Store(mode) }
 
 // SetStopping makes /readyz answer 503 for the rest of the process: call
 // it when a graceful stop begins.
@@ -276,6 +280,10 @@ type Snapshot struct {
 	NotReady   string     `json:"not_ready,omitempty"`
 	LastReload *Reload    `json:"last_reload,omitempty"`
 	Pipelines  []Pipeline `json:"pipelines"`
+
+	// ConfigWatch is how the config is watched: inotify, poll (no
+	// inotify instance could be had, or --watch poll) or off (--no-watch).
+	ConfigWatch string `json:"config_watch,omitempty"`
 }
 
 // Pipeline is one pipeline's status and its last reload.
@@ -288,6 +296,7 @@ type Pipeline struct {
 func (s *Server) Snapshot() Snapshot {
 	snap := Snapshot{Version: s.opts.Build.complete().Version, Time: time.Now()}
 	snap.Ready, snap.NotReady = s.ready()
+	snap.ConfigWatch, _ = s.watch.Load().(string)
 	var reloads map[string]Reload
 	if s.opts.Reloads != nil {
 		if r, ok := s.opts.Reloads.Last(); ok {

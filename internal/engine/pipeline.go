@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/etld/etld/internal/config"
+	"github.com/etld/etld/internal/fswatch"
 	"github.com/etld/etld/internal/stages"
 	"github.com/etld/etld/internal/state"
 	"github.com/rs/zerolog"
@@ -24,6 +25,7 @@ type pipeline struct {
 	log   zerolog.Logger
 	mx    *Metrics
 	store *state.Store
+	fsw   *fswatch.Watcher // for the stages' Settings
 
 	// The runners, in topological order. They change only in
 	// reconfigure, with mu held.
@@ -144,8 +146,8 @@ func (e *stageError) Error() string {
 func (e *stageError) Unwrap() error { return e.Err }
 
 // newPipeline builds the stages of cfg and wires them; it does no I/O.
-func newPipeline(cfg *config.Pipeline, log zerolog.Logger, mx *Metrics, store *state.Store) (*pipeline, error) {
-	p := &pipeline{cfg: cfg, log: log.With().Str("pipeline", cfg.Name).Logger(), mx: mx, store: store,
+func newPipeline(cfg *config.Pipeline, log zerolog.Logger, mx *Metrics, store *state.Store, fsw *fswatch.Watcher) (*pipeline, error) {
+	p := &pipeline{cfg: cfg, log: log.With().Str("pipeline", cfg.Name).Logger(), mx: mx, store: store, fsw: fsw,
 		done: make(chan struct{}), edges: map[edgeKey]chan msg{}, emitters: map[string]*emitter{},
 		aligners: map[string]*aligner{}, metrics: map[string]*stageMetrics{}, exited: map[string]chan struct{}{}}
 	p.hard, p.cancelHard = context.WithCancel(context.Background())
@@ -206,7 +208,7 @@ func (p *pipeline) build(cfg *config.Pipeline, st *config.Stage, edges map[edgeK
 		}
 	}
 	slog := p.log.With().Str("stage", st.ID).Logger()
-	settings := stages.Settings{Pipeline: cfg.Name, ID: st.ID, Logger: slog}
+	settings := stages.Settings{Pipeline: cfg.Name, ID: st.ID, Logger: slog, Watcher: p.fsw}
 	sm := p.mx.stage(cfg.Name, st.ID)
 	b := &built{id: st.ID, m: sm}
 	newEmitter := func() *emitter {

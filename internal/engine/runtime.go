@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/etld/etld/internal/config"
+	"github.com/etld/etld/internal/fswatch"
 	"github.com/etld/etld/internal/state"
 	"github.com/rs/zerolog"
 )
@@ -37,6 +38,10 @@ type Options struct {
 	StateDir string
 	// Started, when set, is called once every pipeline runs.
 	Started func()
+	// Watcher is handed to the stages (stages.Settings.Watcher): one
+	// inotify instance for the whole daemon. Nil: each file source opens
+	// its own.
+	Watcher *fswatch.Watcher
 }
 
 // hardStopGrace is how long Stop waits, after the shutdown timeout, for
@@ -253,7 +258,7 @@ type Change struct {
 func (rt *Runtime) startAll(ctx context.Context, pipes []*config.Pipeline) error {
 	var opened []*pipeline
 	for _, cfg := range pipes {
-		p, err := newPipeline(cfg, rt.log, rt.opts.Metrics, rt.store)
+		p, err := newPipeline(cfg, rt.log, rt.opts.Metrics, rt.store, rt.opts.Watcher)
 		if err == nil {
 			err = p.open(ctx)
 		}
@@ -298,7 +303,7 @@ func (rt *Runtime) applyOne(ctx context.Context, cfg *config.Pipeline) (action A
 		}
 		rt.log.Info().Str("pipeline", cfg.Name).Str("reason", rerr.Error()).Msg("restarting the pipeline with its new config")
 	}
-	next, err := newPipeline(cfg, rt.log, rt.opts.Metrics, rt.store)
+	next, err := newPipeline(cfg, rt.log, rt.opts.Metrics, rt.store, rt.opts.Watcher)
 	if err != nil {
 		return ActionFailed, fmt.Errorf("pipeline %q: not reloaded, the running one is kept: %w", cfg.Name, err)
 	}
@@ -313,7 +318,7 @@ func (rt *Runtime) applyOne(ctx context.Context, cfg *config.Pipeline) (action A
 			return ActionFailed, oerr
 		}
 		rt.log.Error().Err(oerr).Str("pipeline", cfg.Name).Msg("the new pipeline cannot open; restarting the previous one")
-		back, berr := newPipeline(old.config(), rt.log, rt.opts.Metrics, rt.store)
+		back, berr := newPipeline(old.config(), rt.log, rt.opts.Metrics, rt.store, rt.opts.Watcher)
 		if berr == nil {
 			berr = back.open(ctx)
 		}

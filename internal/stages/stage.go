@@ -6,6 +6,8 @@ import (
 	"io"
 
 	"github.com/rs/zerolog"
+
+	"github.com/etld/etld/internal/fswatch"
 )
 
 // ErrEndOfInput is returned by Source.Read when a finite source has
@@ -23,7 +25,11 @@ type Settings struct {
 	// stagetest suite give their own.
 	Stdin  io.Reader
 	Stdout io.Writer
-	_      struct{}
+	// Watcher is the daemon's shared inotify instance, for stages that
+	// watch files; inactive means poll. Nil (tests, embedding): a stage
+	// that needs one opens its own.
+	Watcher *fswatch.Watcher
+	_       struct{}
 }
 
 // Source reads records from the outside world.

@@ -6,7 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fsnotify/fsnotify"
 	"go.uber.org/goleak"
+
+	"github.com/etld/etld/internal/fswatch"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -24,12 +27,34 @@ func expectChange(t *testing.T, w *Watcher, what string) {
 
 func newWatcher(t *testing.T, path string) *Watcher {
 	t.Helper()
-	w, err := New(path, Options{Debounce: 20 * time.Millisecond})
+	return newWatcherOpts(t, path, Options{})
+}
+
+// newWatcherOpts is newWatcher with opts (a short debounce and polling
+// interval unless given).
+func newWatcherOpts(t *testing.T, path string, opts Options) *Watcher {
+	t.Helper()
+	opts.Debounce = 20 * time.Millisecond
+	if opts.PollInterval == 0 {
+		opts.PollInterval = 10 * time.Millisecond
+	}
+	w, err := New(path, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { w.Close() })
 	return w
+}
+
+// bothModes runs f with inotify and with polling (what etld falls back to
+// when inotify cannot be initialised: an inactive shared watcher).
+func bothModes(t *testing.T, f func(t *testing.T, opts Options)) {
+	for _, m := range []struct {
+		name string
+		opts Options
+	}{{ModeInotify, Options{}}, {ModePoll, Options{FS: fswatch.Disabled()}}} {
+		t.Run(m.name, func(t *testing.T) { f(t, m.opts) })
+	}
 }
 
 func write(t *testing.T, p, s string) {
@@ -39,11 +64,13 @@ func write(t *testing.T, p, s string) {
 	}
 }
 
-func TestEverySaveStyleIsSeen(t *testing.T) {
+func TestEverySaveStyleIsSeen(t *testing.T) { bothModes(t, testEverySaveStyleIsSeen) }
+
+func testEverySaveStyleIsSeen(t *testing.T, opts Options) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "p.yaml")
 	write(t, p, "v1")
-	w := newWatcher(t, p)
+	w := newWatcherOpts(t, p, opts)
 
 	write(t, p, "v2") // truncate and write in place
 	expectChange(t, w, "in-place write")
@@ -64,7 +91,9 @@ func TestEverySaveStyleIsSeen(t *testing.T) {
 
 // TestSymlinkSwap follows the Kubernetes ConfigMap layout: p.yaml ->
 // ..data/p.yaml, ..data -> ..v1, swapped atomically to ..v2.
-func TestSymlinkSwap(t *testing.T) {
+func TestSymlinkSwap(t *testing.T) { bothModes(t, testSymlinkSwap) }
+
+func testSymlinkSwap(t *testing.T, opts Options) {
 	dir := t.TempDir()
 	for _, v := range []string{"..v1", "..v2"} {
 		os.Mkdir(filepath.Join(dir, v), 0o755)
@@ -76,7 +105,7 @@ func TestSymlinkSwap(t *testing.T) {
 	if err := os.Symlink("..data/p.yaml", filepath.Join(dir, "p.yaml")); err != nil {
 		t.Fatal(err)
 	}
-	w := newWatcher(t, filepath.Join(dir, "p.yaml"))
+	w := newWatcherOpts(t, filepath.Join(dir, "p.yaml"), opts)
 	if err := os.Symlink("..v2", filepath.Join(dir, "..data_tmp")); err != nil {
 		t.Fatal(err)
 	}
@@ -108,5 +137,99 @@ func TestStormIsDebounced(t *testing.T) {
 func TestMissingPathIsAnError(t *testing.T) {
 	if _, err := New(filepath.Join(t.TempDir(), "nope", "p.yaml"), Options{}); err == nil {
 		t.Fatal("watching a path whose directory does not exist succeeded")
+	}
+}
+
+// TestPollingComparesContent: a poll that finds new metadata (a touch)
+// but the same content finds no change; new content, a new pipeline file
+// and a removed one are changes; other files are not looked at.
+func TestPollingComparesContent(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "p.yaml")
+	write(t, p, "v1")
+	w := &Watcher{path: dir} // its loop is not running: the test polls
+	w.polled = w.poll()
+	later := time.Now().Add(time.Hour)
+	must(t, os.Chtimes(p, later, later))
+	if w.pollChanged() {
+		t.Error("a touch without a content change is a change")
+	}
+	write(t, filepath.Join(dir, "out.jsonl"), "x")
+	write(t, filepath.Join(dir, ".p.yaml.swp"), "x")
+	if w.pollChanged() {
+		t.Error("files that are not pipeline files changed something")
+	}
+	for _, step := range []struct {
+		what string
+		do   func()
+	}{
+		{"new content of the same size", func() { write(t, p, "v2") }},
+		{"a new pipeline file", func() { write(t, filepath.Join(dir, "q.yml"), "q") }},
+		{"a removed pipeline file", func() { must(t, os.Remove(filepath.Join(dir, "q.yml"))) }},
+	} {
+		step.do()
+		if !w.pollChanged() {
+			t.Errorf("%s is not a change", step.what)
+		}
+	}
+	if w.pollChanged() {
+		t.Error("a change is found twice")
+	}
+}
+
+// TestOnlyPipelineFilesCount: the events that make a reload check are
+// those of pipeline files and of the links leading to them, in file and
+// directory mode; outputs, state files, swap files and subdirectories
+// next to them do not count.
+func TestOnlyPipelineFilesCount(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "conf")
+	os.Mkdir(conf, 0o755)
+	os.Mkdir(filepath.Join(conf, "..v1"), 0o755)
+	write(t, filepath.Join(conf, "..v1", "cm.yaml"), "cm")
+	must(t, os.Symlink("..v1", filepath.Join(conf, "..data")))
+	must(t, os.Symlink("..data/cm.yaml", filepath.Join(conf, "cm.yaml")))
+	write(t, filepath.Join(conf, "p.yaml"), "p")
+	for _, c := range []struct {
+		path string
+		yes  []string // relative to dir
+		no   []string
+	}{
+		{
+			path: filepath.Join(conf, "p.yaml"),
+			yes:  []string{"conf/p.yaml"},
+			no:   []string{"conf/out.jsonl", "conf/p.json", "conf/.p.yaml.swp", "conf/q.yaml", "conf/..data", "conf"},
+		},
+		{
+			path: filepath.Join(conf, "cm.yaml"),
+			yes:  []string{"conf/cm.yaml", "conf/..data", "conf/..v1", "conf/..v1/cm.yaml"},
+			no:   []string{"conf/p.yaml", "conf/..data_tmp", "conf/..v1/out.log"},
+		},
+		{
+			path: conf,
+			yes:  []string{"conf", "conf/p.yaml", "conf/q.yml", "conf/cm.yaml", "conf/..data", "conf/..v1/cm.yaml"},
+			no:   []string{"conf/out.jsonl", "conf/p.json", "conf/.p.yaml.swp", "conf/.p.json.tmp-1", "other", "conf/..v1/x.log"},
+		},
+	} {
+		w := newWatcher(t, c.path)
+		real, err := filepath.EvalSymlinks(dir)
+		must(t, err)
+		for _, rel := range c.yes {
+			if !w.match(fsnotify.Event{Name: filepath.Join(real, rel), Op: fsnotify.Write}) {
+				t.Errorf("watching %s: an event on %s does not count", c.path, rel)
+			}
+		}
+		for _, rel := range c.no {
+			if w.match(fsnotify.Event{Name: filepath.Join(real, rel), Op: fsnotify.Write}) {
+				t.Errorf("watching %s: an event on %s counts", c.path, rel)
+			}
+		}
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }

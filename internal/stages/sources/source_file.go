@@ -15,6 +15,7 @@ import (
 	"github.com/fsnotify/fsnotify"
 	"github.com/rs/zerolog"
 
+	"github.com/etld/etld/internal/fswatch"
 	"github.com/etld/etld/internal/stages"
 )
 
@@ -90,8 +91,9 @@ func init() {
 // With Follow false it reads each matching file (sorted by path) to its end,
 // a last line without a newline included, and then Read returns
 // stages.ErrEndOfInput. With Follow true it tails the files like `tail -F`:
-// it waits for data with fsnotify watches on their directories and a poll
-// ticker; picks up new files matching the glob (from their beginning);
+// it waits for data with inotify watches on their directories (through
+// the daemon's shared instance, Settings.Watcher) and a poll ticker; picks
+// up new files matching the glob (from their beginning);
 // reads a file renamed away (rotation) until it is drained, then closes it;
 // restarts a file at offset 0 when it shrinks below the read offset or its
 // first bytes change (copytruncate); and identifies files by device, inode
@@ -129,9 +131,8 @@ type FileSource struct {
 	gate  stages.FeedGate // set when the source feeds an ordered merge
 	ended []string        // feeds whose last file was closed in this pass
 
-	watcher *fsnotify.Watcher
-	events  chan fsnotify.Event // the watcher's channels; nil without a watcher
-	errs    chan error
+	own     *fswatch.Watcher // opened by Open when Settings gave none
+	sub     *fswatch.Sub     // nil without inotify: polling only
 	watched map[string]bool
 	ticker  *time.Ticker
 
@@ -243,12 +244,15 @@ func (s *FileSource) Open(ctx context.Context) error {
 		}
 		return nil
 	}
-	w, err := fsnotify.NewWatcher()
-	if err != nil {
-		s.log.Warn().Err(err).Msg("cannot watch the files' directories; polling them only")
-	} else {
-		s.watcher, s.events, s.errs = w, w.Events, w.Errors
+	fsw := s.settings.Watcher // inactive: the daemon polls, and said so
+	if fsw == nil {
+		w, err := fswatch.New(s.log)
+		if err != nil {
+			s.log.Warn().Err(err).Msg("cannot watch the files' directories; polling them only")
+		}
+		s.own, fsw = w, w
 	}
+	s.sub = fsw.Subscribe(nil)
 	s.ticker = time.NewTicker(pollInterval)
 	s.rescan(true)
 	return nil
@@ -408,22 +412,12 @@ func (s *FileSource) readFollow(ctx context.Context) (*stages.Batch, error) {
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-changed:
-		case ev, ok := <-s.events:
-			if !ok {
-				s.events = nil
-				continue
-			}
-			if structural(ev) {
+		case <-s.sub.C():
+			if structural(s.sub.Take()) {
 				s.mu.Lock()
 				s.rescan(false)
 				s.mu.Unlock()
 			}
-		case err, ok := <-s.errs:
-			if !ok {
-				s.errs = nil
-				continue
-			}
-			s.log.Debug().Err(err).Msg("file watcher error; polling continues")
 		case <-s.ticker.C:
 			s.mu.Lock()
 			s.tick()
@@ -432,35 +426,24 @@ func (s *FileSource) readFollow(ctx context.Context) (*stages.Batch, error) {
 	}
 }
 
-// structural reports whether an event may change which files match.
-func structural(ev fsnotify.Event) bool {
-	return ev.Op&(fsnotify.Create|fsnotify.Remove|fsnotify.Rename) != 0
+// structural reports whether events may have changed which files match.
+func structural(ops fsnotify.Op) bool {
+	return ops&(fsnotify.Create|fsnotify.Remove|fsnotify.Rename) != 0
 }
 
 // pollPending handles, without blocking, the notifications and tick that
 // arrived while Read was busy, so a busy source still sees rotations.
 func (s *FileSource) pollPending() {
-	rescan, tick := false, false
-	for {
-		select {
-		case ev, ok := <-s.events:
-			if !ok {
-				s.events = nil
-			} else if structural(ev) {
-				rescan = true
-			}
-			continue
-		case _, ok := <-s.errs:
-			if !ok {
-				s.errs = nil
-			}
-			continue
-		case <-s.ticker.C:
-			tick = true
-			continue
-		default:
-		}
-		break
+	select {
+	case <-s.sub.C(): // Take covers what it signals
+	default:
+	}
+	rescan := structural(s.sub.Take())
+	tick := false
+	select {
+	case <-s.ticker.C:
+		tick = true
+	default:
 	}
 	switch {
 	case tick:
@@ -749,10 +732,10 @@ func (s *FileSource) checkTruncated(t *tailedFile) {
 // watch adds a directory to the watcher once; a directory that does not
 // exist yet is retried at the next rescan (polling covers the meantime).
 func (s *FileSource) watch(dir string) {
-	if s.watcher == nil || s.watched[dir] {
+	if s.sub == nil || s.watched[dir] {
 		return
 	}
-	if err := s.watcher.Add(dir); err != nil {
+	if err := s.sub.Add(dir); err != nil {
 		return
 	}
 	s.watched[dir] = true
@@ -784,10 +767,9 @@ func (s *FileSource) Close() error {
 	if s.ticker != nil {
 		s.ticker.Stop()
 	}
-	if s.watcher != nil {
-		if err := s.watcher.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("close file watcher: %w", err))
-		}
+	s.sub.Close()
+	if err := s.own.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close file watcher: %w", err))
 	}
 	for _, t := range s.files {
 		if err := t.close(); err != nil {

@@ -1,0 +1,279 @@
+// Package fswatch shares one inotify instance (one fsnotify.Watcher) among
+// everything in the daemon that watches directories: the config watcher and
+// every file source. The kernel limits inotify instances per user (128 by
+// default, /proc/sys/fs/inotify/max_user_instances), not watches, so one
+// instance per file source stops working at about a hundred pipelines.
+//
+// Subscribers add the directories they care about (reference-counted: a
+// directory stays watched while a subscriber wants it) and get the events
+// of those directories, each through its own coalescing notification: a
+// slow subscriber never blocks the others and never loses the fact that
+// something changed, only the detail of how many times.
+//
+// A Watcher may be inactive (no inotify: Disabled, or New failed and the
+// caller chose to go on): then Subscribe returns nil and the nil *Sub
+// never fires, so callers poll.
+package fswatch
+
+import (
+	"errors"
+	"path/filepath"
+	"sync"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/rs/zerolog"
+)
+
+// AllOps is what a subscriber is told when events may have been lost (an
+// inotify queue overflow): anything may have happened.
+const AllOps = fsnotify.Create | fsnotify.Write | fsnotify.Remove | fsnotify.Rename | fsnotify.Chmod
+
+// ErrInactive is returned by Add on a subscription of an inactive watcher.
+var ErrInactive = errors.New("fswatch: no inotify instance; polling only")
+
+// Watcher is one inotify instance and its subscribers. Its methods are safe
+// for concurrent use.
+type Watcher struct {
+	fw   *fsnotify.Watcher // nil: inactive
+	log  zerolog.Logger
+	done chan struct{} // closed when dispatch returns
+
+	mu     sync.Mutex
+	dirs   map[string]map[*Sub]bool // watched directory (real path) -> its subscribers
+	subs   map[*Sub]bool
+	closed bool
+}
+
+// New opens an inotify instance.
+func New(log zerolog.Logger) (*Watcher, error) { return NewWith(fsnotify.NewWatcher, log) }
+
+// NewWith is New with the fsnotify constructor given (a failing one shows
+// what the daemon does without inotify).
+func NewWith(newWatcher func() (*fsnotify.Watcher, error), log zerolog.Logger) (*Watcher, error) {
+	fw, err := newWatcher()
+	if err != nil {
+		return nil, err
+	}
+	w := &Watcher{fw: fw, log: log, done: make(chan struct{}), dirs: map[string]map[*Sub]bool{}, subs: map[*Sub]bool{}}
+	go w.dispatch()
+	return w, nil
+}
+
+// Disabled returns an inactive watcher: its users poll.
+func Disabled() *Watcher { return &Watcher{} }
+
+// Active reports whether w has an inotify instance. A nil w is inactive.
+func (w *Watcher) Active() bool { return w != nil && w.fw != nil }
+
+// Subscribe returns a new subscription with no directory yet; nil when w
+// is inactive or closed. match, if not nil, selects the events that
+// notify it; it is called from the dispatching goroutine with w's lock
+// held, so it must be quick and must not call w.
+func (w *Watcher) Subscribe(match func(fsnotify.Event) bool) *Sub {
+	if !w.Active() {
+		return nil
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return nil
+	}
+	s := &Sub{w: w, match: match, c: make(chan struct{}, 1), dirs: map[string]string{}}
+	w.subs[s] = true
+	return s
+}
+
+// Close closes the inotify instance; subscriptions stop firing. It is safe
+// on an inactive watcher and more than once.
+func (w *Watcher) Close() error {
+	if !w.Active() {
+		return nil
+	}
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return nil
+	}
+	w.closed = true
+	w.mu.Unlock()
+	err := w.fw.Close()
+	<-w.done
+	return err
+}
+
+// dispatch hands every event to the subscribers of its directory (and of
+// the path itself, for an event on a watched directory), and an error to
+// every subscriber as "anything may have changed".
+func (w *Watcher) dispatch() {
+	defer close(w.done)
+	events, errs := w.fw.Events, w.fw.Errors
+	for events != nil || errs != nil {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				events = nil
+				continue
+			}
+			w.mu.Lock()
+			for _, p := range []string{filepath.Dir(ev.Name), ev.Name} {
+				for s := range w.dirs[p] {
+					if s.match == nil || s.match(ev) {
+						s.notify(ev.Op)
+					}
+				}
+			}
+			w.mu.Unlock()
+		case err, ok := <-errs:
+			if !ok {
+				errs = nil
+				continue
+			}
+			w.log.Warn().Err(err).Msg("file watcher error (events may be lost); every watcher checks for changes")
+			w.mu.Lock()
+			for s := range w.subs {
+				s.notify(AllOps)
+			}
+			w.mu.Unlock()
+		}
+	}
+}
+
+// Sub is one subscriber's view of a Watcher. A nil *Sub is valid: it never
+// fires and Add fails with ErrInactive.
+type Sub struct {
+	w     *Watcher
+	match func(fsnotify.Event) bool
+	c     chan struct{}
+
+	mu  sync.Mutex
+	ops fsnotify.Op // accumulated since the last Take
+
+	dirs map[string]string // as added -> real path; guarded by w.mu
+}
+
+// C receives a value when events arrived since the last Take: any number
+// of events make one pending value. Nil for a nil *Sub.
+func (s *Sub) C() <-chan struct{} {
+	if s == nil {
+		return nil
+	}
+	return s.c
+}
+
+// Take returns the operations of the events since the last Take (their
+// union; AllOps after lost events) and clears them.
+func (s *Sub) Take() fsnotify.Op {
+	if s == nil {
+		return 0
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ops := s.ops
+	s.ops = 0
+	return ops
+}
+
+func (s *Sub) notify(op fsnotify.Op) {
+	s.mu.Lock()
+	s.ops |= op
+	s.mu.Unlock()
+	select {
+	case s.c <- struct{}{}:
+	default: // one pending value covers any number of events
+	}
+}
+
+// Add watches dir (made absolute, symlinks resolved) for s. Adding it again renews the
+// kernel watch, which a directory replaced under the same name needs, and
+// follows dir to a new target when it is a swapped symlink.
+func (s *Sub) Add(dir string) error {
+	if s == nil {
+		return ErrInactive
+	}
+	// One name per directory: the kernel gives one watch per inode, which
+	// fsnotify names after the first path it was added by, so every
+	// subscriber must use that path.
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	real, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		return err
+	}
+	w := s.w
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed || !w.subs[s] {
+		return fsnotify.ErrClosed
+	}
+	if err := w.fw.Add(real); err != nil {
+		return err
+	}
+	old, had := s.dirs[dir]
+	s.dirs[dir] = real
+	if had && old != real {
+		w.drop(s, old)
+	}
+	if w.dirs[real] == nil {
+		w.dirs[real] = map[*Sub]bool{}
+	}
+	w.dirs[real][s] = true
+	return nil
+}
+
+// Remove stops watching dir for s; the kernel watch goes when no
+// subscriber wants the directory.
+func (s *Sub) Remove(dir string) {
+	if s == nil {
+		return
+	}
+	w := s.w
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if real, ok := s.dirs[dir]; ok {
+		delete(s.dirs, dir)
+		w.drop(s, real)
+	}
+}
+
+// wants reports whether s still watches real under another name.
+func (s *Sub) wants(real string) bool {
+	for _, r := range s.dirs {
+		if r == real {
+			return true
+		}
+	}
+	return false
+}
+
+// drop removes s from the subscribers of real, and the kernel watch with
+// the last one. w.mu is held.
+func (w *Watcher) drop(s *Sub, real string) {
+	if s.wants(real) {
+		return
+	}
+	delete(w.dirs[real], s)
+	if len(w.dirs[real]) == 0 {
+		delete(w.dirs, real)
+		if !w.closed {
+			_ = w.fw.Remove(real) // gone already when the directory was deleted
+		}
+	}
+}
+
+// Close removes every directory of s; it stops firing. Safe on a nil *Sub
+// and more than once.
+func (s *Sub) Close() {
+	if s == nil {
+		return
+	}
+	w := s.w
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.subs, s)
+	for dir, real := range s.dirs {
+		delete(s.dirs, dir)
+		w.drop(s, real)
+	}
+}
