@@ -53,7 +53,7 @@ type pipeline struct {
 	exited   map[string]chan struct{} // closed when a stage's goroutines return
 	ended    map[string]chan struct{} // closed when a stage stopped working (see linger)
 
-	wg   group // every stage goroutine, plus a token during reconfigure
+	wg group // every stage goroutine, plus a token during reconfigure
 	// lingering counts the Committer stages that ended and wait, not
 	// closed yet, for the checkpoint holding their final state (linger);
 	// finalDone is closed once the final checkpoint is saved, failed or
