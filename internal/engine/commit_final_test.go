@@ -140,3 +140,45 @@ sinks:
 		t.Errorf("Stop: %v", err)
 	}
 }
+
+// TestCommitSourceEndsWhilePipelineRuns: a finite Committer source that
+// ends while another source keeps the pipeline running is told its final
+// state by the next checkpoint, and closed then, not at the pipeline's
+// stop.
+func TestCommitSourceEndsWhilePipelineRuns(t *testing.T) {
+	const batches, size = 3, 2
+	dir := t.TempDir()
+	store := &state.Store{Dir: filepath.Join(dir, "state")}
+	src, _ := newCommitStages(store, batches)
+	keep, out := newFakeSource(1), newFakeSink()
+	addFake(t, t.Name()+"-keep", keep)
+	addFake(t, t.Name()+"-out", out)
+	pipes := loadPipeline(t, dir, "p", fmt.Sprintf(`version: 1
+checkpoint_interval: 5ms
+sources:
+  in: { type: commit_finite }
+  keep: { type: fake, name: %[1]s-keep }
+workers:
+  w: { inputs: [in, keep], concurrency: 2, steps: [ { parse_json: {} } ] }
+sinks:
+  out: { type: fake, name: %[1]s-out, inputs: [w] }
+`, t.Name()), commitRegistry(t, src, nil))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := runAsync(ctx, pipes, Options{Logger: nopLogger(), StateDir: store.Dir})
+	feedBatches(src, batches, size)
+	close(src.feed)
+	waitFor(t, hangTimeout, "the ended source to be closed", func() bool {
+		return slices.Contains(src.log.check(t), "close")
+	})
+	select {
+	case err := <-done:
+		t.Fatalf("Run returned %v; the other source still runs", err)
+	default:
+	}
+	src.log.checkFinal(t, batches)
+	cancel()
+	if err := recvWithin(t, done, hangTimeout, "Run to return"); err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+}
