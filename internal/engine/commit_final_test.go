@@ -100,35 +100,19 @@ func TestCommitFinalCheckpointHardStop(t *testing.T) {
 // stopped) before closing it, and the reload returns only then.
 func TestCommitReloadRemovesCommitter(t *testing.T) {
 	const batches, size = 3, 2
-	dir := t.TempDir()
-	store := &state.Store{Dir: filepath.Join(dir, "state")}
-	src, _ := newCommitStages(store, batches)
-	keep, out := newFakeSource(1), newFakeSink()
-	addFake(t, t.Name()+"-keep", keep)
-	addFake(t, t.Name()+"-out", out)
+	dir, store, src, out := newBesideOther(t, batches)
 	reg := commitRegistry(t, src, nil)
-	config := func(sources, inputs string) string {
-		return fmt.Sprintf(`version: 1
-checkpoint_interval: 1h
-sources:
-%s  keep: { type: fake, name: %s-keep }
-workers:
-  w: { inputs: [%s], concurrency: 2, steps: [ { parse_json: {} } ] }
-sinks:
-  out: { type: fake, name: %s-out, inputs: [w] }
-`, sources, t.Name(), inputs, t.Name())
-	}
 	rt, err := New(Options{Logger: nopLogger(), StateDir: store.Dir, ShutdownTimeout: hangTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if _, err := rt.Apply(ctx, loadPipeline(t, dir, "p", config("  in: { type: commit }\n", "in, keep"), reg)); err != nil {
+	if _, err := rt.Apply(ctx, loadPipeline(t, dir, "p", besideOther(t, "1h", "  in: { type: commit }\n", "in, keep"), reg)); err != nil {
 		t.Fatal(err)
 	}
 	feedBatches(src, batches, size)
 	waitFor(t, hangTimeout, "every record written", func() bool { return len(out.Records()) == batches*size })
-	changes, err := rt.Apply(ctx, loadPipeline(t, dir, "p", config("", "keep"), reg))
+	changes, err := rt.Apply(ctx, loadPipeline(t, dir, "p", besideOther(t, "1h", "", "keep"), reg))
 	if err != nil || len(changes) != 1 || changes[0].Action != ActionReconfigured {
 		t.Fatalf("Apply without the source: %+v, %v; want it reconfigured in place", changes, err)
 	}
@@ -147,22 +131,9 @@ sinks:
 // stop.
 func TestCommitSourceEndsWhilePipelineRuns(t *testing.T) {
 	const batches, size = 3, 2
-	dir := t.TempDir()
-	store := &state.Store{Dir: filepath.Join(dir, "state")}
-	src, _ := newCommitStages(store, batches)
-	keep, out := newFakeSource(1), newFakeSink()
-	addFake(t, t.Name()+"-keep", keep)
-	addFake(t, t.Name()+"-out", out)
-	pipes := loadPipeline(t, dir, "p", fmt.Sprintf(`version: 1
-checkpoint_interval: 5ms
-sources:
-  in: { type: commit_finite }
-  keep: { type: fake, name: %[1]s-keep }
-workers:
-  w: { inputs: [in, keep], concurrency: 2, steps: [ { parse_json: {} } ] }
-sinks:
-  out: { type: fake, name: %[1]s-out, inputs: [w] }
-`, t.Name()), commitRegistry(t, src, nil))
+	dir, store, src, _ := newBesideOther(t, batches)
+	pipes := loadPipeline(t, dir, "p", besideOther(t, "5ms", "  in: { type: commit_finite }\n", "in, keep"),
+		commitRegistry(t, src, nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := runAsync(ctx, pipes, Options{Logger: nopLogger(), StateDir: store.Dir})
@@ -181,4 +152,31 @@ sinks:
 	if err := recvWithin(t, done, hangTimeout, "Run to return"); err != nil {
 		t.Fatalf("Run = %v", err)
 	}
+}
+
+// newBesideOther returns a test dir, its state store, a Committer source
+// (in), and the fake sink of the pipelines of besideOther, whose fake
+// source keep never ends.
+func newBesideOther(t *testing.T, buffer int) (string, *state.Store, *commitSource, *fakeSink) {
+	dir := t.TempDir()
+	store := &state.Store{Dir: filepath.Join(dir, "state")}
+	src, _ := newCommitStages(store, buffer)
+	out := newFakeSink()
+	addFake(t, t.Name()+"-keep", newFakeSource(1))
+	addFake(t, t.Name()+"-out", out)
+	return dir, store, src, out
+}
+
+// besideOther is a pipeline with the given sources, as YAML lines, beside
+// a fake source keep, and a worker reading inputs into a fake sink out.
+func besideOther(t *testing.T, interval, sources, inputs string) string {
+	return fmt.Sprintf(`version: 1
+checkpoint_interval: %s
+sources:
+%s  keep: { type: fake, name: %s-keep }
+workers:
+  w: { inputs: [%s], concurrency: 2, steps: [ { parse_json: {} } ] }
+sinks:
+  out: { type: fake, name: %s-out, inputs: [w] }
+`, interval, sources, t.Name(), inputs, t.Name())
 }
