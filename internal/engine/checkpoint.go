@@ -328,15 +328,6 @@ func (c *checkpointer) complete(epoch uint64, k *cut) {
 	c.committed = next
 	c.seq++
 	c.toSave, c.toSaveSeq = &next, c.seq
-	keep := c.reached[:0]
-	for _, w := range c.reached {
-		if epoch >= w.epoch {
-			close(w.ch)
-		} else {
-			keep = append(keep, w)
-		}
-	}
-	c.reached = keep
 	select {
 	case c.wake <- struct{}{}:
 	default:
@@ -344,13 +335,20 @@ func (c *checkpointer) complete(epoch uint64, k *cut) {
 }
 
 // saveQueued saves the newest completed cut, if any. A failure is logged
-// and counted; the previous checkpoint stands.
+// and counted; the previous checkpoint stands. Waiters for its epoch (see
+// pause) are released once the save is over, and after the Committer
+// stages were told: a stage that a reconfiguration stops then has its
+// state in the quiescent checkpoint waiting for it.
 func (c *checkpointer) saveQueued() error {
 	c.mu.Lock()
 	cp, seq := c.toSave, c.toSaveSeq
 	c.toSave = nil
 	c.mu.Unlock()
-	if cp == nil || c.store == nil {
+	if cp == nil {
+		return nil
+	}
+	defer c.settle(cp.Epoch)
+	if c.store == nil {
 		return nil
 	}
 	if err := c.store.Save(cp); err != nil {
@@ -372,6 +370,21 @@ func (c *checkpointer) saveQueued() error {
 		b.wake()
 	}
 	return nil
+}
+
+// settle releases the waiters for epoch and older ones.
+func (c *checkpointer) settle(epoch uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	keep := c.reached[:0]
+	for _, w := range c.reached {
+		if epoch >= w.epoch {
+			close(w.ch)
+		} else {
+			keep = append(keep, w)
+		}
+	}
+	c.reached = keep
 }
 
 // subscribe makes a running Committer stage (kind "source" or "sink")
@@ -457,6 +470,15 @@ func (b *commitBox) wake() {
 	}
 }
 
+// holds reports whether st is the newest state posted (or known before
+// the stage ran) and nothing waits for delivery: the stage was told that
+// st is committed.
+func (b *commitBox) holds(st []byte) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return st != nil && b.pending == nil && bytes.Equal(st, b.latest)
+}
+
 // waiting reports whether a state waits for delivery.
 func (b *commitBox) waiting() bool {
 	if b == nil {
@@ -519,7 +541,8 @@ type epochWaiter struct {
 }
 
 // pause stops the periodic barriers and returns a new epoch for the
-// caller to request, and a channel closed once that epoch is committed.
+// caller to request, and a channel closed once that epoch is committed
+// and its save is over.
 func (c *checkpointer) pause() (uint64, <-chan struct{}) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

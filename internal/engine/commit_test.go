@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -43,7 +44,8 @@ type commitLog struct {
 	g        uint64 // the goroutine of its Read or Write calls
 	busy     bool   // in Read or Write
 	returned map[string]bool
-	got      []int // committed states received, in order
+	got      []int    // committed states received, in order
+	events   []string // "committed N" and "close", in order
 	problems []string
 }
 
@@ -111,12 +113,68 @@ func (l *commitLog) committed(_ context.Context, st []byte) error {
 	if err != nil || cp == nil || saved.N < fs.N {
 		l.problems = append(l.problems, fmt.Sprintf("Committed(%d) before a checkpoint holding it was saved (saved: %d, %v)", fs.N, saved.N, err))
 	}
+	if len(l.events) > 0 && l.events[len(l.events)-1] == "close" {
+		l.problems = append(l.problems, fmt.Sprintf("Committed(%d) after Close", fs.N))
+	}
 	l.got = append(l.got, fs.N)
+	l.events = append(l.events, fmt.Sprintf("committed %d", fs.N))
 	if l.failNext {
 		l.failNext = false
 		return errors.New("ack failed")
 	}
 	return nil
+}
+
+// closed records a Close, which must run on the stage's goroutine too.
+func (l *commitLog) closed() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.onGoroutine("Close")
+	l.events = append(l.events, "close")
+}
+
+// check reports the contract problems seen and returns the calls, in
+// order.
+func (l *commitLog) check(t *testing.T) []string {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.problems) > 0 {
+		t.Errorf("%s %s:\n%s", l.kind, l.id, strings.Join(l.problems, "\n"))
+	}
+	return slices.Clone(l.events)
+}
+
+// saved is the stage's state in the saved checkpoint.
+func (l *commitLog) saved(t *testing.T) int {
+	t.Helper()
+	cp, err := l.store.Load("p")
+	if err != nil || cp == nil {
+		t.Fatalf("load the checkpoint: %v, %v", cp, err)
+	}
+	states := cp.Sources
+	if l.kind == "sink" {
+		states = cp.Sinks
+	}
+	var fs fakeState
+	if err := json.Unmarshal(states[l.id], &fs); err != nil {
+		t.Fatalf("%s %s state in the checkpoint %s: %v", l.kind, l.id, states[l.id], err)
+	}
+	return fs.N
+}
+
+// checkFinal checks that the stage was told, last and before its Close,
+// the state the saved (final) checkpoint holds for it, which is want.
+func (l *commitLog) checkFinal(t *testing.T, want int) {
+	t.Helper()
+	if n := l.saved(t); n != want {
+		t.Errorf("%s %s: the checkpoint holds %d, want %d", l.kind, l.id, n, want)
+	}
+	events := l.check(t)
+	end := []string{fmt.Sprintf("committed %d", want), "close"}
+	if len(events) < 2 || !slices.Equal(events[len(events)-2:], end) {
+		t.Errorf("%s %s calls %q, want them to end with %q", l.kind, l.id, events, end)
+	}
 }
 
 func (l *commitLog) last() int {
@@ -151,6 +209,11 @@ func (s *commitSource) Committed(ctx context.Context, st []byte) error {
 	return s.log.committed(ctx, st)
 }
 
+func (s *commitSource) Close() error {
+	s.log.closed()
+	return s.fakeSource.Close()
+}
+
 // commitSink is a fakeSink that is a stages.Committer.
 type commitSink struct {
 	*fakeSink
@@ -167,6 +230,53 @@ func (s *commitSink) State() ([]byte, error) { return s.log.state(len(s.Records(
 
 func (s *commitSink) Committed(ctx context.Context, st []byte) error { return s.log.committed(ctx, st) }
 
+func (s *commitSink) Close(ctx context.Context) error {
+	s.log.closed()
+	return s.fakeSink.Close(ctx)
+}
+
+// newCommitStages returns a Committer source and sink saving their
+// checkpoints in store (pipeline "p", ids "in" and "out").
+func newCommitStages(store *state.Store, buffer int) (*commitSource, *commitSink) {
+	return &commitSource{newFakeSource(buffer), &commitLog{kind: "source", id: "in", store: store}},
+		&commitSink{newFakeSink(), &commitLog{kind: "sink", id: "out", store: store}}
+}
+
+// commitRegistry is testRegistry plus source types commit and
+// commit_finite (src) and sink type commit (snk).
+func commitRegistry(t *testing.T, src *commitSource, snk *commitSink) *stages.Registry {
+	t.Helper()
+	reg := testRegistry()
+	for _, f := range []stages.Factory{
+		{Kind: stages.KindSource, Type: "commit", Doc: "test Committer source",
+			NewConfig: func() any { return &fakeConfig{} },
+			NewSource: func(stages.Settings, any) (stages.Source, error) { return src, nil }},
+		{Kind: stages.KindSource, Type: "commit_finite", Doc: "test Committer source that ends",
+			NewConfig: func() any { return &fakeFiniteConfig{} },
+			NewSource: func(stages.Settings, any) (stages.Source, error) { return src, nil }},
+		{Kind: stages.KindSink, Type: "commit", Doc: "test Committer sink",
+			NewConfig: func() any { return &fakeConfig{} },
+			NewSink:   func(stages.Settings, any) (stages.Sink, error) { return snk, nil }},
+	} {
+		if err := reg.Add(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return reg
+}
+
+// feedBatches sends n batches of size records to src.
+func feedBatches(src *commitSource, n, size int) {
+	o := &stages.Origin{Source: "in"}
+	for i := range n {
+		b := &stages.Batch{}
+		for j := range size {
+			b.Records = append(b.Records, rec(o, int64(i*size+j), `{"i":1}`))
+		}
+		src.feed <- b
+	}
+}
+
 var (
 	_ stages.Committer = (*commitSource)(nil)
 	_ stages.Committer = (*commitSink)(nil)
@@ -180,21 +290,9 @@ var (
 func TestCommitNotification(t *testing.T) {
 	dir := t.TempDir()
 	store := &state.Store{Dir: filepath.Join(dir, "state")}
-	src := &commitSource{newFakeSource(1), &commitLog{kind: "source", id: "in", store: store, failNext: true}}
-	snk := &commitSink{newFakeSink(), &commitLog{kind: "sink", id: "out", store: store}}
-	reg := testRegistry()
-	for _, f := range []stages.Factory{
-		{Kind: stages.KindSource, Type: "commit", Doc: "test Committer source",
-			NewConfig: func() any { return &fakeConfig{} },
-			NewSource: func(stages.Settings, any) (stages.Source, error) { return src, nil }},
-		{Kind: stages.KindSink, Type: "commit", Doc: "test Committer sink",
-			NewConfig: func() any { return &fakeConfig{} },
-			NewSink:   func(stages.Settings, any) (stages.Sink, error) { return snk, nil }},
-	} {
-		if err := reg.Add(f); err != nil {
-			t.Fatal(err)
-		}
-	}
+	src, snk := newCommitStages(store, 1)
+	src.log.failNext = true
+	reg := commitRegistry(t, src, snk)
 	pipes := loadPipeline(t, dir, "p", `version: 1
 checkpoint_interval: 5ms
 sources:

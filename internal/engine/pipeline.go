@@ -51,11 +51,18 @@ type pipeline struct {
 	aligners map[string]*aligner
 	metrics  map[string]*stageMetrics
 	exited   map[string]chan struct{} // closed when a stage's goroutines return
+	ended    map[string]chan struct{} // closed when a stage stopped working (see linger)
 
-	wg   group // every stage goroutine, plus a token during reconfigure
-	mu   sync.Mutex
-	errs []error // stage failures
-	done chan struct{}
+	wg group // every stage goroutine, plus a token during reconfigure
+	// lingering counts the Committer stages that ended and wait, not
+	// closed yet, for the checkpoint holding their final state (linger);
+	// finalDone is closed once the final checkpoint is saved, failed or
+	// skipped.
+	lingering sync.WaitGroup
+	finalDone chan struct{}
+	mu        sync.Mutex
+	errs      []error // stage failures
+	done      chan struct{}
 
 	onQuiesced func() // tests: run by reconfigure once the graph is quiescent
 }
@@ -94,13 +101,16 @@ func (g *group) done() {
 }
 
 // Go runs f in a counted goroutine (f is not run when the group is done).
-func (g *group) Go(f func()) {
+// f may call release to stop being counted before it returns, once.
+func (g *group) Go(f func(release func())) {
 	if !g.add() {
 		return
 	}
 	go func() {
-		defer g.done()
-		f()
+		var once sync.Once
+		release := func() { once.Do(g.done) }
+		defer release()
+		f(release)
 	}()
 }
 
@@ -148,8 +158,9 @@ func (e *stageError) Unwrap() error { return e.Err }
 // newPipeline builds the stages of cfg and wires them; it does no I/O.
 func newPipeline(cfg *config.Pipeline, log zerolog.Logger, mx *Metrics, store *state.Store, fsw *fswatch.Watcher) (*pipeline, error) {
 	p := &pipeline{cfg: cfg, log: log.With().Str("pipeline", cfg.Name).Logger(), mx: mx, store: store, fsw: fsw,
-		done: make(chan struct{}), edges: map[edgeKey]chan msg{}, emitters: map[string]*emitter{},
-		aligners: map[string]*aligner{}, metrics: map[string]*stageMetrics{}, exited: map[string]chan struct{}{}}
+		done: make(chan struct{}), finalDone: make(chan struct{}), edges: map[edgeKey]chan msg{}, emitters: map[string]*emitter{},
+		aligners: map[string]*aligner{}, metrics: map[string]*stageMetrics{}, exited: map[string]chan struct{}{},
+		ended: map[string]chan struct{}{}}
 	p.hard, p.cancelHard = context.WithCancel(context.Background())
 	p.stop, p.cancelStop = context.WithCancel(p.hard)
 	p.ckpt.init(p, mx, store)
@@ -224,7 +235,7 @@ func (p *pipeline) build(cfg *config.Pipeline, st *config.Stage, edges map[edgeK
 			return nil, &stageError{cfg.Name, st.ID, err}
 		}
 		b.em = newEmitter()
-		b.source = &sourceRunner{id: st.ID, src: src, out: b.em, log: slog, ckpt: &p.ckpt}
+		b.source = &sourceRunner{id: st.ID, src: src, out: b.em, log: slog, ckpt: &p.ckpt, retired: newRetire()}
 		if cfg.MergingSinkOf(st.ID) != "" {
 			b.source.gate = p.board.gate(st.ID, st.Finite)
 			if g, ok := src.(stages.GatedSource); ok {
@@ -260,7 +271,7 @@ func (p *pipeline) build(cfg *config.Pipeline, st *config.Stage, edges map[edgeK
 		b.al, b.em = newAligner(p.hard, ins), newEmitter()
 		b.sink = &sinkRunner{
 			id: st.ID, sink: snk, in: b.al.out, m: sm, log: slog, hard: p.hard,
-			ckpt: &p.ckpt, setHealthy: sm.healthy.Store, em: b.em,
+			ckpt: &p.ckpt, setHealthy: sm.healthy.Store, em: b.em, retired: newRetire(),
 		}
 		if st.Merge != nil {
 			b.sink.merge = newMerger(*st.Merge, p.board, cfg.UpstreamSources(st.ID), p.mx, cfg.Name, st.ID)
@@ -294,6 +305,7 @@ func (p *pipeline) adoptLocked(b *built) {
 	}
 	p.metrics[b.id] = b.m
 	p.exited[b.id] = make(chan struct{})
+	p.ended[b.id] = make(chan struct{})
 }
 
 // open opens the sinks first, then the sources (reverse topological
@@ -417,7 +429,6 @@ func (p *pipeline) start() {
 		p.cancelStop() // ends the checkpoint loop
 		<-ckptDone
 		aborted := p.hard.Err() != nil
-		p.cancelHard() // releases the merge goroutines' AfterFunc hooks
 		if p.err() == nil && !aborted {
 			if err := p.ckpt.final(); err != nil {
 				// Everything was written, but a restart will redo the
@@ -427,6 +438,9 @@ func (p *pipeline) start() {
 				p.mu.Unlock()
 			}
 		}
+		close(p.finalDone) // the Committer stages still open learn it and close
+		p.lingering.Wait()
+		p.cancelHard() // releases the merge goroutines' AfterFunc hooks
 		if err := p.err(); err != nil {
 			p.log.Error().Err(err).Msg("pipeline failed")
 		} else {
@@ -436,16 +450,82 @@ func (p *pipeline) start() {
 	}()
 }
 
-func (p *pipeline) exitedChan(id string) chan struct{} {
+// exitedChan returns the channels closed when a stage stopped working
+// and when its goroutines returned (see pipeline.ended and exited).
+func (p *pipeline) exitedChan(id string) (ended, exited chan struct{}) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.exited[id]
+	return p.ended[id], p.exited[id]
+}
+
+// stageDone closes a stage's channels from exitedChan when its goroutine
+// returns (ended may be closed before, by linger).
+func stageDone(ended, exited chan struct{}) {
+	select {
+	case <-ended:
+	default:
+		close(ended)
+	}
+	close(exited)
+}
+
+// retire is closed (once) when a reconfiguration stops a stage for good:
+// a Committer stage that lingers (see linger) closes at once then.
+type retire struct {
+	ch   chan struct{}
+	once sync.Once
+}
+
+func newRetire() *retire { return &retire{ch: make(chan struct{})} }
+
+func (r *retire) retire() { r.once.Do(func() { close(r.ch) }) }
+
+// linger holds a Committer stage that ended cleanly (its state final
+// reported, it is not closed yet) until the stage was told that a saved
+// checkpoint holds final, or the pipeline's final checkpoint was saved
+// (or failed, or was skipped), or a reconfiguration retires the stage, or
+// the hard stop comes, delivering on the way what the commit box
+// receives. Whatever was committed is delivered before the stage is
+// closed, but never at the hard stop. It runs on the stage's goroutine,
+// after release stopped counting it (so that the final checkpoint can be
+// taken); the pipeline is done only once the stage is closed.
+func (p *pipeline) linger(b *commitBox, final []byte, r *retire, ended chan struct{}, release func(),
+	ctx context.Context, m *stageMetrics, log zerolog.Logger) {
+	close(ended)
+	release()
+	for p.hard.Err() == nil {
+		b.deliver(ctx, m, log)
+		if b.holds(final) {
+			return
+		}
+		select {
+		case <-b.readyChan():
+			continue
+		case <-p.finalDone:
+		case <-r.ch:
+		case <-p.hard.Done():
+			return
+		}
+		if p.hard.Err() == nil {
+			b.deliver(ctx, m, log)
+		}
+		return
+	}
+}
+
+// closeCtx is the context for closing a stage after the stop: the hard
+// stop's, unless that came, then one that Close can still use.
+func (p *pipeline) closeCtx() context.Context {
+	if p.hard.Err() != nil {
+		return context.Background()
+	}
+	return p.hard
 }
 
 func (p *pipeline) launchSink(s *sinkRunner) {
-	exited := p.exitedChan(s.id)
-	p.wg.Go(func() {
-		defer close(exited)
+	ended, exited := p.exitedChan(s.id)
+	p.wg.Go(func(release func()) {
+		defer stageDone(ended, exited)
 		err := s.run()
 		if err == nil {
 			st, serr := stateOf(s.sink)
@@ -461,8 +541,21 @@ func (p *pipeline) launchSink(s *sinkRunner) {
 				}
 			}
 			p.ckpt.sinkEnded(s.id, st, mst)
+			if s.commits != nil {
+				// run flushed it but left it open: it learns that the
+				// checkpoint holding st is saved first.
+				p.lingering.Add(1)
+				defer p.lingering.Done()
+				p.linger(s.commits, st, s.retired, ended, release, s.hard, s.m, s.log)
+				p.ckpt.unsubscribe(s.commits)
+				if err := s.sink.Close(p.closeCtx()); err != nil {
+					s.m.errors.Inc()
+					p.fail(s.id, fmt.Errorf("close: %w", err))
+				}
+			}
 			return
 		}
+		p.ckpt.unsubscribe(s.commits)
 		// Its output position is unknown now: no later cut can be
 		// consistent, so the last committed checkpoint stands.
 		p.ckpt.freeze()
@@ -478,25 +571,36 @@ func (p *pipeline) launchSink(s *sinkRunner) {
 }
 
 func (p *pipeline) launchWorker(w *workerRunner) {
-	exited := p.exitedChan(w.id)
-	p.wg.Go(func() {
-		defer close(exited)
+	ended, exited := p.exitedChan(w.id)
+	p.wg.Go(func(func()) {
+		defer stageDone(ended, exited)
 		w.run()
 	})
 }
 
 func (p *pipeline) launchSource(s *sourceRunner) {
-	exited := p.exitedChan(s.id)
+	ended, exited := p.exitedChan(s.id)
 	s.injected = p.ckpt.current()
-	p.wg.Go(func() {
-		defer close(exited)
+	p.wg.Go(func(release func()) {
+		defer stageDone(ended, exited)
 		err := s.run(p.stop)
 		// Positions cover exactly the batches returned by Read, all of
 		// which were emitted (or abandoned at a hard stop, when no final
 		// checkpoint is taken).
-		if st, serr := stateOf(s.src); serr == nil {
+		st, serr := stateOf(s.src)
+		if serr == nil {
 			p.ckpt.sourceEnded(s.id, st)
+		} else {
+			st = nil
 		}
+		if s.commits != nil && err == nil {
+			// It learns that the checkpoint holding st is saved before it
+			// closes.
+			p.lingering.Add(1)
+			defer p.lingering.Done()
+			p.linger(s.commits, st, s.retired, ended, release, s.out.hard, s.out.m, s.log)
+		}
+		p.ckpt.unsubscribe(s.commits)
 		if cerr := s.src.Close(); cerr != nil {
 			s.log.Warn().Err(cerr).Msg("close source")
 		}

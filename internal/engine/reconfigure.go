@@ -290,6 +290,19 @@ func (r *reload) rewire(timeout time.Duration) error {
 	for _, id := range r.gone() {
 		gone = append(gone, p.exited[id])
 	}
+	// A Committer stage that ended earlier and still waits to learn its
+	// final state is committed closes now: it is told what the quiescent
+	// checkpoint holds for it. Those stopping now are told the same.
+	for _, s := range p.sources {
+		if !r.kept(s.id) {
+			s.retired.retire()
+		}
+	}
+	for _, s := range p.sinks {
+		if !r.kept(s.id) {
+			s.retired.retire()
+		}
+	}
 	p.mu.Unlock()
 	// Only the sources that go away wake now (to quit); kept ones stay
 	// parked until the new stages run, or what they read would go into
@@ -417,6 +430,7 @@ func (r *reload) commit() error {
 		delete(p.aligners, id)
 		delete(p.metrics, id)
 		delete(p.exited, id)
+		delete(p.ended, id)
 	}
 	for _, b := range r.builds {
 		p.adoptLocked(b)
@@ -450,10 +464,11 @@ func (r *reload) commit() error {
 	return nil
 }
 
-// hasExited reports whether a stage's goroutines have returned.
+// hasExited reports whether a stage stopped working: its goroutines
+// returned, or it lingers only to learn its final state is committed.
 func (p *pipeline) hasExited(id string) bool {
 	p.mu.Lock()
-	ch := p.exited[id]
+	ch := p.ended[id]
 	p.mu.Unlock()
 	if ch == nil {
 		return true

@@ -43,8 +43,10 @@ type sinkRunner struct {
 	acked uint64 // newest barrier acked (sink goroutine only)
 
 	// commits hands the sink its committed states (nil unless it is a
-	// stages.Committer), delivered between two Writes.
+	// stages.Committer), delivered between two Writes, and after the last
+	// one until it is closed (see pipeline.linger; retired ends that).
 	commits *commitBox
+	retired *retire
 }
 
 // Retry backoff of a failing sink: it doubles from retryMin to retryMax.
@@ -54,11 +56,12 @@ const (
 )
 
 // run writes until its inputs are closed, then closes the sink (flush and
-// fsync). At the hard stop it returns at once, leaving the sink open.
+// fsync; a Committer is flushed only, see close). At the hard stop it
+// returns at once, leaving the sink open. The caller unsubscribes
+// s.commits.
 func (s *sinkRunner) run() error {
 	if c, ok := s.sink.(stages.Committer); ok {
 		s.commits = s.ckpt.subscribe("sink", s.id, c, nil)
-		defer s.ckpt.unsubscribe(s.commits)
 	}
 	if s.merge != nil {
 		return s.runMerge()
@@ -144,10 +147,15 @@ func (s *sinkRunner) write(b *stages.Batch) error {
 
 // close flushes and closes the sink once its inputs ended. Flush is
 // retried first: Close releases the file even when it fails, so it is
-// not retryable itself.
+// not retryable itself. A Committer sink is only flushed: its final
+// state (taken after Flush, the same as after Close) is committed and
+// announced to it before it is closed (see pipeline.linger).
 func (s *sinkRunner) close() error {
 	if err := s.retry("flush", func() error { return s.sink.Flush(s.hard) }); err != nil {
 		return err
+	}
+	if s.commits != nil {
+		return nil
 	}
 	if err := s.sink.Close(s.hard); err != nil {
 		s.m.errors.Inc()

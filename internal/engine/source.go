@@ -35,8 +35,10 @@ type sourceRunner struct {
 	cancelRead context.CancelFunc // cancels the Read in progress
 
 	// commits hands the source its committed states (nil unless it is a
-	// stages.Committer), delivered between two Reads.
+	// stages.Committer), delivered between two Reads, and after the last
+	// one until it is closed (see pipeline.linger; retired ends that).
 	commits *commitBox
+	retired *retire
 
 	// park, when set, holds the source once it has injected the barrier
 	// of park.epoch, until park.wake is closed (see reconfigure); quit
@@ -84,12 +86,12 @@ func (s *sourceRunner) registerFeed() {
 
 // run reads until the source ends (nil), stop is done (nil: a graceful
 // stop), the hard stop comes (nil: the caller knows) or Read fails (the
-// error). It closes the source's outgoing edges on return.
+// error). It closes the source's outgoing edges on return. The caller
+// unsubscribes s.commits.
 func (s *sourceRunner) run(stop context.Context) error {
 	defer s.out.close()
 	if c, ok := s.src.(stages.Committer); ok {
 		s.commits = s.ckpt.subscribe("source", s.id, c, s.interruptRead)
-		defer s.ckpt.unsubscribe(s.commits)
 	}
 	if s.gate != nil {
 		defer func() {

@@ -1,6 +1,7 @@
 package stagetest
 
 import (
+	"bytes"
 	"context"
 	"testing"
 
@@ -176,9 +177,15 @@ func Sink(t *testing.T, f stages.Factory, newCase func(t *testing.T) SinkCase) {
 		// Written after the checkpoint, then lost with it: a crash.
 		must(t, "Write", s.Write(ctx, batch(two, true)))
 		must(t, "Flush", s.Flush(ctx))
+		flushed, err := s.(stages.Stateful).State()
+		must(t, "State after Flush", err)
 		closeSink(t, s)
-		if _, err := s.(stages.Stateful).State(); err != nil {
+		// The engine takes a Committer sink's final state after Flush and
+		// closes it later (stages.Committer): Close must not move it.
+		if closed, err := s.(stages.Stateful).State(); err != nil {
 			t.Errorf("State after Close: %v", err)
+		} else if !bytes.Equal(closed, flushed) {
+			t.Errorf("State after Close = %s, after the Flush before it %s: Close must not change it", closed, flushed)
 		}
 
 		next := build(t, c)
