@@ -233,3 +233,31 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// TestPollingSeesEditInSameMtimeTick: an edit that keeps the size and
+// lands in the same modification-time tick as the poll that read the
+// previous content (a coarse timestamp clock, or a quick second save) is
+// still found by a later poll.
+func TestPollingSeesEditInSameMtimeTick(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "p.yaml")
+	// Now, or later (a clock step): however slowly the test runs, the
+	// poll below is in the same tick.
+	mtime := time.Now().Add(time.Minute)
+	write(t, p, "v1")
+	must(t, os.Chtimes(p, mtime, mtime))
+	w := &Watcher{path: dir} // its loop is not running: the test polls
+	w.polled = w.poll()
+	f, err := os.OpenFile(p, os.O_WRONLY, 0) // in place: same inode
+	must(t, err)
+	_, err = f.WriteAt([]byte("v2"), 0)
+	must(t, err)
+	must(t, f.Close())
+	must(t, os.Chtimes(p, mtime, mtime)) // the same tick
+	if !w.pollChanged() {
+		t.Fatal("an edit of the same size in the same mtime tick is not seen")
+	}
+	if w.pollChanged() {
+		t.Error("a change is found twice")
+	}
+}
