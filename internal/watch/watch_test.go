@@ -117,6 +117,16 @@ func testSymlinkSwap(t *testing.T, opts Options) {
 	if string(b) != "..v2" {
 		t.Fatalf("after the swap the file reads %q", b)
 	}
+	// The new target's directory is watched from the report on: an edit
+	// there is seen, and so is a swap back to the old one and an edit in
+	// it.
+	write(t, filepath.Join(dir, "..v2", "p.yaml"), "..v2, edited")
+	expectChange(t, w, "an edit in the new target's directory")
+	must(t, os.Symlink("..v1", filepath.Join(dir, "..data_tmp")))
+	must(t, os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")))
+	expectChange(t, w, "a swap back")
+	write(t, filepath.Join(dir, "..v1", "p.yaml"), "..v1, edited")
+	expectChange(t, w, "an edit in the old target's directory, again the target")
 }
 
 // TestStormIsDebounced: 50 saves in a row give at most a few reports (one
