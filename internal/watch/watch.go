@@ -15,8 +15,9 @@
 // Without inotify (the per-user instance limit reached, or polling asked
 // for) it polls the pipeline files every PollInterval: their list, and for
 // each its size, modification time, device and inode (symlinks followed);
-// a file whose metadata changed is read and counts as changed when its
-// content hash did.
+// a file whose metadata changed, or whose modification time was too recent
+// to tell a later edit apart (racyWindow), is read and counts as changed
+// when its content hash did.
 //
 // Whether anything really changed is for the caller to decide (etld
 // compares content hashes): a spurious trigger costs a load.
@@ -250,7 +251,16 @@ func links(p string) []string {
 type fileState struct {
 	fi  os.FileInfo // size, modification time, and identity (os.SameFile)
 	sum [sha256.Size]byte
+	// racy: the modification time was within racyWindow of the poll, so
+	// an edit after the read can keep it (and the size): read it again.
+	racy bool
 }
+
+// racyWindow bounds the modification-time granularity of the file
+// systems a config lives on (2s: FAT; most are far finer): a file
+// modified less than this before it was read may be edited again without
+// its modification time changing.
+const racyWindow = 2 * time.Second
 
 // poll returns the state of every pipeline file, reading only those whose
 // metadata changed since the last poll.
@@ -261,13 +271,14 @@ func (w *Watcher) poll() map[string]fileState {
 	}
 	now := make(map[string]fileState, len(files))
 	for _, f := range files {
+		at := time.Now()
 		fi, err := os.Stat(f)
 		if err != nil {
 			continue
 		}
-		st := fileState{fi: fi}
+		st := fileState{fi: fi, racy: fi.ModTime().After(at.Add(-racyWindow))}
 		prev, ok := w.polled[f]
-		if ok && prev.fi.Size() == fi.Size() && prev.fi.ModTime().Equal(fi.ModTime()) && os.SameFile(prev.fi, fi) {
+		if ok && !prev.racy && prev.fi.Size() == fi.Size() && prev.fi.ModTime().Equal(fi.ModTime()) && os.SameFile(prev.fi, fi) {
 			st.sum = prev.sum
 		} else if b, err := os.ReadFile(f); err == nil {
 			st.sum = sha256.Sum256(b)

@@ -117,6 +117,16 @@ func testSymlinkSwap(t *testing.T, opts Options) {
 	if string(b) != "..v2" {
 		t.Fatalf("after the swap the file reads %q", b)
 	}
+	// The new target's directory is watched from the report on: an edit
+	// there is seen, and so is a swap back to the old one and an edit in
+	// it.
+	write(t, filepath.Join(dir, "..v2", "p.yaml"), "..v2, edited")
+	expectChange(t, w, "an edit in the new target's directory")
+	must(t, os.Symlink("..v1", filepath.Join(dir, "..data_tmp")))
+	must(t, os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")))
+	expectChange(t, w, "a swap back")
+	write(t, filepath.Join(dir, "..v1", "p.yaml"), "..v1, edited")
+	expectChange(t, w, "an edit in the old target's directory, again the target")
 }
 
 // TestStormIsDebounced: 50 saves in a row give at most a few reports (one
@@ -231,5 +241,33 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestPollingSeesEditInSameMtimeTick: an edit that keeps the size and
+// lands in the same modification-time tick as the poll that read the
+// previous content (a coarse timestamp clock, or a quick second save) is
+// still found by a later poll.
+func TestPollingSeesEditInSameMtimeTick(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "p.yaml")
+	// Now, or later (a clock step): however slowly the test runs, the
+	// poll below is in the same tick.
+	mtime := time.Now().Add(time.Minute)
+	write(t, p, "v1")
+	must(t, os.Chtimes(p, mtime, mtime))
+	w := &Watcher{path: dir} // its loop is not running: the test polls
+	w.polled = w.poll()
+	f, err := os.OpenFile(p, os.O_WRONLY, 0) // in place: same inode
+	must(t, err)
+	_, err = f.WriteAt([]byte("v2"), 0)
+	must(t, err)
+	must(t, f.Close())
+	must(t, os.Chtimes(p, mtime, mtime)) // the same tick
+	if !w.pollChanged() {
+		t.Fatal("an edit of the same size in the same mtime tick is not seen")
+	}
+	if w.pollChanged() {
+		t.Error("a change is found twice")
 	}
 }

@@ -133,7 +133,7 @@ type FileSource struct {
 
 	own     *fswatch.Watcher // opened by Open when Settings gave none
 	sub     *fswatch.Sub     // nil without inotify: polling only
-	watched map[string]bool
+	watched map[string]bool  // false: cannot be watched, logged
 	ticker  *time.Ticker
 
 	opened, closed bool
@@ -730,12 +730,18 @@ func (s *FileSource) checkTruncated(t *tailedFile) {
 }
 
 // watch adds a directory to the watcher once; a directory that does not
-// exist yet is retried at the next rescan (polling covers the meantime).
+// exist yet, or cannot be watched, is retried at the next rescan (polling
+// covers the meantime). A failure other than a missing directory (the
+// inotify watch limit, permissions) is logged once.
 func (s *FileSource) watch(dir string) {
 	if s.sub == nil || s.watched[dir] {
 		return
 	}
 	if err := s.sub.Add(dir); err != nil {
+		if _, warned := s.watched[dir]; !warned && !errors.Is(err, fs.ErrNotExist) {
+			s.log.Warn().Err(err).Str("dir", dir).Msg("cannot watch the files' directory; polling it")
+			s.watched[dir] = false // warned; still retried
+		}
 		return
 	}
 	s.watched[dir] = true

@@ -1,11 +1,14 @@
 package sources
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/rs/zerolog"
 
 	"github.com/etld/etld/internal/fswatch"
 )
@@ -69,5 +72,42 @@ func TestFollowSharesOneInotifyInstance(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestFollowLogsUnwatchableDir: a directory the shared watcher cannot
+// watch (here: the watcher is closed; in production the inotify watch
+// limit) is logged once, not silently left to polling; a directory that
+// does not exist yet is not logged.
+func TestFollowLogsUnwatchableDir(t *testing.T) {
+	shared, err := fswatch.New(testSettings(t).Logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "app.log")
+	writeFile(t, p, "")
+	var logs bytes.Buffer
+	src := openFile(t, followConfig(p), func(s *FileSource) {
+		s.settings.Watcher = shared
+		s.log = zerolog.New(&logs)
+	})
+	if err := shared.Close(); err != nil {
+		t.Fatal(err)
+	}
+	const msg = "cannot watch the files' directory"
+	src.mu.Lock()
+	src.watch(filepath.Join(t.TempDir(), "not-yet"))
+	src.mu.Unlock()
+	if strings.Contains(logs.String(), msg) {
+		t.Errorf("a missing directory was logged as unwatchable:\n%s", logs.String())
+	}
+	dir := t.TempDir()
+	for range 2 {
+		src.mu.Lock()
+		src.watch(dir)
+		src.mu.Unlock()
+	}
+	if n := strings.Count(logs.String(), msg); n != 1 {
+		t.Errorf("an unwatchable directory was logged %d times, want once:\n%s", n, logs.String())
 	}
 }
