@@ -84,7 +84,7 @@ var invalidWant = map[string][]string{
 		`4:3: sources.a\nb: invalid id "a\nb" (use letters, digits, _ and -, starting with a letter or _)`,
 		`8:44: workers.w.steps[1].eval.x\ny: unexpected token EOF (1:3)`,
 		`8:57: workers.w.steps[2].set: set: line 8: empty field name`,
-		`10:36: sinks.out: unknown option "k\nz" for stdout sink (valid: type, inputs, merge)`,
+		`10:36: sinks.out: unknown option "k\nz" for stdout sink (valid: type, inputs, merge, encoding, template, columns, header)`,
 	},
 	"line_breaks_in_paths.yaml": {
 		`8:6: sinks.b: writes $DIR/x\ny, which sink "a" also writes (each output file has exactly one writer)`,
@@ -153,7 +153,7 @@ var invalidWant = map[string][]string{
 		`15:5: sinks.out: missing required key "type" (valid: file, stdout)`,
 		"18:14: warning: sinks.merged.inputs: worker \"u\" is not `ordered: true`, so each feed may reach the merge out of order",
 		`20:12: sinks.merged.merge: missing required key "order_by" (the field to merge by)`,
-		`21:39: sinks.bad: unknown option "extra" for stdout sink (valid: type, inputs, merge)`,
+		`21:39: sinks.bad: unknown option "extra" for stdout sink (valid: type, inputs, merge, encoding, template, columns, header)`,
 	},
 	"multi_types.yaml": {
 		`2:10: version: want the integer 1, got "1.0"`,
@@ -187,6 +187,13 @@ var invalidWant = map[string][]string{
 	"same_sink_path.yaml": {
 		`6:6: sinks.b: writes $DIR/out/x.jsonl, which sink "a" also writes (each output file has exactly one writer)`,
 	},
+	"sink_encoding.yaml": {
+		`12:15: sinks.text.template: unclosed {{ at byte 8 of the template: want {{field}}`,
+		`13:13: sinks.text.header: only applies to encoding: csv (encoding is text)`,
+		`15:5: sinks.csv.columns: required with encoding: csv (the fields to write, in order)`,
+		`22:14: sinks.json.columns: only applies to encoding: logfmt or csv (encoding is json)`,
+		`26:15: sinks.xml.encoding: invalid value "xml": want json, text, logfmt or csv`,
+	},
 	"steps_shape.yaml": {
 		"7:12: workers.w.steps: want a list of steps such as `- parse_json: {}`, got a mapping",
 		`11:9: workers.v.steps[0]: a step is a mapping with exactly one key, its type (valid: drop, eval, filter, keep, parse_json, set)`,
@@ -211,7 +218,7 @@ var invalidWant = map[string][]string{
 	"unknown_sink_option.yaml": {
 		`9:5: sinks.out: unknown option "fsyn" for file sink (did you mean "fsync"?)`,
 		`11:7: sinks.out.rotate: unknown option "max_sise" (did you mean "max_size"?)`,
-		`15:5: sinks.screen: unknown option "path" for stdout sink (valid: type, inputs, merge)`,
+		`15:5: sinks.screen: unknown option "path" for stdout sink (valid: type, inputs, merge, encoding, template, columns, header)`,
 	},
 	"unknown_sink_type.yaml": {
 		`5:15: sinks.out.type: unknown sink type "stdot" (did you mean "stdout"?)`,

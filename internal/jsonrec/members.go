@@ -371,6 +371,11 @@ func parseNumber(num []byte) any {
 	return f
 }
 
+// AppendUnescaped appends the decoded form of the body of a valid JSON
+// string (the bytes between its quotes, such as a Member's value without
+// them) to dst.
+func AppendUnescaped(dst, raw []byte) []byte { return unescape(dst, raw) }
+
 // unescape appends the decoded form of the validated string body raw to
 // dst. Invalid surrogate escapes become U+FFFD, as in encoding/json.
 func unescape(dst, raw []byte) []byte {

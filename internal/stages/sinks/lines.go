@@ -7,7 +7,8 @@ import (
 )
 
 // lineWriter is the one implementation of "record.Raw + newline, buffered"
-// shared by the sinks. It accumulates lines in a single reusable byte
+// shared by the sinks (or, with an encoder, the record's encoded line +
+// newline). It accumulates lines in a single reusable byte
 // slice (no allocation per record) and hands it to w once it holds about
 // size bytes.
 //
@@ -23,14 +24,24 @@ type lineWriter struct {
 	w    io.Writer
 	buf  []byte
 	size int // flush threshold and initial capacity
+
+	enc  *encoder // nil: write Raw (encoding: json)
+	line []byte   // with enc: the record being written, encoded
 }
 
-func newLineWriter(w io.Writer, size int) *lineWriter {
-	return &lineWriter{w: w, buf: make([]byte, 0, size), size: size}
+func newLineWriter(w io.Writer, size int, enc *encoder) *lineWriter {
+	return &lineWriter{w: w, buf: make([]byte, 0, size), size: size, enc: enc}
 }
 
-// lineLen is the number of bytes r takes as a line.
-func lineLen(r *stages.Record) int64 { return int64(len(r.Raw)) + 1 }
+// writeRaw appends b (whole lines, such as a CSV header) to the buffer.
+func (lw *lineWriter) writeRaw(b []byte) { lw.buf = append(lw.buf, b...) }
+
+// prependRaw puts b (whole lines) before the buffered bytes.
+func (lw *lineWriter) prependRaw(b []byte) {
+	lw.buf = append(lw.buf, b...)
+	copy(lw.buf[len(b):], lw.buf[:len(lw.buf)-len(b)])
+	copy(lw.buf, b)
+}
 
 // buffered is the number of bytes accepted but not yet handed to w.
 func (lw *lineWriter) buffered() int64 { return int64(len(lw.buf)) }
@@ -47,6 +58,10 @@ func (lw *lineWriter) writeLines(recs []stages.Record, room int64) (int, error) 
 	buf := lw.buf // a local copy keeps the loop in registers; stored back before every return and flush
 	for i := range recs {
 		raw := recs[i].Raw
+		if lw.enc != nil {
+			lw.line = lw.enc.appendLine(lw.line[:0], &recs[i])
+			raw = lw.line
+		}
 		l := len(raw) + 1
 		if room >= 0 {
 			if int64(l) > room {
@@ -68,6 +83,9 @@ func (lw *lineWriter) writeLines(recs []stages.Record, room int64) (int, error) 
 		buf = append(buf, '\n')
 	}
 	lw.buf = buf
+	if cap(lw.line) > max(lw.size, 64<<10) {
+		lw.line = nil // one huge line does not pin its buffer
+	}
 	return len(recs), nil
 }
 

@@ -33,6 +33,14 @@ type FileConfig struct {
 	Fsync      string          `yaml:"fsync" doc:"when to fsync: checkpoint (at every checkpoint commit), batch (after every write) or never"`
 	Rotate     RotateConfig    `yaml:"rotate" doc:"rotation of the output file into numbered segments (off by default)"`
 	BufferSize stages.ByteSize `yaml:"buffer_size" doc:"write buffer size (default 256KiB)"`
+	Encoding   string          `yaml:"encoding" doc:"how a record becomes a line: json (the record as is), text (template), logfmt or csv (columns); text and logfmt write a line break in a value as \\n, csv quotes it (RFC 4180)"`
+	Template   string          `yaml:"template" doc:"encoding text: the line, with {{field}} for a field's value (empty when missing) and {{_line}} for the record's line (its JSON text once parsed); non-string values are their JSON text"`
+	Columns    []string        `yaml:"columns" doc:"encoding csv (required) or logfmt: the fields to write, in order; logfmt writes every field without it"`
+	Header     bool            `yaml:"header" doc:"encoding csv: write the columns as a header line at the start of each new file and rotated segment"`
+}
+
+func (c *FileConfig) encoding() encodingOptions {
+	return encodingOptions{Encoding: c.Encoding, Template: c.Template, Columns: c.Columns, Header: c.Header}
 }
 
 // RotateConfig is the `rotate` option of the file sink. The active file is
@@ -50,7 +58,7 @@ func (r RotateConfig) enabled() bool { return r.MaxSize > 0 || r.MaxAge > 0 }
 
 // NewFileConfig returns a file sink config with its defaults.
 func NewFileConfig() *FileConfig {
-	return &FileConfig{Fsync: FsyncCheckpoint, BufferSize: defaultFileBuffer}
+	return &FileConfig{Fsync: FsyncCheckpoint, BufferSize: defaultFileBuffer, Encoding: EncodingJSON}
 }
 
 // Validate checks the options' values, pointing at the faulty options.
@@ -71,6 +79,7 @@ func (c *FileConfig) Validate() error {
 	if c.BufferSize < 1 || c.BufferSize > maxFileBuffer {
 		errs = append(errs, stages.FieldErr("buffer_size", fmt.Errorf("%v out of range: want 1 byte to %v", c.BufferSize, stages.ByteSize(maxFileBuffer))))
 	}
+	errs = append(errs, c.encoding().validate()...)
 	r := c.Rotate
 	if r.MaxSize < 0 {
 		errs = append(errs, stages.FieldErr("rotate.max_size", errors.New("must not be negative")))
@@ -121,6 +130,7 @@ type FileSink struct {
 	log    zerolog.Logger
 	file   *rotate.File
 	lw     *lineWriter
+	header []byte // encoding csv with header: true: the header line
 	closed bool
 	opts   fileOptions
 }
@@ -153,6 +163,10 @@ func (s *FileSink) Open(context.Context) error {
 	if s.file != nil {
 		return nil
 	}
+	enc, err := newEncoder(s.cfg.encoding())
+	if err != nil {
+		return fmt.Errorf("file sink: %w", err)
+	}
 	f, err := rotate.Open(rotate.Options{
 		Path:   s.cfg.Path,
 		Keep:   s.cfg.Rotate.Keep,
@@ -168,7 +182,10 @@ func (s *FileSink) Open(context.Context) error {
 		return fmt.Errorf("file sink: %w", err)
 	}
 	s.file = f
-	s.lw = newLineWriter(f, int(s.cfg.BufferSize))
+	s.lw = newLineWriter(f, int(s.cfg.BufferSize), enc)
+	if enc != nil {
+		s.header = enc.header
+	}
 	return nil
 }
 
@@ -227,16 +244,27 @@ func (s *FileSink) write(recs []stages.Record, done *int) error {
 	}
 	maxSize := int64(s.cfg.Rotate.MaxSize)
 	for *done < len(recs) {
+		used := s.file.Size() + s.lw.buffered()
+		fresh := used == 0 // no line in this segment yet
+		if fresh && s.header != nil {
+			// The header starts every segment: a new file, a rotated
+			// one, or one a restart truncated back to empty (a header
+			// that was committed is never truncated away, so it is
+			// never written twice).
+			s.lw.writeRaw(s.header)
+			used = s.lw.buffered()
+		}
 		room := int64(-1)
 		if maxSize > 0 {
-			used := s.file.Size() + s.lw.buffered()
 			room = max(0, maxSize-used) // an existing file may exceed a lowered max_size
-			if l := lineLen(&recs[*done]); used == 0 && l > room {
-				room = l // a line over max_size goes into a segment alone
-			}
 		}
 		n, err := s.lw.writeLines(recs[*done:], room)
 		*done += n
+		if err == nil && n == 0 && fresh {
+			// A line over max_size goes into a segment alone.
+			n, err = s.lw.writeLines(recs[*done:*done+1], -1)
+			*done += n
+		}
 		if err != nil {
 			return s.errorf("write", err)
 		}
@@ -294,7 +322,11 @@ func (s *FileSink) Flush(context.Context) error {
 	// before the buffer goes out, and write to a fresh file at the
 	// configured path instead. (Full buffers written since the last flush
 	// went to the vanished file.)
+	before := s.file.Size()
 	reattached, err := s.file.Reattach()
+	if reattached && err == nil && s.header != nil && before > 0 && s.file.Size() == 0 && s.lw.buffered() > 0 {
+		s.lw.prependRaw(s.header) // the buffered lines now start a new file
+	}
 	if reattached && err == nil {
 		s.log.Warn().Str("path", s.cfg.Path).Msg("output file vanished (deleted or moved); writing to a new file at its path")
 	}
@@ -328,7 +360,7 @@ func init() {
 	register(stages.Factory{
 		Kind:      stages.KindSink,
 		Type:      "file",
-		Doc:       "Appends every record as one line to a file, with an fsync policy and optional size/age rotation, retention and gzip.",
+		Doc:       "Appends every record as one line (JSON, text, logfmt or CSV) to a file, with an fsync policy and optional size/age rotation, retention and gzip.",
 		NewConfig: func() any { return NewFileConfig() },
 		NewSink: func(set stages.Settings, cfg any) (stages.Sink, error) {
 			c, ok := cfg.(*FileConfig)

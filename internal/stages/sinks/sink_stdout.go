@@ -14,15 +14,31 @@ import (
 // few syscalls, small enough for interactive use with frequent flushes.
 const stdoutBufferSize = 64 << 10
 
-// StdoutConfig is the config of the stdout sink: it has no options.
-type StdoutConfig struct{}
+// StdoutConfig is the config of the stdout sink.
+type StdoutConfig struct {
+	Encoding string   `yaml:"encoding" doc:"how a record becomes a line: json (the record as is), text (template), logfmt or csv (columns); text and logfmt write a line break in a value as \\n, csv quotes it (RFC 4180)"`
+	Template string   `yaml:"template" doc:"encoding text: the line, with {{field}} for a field's value (empty when missing) and {{_line}} for the record's line (its JSON text once parsed); non-string values are their JSON text"`
+	Columns  []string `yaml:"columns" doc:"encoding csv (required) or logfmt: the fields to write, in order; logfmt writes every field without it"`
+	Header   bool     `yaml:"header" doc:"encoding csv: write the columns as a header line before the first record"`
+}
+
+// Validate checks the encoding options, pointing at the faulty ones.
+func (c *StdoutConfig) Validate() error {
+	return errors.Join(c.encoding().validate()...)
+}
+
+func (c *StdoutConfig) encoding() encodingOptions {
+	return encodingOptions{Encoding: c.Encoding, Template: c.Template, Columns: c.Columns, Header: c.Header}
+}
 
 // StdoutSink writes every record as one line to the process's standard
 // output, through a buffer flushed by Flush and Close (and when full).
 // Like every sink, it is used from a single goroutine.
 type StdoutSink struct {
 	out    io.Writer // Settings.Stdout, else os.Stdout
+	enc    *encoder  // nil: json
 	lw     *lineWriter
+	header []byte // the CSV header, until it is written
 	closed bool
 }
 
@@ -32,7 +48,7 @@ func (s *StdoutSink) Open(context.Context) error {
 		return errors.New("stdout sink: open after close")
 	}
 	if s.lw == nil {
-		s.lw = newLineWriter(s.out, stdoutBufferSize)
+		s.lw = newLineWriter(s.out, stdoutBufferSize, s.enc)
 	}
 	return nil
 }
@@ -43,6 +59,10 @@ func (s *StdoutSink) Open(context.Context) error {
 func (s *StdoutSink) Write(_ context.Context, b *stages.Batch) error {
 	if s.lw == nil || s.closed {
 		return errors.New("write stdout: sink is not open")
+	}
+	if s.header != nil && len(b.Records) > 0 {
+		s.lw.writeRaw(s.header)
+		s.header = nil
 	}
 	n, err := s.lw.writeLines(b.Records, -1)
 	if err != nil {
@@ -80,17 +100,26 @@ func init() {
 	register(stages.Factory{
 		Kind:      stages.KindSink,
 		Type:      "stdout",
-		Doc:       "Writes every record as one line to standard output.",
-		NewConfig: func() any { return &StdoutConfig{} },
+		Doc:       "Writes every record as one line to standard output, as JSON, text, logfmt or CSV.",
+		NewConfig: func() any { return &StdoutConfig{Encoding: EncodingJSON} },
 		NewSink: func(set stages.Settings, cfg any) (stages.Sink, error) {
-			if _, ok := cfg.(*StdoutConfig); !ok {
+			c, ok := cfg.(*StdoutConfig)
+			if !ok {
 				return nil, fmt.Errorf("stdout sink: config is %T, want *StdoutConfig", cfg)
+			}
+			enc, err := newEncoder(c.encoding())
+			if err != nil {
+				return nil, fmt.Errorf("stdout sink: %w", err)
 			}
 			out := set.Stdout
 			if out == nil {
 				out = os.Stdout
 			}
-			return &StdoutSink{out: out}, nil
+			s := &StdoutSink{out: out, enc: enc}
+			if enc != nil {
+				s.header = enc.header
+			}
+			return s, nil
 		},
 	})
 }

@@ -89,7 +89,7 @@ func (w *failingWriter) Write(p []byte) (int, error) {
 
 func TestLineWriterKeepsUnwrittenBytes(t *testing.T) {
 	w := &failingWriter{budget: 25}
-	lw := newLineWriter(w, 16)
+	lw := newLineWriter(w, 16, nil)
 	lines := numbered("l", 0, 10, 8) // 9 bytes a line
 	var errs int
 	b := batchOf(lines...)
@@ -117,7 +117,7 @@ func TestLineWriterKeepsUnwrittenBytes(t *testing.T) {
 }
 
 func TestLineWriterRoom(t *testing.T) {
-	lw := newLineWriter(io.Discard, 1024)
+	lw := newLineWriter(io.Discard, 1024, nil)
 	b := batchOf("aaa", "bbb", "ccc") // 4 bytes a line
 	for _, tc := range []struct {
 		room int64
@@ -131,7 +131,7 @@ func TestLineWriterRoom(t *testing.T) {
 
 func TestLineWriterShrinksAfterHugeLine(t *testing.T) {
 	var out bytes.Buffer
-	lw := newLineWriter(&out, 8)
+	lw := newLineWriter(&out, 8, nil)
 	huge := strings.Repeat("h", 100)
 	if _, err := lw.writeLines(batchOf("a", huge, "b").Records, -1); err != nil {
 		t.Fatal(err)
@@ -186,7 +186,7 @@ func TestStdoutSinkRetryWritesOnce(t *testing.T) {
 	if err := s.Open(ctx); err != nil {
 		t.Fatal(err)
 	}
-	s.lw = newLineWriter(w, 8) // small buffer: flushes inside Write
+	s.lw = newLineWriter(w, 8, nil) // small buffer: flushes inside Write
 	lines := numbered("r", 0, 20, 6)
 	b := batchOf(lines...)
 	fails := 0
