@@ -578,7 +578,8 @@ sinks:
 `, name, lateness), nil)[0]
 		}
 		mx := NewMetrics()
-		rt, err := New(Options{Logger: nopLogger(), Metrics: mx, StateDir: filepath.Join(dir, "state"), ShutdownTimeout: hangTimeout})
+		rt, err := New(Options{Logger: nopLogger(), Metrics: mx, StateDir: filepath.Join(dir, "state"), ShutdownTimeout: hangTimeout,
+			onQuiesced: func() { time.Sleep(time.Second) }}) // a slow swap, on synctest's clock
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -595,9 +596,6 @@ sinks:
 		if q := metricValue(t, mx.mergeBuffered.WithLabelValues("p", "out")); q != n {
 			t.Fatalf("%v records queued by the merge, want %d", q, n)
 		}
-		rt.mu.Lock()
-		rt.pipes["p"].onQuiesced = func() { time.Sleep(time.Second) }
-		rt.mu.Unlock()
 		if _, err := rt.Apply(ctx, []*config.Pipeline{cfg("400ms")}); err != nil {
 			t.Fatal(err)
 		}

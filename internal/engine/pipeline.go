@@ -64,7 +64,7 @@ type pipeline struct {
 	errs      []error // stage failures
 	done      chan struct{}
 
-	onQuiesced func() // tests: run by reconfigure once the graph is quiescent
+	onQuiesced func() // Options.onQuiesced
 }
 
 // group counts running goroutines, like a sync.WaitGroup whose zero is

@@ -42,6 +42,19 @@ type Options struct {
 	// inotify instance for the whole daemon. Nil: each file source opens
 	// its own.
 	Watcher *fswatch.Watcher
+
+	// onQuiesced, set by tests, is run by every in-place reconfiguration
+	// once the graph is quiescent, before the swap.
+	onQuiesced func()
+}
+
+// newPipeline builds a pipeline of cfg with the runtime's settings.
+func (rt *Runtime) newPipeline(cfg *config.Pipeline) (*pipeline, error) {
+	p, err := newPipeline(cfg, rt.log, rt.opts.Metrics, rt.store, rt.opts.Watcher)
+	if p != nil {
+		p.onQuiesced = rt.opts.onQuiesced
+	}
+	return p, err
 }
 
 // hardStopGrace is how long Stop waits, after the shutdown timeout, for
@@ -258,7 +271,7 @@ type Change struct {
 func (rt *Runtime) startAll(ctx context.Context, pipes []*config.Pipeline) error {
 	var opened []*pipeline
 	for _, cfg := range pipes {
-		p, err := newPipeline(cfg, rt.log, rt.opts.Metrics, rt.store, rt.opts.Watcher)
+		p, err := rt.newPipeline(cfg)
 		if err == nil {
 			err = p.open(ctx)
 		}
@@ -303,7 +316,7 @@ func (rt *Runtime) applyOne(ctx context.Context, cfg *config.Pipeline) (action A
 		}
 		rt.log.Info().Str("pipeline", cfg.Name).Str("reason", rerr.Error()).Msg("restarting the pipeline with its new config")
 	}
-	next, err := newPipeline(cfg, rt.log, rt.opts.Metrics, rt.store, rt.opts.Watcher)
+	next, err := rt.newPipeline(cfg)
 	if err != nil {
 		return ActionFailed, fmt.Errorf("pipeline %q: not reloaded, the running one is kept: %w", cfg.Name, err)
 	}
@@ -318,7 +331,7 @@ func (rt *Runtime) applyOne(ctx context.Context, cfg *config.Pipeline) (action A
 			return ActionFailed, oerr
 		}
 		rt.log.Error().Err(oerr).Str("pipeline", cfg.Name).Msg("the new pipeline cannot open; restarting the previous one")
-		back, berr := newPipeline(old.config(), rt.log, rt.opts.Metrics, rt.store, rt.opts.Watcher)
+		back, berr := rt.newPipeline(old.config())
 		if berr == nil {
 			berr = back.open(ctx)
 		}
