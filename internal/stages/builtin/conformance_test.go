@@ -48,12 +48,13 @@ var sourceFixtures = map[string]func(t *testing.T, f stages.Factory) stagetest.S
 // stepFixtures are each step type's value in a worker's steps, applied
 // to stagetest.Lines.
 var stepFixtures = map[string]string{
-	"drop":       "[user, n]",
-	"eval":       "{n2: 'n * 2', who: 'user + \"!\"'}",
-	"filter":     `'level != "debug"'`,
-	"keep":       "[ts, msg]",
-	"parse_json": "{}",
-	"set":        "{pipeline: p1, n: 0}",
+	"drop":            "[user, n]",
+	"eval":            "{n2: 'n * 2', who: 'user + \"!\"'}",
+	"filter":          `'level != "debug"'`,
+	"keep":            "[ts, msg]",
+	"parse_json":      "{}",
+	"parse_timestamp": "{field: ts, target: t2, to: unix}",
+	"set":             "{pipeline: p1, n: 0}",
 }
 
 // sinkFixtures make a fresh destination and the config that writes it.
