@@ -89,23 +89,7 @@ func TestParseSyslog(t *testing.T) {
 				b = readBatch(t, tt.in)
 			}
 			syslogStep(t, tt.cfg, now).Process(b)
-			got := ""
-			switch {
-			case len(b.Records) == 1:
-				got = string(b.Records[0].Raw)
-				decodeRecord(t, b.Records[0].Raw)
-				if !b.Records[0].Parsed {
-					t.Error("record not Parsed")
-				}
-			case len(b.Rejects) == 1:
-				got = "error: " + b.Rejects[0].Err.Error()
-				if string(b.Rejects[0].Record.Raw) != tt.in {
-					t.Errorf("rejected record is %q, want the input", b.Rejects[0].Record.Raw)
-				}
-			}
-			if want, isErr := strings.CutPrefix(tt.want, "error: "); isErr && !strings.Contains(got, want) || !isErr && got != want {
-				t.Errorf("got  %s\nwant %s", got, tt.want)
-			}
+			checkOne(t, b, tt.in, tt.want)
 		})
 	}
 }

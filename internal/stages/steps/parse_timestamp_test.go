@@ -64,21 +64,32 @@ func TestParseTimestamp(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			b := parsed(t, tt.in)
 			tsStep(t, tt.cfg, now).Process(b)
-			got := ""
-			switch {
-			case len(b.Records) == 1:
-				got = string(b.Records[0].Raw)
-				decodeRecord(t, b.Records[0].Raw)
-			case len(b.Rejects) == 1:
-				got = "error: " + b.Rejects[0].Err.Error()
-				if string(b.Rejects[0].Record.Raw) != tt.in {
-					t.Errorf("rejected record is %s, want the input", b.Rejects[0].Record.Raw)
-				}
-			}
-			if want, isErr := strings.CutPrefix(tt.want, "error: "); isErr && !strings.Contains(got, want) || !isErr && got != want {
-				t.Errorf("got  %s\nwant %s", got, tt.want)
-			}
+			checkOne(t, b, tt.in, tt.want)
 		})
+	}
+}
+
+// checkOne checks the outcome of a step on the one record in: want is
+// the kept record (valid JSON, Parsed), or "error: " and a part of the
+// reject's error (the rejected record must be in as it was).
+func checkOne(t *testing.T, b *stages.Batch, in, want string) {
+	t.Helper()
+	got := ""
+	switch {
+	case len(b.Records) == 1:
+		got = string(b.Records[0].Raw)
+		decodeRecord(t, b.Records[0].Raw)
+		if !b.Records[0].Parsed {
+			t.Error("record not Parsed")
+		}
+	case len(b.Rejects) == 1:
+		got = "error: " + b.Rejects[0].Err.Error()
+		if string(b.Rejects[0].Record.Raw) != in {
+			t.Errorf("rejected record is %q, want the input", b.Rejects[0].Record.Raw)
+		}
+	}
+	if w, isErr := strings.CutPrefix(want, "error: "); isErr && !strings.Contains(got, w) || !isErr && got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
 	}
 }
 
