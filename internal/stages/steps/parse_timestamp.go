@@ -321,8 +321,15 @@ func parseUnix(v []byte, digits int) (time.Time, error) {
 func appendTime(dst []byte, t time.Time, to outForm) []byte {
 	switch to {
 	case toUnix:
-		dst = strconv.AppendInt(dst, t.Unix(), 10)
-		if ns := t.Nanosecond(); ns != 0 {
+		sec, ns := t.Unix(), t.Nanosecond()
+		if sec < 0 && ns != 0 { // -1.5 is -2 + 0.5: write -(1 + 0.5)
+			sec, ns = sec+1, 1e9-ns
+			if sec == 0 {
+				dst = append(dst, '-')
+			}
+		}
+		dst = strconv.AppendInt(dst, sec, 10)
+		if ns != 0 {
 			start := len(dst)
 			dst = strconv.AppendInt(append(dst, '.'), int64(1e9+ns), 10)
 			copy(dst[start+1:], dst[start+2:]) // drop the leading 1

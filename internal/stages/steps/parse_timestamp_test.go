@@ -40,7 +40,9 @@ func TestParseTimestamp(t *testing.T) {
 			`{"t":"Dec  4 06:00:01"}`, `{"t":"2026-12-04T06:00:01Z"}`},
 		{"unix number", `{field: t, format: unix}`, `{"t":1700000000.25}`, `{"t":"2023-11-14T22:13:20.25Z"}`},
 		{"unix string", `{field: t, format: unix}`, `{"t":"1700000000"}`, `{"t":"2023-11-14T22:13:20Z"}`},
-		{"unix negative", `{field: t, format: unix, to: unix}`, `{"t":-1.5}`, `{"t":-2.5}`},
+		{"unix negative", `{field: t, format: unix, to: unix}`, `{"t":-1.5}`, `{"t":-1.5}`},
+		{"unix negative below 1", `{field: t, format: unix, to: unix}`, `{"t":"-0.25"}`, `{"t":-0.25}`},
+		{"unix_ms negative", `{field: t, format: unix_ms, to: unix}`, `{"t":-1500}`, `{"t":-1.5}`},
 		{"unix exponent", `{field: t, format: unix}`, `{"t":1.7e9}`, `{"t":"2023-11-14T22:13:20Z"}`},
 		{"unix_ms", `{field: t, format: unix_ms}`, `{"t":1700000000123}`, `{"t":"2023-11-14T22:13:20.123Z"}`},
 		{"unix_us", `{field: t, format: unix_us}`, `{"t":1700000000123456}`, `{"t":"2023-11-14T22:13:20.123456Z"}`},
@@ -104,7 +106,7 @@ func TestParseTimestampNotParsed(t *testing.T) {
 // TestParseTimestampOutputsAreMergeKeys: the ordered merge's order_by
 // reads what parse_timestamp writes, rfc3339 and unix, to the same key.
 func TestParseTimestampOutputsAreMergeKeys(t *testing.T) {
-	for _, in := range []string{"2024-05-01T12:00:00+02:00", "1999-12-31T23:59:59.999999999Z", "1970-01-01T00:00:00.1-00:30", "2250-06-30T23:59:59Z"} {
+	for _, in := range []string{"2024-05-01T12:00:00+02:00", "1999-12-31T23:59:59.999999999Z", "1970-01-01T00:00:00.1-00:30", "1969-12-31T23:59:58.75Z", "2250-06-30T23:59:59Z"} {
 		want, err := time.Parse(time.RFC3339Nano, in)
 		if err != nil {
 			t.Fatal(err)
