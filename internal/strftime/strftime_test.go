@@ -82,6 +82,30 @@ func parse(l *Layout, in string, loc *time.Location, now time.Time) (string, err
 	return tm.Format(time.RFC3339Nano), nil
 }
 
+// TestGuessYear: the year rule around New Year and February 29.
+func TestGuessYear(t *testing.T) {
+	l, err := Compile("%b %e %T")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ now, in, want string }{
+		{"2027-01-01T00:30:00Z", "Dec 31 23:59:59", "2026-12-31T23:59:59Z"},
+		// The rule never picks the next year: a line from a clock ahead of
+		// ours across New Year gets this year's date.
+		{"2026-12-31T23:00:00Z", "Jan  1 00:30:00", "2026-01-01T00:30:00Z"},
+		{"2026-12-04T07:00:00Z", "Dec  5 06:59:59", "2026-12-05T06:59:59Z"}, // within a day ahead
+		{"2026-12-04T07:00:00Z", "Dec  5 07:00:01", "2025-12-05T07:00:01Z"}, // over a day ahead
+		{"2025-03-01T00:00:00Z", "Feb 29 12:00:00", "2024-02-29T12:00:00Z"},
+		{"2024-02-29T13:00:00Z", "Feb 29 12:00:00", "2024-02-29T12:00:00Z"},
+	} {
+		now, _ := time.Parse(time.RFC3339, tt.now)
+		got, err := parse(l, tt.in, time.UTC, now)
+		if err != nil || got != tt.want {
+			t.Errorf("now %s, %s: got %s, %v; want %s", tt.now, tt.in, got, err, tt.want)
+		}
+	}
+}
+
 func TestRFC3339(t *testing.T) {
 	for in, want := range map[string]string{
 		"2024-01-02T03:04:05Z":                "2024-01-02T03:04:05Z",
