@@ -17,11 +17,13 @@ import (
 // ParseSyslogConfig is the config of parse_syslog: `parse_syslog: {}`, or
 // with options `parse_syslog: {timezone: Europe/Berlin, field: line}`.
 type ParseSyslogConfig struct {
-	Timezone string `yaml:"timezone" doc:"IANA time zone name (default UTC) of RFC 3164 times, which have no offset (nor a year: the current one, or the previous one when that would put the time over a day in the future)"`
+	Timezone string `yaml:"timezone" doc:"IANA time zone name of RFC 3164 times, which have no offset (nor a year: the current one, or the previous one when that would put the time over a day in the future)"`
 	Field    string `yaml:"field" doc:"parse this string field of a parsed record instead of the line; the fields found are merged into the record, replacing fields of the same names"`
 
 	loc *time.Location // loaded by Validate
 }
+
+func (c *ParseSyslogConfig) setDefaults() { c.Timezone = "UTC" }
 
 func (c *ParseSyslogConfig) compiled() bool { return c.loc != nil }
 

@@ -18,9 +18,9 @@ import (
 // `parse_timestamp: {field: time, format: '%d/%b/%Y:%H:%M:%S %z'}`.
 type ParseTimestampConfig struct {
 	Field    string `yaml:"field" doc:"the field holding the time (a string; a number too for the unix formats)"`
-	Format   string `yaml:"format" doc:"rfc3339 (default), unix, unix_ms, unix_us, unix_ns (a number or a numeric string, fractions allowed), or a strftime format such as '%d/%b/%Y:%H:%M:%S %z' (%Y %y %m %d %e %j %H %I %p %M %S %f %z %b %B %h %a %A %s %T %F %D %R %n %t %%; %Z is refused: use %z or timezone)"`
-	Timezone string `yaml:"timezone" doc:"IANA time zone name (default UTC) for times written without an offset; a format without a year takes the current one, or the previous one when that would put the time over a day in the future"`
-	To       string `yaml:"to" doc:"what to write: rfc3339 (default; in UTC, with nanoseconds when there are any), unix (seconds, with a fraction when there is one) or unix_ms (integer)"`
+	Format   string `yaml:"format" doc:"rfc3339, unix, unix_ms, unix_us, unix_ns (a number or a numeric string, fractions allowed), or a strftime format such as '%d/%b/%Y:%H:%M:%S %z' (%Y %y %m %d %e %j %H %I %p %M %S %f %z %b %B %h %a %A %s %T %F %D %R %n %t %%; %Z is refused: use %z or timezone)"`
+	Timezone string `yaml:"timezone" doc:"IANA time zone name for times written without an offset; a format without a year takes the current one, or the previous one when that would put the time over a day in the future"`
+	To       string `yaml:"to" doc:"what to write: rfc3339 (in UTC, with nanoseconds when there are any), unix (seconds, with a fraction when there is one) or unix_ms (integer)"`
 	Target   string `yaml:"target" doc:"the field to write (default: field itself); replaced in place or appended"`
 
 	layout *strftime.Layout // compiled by Validate; nil for the unix formats
@@ -37,6 +37,10 @@ const (
 	toUnix
 	toUnixMS
 )
+
+func (c *ParseTimestampConfig) setDefaults() {
+	c.Format, c.Timezone, c.To = "rfc3339", "UTC", "rfc3339"
+}
 
 func (c *ParseTimestampConfig) compiled() bool { return c.loc != nil }
 
