@@ -67,6 +67,17 @@ var invalidWant = map[string][]string{
 		`10:17: workers.w.steps[2].filter: filter: empty expression`,
 		`11:17: workers.w.steps[3].filter: filter: want an expression string, e.g. filter: 'level != "debug"'`,
 	},
+	"parse_syslog_options.yaml": {
+		`8:34: workers.w.steps[0].parse_syslog.timezone: parse_syslog: unknown time zone "Moon/Tranquility" (want an IANA name such as Europe/Berlin, or UTC)`,
+		`9:24: workers.w.steps[1].parse_syslog: unknown option "tz" (valid: timezone, field)`,
+	},
+	"parse_timestamp_options.yaml": {
+		`9:45: workers.w.steps[1].parse_timestamp.format: parse_timestamp: unknown directive %k at byte 9`,
+		`11:11: workers.w.steps[2].parse_timestamp.field: parse_timestamp: field is required`,
+		`11:19: workers.w.steps[2].parse_timestamp.format: parse_timestamp: %Z at byte 6: zone abbreviations are ambiguous; use %z, or the timezone option for times without an offset`,
+		`12:21: workers.w.steps[2].parse_timestamp.timezone: parse_timestamp: unknown time zone "CEST" (want an IANA name such as Europe/Berlin, or UTC)`,
+		`13:15: workers.w.steps[2].parse_timestamp.to: parse_timestamp: "iso8601" is not one of rfc3339, unix, unix_ms`,
+	},
 	"filter_not_bool.yaml": {
 		`9:17: workers.w.steps[1].filter: filter: expression returns int, want bool`,
 		`10:17: workers.w.steps[2].filter: filter: expression returns string, want bool`,
@@ -92,8 +103,8 @@ var invalidWant = map[string][]string{
 	"merge_inputs.yaml": {
 		`14:5: sinks.timeline.merge.late: dead_letter needs a top-level dead_letter sink`,
 		"15:14: warning: sinks.timeline.inputs: worker \"parse\" is not `ordered: true`, so each feed may reach the merge out of order",
-		`15:21: sinks.timeline.inputs: "raw" does not parse records; every input of a merging sink must be a worker with a parsing step such as parse_json (merge.order_by reads a field)`,
-		`15:26: sinks.timeline.inputs: "db" does not parse records; every input of a merging sink must be a worker with a parsing step such as parse_json (merge.order_by reads a field)`,
+		`15:21: sinks.timeline.inputs: "raw" does not parse records; every input of a merging sink must be a worker with a parsing step such as parse_json or parse_syslog (merge.order_by reads a field)`,
+		`15:26: sinks.timeline.inputs: "db" does not parse records; every input of a merging sink must be a worker with a parsing step such as parse_json or parse_syslog (merge.order_by reads a field)`,
 	},
 	"merge_key.yaml": {
 		`2:1: unknown top-level key "defaults" (valid: version, sources, workers, sinks, dead_letter, checkpoint_interval)`,
@@ -196,11 +207,11 @@ var invalidWant = map[string][]string{
 	},
 	"steps_shape.yaml": {
 		"7:12: workers.w.steps: want a list of steps such as `- parse_json: {}`, got a mapping",
-		`11:9: workers.v.steps[0]: a step is a mapping with exactly one key, its type (valid: drop, eval, filter, keep, parse_json, set)`,
+		`11:9: workers.v.steps[0]: a step is a mapping with exactly one key, its type (valid: drop, eval, filter, keep, parse_json, parse_syslog, parse_timestamp, set)`,
 		"12:21: workers.v.steps[1].parse_json: parse_json: takes no options; write `parse_json: {}`",
 		`13:15: workers.v.steps[2].drop: drop: want a list of field names, e.g. drop: [user, msg]`,
 		`14:15: workers.v.steps[3].keep: keep: want a list of field names, e.g. keep: [user, msg]`,
-		`15:9: warning: workers.v.steps[4].keep: records reaching this step are not parsed yet, so it will reject them (add a parsing step such as parse_json before it)`,
+		`15:9: warning: workers.v.steps[4].keep: records reaching this step are not parsed yet, so it will reject them (add a parsing step such as parse_json or parse_syslog before it)`,
 		`15:15: workers.v.steps[4].keep: keep: empty field name`,
 	},
 	"trailing_document_syntax.yaml": {
@@ -233,8 +244,8 @@ var invalidWant = map[string][]string{
 	"unknown_step_type.yaml": {
 		`8:9: workers.w.steps[0]: unknown step type "parse_jsn" (did you mean "parse_json"?)`,
 		`9:9: workers.w.steps[1]: unknown step type "filtre" (did you mean "filter"?)`,
-		`10:9: workers.w.steps[2]: a step is a mapping with exactly one key, its type (valid: drop, eval, filter, keep, parse_json, set)`,
-		`11:9: workers.w.steps[3]: a step is a mapping with exactly one key, its type (valid: drop, eval, filter, keep, parse_json, set)`,
+		`10:9: workers.w.steps[2]: a step is a mapping with exactly one key, its type (valid: drop, eval, filter, keep, parse_json, parse_syslog, parse_timestamp, set)`,
+		`11:9: workers.w.steps[3]: a step is a mapping with exactly one key, its type (valid: drop, eval, filter, keep, parse_json, parse_syslog, parse_timestamp, set)`,
 	},
 	"unknown_top_key.yaml": {
 		`2:1: unknown top-level key "checkpoint_intervall" (did you mean "checkpoint_interval"?)`,

@@ -48,12 +48,30 @@ var sourceFixtures = map[string]func(t *testing.T, f stages.Factory) stagetest.S
 // stepFixtures are each step type's value in a worker's steps, applied
 // to stagetest.Lines.
 var stepFixtures = map[string]string{
-	"drop":       "[user, n]",
-	"eval":       "{n2: 'n * 2', who: 'user + \"!\"'}",
-	"filter":     `'level != "debug"'`,
-	"keep":       "[ts, msg]",
-	"parse_json": "{}",
-	"set":        "{pipeline: p1, n: 0}",
+	"drop":            "[user, n]",
+	"eval":            "{n2: 'n * 2', who: 'user + \"!\"'}",
+	"filter":          `'level != "debug"'`,
+	"keep":            "[ts, msg]",
+	"parse_json":      "{}",
+	"parse_syslog":    "{timezone: Europe/Berlin}",
+	"parse_timestamp": "{field: ts, target: t2, to: unix}",
+	"set":             "{pipeline: p1, n: 0}",
+}
+
+// stepInputs are the sample records of parsers of formats other than
+// JSON lines (stagetest.StepOn); the others get stagetest.Lines.
+var stepInputs = map[string]func(n int) []string{
+	"parse_syslog": func(n int) []string {
+		out := make([]string, n)
+		for i := range out {
+			if i%2 == 0 {
+				out[i] = fmt.Sprintf("<%d>Dec  4 06:%02d:%02d web%d app[%d]: record %d", i%192, i/60%60, i%60, i%3, i, i)
+			} else {
+				out[i] = fmt.Sprintf(`<%d>1 2026-12-04T06:00:%02d.%06dZ web%d app %d - [m@1 n="%d"] record %d`, i%192, i%60, i, i%3, i, i, i)
+			}
+		}
+		return out
+	},
 }
 
 // sinkFixtures make a fresh destination and the config that writes it.
@@ -84,7 +102,12 @@ func TestConformance(t *testing.T) {
 		stagetest.Source(t, f, func(t *testing.T) stagetest.SourceCase { return fx(t, f) })
 	})
 	conform(t, reg, stages.KindStep, stepFixtures, "stepFixtures", func(t *testing.T, f stages.Factory, opts string) {
-		stagetest.Step(t, f, stagetest.Config(t, f, t.TempDir(), opts))
+		cfg := stagetest.Config(t, f, t.TempDir(), opts)
+		if lines, ok := stepInputs[f.Type]; ok {
+			stagetest.StepOn(t, f, cfg, lines)
+		} else {
+			stagetest.Step(t, f, cfg)
+		}
 	})
 	conform(t, reg, stages.KindSink, sinkFixtures, "sinkFixtures", func(t *testing.T, f stages.Factory, fx func(*testing.T, stages.Factory) stagetest.SinkCase) {
 		stagetest.Sink(t, f, func(t *testing.T) stagetest.SinkCase { return fx(t, f) })
@@ -116,6 +139,11 @@ func TestConformanceFixturesRegistered(t *testing.T) {
 	}
 	for typ := range stepFixtures {
 		kinds[stages.KindStep] = append(kinds[stages.KindStep], typ)
+	}
+	for typ := range stepInputs {
+		if _, ok := stepFixtures[typ]; !ok {
+			t.Errorf("stepInputs has %q, which has no stepFixtures entry", typ)
+		}
 	}
 	for typ := range sinkFixtures {
 		kinds[stages.KindSink] = append(kinds[stages.KindSink], typ)

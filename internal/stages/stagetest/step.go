@@ -17,6 +17,14 @@ const stepLines = 60
 // concurrent Process calls on different batches agree with a single one.
 func Step(t *testing.T, f stages.Factory, cfg any) {
 	t.Helper()
+	StepOn(t, f, cfg, Lines)
+}
+
+// StepOn is Step on other sample records, for a parser of a format other
+// than JSON lines: lines(n) returns n records, all different, most of
+// which the step keeps.
+func StepOn(t *testing.T, f stages.Factory, cfg any, lines func(n int) []string) {
+	t.Helper()
 	if f.Kind != stages.KindStep {
 		t.Fatalf("stagetest.Step: %s type %q is not a step", f.Kind, f.Type)
 	}
@@ -31,9 +39,9 @@ func Step(t *testing.T, f stages.Factory, cfg any) {
 	// A parser gets the raw lines; every other step parsed records, as
 	// it does behind a parser in a pipeline.
 	parsed := !f.Caps.Parses
-	lines := Lines(stepLines)
+	sample := lines(stepLines)
 	process := func(st stages.Step) *stages.Batch {
-		b := batch(lines, parsed)
+		b := batch(sample, parsed)
 		st.Process(b)
 		return b
 	}
@@ -63,7 +71,7 @@ func Step(t *testing.T, f stages.Factory, cfg any) {
 
 	if f.Caps.NeedsFields {
 		check(t, "NeedsFields", func(t *testing.T) {
-			b := batch(lines, false)
+			b := batch(sample, false)
 			build(t).Process(b)
 			if len(b.Records) != 0 || len(b.Rejects) != stepLines {
 				t.Errorf("Caps.NeedsFields, but of %d unparsed records %d were kept and %d rejected, want all rejected",
@@ -84,7 +92,7 @@ func Step(t *testing.T, f stages.Factory, cfg any) {
 		equal(t, "records after an earlier batch was overwritten", got, want)
 		// A later Process, of other records, must not write into the
 		// second batch's records.
-		third := batch(Lines(2 * stepLines)[stepLines:], parsed)
+		third := batch(lines(2 * stepLines)[stepLines:], parsed)
 		st.Process(third)
 		equal(t, "records after a later Process", raws(second.Records), got)
 		scribble(third)

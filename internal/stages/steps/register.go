@@ -19,16 +19,17 @@ func register(f stages.Factory) { factories = append(factories, f) }
 func All() []stages.Factory { return slices.Clone(factories) }
 
 // stepFactory is the Factory of a step type whose config is a *C, from
-// new(C): every step type registers through it. New hands build the
-// config validated (Validate runs again unless the config says, by a
-// compiled() method, that the loader's Validate already compiled it).
+// new(C) with its defaults (see defaulter): every step type registers
+// through it. New hands build the config validated (Validate runs again
+// unless the config says, by a compiled() method, that the loader's
+// Validate already compiled it).
 func stepFactory[C any](typ, doc string, caps stages.Caps, build func(stages.Settings, *C) (stages.Step, error)) stages.Factory {
 	return stages.Factory{
 		Kind:      stages.KindStep,
 		Type:      typ,
 		Doc:       doc,
 		Caps:      caps,
-		NewConfig: func() any { return new(C) },
+		NewConfig: newConfig[C],
 		NewStep: func(s stages.Settings, cfg any) (stages.Step, error) {
 			c, ok := cfg.(*C)
 			if !ok || c == nil {
@@ -41,6 +42,19 @@ func stepFactory[C any](typ, doc string, caps stages.Caps, build func(stages.Set
 		},
 	}
 }
+
+// newConfig is a new *C with its defaults.
+func newConfig[C any]() any {
+	c := new(C)
+	if d, ok := any(c).(defaulter); ok {
+		d.setDefaults()
+	}
+	return c
+}
+
+// defaulter is a config whose options have defaults other than their
+// zero values: NewConfig sets them, so the configuration reference shows them.
+type defaulter interface{ setDefaults() }
 
 // compiler is a config that keeps what Validate compiled (expressions,
 // encoded values), so that building a step from a loaded config does not
