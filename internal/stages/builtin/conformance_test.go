@@ -48,12 +48,25 @@ var sourceFixtures = map[string]func(t *testing.T, f stages.Factory) stagetest.S
 // stepFixtures are each step type's value in a worker's steps, applied
 // to stagetest.Lines.
 var stepFixtures = map[string]string{
-	"drop":       "[user, n]",
-	"eval":       "{n2: 'n * 2', who: 'user + \"!\"'}",
-	"filter":     `'level != "debug"'`,
-	"keep":       "[ts, msg]",
-	"parse_json": "{}",
-	"set":        "{pipeline: p1, n: 0}",
+	"drop":         "[user, n]",
+	"eval":         "{n2: 'n * 2', who: 'user + \"!\"'}",
+	"filter":       `'level != "debug"'`,
+	"keep":         "[ts, msg]",
+	"parse_json":   "{}",
+	"parse_logfmt": "{}",
+	"set":          "{pipeline: p1, n: 0}",
+}
+
+// stepSamples are the sample lines of parsers of text formats that the
+// JSON stagetest.Lines are not; other steps get stagetest.Lines.
+var stepSamples = map[string]func(n int) []string{
+	"parse_logfmt": func(n int) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = fmt.Sprintf(`ts=2024-01-01T00:00:%02dZ level=info msg="record %d" n=%d`, i%60, i, i)
+		}
+		return out
+	},
 }
 
 // sinkFixtures make a fresh destination and the config that writes it.
@@ -84,6 +97,10 @@ func TestConformance(t *testing.T) {
 		stagetest.Source(t, f, func(t *testing.T) stagetest.SourceCase { return fx(t, f) })
 	})
 	conform(t, reg, stages.KindStep, stepFixtures, "stepFixtures", func(t *testing.T, f stages.Factory, opts string) {
+		if sample, ok := stepSamples[f.Type]; ok {
+			stagetest.StepOn(t, f, stagetest.Config(t, f, t.TempDir(), opts), sample)
+			return
+		}
 		stagetest.Step(t, f, stagetest.Config(t, f, t.TempDir(), opts))
 	})
 	conform(t, reg, stages.KindSink, sinkFixtures, "sinkFixtures", func(t *testing.T, f stages.Factory, fx func(*testing.T, stages.Factory) stagetest.SinkCase) {

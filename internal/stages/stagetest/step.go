@@ -17,6 +17,14 @@ const stepLines = 60
 // concurrent Process calls on different batches agree with a single one.
 func Step(t *testing.T, f stages.Factory, cfg any) {
 	t.Helper()
+	StepOn(t, f, cfg, Lines)
+}
+
+// StepOn is Step on sample records made by lines (which must return n
+// distinct lines) instead of Lines: for a parser of a text format that
+// JSON lines are not (parse_logfmt, parse_syslog).
+func StepOn(t *testing.T, f stages.Factory, cfg any, sample func(n int) []string) {
+	t.Helper()
 	if f.Kind != stages.KindStep {
 		t.Fatalf("stagetest.Step: %s type %q is not a step", f.Kind, f.Type)
 	}
@@ -31,7 +39,7 @@ func Step(t *testing.T, f stages.Factory, cfg any) {
 	// A parser gets the raw lines; every other step parsed records, as
 	// it does behind a parser in a pipeline.
 	parsed := !f.Caps.Parses
-	lines := Lines(stepLines)
+	lines := sample(stepLines)
 	process := func(st stages.Step) *stages.Batch {
 		b := batch(lines, parsed)
 		st.Process(b)
@@ -84,7 +92,7 @@ func Step(t *testing.T, f stages.Factory, cfg any) {
 		equal(t, "records after an earlier batch was overwritten", got, want)
 		// A later Process, of other records, must not write into the
 		// second batch's records.
-		third := batch(Lines(2 * stepLines)[stepLines:], parsed)
+		third := batch(sample(2 * stepLines)[stepLines:], parsed)
 		st.Process(third)
 		equal(t, "records after a later Process", raws(second.Records), got)
 		scribble(third)
