@@ -52,6 +52,7 @@ var stepFixtures = map[string]string{
 	"eval":         "{n2: 'n * 2', who: 'user + \"!\"'}",
 	"filter":       `'level != "debug"'`,
 	"keep":         "[ts, msg]",
+	"parse_csv":    "{columns: [ts, level, msg, n]}",
 	"parse_json":   "{}",
 	"parse_logfmt": "{}",
 	"set":          "{pipeline: p1, n: 0}",
@@ -60,6 +61,13 @@ var stepFixtures = map[string]string{
 // stepSamples are the sample lines of parsers of text formats that the
 // JSON stagetest.Lines are not; other steps get stagetest.Lines.
 var stepSamples = map[string]func(n int) []string{
+	"parse_csv": func(n int) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = fmt.Sprintf(`2024-01-01T00:00:%02dZ,info,"record %d, quoted",%d`, i%60, i, i)
+		}
+		return out
+	},
 	"parse_logfmt": func(n int) []string {
 		out := make([]string, n)
 		for i := range out {
