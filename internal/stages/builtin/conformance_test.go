@@ -55,6 +55,7 @@ var stepFixtures = map[string]string{
 	"parse_csv":    "{columns: [ts, level, msg, n]}",
 	"parse_json":   "{}",
 	"parse_logfmt": "{}",
+	"parse_regex":  `{pattern: '"level":"(?P<level>\w+)","msg":"(?P<msg>[^"]*)"'}`,
 	"set":          "{pipeline: p1, n: 0}",
 }
 
