@@ -56,6 +56,7 @@ var stepFixtures = map[string]string{
 	"parse_json":   "{}",
 	"parse_logfmt": "{}",
 	"parse_regex":  `{pattern: '"level":"(?P<level>\w+)","msg":"(?P<msg>[^"]*)"'}`,
+	"rename":       "{user: who, n: num}",
 	"set":          "{pipeline: p1, n: 0}",
 }
 

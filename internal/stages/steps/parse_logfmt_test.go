@@ -146,13 +146,21 @@ func BenchmarkParseLogfmt(b *testing.B) {
 
 // benchParser runs a parser over batches of 256 copies of line, reporting
 // lines/s.
-func benchParser(b *testing.B, typ, src, line string) {
+func benchParser(b *testing.B, typ, src, line string) { benchStep(b, typ, src, line, false) }
+
+// benchParsed is benchParser for steps that need parsed records.
+func benchParsed(b *testing.B, typ, src, line string) { benchStep(b, typ, src, line, true) }
+
+func benchStep(b *testing.B, typ, src, line string, isParsed bool) {
 	lines := make([]string, 256)
 	for i := range lines {
 		lines[i] = line
 	}
 	st := newStep(b, typ, src)
 	tmpl := readBatch(b, lines...)
+	if isParsed {
+		tmpl = parsed(b, lines...)
+	}
 	b.ReportAllocs()
 	b.SetBytes(int64(len(line) * len(lines)))
 	b.ResetTimer()
