@@ -215,7 +215,7 @@ func TestStepValueShapes(t *testing.T) {
 		"keep":       "a list of strings or a string",
 		"set":        "a mapping",
 		"eval":       "a mapping",
-		"parse_json": "", // takes no value: `parse_json: {}`
+		"rename":     "a mapping",
 	} {
 		f, ok := reg.Lookup(stages.KindStep, typ)
 		if !ok {
