@@ -371,6 +371,11 @@ func parseNumber(num []byte) any {
 	return f
 }
 
+// AppendUnescaped appends the decoded text of a string member's value to
+// dst: raw is the body between the quotes (obj[m.Val+1:m.End-1]) of a
+// string that an Iter, Members or Find validated.
+func AppendUnescaped(dst, raw []byte) []byte { return unescape(dst, raw) }
+
 // unescape appends the decoded form of the validated string body raw to
 // dst. Invalid surrogate escapes become U+FFFD, as in encoding/json.
 func unescape(dst, raw []byte) []byte {

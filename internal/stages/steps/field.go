@@ -58,11 +58,7 @@ func (f fieldSource) text(r *stages.Record, s *parseScratch) ([]byte, error) {
 	case !m.ValEscaped:
 		return r.Raw[m.Val+1 : m.End-1], nil
 	}
-	v, err := m.Value(r.Raw, true)
-	if err != nil {
-		return nil, fmt.Errorf("field %q: %w", f.Name, err)
-	}
-	s.text = append(s.text[:0], v.(string)...)
+	s.text = jsonrec.AppendUnescaped(s.text[:0], r.Raw[m.Val+1:m.End-1])
 	return s.text, nil
 }
 
