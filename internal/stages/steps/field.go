@@ -2,6 +2,7 @@ package steps
 
 import (
 	"fmt"
+	"sync"
 	"unsafe"
 
 	"github.com/etld/etld/internal/jsonrec"
@@ -20,16 +21,7 @@ import (
 //   - parseErr formats a bad record's error: what was expected at which
 //     byte of the text.
 //
-// A step's Process loop is:
-//
-//	s := pool.Get().(*parseScratch)
-//	w := s.writer(b)
-//	for each record r:
-//		text, err := src.text(r, s)      // reject r on err
-//		s.out.reset()
-//		... s.out.addString(key, value) per field ...  // reject r on a parse error
-//		w.write(r, &s.out)               // reject r on err, else keep it
-//	w.done()
+// textStep runs that loop for a parser: it only supplies parse.
 
 // fieldSource is where a parsing step reads its text: Name "" is the
 // record's raw line, else the string value of the top-level field Name of
@@ -54,7 +46,7 @@ func (f fieldSource) text(r *stages.Record, s *parseScratch) ([]byte, error) {
 	case !found:
 		return nil, fmt.Errorf("no field %q", f.Name)
 	case r.Raw[m.Val] != '"':
-		return nil, fmt.Errorf("field %q is %s, want a string", f.Name, jsonKind(r.Raw[m.Val]))
+		return nil, fmt.Errorf("field %q is %s, want a string", f.Name, jsonrec.KindName(r.Raw[m.Val]))
 	case !m.ValEscaped:
 		return r.Raw[m.Val+1 : m.End-1], nil
 	}
@@ -75,21 +67,6 @@ func (f fieldSource) where() string {
 // plus where the text came from.
 func (f fieldSource) parseErr(off int, format string, args ...any) error {
 	return fmt.Errorf("%s at byte %d%s", fmt.Sprintf(format, args...), off, f.where())
-}
-
-func jsonKind(c byte) string {
-	switch c {
-	case '{':
-		return "an object"
-	case '[':
-		return "an array"
-	case 't', 'f':
-		return "a boolean"
-	case 'n':
-		return "null"
-	default:
-		return "a number"
-	}
 }
 
 // parsedField is one field of a parsedFields: its decoded key in keys[k0:k1]
@@ -121,8 +98,6 @@ func (p *parsedFields) reset() {
 		clear(p.index)
 	}
 }
-
-func (p *parsedFields) len() int { return len(p.fields) }
 
 // key returns field i's decoded key, aliasing p's buffer.
 func (p *parsedFields) key(i int) string { return p.keyAt(p.fields[i].k0, p.fields[i].k1) }
@@ -237,7 +212,8 @@ type parseScratch struct {
 	members []jsonrec.Member
 	edits   []jsonrec.Edit
 	add     []byte
-	spare   []byte // free for the step's own use (parse_csv unquoting)
+	spare   []byte // free for the step's own use (unquoting)
+	idx     []int  // parse_regex's group offsets
 }
 
 // recordWriter writes parsed fields into the records of one batch, their
@@ -320,3 +296,42 @@ func (p *parsedFields) findMember(obj []byte, m *jsonrec.Member) bool {
 // done compacts the batch.
 func (w *recordWriter) done() { w.c.done() }
 
+// textStep is a parsing step: parse fills s.out from one text (the line or
+// the field's string) or returns what it wanted at which byte (see
+// fieldSource.parseErr). parse_logfmt, parse_csv, parse_regex and
+// parse_json's field are textSteps.
+type textStep struct {
+	typ   string // the step type, for reject reasons
+	src   fieldSource
+	parse func(text []byte, s *parseScratch) error
+	pool  sync.Pool // of *parseScratch
+}
+
+func newTextStep(typ, field string, parse func([]byte, *parseScratch) error) *textStep {
+	st := &textStep{typ: typ, src: fieldSource{Name: field}, parse: parse}
+	st.pool.New = func() any { return new(parseScratch) }
+	return st
+}
+
+// Process parses every record's text and writes the fields into it (see
+// recordWriter.write); a record whose text cannot be read or parsed is a
+// bad record. Safe for concurrent calls on different batches.
+func (st *textStep) Process(b *stages.Batch) {
+	s := st.pool.Get().(*parseScratch)
+	defer st.pool.Put(s)
+	w := s.writer(b)
+	for i := range b.Records {
+		r := &b.Records[i]
+		text, err := st.src.text(r, s)
+		if err == nil {
+			s.out.reset()
+			err = st.parse(text, s)
+		}
+		if err != nil {
+			w.reject(r, st.typ, err)
+			continue
+		}
+		w.write(r, st.typ, &s.out)
+	}
+	w.done()
+}

@@ -3,7 +3,6 @@ package steps
 import (
 	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/etld/etld/internal/stages"
 )
@@ -50,37 +49,16 @@ type parseCSV struct {
 	src     fieldSource
 	columns [][]byte
 	delim   byte
-	pool    sync.Pool // of *parseScratch
 }
 
-// Process parses each record's text as one CSV row (RFC 4180): fields are
+// parse reads one text as one CSV row (RFC 4180): fields are
 // separated by the delimiter; a field that starts with '"' is quoted, may
 // hold delimiters and '""' (one quote), and must end with '"' followed by
 // the delimiter or the end of the line. A '"' inside an unquoted field is
 // kept as is. Every column becomes a string field; a row with another
 // number of columns is a bad record.
-func (st *parseCSV) Process(b *stages.Batch) {
-	s := st.pool.Get().(*parseScratch)
-	defer st.pool.Put(s)
-	w := s.writer(b)
-	for i := range b.Records {
-		r := &b.Records[i]
-		text, err := st.src.text(r, s)
-		if err == nil {
-			err = st.parse(text, s)
-		}
-		if err != nil {
-			w.reject(r, "parse_csv", err)
-			continue
-		}
-		w.write(r, "parse_csv", &s.out)
-	}
-	w.done()
-}
-
 func (st *parseCSV) parse(line []byte, s *parseScratch) error {
 	p := &s.out
-	p.reset()
 	d := st.delim
 	n, col := len(line), 0
 	for i := 0; ; col++ {
@@ -142,7 +120,6 @@ func init() {
 			for _, name := range c.Columns {
 				st.columns = append(st.columns, []byte(name))
 			}
-			st.pool.New = func() any { return new(parseScratch) }
-			return st, nil
+			return newTextStep("parse_csv", c.Field, st.parse), nil
 		}))
 }

@@ -2,7 +2,6 @@ package steps
 
 import (
 	"fmt"
-	"sync"
 
 	"github.com/etld/etld/internal/jsonrec"
 	"github.com/etld/etld/internal/stages"
@@ -40,41 +39,18 @@ func (parseJSON) Process(b *stages.Batch) {
 
 // parseJSONField parses the JSON object in a string field and merges its
 // members into the record.
-type parseJSONField struct {
-	src  fieldSource
-	pool sync.Pool // of *parseScratch
-}
+type parseJSONField struct{ src fieldSource }
 
-// Process reads the field's string, checks it is one JSON object in valid
+// parse checks it is one JSON object in valid
 // UTF-8, and merges its members (copied as they are) into the record: a
 // member with the name of an existing field replaces it; of duplicate
 // members the last wins. A record that is not parsed, lacks the field, or
 // whose field is not a string holding an object is a bad record.
-func (st *parseJSONField) Process(b *stages.Batch) {
-	s := st.pool.Get().(*parseScratch)
-	defer st.pool.Put(s)
-	w := s.writer(b)
-	for i := range b.Records {
-		r := &b.Records[i]
-		text, err := st.src.text(r, s)
-		if err == nil {
-			err = st.parse(text, s)
-		}
-		if err != nil {
-			w.reject(r, "parse_json", err)
-			continue
-		}
-		w.write(r, "parse_json", &s.out)
-	}
-	w.done()
-}
-
 func (st *parseJSONField) parse(text []byte, s *parseScratch) error {
 	obj, err := jsonrec.ValidObject(text)
 	if err != nil {
 		return fmt.Errorf("%w%s", err, st.src.where())
 	}
-	s.out.reset()
 	s.members, _, err = jsonrec.Members(obj, s.members[:0])
 	if err != nil {
 		return fmt.Errorf("%w%s", err, st.src.where())
@@ -105,7 +81,6 @@ func init() {
 				return parseJSON{}, nil
 			}
 			st := &parseJSONField{src: fieldSource{Name: c.Field}}
-			st.pool.New = func() any { return new(parseScratch) }
-			return st, nil
+			return newTextStep("parse_json", c.Field, st.parse), nil
 		}))
 }

@@ -1,8 +1,6 @@
 package steps
 
 import (
-	"sync"
-
 	"github.com/etld/etld/internal/stages"
 )
 
@@ -13,40 +11,16 @@ type ParseLogfmtConfig struct {
 }
 
 // parseLogfmt parses `k=v k2="quoted \" v" flag` lines.
-type parseLogfmt struct {
-	src  fieldSource
-	pool sync.Pool // of *parseScratch
-}
-
-// Process parses each record's text as logfmt: space-separated pairs
-// `key=value`, `key="quoted value"` (with \" \\ \n \t \r escapes) or a
-// bare `key` (true). Values are strings. A key given twice keeps its last
-// value. Keys are runs of bytes other than space, '=' and '"'.
-func (st *parseLogfmt) Process(b *stages.Batch) {
-	s := st.pool.Get().(*parseScratch)
-	defer st.pool.Put(s)
-	w := s.writer(b)
-	for i := range b.Records {
-		r := &b.Records[i]
-		text, err := st.src.text(r, s)
-		if err == nil {
-			err = st.parse(text, s)
-		}
-		if err != nil {
-			w.reject(r, "parse_logfmt", err)
-			continue
-		}
-		w.write(r, "parse_logfmt", &s.out)
-	}
-	w.done()
-}
+type parseLogfmt struct{ src fieldSource }
 
 func isLogfmtSpace(c byte) bool { return c == ' ' || c == '\t' }
 
-// parse fills s.out with the pairs of line.
+// parse reads one text as logfmt: space-separated pairs
+// `key=value`, `key="quoted value"` (with \" \\ \n \t \r escapes) or a
+// bare `key` (true). Values are strings. A key given twice keeps its last
+// value. Keys are runs of bytes other than space, '=' and '"'.
 func (st *parseLogfmt) parse(line []byte, s *parseScratch) error {
 	p := &s.out
-	p.reset()
 	i, n := 0, len(line)
 	for {
 		for i < n && isLogfmtSpace(line[i]) {
@@ -150,7 +124,6 @@ func init() {
 		stages.Caps{Parses: true},
 		func(_ stages.Settings, c *ParseLogfmtConfig) (stages.Step, error) {
 			st := &parseLogfmt{src: fieldSource{Name: c.Field}}
-			st.pool.New = func() any { return new(parseScratch) }
-			return st, nil
+			return newTextStep("parse_logfmt", c.Field, st.parse), nil
 		}))
 }

@@ -6,7 +6,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 
 	"github.com/etld/etld/internal/stages"
 )
@@ -96,45 +95,30 @@ type parseRegex struct {
 	re     *regexp.Regexp
 	preset *accessLogFormat
 	names  [][]byte // group names by group number; nil for unnamed
-	pool   sync.Pool
+	groups int      // 2 * (number of groups + 1): the length of the offsets
 }
 
-// regexScratch is parseScratch plus the preset matcher's group offsets.
-type regexScratch struct {
-	parseScratch
-	idx []int
-}
-
-// Process matches each record's text; the named groups that take part in
-// the match become string fields, in group order. A text that does not
-// match is a bad record.
-func (st *parseRegex) Process(b *stages.Batch) {
-	s := st.pool.Get().(*regexScratch)
-	defer st.pool.Put(s)
-	w := s.writer(b)
-	for i := range b.Records {
-		r := &b.Records[i]
-		text, err := st.src.text(r, &s.parseScratch)
-		if err == nil {
-			if st.preset != nil {
-				err = st.preset.match(text, s.idx, st.src)
-			} else if s.idx = st.re.FindSubmatchIndex(text); s.idx == nil {
-				err = fmt.Errorf("no match for the pattern%s", st.src.where())
-			}
+// parse matches one text; the named groups that take part in the match
+// become string fields, in group order. A text that does not match is a
+// bad record.
+func (st *parseRegex) parse(text []byte, s *parseScratch) error {
+	if st.preset != nil {
+		if cap(s.idx) < st.groups {
+			s.idx = make([]int, st.groups)
 		}
-		if err != nil {
-			w.reject(r, "parse_regex", err)
-			continue
+		s.idx = s.idx[:st.groups]
+		if err := st.preset.match(text, s.idx, st.src); err != nil {
+			return err
 		}
-		s.out.reset()
-		for g, name := range st.names {
-			if name != nil && s.idx[2*g] >= 0 {
-				s.out.addString(name, text[s.idx[2*g]:s.idx[2*g+1]])
-			}
-		}
-		w.write(r, "parse_regex", &s.out)
+	} else if s.idx = st.re.FindSubmatchIndex(text); s.idx == nil {
+		return fmt.Errorf("no match for the pattern%s", st.src.where())
 	}
-	w.done()
+	for g, name := range st.names {
+		if name != nil && s.idx[2*g] >= 0 {
+			s.out.addString(name, text[s.idx[2*g]:s.idx[2*g+1]])
+		}
+	}
+	return nil
 }
 
 // match is the preset's regexp written by hand, about ten times faster
@@ -294,7 +278,7 @@ func init() {
 			"is a bad record.",
 		stages.Caps{Parses: true},
 		func(_ stages.Settings, c *ParseRegexConfig) (stages.Step, error) {
-			st := &parseRegex{src: fieldSource{Name: c.Field}, re: c.re, preset: c.preset}
+			st := &parseRegex{src: fieldSource{Name: c.Field}, re: c.re, preset: c.preset, groups: 2 * (c.re.NumSubexp() + 1)}
 			for _, name := range c.re.SubexpNames() {
 				if name == "" {
 					st.names = append(st.names, nil)
@@ -302,8 +286,6 @@ func init() {
 					st.names = append(st.names, []byte(name))
 				}
 			}
-			groups := 2 * (c.re.NumSubexp() + 1)
-			st.pool.New = func() any { return &regexScratch{idx: make([]int, groups)} }
-			return st, nil
+			return newTextStep("parse_regex", c.Field, st.parse), nil
 		}))
 }
