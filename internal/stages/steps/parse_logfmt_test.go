@@ -2,6 +2,7 @@ package steps
 
 import (
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -174,4 +175,27 @@ func benchStep(b *testing.B, typ, src, line string, isParsed bool) {
 		batch.Release()
 	}
 	b.ReportMetric(float64(b.N*len(lines))/b.Elapsed().Seconds(), "lines/s")
+}
+
+// TestParseLogfmtManyKeys crosses manyFields, where duplicate keys are
+// found through an index instead of one by one.
+func TestParseLogfmtManyKeys(t *testing.T) {
+	var line strings.Builder
+	want := map[string]any{}
+	for i := range 80 {
+		k := fmt.Sprintf("k%d", i%50) // k0..k29 come twice
+		fmt.Fprintf(&line, "%s=%d ", k, i)
+		want[k] = fmt.Sprint(i)
+	}
+	b := readBatch(t, line.String())
+	newStep(t, "parse_logfmt", "{}").Process(b)
+	if len(b.Records) != 1 {
+		t.Fatalf("rejected: %q", rejectErrors(b.Rejects))
+	}
+	if got := decodeRecord(t, b.Records[0].Raw); !reflect.DeepEqual(got, want) {
+		t.Errorf("got %v\nwant %v", got, want)
+	}
+	if n := strings.Count(string(b.Records[0].Raw), `":`); n != 50 {
+		t.Errorf("%d members, want 50 (no duplicate keys): %s", n, b.Records[0].Raw)
+	}
 }
