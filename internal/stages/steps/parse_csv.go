@@ -10,10 +10,12 @@ import (
 // ParseCSVConfig is the config of parse_csv: `parse_csv: {columns: [ts,
 // user, amount]}`.
 type ParseCSVConfig struct {
-	Columns   []string `yaml:"columns" doc:"required: the field name of each column, in order; a line with another number of columns is a bad record"`
-	Delimiter string   `yaml:"delimiter" doc:"the column separator, one ASCII character (not '\"'); default ','; write '\\t' in double quotes for tabs"`
+	Columns   []string `yaml:"columns" doc:"the field name of each column, in order; a line with another number of columns is a bad record"`
+	Delimiter string   `yaml:"delimiter" doc:"the column separator, one ASCII character other than '\"'; a tab is written \"\\t\" (in double quotes)"`
 	Field     string   `yaml:"field" doc:"parse the string value of this field of a parsed record instead of the raw line; the parsed fields are merged into the record"`
 }
+
+func (c *ParseCSVConfig) setDefaults() { c.Delimiter = "," }
 
 // Validate checks the columns and the delimiter.
 func (c *ParseCSVConfig) Validate() error {
@@ -31,17 +33,10 @@ func (c *ParseCSVConfig) Validate() error {
 		}
 		seen[name] = true
 	}
-	if d := c.Delimiter; d != "" && (len(d) != 1 || d[0] >= 0x80 || d[0] == '"' || d[0] == '\n' || d[0] == '\r') {
+	if d := c.Delimiter; len(d) != 1 || d[0] >= 0x80 || d[0] == '"' || d[0] == '\n' || d[0] == '\r' {
 		errs = append(errs, stages.FieldErr("delimiter", fmt.Errorf("invalid delimiter %q: want one ASCII character other than '\"' and line breaks", d)))
 	}
 	return errors.Join(errs...)
-}
-
-func (c *ParseCSVConfig) delimiter() byte {
-	if c.Delimiter == "" {
-		return ','
-	}
-	return c.Delimiter[0]
 }
 
 // parseCSV splits lines into the configured columns.
@@ -116,7 +111,7 @@ func init() {
 			"is a bad record.",
 		stages.Caps{Parses: true},
 		func(_ stages.Settings, c *ParseCSVConfig) (stages.Step, error) {
-			st := &parseCSV{src: fieldSource{Name: c.Field}, delim: c.delimiter()}
+			st := &parseCSV{src: fieldSource{Name: c.Field}, delim: c.Delimiter[0]}
 			for _, name := range c.Columns {
 				st.columns = append(st.columns, []byte(name))
 			}

@@ -14,7 +14,7 @@ import (
 // '^(?P<ip>\S+) (?P<msg>.*)$'}` or `parse_regex: {preset: nginx_combined}`.
 type ParseRegexConfig struct {
 	Pattern string `yaml:"pattern" doc:"an RE2 regular expression (https://github.com/google/re2/wiki/Syntax) with at least one named group (?P<name>...); each named group that takes part in the match becomes a string field, unnamed groups are ignored; exactly one of pattern and preset"`
-	Preset  string `yaml:"preset" doc:"a built-in format: nginx_combined, apache_common or apache_combined (fields: remote_addr, ident (apache only), remote_user, time_local, request, method, path, protocol, status, body_bytes_sent, and for the combined formats http_referer, http_user_agent); exactly one of pattern and preset"`
+	Preset  string `yaml:"preset" doc:"a built-in format: nginx_combined, apache_common or apache_combined (fields: remote_addr, ident (apache only), remote_user, time_local, request, method, path, protocol (these three when the request is three words), status, body_bytes_sent, and for the combined formats http_referer, http_user_agent); exactly one of pattern and preset"`
 	Field   string `yaml:"field" doc:"parse the string value of this field of a parsed record instead of the raw line; the parsed fields are merged into the record"`
 
 	re     *regexp.Regexp // compiled by Validate

@@ -28,7 +28,13 @@ func stepFactory[C any](typ, doc string, caps stages.Caps, build func(stages.Set
 		Type:      typ,
 		Doc:       doc,
 		Caps:      caps,
-		NewConfig: func() any { return new(C) },
+		NewConfig: func() any {
+			c := new(C)
+			if d, ok := any(c).(defaulter); ok {
+				d.setDefaults()
+			}
+			return c
+		},
 		NewStep: func(s stages.Settings, cfg any) (stages.Step, error) {
 			c, ok := cfg.(*C)
 			if !ok || c == nil {
@@ -41,6 +47,10 @@ func stepFactory[C any](typ, doc string, caps stages.Caps, build func(stages.Set
 		},
 	}
 }
+
+// defaulter is a config with defaults other than its zero value, which
+// NewConfig sets (and the reference shows).
+type defaulter interface{ setDefaults() }
 
 // compiler is a config that keeps what Validate compiled (expressions,
 // encoded values), so that building a step from a loaded config does not
