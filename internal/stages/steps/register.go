@@ -24,10 +24,10 @@ func All() []stages.Factory { return slices.Clone(factories) }
 // compiled() method, that the loader's Validate already compiled it).
 func stepFactory[C any](typ, doc string, caps stages.Caps, build func(stages.Settings, *C) (stages.Step, error)) stages.Factory {
 	return stages.Factory{
-		Kind:      stages.KindStep,
-		Type:      typ,
-		Doc:       doc,
-		Caps:      caps,
+		Kind: stages.KindStep,
+		Type: typ,
+		Doc:  doc,
+		Caps: caps,
 		NewConfig: func() any {
 			c := new(C)
 			if d, ok := any(c).(defaulter); ok {
