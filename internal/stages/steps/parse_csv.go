@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/etld/etld/internal/jsonrec"
 	"github.com/etld/etld/internal/stages"
 )
 
@@ -43,6 +44,7 @@ func (c *ParseCSVConfig) Validate() error {
 type parseCSV struct {
 	src     fieldSource
 	columns [][]byte
+	prefix  [][]byte // `"column":`
 	delim   byte
 }
 
@@ -91,7 +93,7 @@ func (st *parseCSV) parse(line []byte, s *parseScratch) error {
 			val, i = line[i:j], j
 		}
 		if col < len(st.columns) {
-			p.addString(st.columns[col], val)
+			p.addStringUnique(st.columns[col], st.prefix[col], val)
 		}
 		if i >= n {
 			break
@@ -114,6 +116,7 @@ func init() {
 			st := &parseCSV{src: fieldSource{Name: c.Field}, delim: c.Delimiter[0]}
 			for _, name := range c.Columns {
 				st.columns = append(st.columns, []byte(name))
+				st.prefix = append(st.prefix, jsonrec.AppendKey(nil, name))
 			}
 			return newTextStep("parse_csv", c.Field, st.parse), nil
 		}))

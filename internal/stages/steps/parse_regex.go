@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/etld/etld/internal/jsonrec"
 	"github.com/etld/etld/internal/stages"
 )
 
@@ -95,6 +96,7 @@ type parseRegex struct {
 	re     *regexp.Regexp
 	preset *accessLogFormat
 	names  [][]byte // group names by group number; nil for unnamed
+	prefix [][]byte // `"name":` by group number, when the names are distinct
 	groups int      // 2 * (number of groups + 1): the length of the offsets
 }
 
@@ -114,7 +116,11 @@ func (st *parseRegex) parse(text []byte, s *parseScratch) error {
 		return fmt.Errorf("no match for the pattern%s", st.src.where())
 	}
 	for g, name := range st.names {
-		if name != nil && s.idx[2*g] >= 0 {
+		switch {
+		case name == nil || s.idx[2*g] < 0:
+		case st.prefix != nil:
+			s.out.addStringUnique(name, st.prefix[g], text[s.idx[2*g]:s.idx[2*g+1]])
+		default: // RE2 allows a name twice: the last group that matched wins
 			s.out.addString(name, text[s.idx[2*g]:s.idx[2*g+1]])
 		}
 	}
@@ -279,12 +285,21 @@ func init() {
 		stages.Caps{Parses: true},
 		func(_ stages.Settings, c *ParseRegexConfig) (stages.Step, error) {
 			st := &parseRegex{src: fieldSource{Name: c.Field}, re: c.re, preset: c.preset, groups: 2 * (c.re.NumSubexp() + 1)}
+			seen := map[string]bool{}
+			distinct := true
 			for _, name := range c.re.SubexpNames() {
 				if name == "" {
 					st.names = append(st.names, nil)
-				} else {
-					st.names = append(st.names, []byte(name))
+					st.prefix = append(st.prefix, nil)
+					continue
 				}
+				distinct = distinct && !seen[name]
+				seen[name] = true
+				st.names = append(st.names, []byte(name))
+				st.prefix = append(st.prefix, jsonrec.AppendKey(nil, name))
+			}
+			if !distinct {
+				st.prefix = nil
 			}
 			return newTextStep("parse_regex", c.Field, st.parse), nil
 		}))

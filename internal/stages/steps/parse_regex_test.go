@@ -17,6 +17,11 @@ func TestParseRegexPattern(t *testing.T) {
 		{in: `info 12 lower case`, err: `parse_regex: no match for the pattern`},
 		{in: ``, err: `parse_regex: no match for the pattern`},
 	})
+	// RE2 allows a name twice: the last group that took part wins.
+	runParseCases(t, "parse_regex", `{pattern: '^(?P<a>\d+)-(?:(?P<a>x)|(?P<b>y))$'}`, []parseCase{
+		{in: `1-x`, want: `{"a":"x"}`},
+		{in: `1-y`, want: `{"a":"1","b":"y"}`},
+	})
 }
 
 func TestParseRegexPresets(t *testing.T) {
