@@ -128,8 +128,9 @@ func (st *parseRegex) parse(text []byte, s *parseScratch) error {
 }
 
 // match is the preset's regexp written by hand, about five times faster
-// than package regexp (BenchmarkNginxPreset, BenchmarkNginxRegexp): it fills idx (2 offsets per group, group 0 the
-// whole text, -1 for a group that does not take part) exactly as
+// than package regexp (BenchmarkNginxPreset, BenchmarkNginxRegexp): it
+// fills idx (2 offsets per group, group 0 the whole text, -1 for a group
+// that does not take part) exactly as
 // FindSubmatchIndex would (TestPresetsAgreeWithRegexp and
 // FuzzPresetsAgreeWithRegexp check that), or says what it wanted where.
 func (f *accessLogFormat) match(t []byte, idx []int, src fieldSource) error {
