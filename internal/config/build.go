@@ -574,7 +574,7 @@ func (b *builder) checkSemantics(p *Pipeline) {
 				switch {
 				case up == nil:
 				case up.Kind != Worker || !up.Parses:
-					b.r.errorf(at, "%s.inputs: %q does not parse records; every input of a merging sink must be a worker with %s (merge.order_by reads a field)", path, in, b.parsingStep())
+					b.r.errorf(at, "%s.inputs: %q does not parse records: merge.order_by reads a field, so every input of a merging sink must be a worker with %s", path, in, b.parsingStep())
 				case !up.Worker.Ordered:
 					b.r.warnf(at, "%s.inputs: worker %q is not `ordered: true`, so each feed may reach the merge out of order", path, in)
 				}
@@ -597,7 +597,7 @@ func (b *builder) checkStepsNeedParsing(st *Stage, path string) {
 	parsed := b.inputsParsed(st)
 	for _, s := range st.Worker.Steps {
 		if s.Factory.Caps.NeedsFields && !parsed {
-			b.r.warnf(nodeAt(s.Pos), "%s.steps[%d].%s: records reaching this step are not parsed yet, so it will reject them (add %s before it)", path, s.Index, s.Type, b.parsingStep())
+			b.r.warnf(nodeAt(s.Pos), "%s.steps[%d].%s: records reaching this step are not parsed yet, so it will reject them; add %s before it", path, s.Index, s.Type, b.parsingStep())
 		}
 		if s.Factory.Caps.Parses {
 			parsed = true
@@ -617,13 +617,13 @@ func (b *builder) inputsParsed(st *Stage) bool {
 }
 
 // parsingStep names the registered parsing steps for a message: "a
-// parsing step such as parse_json".
+// parsing step (parse_csv, parse_json, ...)".
 func (b *builder) parsingStep() string {
 	p := b.reg.Parsers()
 	if len(p) == 0 {
 		return "a parsing step"
 	}
-	return "a parsing step such as " + strings.Join(p, " or ")
+	return "a parsing step (" + strings.Join(p, ", ") + ")"
 }
 
 func nodeAt(p Pos) *yaml.Node { return &yaml.Node{Line: p.Line, Column: p.Col} }

@@ -75,8 +75,8 @@ sinks:
 `
 	_, ds := Parse("caps.yaml", []byte(src), capsOptions(t))
 	want := []string{
-		"caps.yaml:7:13: warning: workers.w.steps[0].needs_fake: records reaching this step are not parsed yet, so it will reject them (add a parsing step such as parse_fake or parse_json or parse_syslog before it)",
-		`caps.yaml:9:30: sinks.out.inputs: "w" does not parse records; every input of a merging sink must be a worker with a parsing step such as parse_fake or parse_json or parse_syslog (merge.order_by reads a field)`,
+		"caps.yaml:7:13: warning: workers.w.steps[0].needs_fake: records reaching this step are not parsed yet, so it will reject them; add a parsing step (parse_csv, parse_fake, parse_json, parse_logfmt, parse_regex, parse_syslog) before it",
+		`caps.yaml:9:30: sinks.out.inputs: "w" does not parse records: merge.order_by reads a field, so every input of a merging sink must be a worker with a parsing step (parse_csv, parse_fake, parse_json, parse_logfmt, parse_regex, parse_syslog)`,
 	}
 	equalLines(t, "diagnostics", diagLines(ds), want)
 }

@@ -103,8 +103,8 @@ var invalidWant = map[string][]string{
 	"merge_inputs.yaml": {
 		`14:5: sinks.timeline.merge.late: dead_letter needs a top-level dead_letter sink`,
 		"15:14: warning: sinks.timeline.inputs: worker \"parse\" is not `ordered: true`, so each feed may reach the merge out of order",
-		`15:21: sinks.timeline.inputs: "raw" does not parse records; every input of a merging sink must be a worker with a parsing step such as parse_json or parse_syslog (merge.order_by reads a field)`,
-		`15:26: sinks.timeline.inputs: "db" does not parse records; every input of a merging sink must be a worker with a parsing step such as parse_json or parse_syslog (merge.order_by reads a field)`,
+		`15:21: sinks.timeline.inputs: "raw" does not parse records: merge.order_by reads a field, so every input of a merging sink must be a worker with a parsing step (parse_csv, parse_json, parse_logfmt, parse_regex, parse_syslog)`,
+		`15:26: sinks.timeline.inputs: "db" does not parse records: merge.order_by reads a field, so every input of a merging sink must be a worker with a parsing step (parse_csv, parse_json, parse_logfmt, parse_regex, parse_syslog)`,
 	},
 	"merge_key.yaml": {
 		`2:1: unknown top-level key "defaults" (valid: version, sources, workers, sinks, dead_letter, checkpoint_interval)`,
@@ -195,6 +195,21 @@ var invalidWant = map[string][]string{
 		`21:12: sinks.out.fsync: invalid value "sometimes": want checkpoint, batch or never`,
 		`22:36: sinks.out.rotate.keep: must not be negative`,
 	},
+	"parse_steps.yaml": {
+		"8:32: workers.w.steps[0].parse_regex.pattern: error parsing regexp: missing closing ): `(?P<a>x`",
+		`9:32: workers.w.steps[1].parse_regex.pattern: want at least one named group (?P<name>...): each one is a field`,
+		`10:31: workers.w.steps[2].parse_regex.preset: unknown preset "nginx" (valid: apache_combined, apache_common, nginx_combined)`,
+		`11:52: workers.w.steps[3].parse_regex.preset: want pattern or preset, not both`,
+		`12:22: workers.w.steps[4].parse_regex: parse_regex: want pattern or preset`,
+		`13:20: workers.w.steps[5].parse_csv.columns: want at least one column name`,
+		`13:32: workers.w.steps[5].parse_csv.delimiter: invalid delimiter ";;": want one ASCII character other than '"' and line breaks`,
+		`14:30: workers.w.steps[6].parse_csv.columns: column "a" given twice`,
+		`14:30: workers.w.steps[6].parse_csv.columns: column 3 has an empty name`,
+		`15:24: workers.w.steps[7].parse_logfmt: unknown option "fields" (did you mean "field"?)`,
+		`16:29: workers.w.steps[8].parse_json.field: want a string, got a list`,
+		`17:21: workers.w.steps[9].rename.a: empty new name`,
+		`18:17: workers.w.steps[10].rename: rename: want at least one old: new pair`,
+	},
 	"same_sink_path.yaml": {
 		`6:6: sinks.b: writes $DIR/out/x.jsonl, which sink "a" also writes (each output file has exactly one writer)`,
 	},
@@ -207,11 +222,11 @@ var invalidWant = map[string][]string{
 	},
 	"steps_shape.yaml": {
 		"7:12: workers.w.steps: want a list of steps such as `- parse_json: {}`, got a mapping",
-		`11:9: workers.v.steps[0]: a step is a mapping with exactly one key, its type (valid: drop, eval, filter, keep, parse_json, parse_syslog, parse_timestamp, set)`,
-		"12:21: workers.v.steps[1].parse_json: parse_json: takes no options; write `parse_json: {}`",
+		`11:9: workers.v.steps[0]: a step is a mapping with exactly one key, its type (valid: drop, eval, filter, keep, parse_csv, parse_json, parse_logfmt, parse_regex, parse_syslog, parse_timestamp, rename, set)`,
+		`12:22: workers.v.steps[1].parse_json: unknown option "strict" (valid: field)`,
 		`13:15: workers.v.steps[2].drop: drop: want a list of field names, e.g. drop: [user, msg]`,
 		`14:15: workers.v.steps[3].keep: keep: want a list of field names, e.g. keep: [user, msg]`,
-		`15:9: warning: workers.v.steps[4].keep: records reaching this step are not parsed yet, so it will reject them (add a parsing step such as parse_json or parse_syslog before it)`,
+		`15:9: warning: workers.v.steps[4].keep: records reaching this step are not parsed yet, so it will reject them; add a parsing step (parse_csv, parse_json, parse_logfmt, parse_regex, parse_syslog) before it`,
 		`15:15: workers.v.steps[4].keep: keep: empty field name`,
 	},
 	"trailing_document_syntax.yaml": {
@@ -244,8 +259,8 @@ var invalidWant = map[string][]string{
 	"unknown_step_type.yaml": {
 		`8:9: workers.w.steps[0]: unknown step type "parse_jsn" (did you mean "parse_json"?)`,
 		`9:9: workers.w.steps[1]: unknown step type "filtre" (did you mean "filter"?)`,
-		`10:9: workers.w.steps[2]: a step is a mapping with exactly one key, its type (valid: drop, eval, filter, keep, parse_json, parse_syslog, parse_timestamp, set)`,
-		`11:9: workers.w.steps[3]: a step is a mapping with exactly one key, its type (valid: drop, eval, filter, keep, parse_json, parse_syslog, parse_timestamp, set)`,
+		`10:9: workers.w.steps[2]: a step is a mapping with exactly one key, its type (valid: drop, eval, filter, keep, parse_csv, parse_json, parse_logfmt, parse_regex, parse_syslog, parse_timestamp, rename, set)`,
+		`11:9: workers.w.steps[3]: a step is a mapping with exactly one key, its type (valid: drop, eval, filter, keep, parse_csv, parse_json, parse_logfmt, parse_regex, parse_syslog, parse_timestamp, rename, set)`,
 	},
 	"unknown_top_key.yaml": {
 		`2:1: unknown top-level key "checkpoint_intervall" (did you mean "checkpoint_interval"?)`,

@@ -313,7 +313,7 @@ sinks:
 	}
 	want := []string{
 		"w.yaml:4:11: warning: sources.unread: nothing reads this source (name it in a worker's or sink's inputs)",
-		"w.yaml:8:13: warning: workers.w.steps[0].set: records reaching this step are not parsed yet, so it will reject them (add a parsing step such as parse_json or parse_syslog before it)",
+		"w.yaml:8:13: warning: workers.w.steps[0].set: records reaching this step are not parsed yet, so it will reject them; add a parsing step (parse_csv, parse_json, parse_logfmt, parse_regex, parse_syslog) before it",
 		"w.yaml:10:5: warning: workers.idle: nothing reads this worker (name it in a worker's or sink's inputs)",
 		"w.yaml:15:14: warning: sinks.out.inputs: worker \"w\" is not `ordered: true`, so each feed may reach the merge out of order",
 	}

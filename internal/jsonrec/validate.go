@@ -84,8 +84,15 @@ func firstInvalidUTF8(b []byte) int {
 	return len(b)
 }
 
+// KindName names the kind of the JSON value that starts with c ("an
+// object", "an array", "a string", "a boolean", "null", "a number"), for
+// messages such as `field "x" is a number, want a string`.
+func KindName(c byte) string { return kindName(c) }
+
 func kindName(c byte) string {
 	switch c {
+	case '{':
+		return "an object"
 	case '[':
 		return "an array"
 	case '"':

@@ -210,12 +210,12 @@ func TestFormatValues(t *testing.T) {
 func TestStepValueShapes(t *testing.T) {
 	reg := builtin.Registry()
 	for typ, want := range map[string]string{
-		"filter":     "a string",
-		"drop":       "a list of strings or a string",
-		"keep":       "a list of strings or a string",
-		"set":        "a mapping",
-		"eval":       "a mapping",
-		"parse_json": "", // takes no value: `parse_json: {}`
+		"filter": "a string",
+		"drop":   "a list of strings or a string",
+		"keep":   "a list of strings or a string",
+		"set":    "a mapping",
+		"eval":   "a mapping",
+		"rename": "a mapping",
 	} {
 		f, ok := reg.Lookup(stages.KindStep, typ)
 		if !ok {

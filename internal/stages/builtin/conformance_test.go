@@ -52,15 +52,33 @@ var stepFixtures = map[string]string{
 	"eval":            "{n2: 'n * 2', who: 'user + \"!\"'}",
 	"filter":          `'level != "debug"'`,
 	"keep":            "[ts, msg]",
+	"parse_csv":       "{columns: [ts, level, msg, n]}",
 	"parse_json":      "{}",
+	"parse_logfmt":    "{}",
+	"parse_regex":     `{pattern: '"level":"(?P<level>\w+)","msg":"(?P<msg>[^"]*)"'}`,
 	"parse_syslog":    "{timezone: Europe/Berlin}",
 	"parse_timestamp": "{field: ts, target: t2, to: unix}",
+	"rename":          "{user: who, n: num}",
 	"set":             "{pipeline: p1, n: 0}",
 }
 
 // stepInputs are the sample records of parsers of formats other than
 // JSON lines (stagetest.StepOn); the others get stagetest.Lines.
 var stepInputs = map[string]func(n int) []string{
+	"parse_csv": func(n int) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = fmt.Sprintf(`2024-01-01T00:00:%02dZ,info,"record %d, quoted",%d`, i%60, i, i)
+		}
+		return out
+	},
+	"parse_logfmt": func(n int) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = fmt.Sprintf(`ts=2024-01-01T00:00:%02dZ level=info msg="record %d" n=%d`, i%60, i, i)
+		}
+		return out
+	},
 	"parse_syslog": func(n int) []string {
 		out := make([]string, n)
 		for i := range out {

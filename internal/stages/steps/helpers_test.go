@@ -154,7 +154,7 @@ func fieldErr(t testing.TB, err error) *stages.FieldError {
 func TestRegistered(t *testing.T) {
 	r := registry(t)
 	got := strings.Join(r.Types(stages.KindStep), ",")
-	if got != "drop,eval,filter,keep,parse_json,parse_syslog,parse_timestamp,set" {
+	if got != "drop,eval,filter,keep,parse_csv,parse_json,parse_logfmt,parse_regex,parse_syslog,parse_timestamp,rename,set" {
 		t.Fatalf("step types = %s", got)
 	}
 	for _, f := range All() {

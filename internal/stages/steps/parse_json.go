@@ -1,25 +1,17 @@
 package steps
 
 import (
-	"errors"
-
-	"gopkg.in/yaml.v3"
+	"fmt"
 
 	"github.com/etld/etld/internal/jsonrec"
 	"github.com/etld/etld/internal/stages"
 )
 
-// ParseJSONConfig is the config of parse_json, which takes no options:
-// it is written `parse_json: {}` (or `parse_json:` with a null value).
-type ParseJSONConfig struct{}
-
-// UnmarshalYAML accepts an empty mapping or null.
-func (c *ParseJSONConfig) UnmarshalYAML(n *yaml.Node) error {
-	n = resolve(n)
-	if n == nil || isNull(n) || (n.Kind == yaml.MappingNode && len(n.Content) == 0) {
-		return nil
-	}
-	return errors.New("parse_json: takes no options; write `parse_json: {}`")
+// ParseJSONConfig is the config of parse_json: `parse_json: {}` parses
+// the line, `parse_json: {field: payload}` the JSON object held as a
+// string in a field of a parsed record.
+type ParseJSONConfig struct {
+	Field string `yaml:"field" doc:"parse the JSON object held as a string in this field of a parsed record, and merge its fields into the record (a field of the same name is replaced); without it the line itself is the object"`
 }
 
 // parseJSON validates each record as one JSON object. It is stateless.
@@ -45,10 +37,50 @@ func (parseJSON) Process(b *stages.Batch) {
 	c.done()
 }
 
+// parseJSONField parses the JSON object in a string field and merges its
+// members into the record.
+type parseJSONField struct{ src fieldSource }
+
+// parse checks it is one JSON object in valid
+// UTF-8, and merges its members (copied as they are) into the record: a
+// member with the name of an existing field replaces it; of duplicate
+// members the last wins. A record that is not parsed, lacks the field, or
+// whose field is not a string holding an object is a bad record.
+func (st *parseJSONField) parse(text []byte, s *parseScratch) error {
+	obj, err := jsonrec.ValidObject(text)
+	if err != nil {
+		return fmt.Errorf("%w%s", err, st.src.where())
+	}
+	s.members, _, err = jsonrec.Members(obj, s.members[:0])
+	if err != nil {
+		return fmt.Errorf("%w%s", err, st.src.where())
+	}
+	for k := range s.members {
+		m := &s.members[k]
+		key := m.RawKey(obj)
+		if m.Escaped {
+			v, err := jsonrec.DecodeValue(obj[m.Key:m.KeyEnd], false)
+			if err != nil {
+				return fmt.Errorf("%w%s", err, st.src.where())
+			}
+			key = []byte(v.(string))
+		}
+		s.out.addRaw(key, obj[m.Val:m.End])
+	}
+	return nil
+}
+
 func init() {
 	register(stepFactory("parse_json",
 		"Checks that each record is one JSON object in valid UTF-8 and gives it fields, keeping its text as is; "+
-			"anything else (an empty line, an array, a bare value, bad UTF-8) is a bad record. Written `parse_json: {}`.",
+			"anything else (an empty line, an array, a bare value, bad UTF-8) is a bad record. Written `parse_json: {}`, "+
+			"or `parse_json: {field: NAME}` to merge in the object held as a string in a field.",
 		stages.Caps{Parses: true},
-		func(stages.Settings, *ParseJSONConfig) (stages.Step, error) { return parseJSON{}, nil }))
+		func(_ stages.Settings, c *ParseJSONConfig) (stages.Step, error) {
+			if c.Field == "" {
+				return parseJSON{}, nil
+			}
+			st := &parseJSONField{src: fieldSource{Name: c.Field}}
+			return newTextStep("parse_json", c.Field, st.parse), nil
+		}))
 }

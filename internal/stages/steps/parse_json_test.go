@@ -55,10 +55,48 @@ func TestParseJSONConfig(t *testing.T) {
 			t.Errorf("parse_json: %q: %v", src, err)
 		}
 	}
-	for _, src := range []string{"{strict: true}", "[1]", "yes"} {
-		_, err := loadConfig(t, "parse_json", src)
-		if err == nil || !strings.Contains(err.Error(), "parse_json: takes no options") {
-			t.Errorf("parse_json: %q: err = %v", src, err)
+	for _, src := range []string{"[1]", "yes"} {
+		if _, err := loadConfig(t, "parse_json", src); err == nil {
+			t.Errorf("parse_json: %q: no error", src)
 		}
 	}
+}
+
+func TestParseJSONField(t *testing.T) {
+	b := parsed(t,
+		`{"ts":1,"payload":"{\"a\":1,\"ts\":\"x\",\"o\":{\"k\":[1,2]},\"a\":2}","z":true}`,
+		`{"payload":"{\"\\u0061\":\"esc\"}"}`,
+		`{"payload":"{}"}`,
+		`{"payload":"[1]"}`,
+		`{"payload":"{\"a\":"}`,
+		`{"payload":{"a":1}}`,
+		`{"other":1}`,
+	)
+	newStep(t, "parse_json", "{field: payload}").Process(b)
+	want := []string{
+		`{"payload":"{\"a\":1,\"ts\":\"x\",\"o\":{\"k\":[1,2]},\"a\":2}","z":true,"ts":"x","o":{"k":[1,2]},"a":2}`,
+		`{"payload":"{\"\\u0061\":\"esc\"}","a":"esc"}`,
+		`{"payload":"{}"}`,
+	}
+	if got := rawLines(b.Records); !reflect.DeepEqual(got, want) {
+		t.Errorf("records\n got %q\nwant %q", got, want)
+	}
+	wantErrs := []string{
+		`parse_json: invalid JSON: want an object, got an array at offset 0 of field "payload"`,
+		`parse_json: invalid JSON: unexpected end of input, want a value at offset 5 of field "payload"`,
+		`parse_json: field "payload" is an object, want a string`,
+		`parse_json: no field "payload"`,
+	}
+	if got := rejectErrors(b.Rejects); !reflect.DeepEqual(got, wantErrs) {
+		t.Errorf("rejects\n got %q\nwant %q", got, wantErrs)
+	}
+	b = readBatch(t, `{"payload":"{}"}`)
+	newStep(t, "parse_json", "{field: payload}").Process(b)
+	if len(b.Rejects) != 1 || !strings.Contains(b.Rejects[0].Err.Error(), "record is not parsed") {
+		t.Errorf("unparsed record with field: %q", rejectErrors(b.Rejects))
+	}
+}
+
+func BenchmarkParseJSONField(b *testing.B) {
+	benchParsed(b, "parse_json", "{field: body}", `{"ts":"2024-05-01T10:00:00Z","body":"{\"user\":\"u1\",\"amount\":12.5,\"tags\":[\"a\"]}"}`)
 }

@@ -146,7 +146,7 @@ func BenchmarkParseSyslog(b *testing.B) {
 			for i := range lines {
 				lines[i] = bc.line
 			}
-			benchStep(b, newStep(b, "parse_syslog", "{}"), readBatch(b, lines...).Records)
+			benchRecords(b, newStep(b, "parse_syslog", "{}"), readBatch(b, lines...).Records)
 		})
 	}
 }

@@ -172,14 +172,14 @@ func BenchmarkParseTimestamp(b *testing.B) {
 			for i := range lines {
 				lines[i] = bc.line
 			}
-			benchStep(b, st, parsed(b, lines...).Records)
+			benchRecords(b, st, parsed(b, lines...).Records)
 		})
 	}
 }
 
-// benchStep runs st over copies of recs, which it must all keep, and
+// benchRecords runs st over copies of recs, which it must all keep, and
 // reports the time per record; allocs/op are per batch of len(recs).
-func benchStep(b *testing.B, st stages.Step, recs []stages.Record) {
+func benchRecords(b *testing.B, st stages.Step, recs []stages.Record) {
 	own := make([]stages.Record, len(recs))
 	b.ReportAllocs()
 	n := 0
@@ -198,4 +198,5 @@ func benchStep(b *testing.B, st stages.Step, recs []stages.Record) {
 		batch.Release()
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(recs)), "ns/record")
+	b.ReportMetric(float64(b.N*len(recs))/b.Elapsed().Seconds(), "lines/s")
 }

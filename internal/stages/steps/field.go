@@ -1,0 +1,362 @@
+package steps
+
+import (
+	"fmt"
+	"sync"
+	"unsafe"
+
+	"github.com/etld/etld/internal/jsonrec"
+	"github.com/etld/etld/internal/stages"
+)
+
+// This file is what every parsing step shares (parse_regex, parse_logfmt,
+// parse_csv, parse_json's field, and any later parser):
+//
+//   - fieldSource reads the text to parse: the raw line, or with
+//     `field: NAME` the string value of that field of a parsed record;
+//   - parsedFields collects the fields a step yields for one record, as JSON
+//     `"key":value` pairs, and writes them into the record: a new object
+//     when the record was not parsed, else merged into its fields (a
+//     parsed field replaces one of the same name);
+//   - parseErr formats a bad record's error: what was expected at which
+//     byte of the text.
+//
+// textStep runs that loop for a parser: it only supplies parse.
+
+// fieldSource is where a parsing step reads its text: Name "" is the
+// record's raw line, else the string value of the top-level field Name of
+// a parsed record.
+type fieldSource struct{ Name string }
+
+// text returns the bytes to parse in r. They alias r.Raw, or s.text when
+// the field's string has escapes; either way they are valid until r.Raw
+// or s changes. Errors say why the field cannot be read (the record is
+// not parsed, the field is missing or not a string).
+func (f fieldSource) text(r *stages.Record, s *parseScratch) ([]byte, error) {
+	if f.Name == "" {
+		return r.Raw, nil
+	}
+	if !r.Parsed {
+		return nil, fmt.Errorf("record is not parsed, so it has no field %q (add a parsing step before, or remove field)", f.Name)
+	}
+	m, found, err := jsonrec.Find(r.Raw, f.Name)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("malformed JSON record: %w", err)
+	case !found:
+		return nil, fmt.Errorf("no field %q", f.Name)
+	case r.Raw[m.Val] != '"':
+		return nil, fmt.Errorf("field %q is %s, want a string", f.Name, jsonrec.KindName(r.Raw[m.Val]))
+	case !m.ValEscaped:
+		return r.Raw[m.Val+1 : m.End-1], nil
+	}
+	s.text = jsonrec.AppendUnescaped(s.text[:0], r.Raw[m.Val+1:m.End-1])
+	return s.text, nil
+}
+
+// where names the text in error messages: "" for the raw line, else
+// ` of field "NAME"`.
+func (f fieldSource) where() string {
+	if f.Name == "" {
+		return ""
+	}
+	return fmt.Sprintf(" of field %q", f.Name)
+}
+
+// parseErr is a parse error at byte off of the text: `want X at byte N`
+// plus where the text came from.
+func (f fieldSource) parseErr(off int, format string, args ...any) error {
+	return fmt.Errorf("%s at byte %d%s", fmt.Sprintf(format, args...), off, f.where())
+}
+
+// parsedField is one field of a parsedFields: its decoded key in keys[k0:k1]
+// and its `"key":value` pair in enc[p0:p1] (pairs are separated by commas
+// in enc, outside these spans).
+type parsedField struct {
+	k0, k1, p0, p1 int
+	dup            bool // a later field has the same key: this one is left out
+}
+
+// parsedFields collects the fields a step yields for one record. Keys are
+// compared decoded; when a key comes twice the last value wins (as in
+// encoding/json and the logfmt libraries that decode into a map), at the
+// position of its last occurrence. Reuse it with reset.
+type parsedFields struct {
+	keys   []byte
+	enc    []byte
+	fields []parsedField
+	dups   int            // fields marked dup
+	index  map[string]int // key -> index in fields, only for many fields
+}
+
+// manyFields is where parsedFields stops comparing keys one by one and indexes
+// them, so that a hostile line with thousands of keys stays linear.
+const manyFields = 32
+
+func (p *parsedFields) reset() {
+	p.keys, p.enc, p.fields, p.dups = p.keys[:0], p.enc[:0], p.fields[:0], 0
+	if p.index != nil {
+		clear(p.index)
+	}
+}
+
+// key returns field i's decoded key, aliasing p's buffer.
+func (p *parsedFields) key(i int) string { return p.keyAt(p.fields[i].k0, p.fields[i].k1) }
+
+func (p *parsedFields) keyAt(k0, k1 int) string {
+	if k0 == k1 {
+		return ""
+	}
+	return unsafe.String(&p.keys[k0], k1-k0)
+}
+
+// find returns the index of the field named key, or -1.
+func (p *parsedFields) find(key string) int {
+	if len(p.fields) > manyFields {
+		if len(p.index) == 0 {
+			if p.index == nil {
+				p.index = make(map[string]int, len(p.fields))
+			}
+			for i := range p.fields {
+				if !p.fields[i].dup {
+					// The key aliases p.keys, which only grows until
+					// reset clears the index.
+					p.index[p.key(i)] = i
+				}
+			}
+		}
+		if i, ok := p.index[key]; ok {
+			return i
+		}
+		return -1
+	}
+	for i := range p.fields {
+		if !p.fields[i].dup && p.key(i) == key {
+			return i
+		}
+	}
+	return -1
+}
+
+// begin starts a field named key (decoded bytes) and writes its
+// `"key":` to enc; the caller appends the value, then calls end.
+func (p *parsedFields) begin(key []byte) {
+	k0 := len(p.keys)
+	p.keys = append(p.keys, key...)
+	p0 := len(p.enc)
+	if p0 > 0 {
+		p.enc = append(p.enc, ',')
+		p0++
+	}
+	p.enc = jsonrec.AppendKey(p.enc, unsafe.String(unsafe.SliceData(key), len(key)))
+	p.fields = append(p.fields, parsedField{k0: k0, k1: len(p.keys), p0: p0})
+}
+
+// end closes the field begun last, marking an earlier one of the same key
+// as a duplicate.
+func (p *parsedFields) end() {
+	n := len(p.fields) - 1
+	f := &p.fields[n]
+	f.p1 = len(p.enc)
+	// find sees only fields[:n] as candidates: hide the new one meanwhile.
+	p.fields = p.fields[:n]
+	if old := p.find(p.keyAt(f.k0, f.k1)); old >= 0 {
+		p.fields[old].dup = true
+		p.dups++
+		if p.index != nil {
+			delete(p.index, p.keyAt(f.k0, f.k1))
+		}
+	}
+	p.fields = p.fields[:n+1]
+	if len(p.index) > 0 {
+		p.index[p.keyAt(f.k0, f.k1)] = n
+	}
+}
+
+// addString adds a field with a string value (JSON-escaped; invalid UTF-8
+// becomes U+FFFD).
+func (p *parsedFields) addString(key, val []byte) {
+	p.begin(key)
+	p.enc = jsonrec.AppendString(p.enc, unsafe.String(unsafe.SliceData(val), len(val)))
+	p.end()
+}
+
+// addRaw adds a field whose value is the JSON text val, copied as is.
+func (p *parsedFields) addRaw(key, val []byte) {
+	p.begin(key)
+	p.enc = append(p.enc, val...)
+	p.end()
+}
+
+// addStringUnique is addString for a key that the caller knows is not in
+// p yet (a column of parse_csv, a group of a preset), with its encoded
+// `"key":` prefix: it skips the duplicate check and the key's encoding,
+// which were most of a preset's cost.
+func (p *parsedFields) addStringUnique(key, prefix, val []byte) {
+	k0 := len(p.keys)
+	p.keys = append(p.keys, key...)
+	p0 := len(p.enc)
+	if p0 > 0 {
+		p.enc = append(p.enc, ',')
+		p0++
+	}
+	p.enc = append(p.enc, prefix...)
+	p.enc = jsonrec.AppendString(p.enc, unsafe.String(unsafe.SliceData(val), len(val)))
+	p.fields = append(p.fields, parsedField{k0: k0, k1: len(p.keys), p0: p0, p1: len(p.enc)})
+	if len(p.index) > 0 {
+		p.index[p.keyAt(k0, len(p.keys))] = len(p.fields) - 1
+	}
+}
+
+// appendPairs appends the fields that are not duplicates, joined by
+// commas.
+func (p *parsedFields) appendPairs(dst []byte) []byte {
+	if p.dups == 0 {
+		return append(dst, p.enc...)
+	}
+	first := true
+	for i := range p.fields {
+		f := &p.fields[i]
+		if f.dup {
+			continue
+		}
+		if !first {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, p.enc[f.p0:f.p1]...)
+		first = false
+	}
+	return dst
+}
+
+// parseScratch is the per-Process-call state of a parsing step; steps keep
+// them in a sync.Pool.
+type parseScratch struct {
+	text    []byte // a field's unescaped text
+	out     parsedFields
+	members []jsonrec.Member
+	edits   []jsonrec.Edit
+	add     []byte
+	spare   []byte // free for the step's own use (unquoting)
+	idx     []int  // parse_regex's group offsets
+}
+
+// recordWriter writes parsed fields into the records of one batch, their
+// new texts in one arena, and compacts the batch.
+type recordWriter struct {
+	s *parseScratch
+	a arena
+	c compactor
+	n int // records seen, for the arena's size hint
+}
+
+func (s *parseScratch) writer(b *stages.Batch) recordWriter {
+	return recordWriter{s: s, a: arena{b: b}, c: compactor{b: b}}
+}
+
+// reject moves r to the batch's rejects with the step's name on err.
+func (w *recordWriter) reject(r *stages.Record, step string, err error) {
+	w.n++
+	w.c.reject(r, rejectErr(step, err))
+}
+
+// write makes p r's fields, or merges them into r's fields when r is
+// parsed already: a field of the same name is removed where it was and
+// the parsed fields are appended in their order. r is kept (or rejected
+// with step's name when its JSON is malformed).
+func (w *recordWriter) write(r *stages.Record, step string, p *parsedFields) {
+	w.n++
+	left := len(w.c.b.Records) - w.n + 1
+	if !r.Parsed {
+		need := 2 + len(p.enc)
+		w.a.reserve(need, need*left+need/2)
+		start := len(w.a.buf)
+		w.a.buf = append(w.a.buf, '{')
+		w.a.buf = p.appendPairs(w.a.buf)
+		w.a.buf = append(w.a.buf, '}')
+		r.Raw, r.Parsed = w.a.since(start), true
+		w.c.keep(r)
+		return
+	}
+	s := w.s
+	var closeBrace int
+	var err error
+	s.members, closeBrace, err = jsonrec.Members(r.Raw, s.members[:0])
+	if err != nil {
+		w.c.reject(r, rejectErr(step, fmt.Errorf("malformed JSON record: %w", err)))
+		return
+	}
+	s.edits = s.edits[:0]
+	for i := range s.members {
+		m := &s.members[i]
+		if p.findMember(r.Raw, m) {
+			s.edits = append(s.edits, jsonrec.Edit{Member: i, Remove: true})
+		}
+	}
+	s.add = p.appendPairs(s.add[:0])
+	need := len(r.Raw) + 1 + len(s.add)
+	w.a.reserve(need, need*left)
+	start := len(w.a.buf)
+	w.a.buf = jsonrec.AppendEdited(w.a.buf, r.Raw, s.members, closeBrace, s.edits, s.add)
+	r.Raw = w.a.since(start)
+	w.c.keep(r)
+}
+
+// findMember reports whether p has a field named like member m of obj.
+func (p *parsedFields) findMember(obj []byte, m *jsonrec.Member) bool {
+	raw := m.RawKey(obj)
+	if !m.Escaped {
+		if len(raw) == 0 {
+			return p.find("") >= 0
+		}
+		return p.find(unsafe.String(&raw[0], len(raw))) >= 0
+	}
+	v, err := jsonrec.DecodeValue(obj[m.Key:m.KeyEnd], false)
+	if err != nil {
+		return false
+	}
+	return p.find(v.(string)) >= 0
+}
+
+// done compacts the batch.
+func (w *recordWriter) done() { w.c.done() }
+
+// textStep is a parsing step: parse fills s.out from one text (the line or
+// the field's string) or returns what it wanted at which byte (see
+// fieldSource.parseErr). parse_logfmt, parse_csv, parse_regex and
+// parse_json's field are textSteps.
+type textStep struct {
+	typ   string // the step type, for reject reasons
+	src   fieldSource
+	parse func(text []byte, s *parseScratch) error
+	pool  sync.Pool // of *parseScratch
+}
+
+func newTextStep(typ, field string, parse func([]byte, *parseScratch) error) *textStep {
+	st := &textStep{typ: typ, src: fieldSource{Name: field}, parse: parse}
+	st.pool.New = func() any { return new(parseScratch) }
+	return st
+}
+
+// Process parses every record's text and writes the fields into it (see
+// recordWriter.write); a record whose text cannot be read or parsed is a
+// bad record. Safe for concurrent calls on different batches.
+func (st *textStep) Process(b *stages.Batch) {
+	s := st.pool.Get().(*parseScratch)
+	defer st.pool.Put(s)
+	w := s.writer(b)
+	for i := range b.Records {
+		r := &b.Records[i]
+		text, err := st.src.text(r, s)
+		if err == nil {
+			s.out.reset()
+			err = st.parse(text, s)
+		}
+		if err != nil {
+			w.reject(r, st.typ, err)
+			continue
+		}
+		w.write(r, st.typ, &s.out)
+	}
+	w.done()
+}
