@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/rs/zerolog"
@@ -55,28 +54,9 @@ func TestFileExcludeResolveAndMatch(t *testing.T) {
 	}
 }
 
-// logBuffer collects a source's log lines; safe for concurrent use.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-// count returns how many log lines contain s.
-func (l *logBuffer) count(s string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Count(l.b.String(), s)
-}
-
 // openOwnFile opens a file source whose settings carry own and log to
-// logs.
-func openOwnFile(t *testing.T, cfg *FileConfig, own *stages.OwnOutputs, logs *logBuffer) *FileSource {
+// logs (a source logs from the goroutine that calls Open and Read only).
+func openOwnFile(t *testing.T, cfg *FileConfig, own *stages.OwnOutputs, logs *bytes.Buffer) *FileSource {
 	t.Helper()
 	return openFile(t, cfg, func(s *FileSource) {
 		s.settings.Own = own
@@ -104,19 +84,19 @@ func TestFileReadOnceSkipsExcludedAndOwnFiles(t *testing.T) {
 	cfg := NewFileConfig()
 	cfg.Path, cfg.Follow, cfg.Exclude = "*", false, []string{"debug.*"}
 	cfg.ResolvePaths(dir)
-	var logs logBuffer
+	var logs bytes.Buffer
 	g := readToEnd(t, openOwnFile(t, cfg, own, &logs))
 	if want := []string{"a1", "b1", "bak1"}; !reflect.DeepEqual(g.lines, want) {
 		t.Errorf("lines = %q, want %q", g.lines, want)
 	}
-	if n := logs.count(ownSkipMsg); n != 3 {
-		t.Errorf("%d skip lines, want 3 (one per own file):\n%s", n, logs.b.String())
+	if n := strings.Count(logs.String(), ownSkipMsg); n != 3 {
+		t.Errorf("%d skip lines, want 3 (one per own file):\n%s", n, logs.String())
 	}
-	if n := logs.count(`"sink":"p/out"`); n != 3 {
-		t.Errorf("skip lines name the sink %d times, want 3:\n%s", n, logs.b.String())
+	if n := strings.Count(logs.String(), `"sink":"p/out"`); n != 3 {
+		t.Errorf("skip lines name the sink %d times, want 3:\n%s", n, logs.String())
 	}
-	if strings.Contains(logs.b.String(), "debug.log") {
-		t.Errorf("an excluded file is skipped silently:\n%s", logs.b.String())
+	if strings.Contains(logs.String(), "debug.log") {
+		t.Errorf("an excluded file is skipped silently:\n%s", logs.String())
 	}
 }
 
@@ -131,7 +111,7 @@ func TestFollowSkipsOwnOutputs(t *testing.T) {
 	writeFile(t, out, "out1\n")
 	own := &stages.OwnOutputs{}
 	own.Set([]stages.OwnOutput{{Path: out, Pipeline: "p", Stage: "out"}})
-	var logs logBuffer
+	var logs bytes.Buffer
 	src := openOwnFile(t, followConfig(filepath.Join(dir, "*.log*")), own, &logs)
 	g := &got{}
 	readUntil(t, src, g, func(g *got) bool { return len(g.lines) == 1 })
@@ -155,11 +135,11 @@ func TestFollowSkipsOwnOutputs(t *testing.T) {
 		}
 	}
 	for _, f := range []string{out, later, out + ".000002", out + ".000005"} {
-		if n := logs.count(`"file":"` + f + `"`); n != 1 {
-			t.Errorf("%s: logged %d times, want once:\n%s", f, n, logs.b.String())
+		if n := strings.Count(logs.String(), `"file":"`+f+`"`); n != 1 {
+			t.Errorf("%s: logged %d times, want once:\n%s", f, n, logs.String())
 		}
 	}
-	if n := logs.count(ownSkipMsg); n != 6 {
-		t.Errorf("%d skip lines, want 6 (out.log, later.log, 4 segments):\n%s", n, logs.b.String())
+	if n := strings.Count(logs.String(), ownSkipMsg); n != 6 {
+		t.Errorf("%d skip lines, want 6 (out.log, later.log, 4 segments):\n%s", n, logs.String())
 	}
 }
