@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -254,7 +255,8 @@ func (b *builder) validate(cfg any, at *yaml.Node, path string, skip map[string]
 		msg := err.Error()
 		if errors.As(err, &fe) {
 			msg = fe.Err.Error()
-			if top, _, _ := strings.Cut(fe.Field, "."); skip[top] {
+			top, _, _ := strings.Cut(fe.Field, ".")
+			if top, _, _ = strings.Cut(top, "["); skip[top] {
 				continue
 			}
 			if fe.Field != "" {
@@ -645,12 +647,26 @@ func findKey(n *yaml.Node, key string) (*yaml.Node, bool) {
 	return nil, false
 }
 
-// findPath follows a dotted option path ("rotate.keep") from a mapping.
+// findPath follows a dotted option path ("rotate.keep", "exclude[1]")
+// from a mapping.
 func findPath(n *yaml.Node, dotted string) *yaml.Node {
 	for _, part := range strings.Split(dotted, ".") {
-		v, ok := findKey(n, part)
+		key, index := part, -1
+		if k, rest, ok := strings.Cut(part, "["); ok && strings.HasSuffix(rest, "]") {
+			if i, err := strconv.Atoi(strings.TrimSuffix(rest, "]")); err == nil && i >= 0 {
+				key, index = k, i
+			}
+		}
+		v, ok := findKey(n, key)
 		if !ok {
 			return nil
+		}
+		if index >= 0 {
+			v = resolveAlias(v)
+			if v.Kind != yaml.SequenceNode || index >= len(v.Content) {
+				return nil
+			}
+			v = v.Content[index]
 		}
 		n = v
 	}

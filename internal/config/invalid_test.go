@@ -62,6 +62,12 @@ var invalidWant = map[string][]string{
 		`12:16: workers.w.steps[1].eval.bad: unexpected token Operator("*") (1:4)`,
 		`13:15: workers.w.steps[2].eval: eval: want at least one field`,
 	},
+	"file_exclude.yaml": {
+		`6:32: sources.logs.exclude[1]: invalid glob "logs/[.log": syntax error in pattern`,
+		`6:46: sources.logs.exclude[2]: want a glob, got an empty string`,
+		`10:14: sources.more.exclude: want a list, got "more/*.gz"`,
+		`11:15: sources.more.start_at: must be "beginning" or "end", got "middle"`,
+	},
 	"filter_compile.yaml": {
 		`9:17: workers.w.steps[1].filter: filter: unexpected token Operator("=") (1:9)`,
 		`10:17: workers.w.steps[2].filter: filter: empty expression`,

@@ -23,6 +23,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/etld/etld/internal/rotate"
 	"github.com/etld/etld/internal/stages"
 )
 
@@ -112,6 +113,7 @@ func LoadEach(path string, opts Options) Loaded {
 		failed[PipelineName(d.File)] = true
 	}
 	l.Diags = append(l.Diags, conflicts...)
+	l.Diags = append(l.Diags, checkOwnInputs(l.Pipelines)...)
 	l.Diags.sort()
 	l.Pipelines = slices.DeleteFunc(l.Pipelines, func(p *Pipeline) bool { return failed[p.Name] })
 	for n := range failed {
@@ -282,4 +284,50 @@ func checkSinkPaths(pipes []*Pipeline) Diagnostics {
 		}
 	}
 	return diags
+}
+
+// checkOwnInputs warns about a source, in any pipeline, whose files can
+// include what a sink writes: its output, a rotated segment of it or a
+// dead-letter file. Read back, those lines would be written again at
+// every flush; the runtime skips such files (stages.OwnOutputs), and the
+// warning says so, naming both stages.
+func checkOwnInputs(pipes []*Pipeline) Diagnostics {
+	var diags Diagnostics
+	for _, p := range pipes {
+		for _, src := range p.Sources() {
+			m, ok := src.Config.(stages.InputMatcher)
+			if !ok {
+				continue
+			}
+			for _, q := range pipes {
+				for _, out := range q.OwnOutputs() {
+					file, hit := readsOutput(m, filepath.Clean(out.Path))
+					if !hit {
+						continue
+					}
+					what := "sink"
+					if out.Stage == q.DeadLetter {
+						what = "dead-letter sink"
+					}
+					sink := q.Stage(out.Stage)
+					diags = append(diags, Diagnostic{File: src.Pos.File, Line: src.Pos.Line, Col: src.Pos.Col, Severity: Warning,
+						Msg: oneLine(fmt.Sprintf("sources.%s: can read %s, which %s %s writes (%s:%d:%d); etld never reads its own outputs and skips such files: add them to exclude or narrow path",
+							src.ID, file, what, out, sink.Pos.File, sink.Pos.Line, sink.Pos.Col))})
+				}
+			}
+		}
+	}
+	return diags
+}
+
+// readsOutput reports whether m reads the sink output path or one of its
+// rotated segments (the first of them stands for all), and which.
+func readsOutput(m stages.InputMatcher, path string) (string, bool) {
+	first := rotate.SealedName(path, 1)
+	for _, f := range []string{path, first, first + ".gz"} {
+		if m.MatchesInput(f) {
+			return f, true
+		}
+	}
+	return "", false
 }

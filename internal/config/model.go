@@ -180,3 +180,15 @@ func (p *Pipeline) MergingSinkOf(id string) string {
 	}
 	return ""
 }
+
+// OwnOutputs returns the files the pipeline's sinks write (dead-letter
+// sink included), for the daemon's file sources to skip.
+func (p *Pipeline) OwnOutputs() []stages.OwnOutput {
+	var out []stages.OwnOutput
+	for _, s := range p.Sinks() {
+		if op, ok := s.Config.(stages.OutputPather); ok && op.OutputPath() != "" {
+			out = append(out, stages.OwnOutput{Path: op.OutputPath(), Pipeline: p.Name, Stage: s.ID})
+		}
+	}
+	return out
+}

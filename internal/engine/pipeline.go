@@ -25,7 +25,8 @@ type pipeline struct {
 	log   zerolog.Logger
 	mx    *Metrics
 	store *state.Store
-	fsw   *fswatch.Watcher // for the stages' Settings
+	fsw   *fswatch.Watcher   // for the stages' Settings
+	own   *stages.OwnOutputs // for the stages' Settings
 
 	// The runners, in topological order. They change only in
 	// reconfigure, with mu held.
@@ -156,8 +157,8 @@ func (e *stageError) Error() string {
 func (e *stageError) Unwrap() error { return e.Err }
 
 // newPipeline builds the stages of cfg and wires them; it does no I/O.
-func newPipeline(cfg *config.Pipeline, log zerolog.Logger, mx *Metrics, store *state.Store, fsw *fswatch.Watcher) (*pipeline, error) {
-	p := &pipeline{cfg: cfg, log: log.With().Str("pipeline", cfg.Name).Logger(), mx: mx, store: store, fsw: fsw,
+func newPipeline(cfg *config.Pipeline, log zerolog.Logger, mx *Metrics, store *state.Store, fsw *fswatch.Watcher, own *stages.OwnOutputs) (*pipeline, error) {
+	p := &pipeline{cfg: cfg, log: log.With().Str("pipeline", cfg.Name).Logger(), mx: mx, store: store, fsw: fsw, own: own,
 		done: make(chan struct{}), finalDone: make(chan struct{}), edges: map[edgeKey]chan msg{}, emitters: map[string]*emitter{},
 		aligners: map[string]*aligner{}, metrics: map[string]*stageMetrics{}, exited: map[string]chan struct{}{},
 		ended: map[string]chan struct{}{}}
@@ -219,7 +220,7 @@ func (p *pipeline) build(cfg *config.Pipeline, st *config.Stage, edges map[edgeK
 		}
 	}
 	slog := p.log.With().Str("stage", st.ID).Logger()
-	settings := stages.Settings{Pipeline: cfg.Name, ID: st.ID, Logger: slog, Watcher: p.fsw}
+	settings := stages.Settings{Pipeline: cfg.Name, ID: st.ID, Logger: slog, Watcher: p.fsw, Own: p.own}
 	sm := p.mx.stage(cfg.Name, st.ID)
 	b := &built{id: st.ID, m: sm}
 	newEmitter := func() *emitter {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/etld/etld/internal/config"
 	"github.com/etld/etld/internal/fswatch"
+	"github.com/etld/etld/internal/stages"
 	"github.com/etld/etld/internal/state"
 	"github.com/rs/zerolog"
 )
@@ -50,7 +51,7 @@ type Options struct {
 
 // newPipeline builds a pipeline of cfg with the runtime's settings.
 func (rt *Runtime) newPipeline(cfg *config.Pipeline) (*pipeline, error) {
-	p, err := newPipeline(cfg, rt.log, rt.opts.Metrics, rt.store, rt.opts.Watcher)
+	p, err := newPipeline(cfg, rt.log, rt.opts.Metrics, rt.store, rt.opts.Watcher, rt.own)
 	if p != nil {
 		p.onQuiesced = rt.opts.onQuiesced
 	}
@@ -101,6 +102,10 @@ type Runtime struct {
 	opts  Options
 	log   zerolog.Logger
 	store *state.Store
+	// own is every file the sinks of the pipelines write, handed to the
+	// stages (stages.Settings.Own): file sources never read them. Apply
+	// keeps it current.
+	own *stages.OwnOutputs
 
 	mu      sync.Mutex
 	pipes   map[string]*pipeline // running or finished, by name
@@ -117,7 +122,8 @@ func New(opts Options) (*Runtime, error) {
 	if opts.ShutdownTimeout <= 0 {
 		opts.ShutdownTimeout = 30 * time.Second
 	}
-	rt := &Runtime{opts: opts, log: opts.Logger, pipes: map[string]*pipeline{}, idle: make(chan struct{})}
+	rt := &Runtime{opts: opts, log: opts.Logger, pipes: map[string]*pipeline{}, idle: make(chan struct{}),
+		own: &stages.OwnOutputs{}}
 	close(rt.idle)
 	if opts.StateDir != "" {
 		store, err := state.Open(opts.StateDir)
@@ -170,6 +176,10 @@ func (rt *Runtime) Idle() <-chan struct{} {
 // At the first Apply (nothing running yet) a pipeline that cannot start
 // makes Apply fail with a *StartError and start nothing.
 func (rt *Runtime) Apply(ctx context.Context, pipes []*config.Pipeline) ([]Change, error) {
+	// While pipelines change, the outputs of the old and the new configs
+	// are all own outputs; afterwards, those of what runs.
+	rt.setOwnOutputs(pipes)
+	defer rt.setOwnOutputs(nil)
 	rt.mu.Lock()
 	first := len(rt.pipes) == 0
 	rt.mu.Unlock()
@@ -232,6 +242,19 @@ func (rt *Runtime) Apply(ctx context.Context, pipes []*config.Pipeline) ([]Chang
 		changes = append(changes, Change{Pipeline: cfg.Name, Action: action, Err: err, Took: time.Since(start)})
 	}
 	return changes, errors.Join(errs...)
+}
+
+// setOwnOutputs makes the own outputs those of the known pipelines plus
+// those of extra.
+func (rt *Runtime) setOwnOutputs(extra []*config.Pipeline) {
+	var outs []stages.OwnOutput
+	for _, cfg := range rt.Configs() {
+		outs = append(outs, cfg.OwnOutputs()...)
+	}
+	for _, cfg := range extra {
+		outs = append(outs, cfg.OwnOutputs()...)
+	}
+	rt.own.Set(outs)
 }
 
 // renamedTo returns the name of a new pipeline in pipes (not running)

@@ -553,3 +553,24 @@ func (r *File) Reattach() (bool, error) {
 	}
 	return true, r.syncDir()
 }
+
+// Owns reports whether name is one of the files a File with Options.Path
+// active creates: the active file itself, a sealed segment (with or without
+// ".gz"), or one of the temporary files of compression and recovery. Both
+// paths are compared as given: clean them alike.
+func Owns(active, name string) bool {
+	rest, ok := strings.CutPrefix(name, active)
+	if !ok {
+		return false
+	}
+	if rest == "" || rest == ".recover.tmp" {
+		return true
+	}
+	rest, ok = strings.CutPrefix(rest, ".")
+	if !ok {
+		return false
+	}
+	rest = strings.TrimSuffix(rest, ".gz.tmp")
+	rest = strings.TrimSuffix(rest, ".gz")
+	return isDigits(rest)
+}

@@ -29,7 +29,10 @@ type Settings struct {
 	// watch files; inactive means poll. Nil (tests, embedding): a stage
 	// that needs one opens its own.
 	Watcher *fswatch.Watcher
-	_       struct{}
+	// Own is the set of files the daemon's sinks write, kept current
+	// across reloads by the runtime; file sources skip them. Nil: none.
+	Own *OwnOutputs
+	_   struct{}
 }
 
 // Source reads records from the outside world.
@@ -156,6 +159,10 @@ type (
 	// OutputPather reports the file a sink writes, for the
 	// "two sinks write the same path" check.
 	OutputPather interface{ OutputPath() string }
+	// InputMatcher reports whether a source reads the file at path
+	// (absolute and clean), for the "a source reads a sink's output"
+	// check.
+	InputMatcher interface{ MatchesInput(path string) bool }
 )
 
 // Stateful is implemented by sources and sinks whose position can be

@@ -25,6 +25,7 @@ type FileConfig struct {
 	Follow       bool            `yaml:"follow" doc:"keep reading like tail -F (rotation, truncation, new files); false reads every file once and ends"`
 	StartAt      string          `yaml:"start_at" doc:"where to start in a file with no checkpoint: beginning or end"`
 	MaxLineBytes stages.ByteSize `yaml:"max_line_bytes" doc:"longest line; a longer line is a bad record that keeps its first max_line_bytes bytes"`
+	Exclude      []string        `yaml:"exclude" doc:"globs of files never read although path matches them, relative to the pipeline file like path (a * does not cross a /); the daemon's own outputs are always skipped"`
 }
 
 // Values of FileConfig.StartAt.
@@ -56,6 +57,13 @@ func (c *FileConfig) Validate() error {
 	if err := validateMaxLineBytes(c.MaxLineBytes); err != nil {
 		errs = append(errs, err)
 	}
+	for i, pat := range c.Exclude {
+		if pat == "" {
+			errs = append(errs, stages.FieldErr(fmt.Sprintf("exclude[%d]", i), errors.New("want a glob, got an empty string")))
+		} else if _, err := filepath.Match(pat, ""); err != nil {
+			errs = append(errs, stages.FieldErr(fmt.Sprintf("exclude[%d]", i), fmt.Errorf("invalid glob %q: %w", pat, err)))
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -64,6 +72,28 @@ func (c *FileConfig) ResolvePaths(dir string) {
 	if c.Path != "" && !filepath.IsAbs(c.Path) {
 		c.Path = filepath.Join(dir, c.Path)
 	}
+	for i, pat := range c.Exclude {
+		if pat != "" && !filepath.IsAbs(pat) {
+			c.Exclude[i] = filepath.Join(dir, pat)
+		}
+	}
+}
+
+// MatchesInput implements stages.InputMatcher: path matches the glob and
+// no exclude pattern.
+func (c *FileConfig) MatchesInput(path string) bool {
+	ok, err := filepath.Match(c.Path, path)
+	return ok && err == nil && !c.excluded(path)
+}
+
+// excluded reports whether path matches an exclude pattern.
+func (c *FileConfig) excluded(path string) bool {
+	for _, pat := range c.Exclude {
+		if ok, _ := filepath.Match(pat, path); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // Finite implements stages.Finiter: a file source ends only when it does not
@@ -124,6 +154,7 @@ type FileSource struct {
 	knownSeq uint64
 
 	openFailed map[string]bool // files that could not be opened, logged once
+	ownSkipped map[string]bool // own outputs found by the glob, logged once; bounded by maxOwnSkipped
 
 	spare []byte // an idle read buffer, handed to the next splitter that needs one
 	bb    batchBuilder
@@ -232,6 +263,9 @@ func (s *FileSource) Open(ctx context.Context) error {
 			return fmt.Errorf("file source: glob %q: %w", s.cfg.Path, err)
 		}
 		for _, p := range matches {
+			if s.skip(p) {
+				continue
+			}
 			if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
 				s.files = append(s.files, &tailedFile{path: p})
 				if s.gate != nil {
@@ -659,6 +693,9 @@ func (s *FileSource) rescan(initial bool) {
 	}
 	seen := make(map[fileID]bool, len(matches))
 	for _, p := range matches {
+		if s.skip(p) {
+			continue // an open file that becomes one is drained as gone
+		}
 		fi, err := os.Stat(p)
 		if err != nil || !fi.Mode().IsRegular() {
 			continue
@@ -702,6 +739,33 @@ func (s *FileSource) rescan(initial bool) {
 			s.log.Info().Str("file", t.path).Msg("file rotated away or deleted; reading it to its end")
 		}
 	}
+}
+
+// maxOwnSkipped bounds the own outputs a file source remembers having
+// logged; beyond it, it forgets them and may log them again.
+const maxOwnSkipped = 1024
+
+// skip reports whether a file the glob matched must not be read: it
+// matches an exclude pattern, or a sink of the daemon writes it (read
+// back, it would be written again and again). The latter is logged once
+// per file.
+func (s *FileSource) skip(path string) bool {
+	if s.cfg.excluded(path) {
+		return true
+	}
+	out, own := s.settings.Own.Match(path)
+	if !own {
+		return false
+	}
+	if !s.ownSkipped[path] {
+		if s.ownSkipped == nil || len(s.ownSkipped) >= maxOwnSkipped {
+			s.ownSkipped = map[string]bool{}
+		}
+		s.ownSkipped[path] = true
+		s.log.Warn().Str("file", path).Str("sink", out.String()).
+			Msg("skipping a file etld writes itself: reading it back would write it again and again")
+	}
+	return true
 }
 
 // checkTruncated restarts t at offset 0 when it shrank below what was read
