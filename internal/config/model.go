@@ -50,14 +50,14 @@ type Stage struct {
 	ID   string
 	Kind StageKind
 	// Type is the registered type of a source or sink; "worker" for workers.
-	Type    string
-	Inputs  []string // ids of upstream stages (a route's worker for `w.route`)
+	Type   string
+	Inputs []string // ids of upstream stages (a route's worker for `w.route`)
 	// InputRoutes is parallel to Inputs: the route read from that worker
 	// (`w.errors` gives "errors", `w._unmatched` gives Unmatched), or ""
 	// for every record of the input.
 	InputRoutes []string
-	Outputs []string // ids of downstream stages, in topological order
-	Pos     Pos
+	Outputs     []string // ids of downstream stages, in topological order
+	Pos         Pos
 
 	// Config is the decoded, validated options of a source or sink: the
 	// pointer returned by its factory's NewConfig.
