@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -666,6 +667,7 @@ func (b *builder) checkSemantics(p *Pipeline) {
 		}
 		if st.Kind == Worker {
 			b.checkStepsNeedParsing(st, path)
+			b.checkRoutesRead(p, st, path)
 		}
 		if st.Kind == Sink && st.Merge != nil {
 			for i, in := range st.Inputs {
@@ -687,6 +689,26 @@ func (b *builder) checkSemantics(p *Pipeline) {
 			if st.Merge.Late == "dead_letter" && p.DeadLetter == "" {
 				b.r.errorf(nodeAt(st.Pos), "%s.merge.late: dead_letter needs a top-level dead_letter sink", path)
 			}
+		}
+	}
+}
+
+// checkRoutesRead warns about a route no stage reads: its expression is
+// evaluated for nothing, and a typo in an input is more likely.
+func (b *builder) checkRoutesRead(p *Pipeline, st *Stage, path string) {
+	if st.Worker.Router == nil {
+		return // no routes, or bad ones (reported already)
+	}
+	read := map[string]bool{}
+	for _, out := range st.Outputs {
+		d := p.Stage(out)
+		if i := slices.Index(d.Inputs, st.ID); i >= 0 {
+			read[d.InputRoutes[i]] = true
+		}
+	}
+	for _, r := range st.Worker.Routes {
+		if !read[r.Name] {
+			b.r.warnf(nodeAt(r.Pos), "%s.routes.%s: no stage reads this route (name %s.%s in a sink's or worker's inputs)", path, r.Name, st.ID, r.Name)
 		}
 	}
 }
