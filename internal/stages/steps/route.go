@@ -23,7 +23,11 @@ const Unmatched = uint64(1) << MaxRoutes
 type Router struct {
 	names []string
 	progs []*program
-	spec  envSpec
+	// cmps is parallel to progs: the route's fieldCompare when it is
+	// `field == literal` or `field != literal`, evaluated without the VM
+	// (and without loading the field into the environment).
+	cmps []*fieldCompare
+	spec envSpec
 	pool  sync.Pool // of *exprScratch
 }
 
@@ -60,8 +64,12 @@ func NewRouter(names, exprs []string) (*Router, error) {
 		if err != nil {
 			return nil, fmt.Errorf("route %s: %w", names[i], err)
 		}
+		cmp := matchFieldCompare(p.prog.Node())
 		r.progs = append(r.progs, p)
-		r.spec.merge(p)
+		r.cmps = append(r.cmps, cmp)
+		if cmp == nil {
+			r.spec.merge(p)
+		}
 	}
 	r.pool.New = func() any { return newExprScratch(&r.spec) }
 	return r, nil
@@ -89,6 +97,17 @@ records:
 		}
 		var mask uint64
 		for j, p := range r.progs {
+			if cmp := r.cmps[j]; cmp != nil {
+				hold, err := cmp.eval(obj)
+				if err != nil {
+					c.reject(rec, fmt.Errorf("routes: malformed JSON record: %w", err))
+					continue records
+				}
+				if hold {
+					mask |= 1 << j
+				}
+				continue
+			}
 			out, err := s.run(p)
 			if err != nil {
 				c.reject(rec, fmt.Errorf("route %s: %w", r.names[j], err))
