@@ -28,7 +28,7 @@ type Router struct {
 	// (and without loading the field into the environment).
 	cmps []*fieldCompare
 	spec envSpec
-	pool  sync.Pool // of *exprScratch
+	pool sync.Pool // of *exprScratch
 }
 
 // CompileRoute compiles and type-checks one route expression: a result
