@@ -3,10 +3,15 @@ package engine
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/rs/zerolog"
+
+	"github.com/etld/etld/internal/config"
 	"github.com/etld/etld/internal/stages"
 	"github.com/etld/etld/internal/stages/steps"
 )
@@ -203,4 +208,94 @@ func BenchmarkRoutedEmit(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(src)), "ns/record")
+}
+
+// TestReconfigureSinkToRoute: a sink whose input changes from w to
+// w.even on reload is replaced while the worker and the other sink keep
+// running; from the swap on it gets only the route's records. Across the
+// swap the plain sink holds every record once, and the routed one every
+// even record once and no odd record written after the reload.
+func TestReconfigureSinkToRoute(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.log")
+	if err := os.WriteFile(in, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logs := &rcLog{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("runtime log:\n%s", logs.String())
+		}
+	})
+	rt, err := New(Options{
+		Logger:          zerolog.New(zerolog.SyncWriter(logs)).With().Timestamp().Logger(),
+		StateDir:        filepath.Join(dir, "state"),
+		ShutdownTimeout: hangTimeout,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			_ = rt.Stop()
+		}
+	})
+	cfgOf := func(sideInput string) string {
+		return `version: 1
+checkpoint_interval: 50ms
+sources:
+  in: { type: file, path: in.log, follow: true }
+workers:
+  w:
+    inputs: [in]
+    concurrency: 2
+    steps: [ { parse_json: {} } ]
+    routes:
+      even: 'seq % 2 == 0'
+sinks:
+  out:  { type: file, inputs: [w], path: out/out.jsonl }
+  side: { type: file, inputs: [` + sideInput + `], path: out/side.jsonl }
+`
+	}
+	w := rcStartWriter(t, in)
+	// The first config reads the route too (else it is unread): side
+	// reads w and a third sink the route.
+	first := strings.Replace(cfgOf("w"), "sinks:\n", "sinks:\n  evens: { type: file, inputs: [w.even], path: out/evens.jsonl }\n", 1)
+	if _, err := rt.Apply(context.Background(), []*config.Pipeline{rcLoad(t, dir, first)}); err != nil {
+		t.Fatal(err)
+	}
+	out := &rcTail{t: t, path: filepath.Join(dir, "out", "out.jsonl")}
+	side := &rcTail{t: t, path: filepath.Join(dir, "out", "side.jsonl")}
+	waitFor(t, hangTimeout, "some records in side.jsonl", func() bool { return len(side.poll()) > 500 })
+
+	changes, err := rt.Apply(context.Background(), []*config.Pipeline{rcLoad(t, dir, cfgOf("w.even"))})
+	if err != nil || len(changes) != 1 || changes[0].Action != "reconfigured" {
+		t.Fatalf("Apply with side reading w.even: %+v, %v; want reconfigured in place", changes, err)
+	}
+	rcCheckSwap(t, "side reads a route", logs, []string{"side"}, []string{"evens"}, nil)
+	after := int(w.written.Load())
+	waitFor(t, hangTimeout, "records read after the reload in out.jsonl", func() bool {
+		return out.has(func(r rcRec) bool { return r.Seq >= after+500 })
+	})
+	total := w.halt()
+	waitFor(t, hangTimeout, "every record in out.jsonl", func() bool { return len(out.poll()) >= total })
+	waitFor(t, hangTimeout, "every even record in side.jsonl", func() bool {
+		return side.has(func(r rcRec) bool { return r.Seq == (total-1)&^1 })
+	})
+	stopped = true
+	if err := rt.Stop(); err != nil {
+		t.Errorf("Stop: %v", err)
+	}
+	rcCheckRun(t, "out.jsonl", out.final(), 0, total-1)
+	var evens []rcRec
+	for _, r := range side.final() {
+		switch {
+		case r.Seq%2 == 0:
+			evens = append(evens, rcRec{Seq: r.Seq / 2})
+		case r.Seq >= after:
+			t.Errorf("side.jsonl has odd record %d, written after the reload (at %d)", r.Seq, after)
+		}
+	}
+	rcCheckRun(t, "side.jsonl's even records (seq/2)", evens, 0, (total-1)/2)
 }
