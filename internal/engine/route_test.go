@@ -9,8 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/rs/zerolog"
-
 	"github.com/etld/etld/internal/config"
 	"github.com/etld/etld/internal/stages"
 	"github.com/etld/etld/internal/stages/steps"
@@ -221,20 +219,7 @@ func TestReconfigureSinkToRoute(t *testing.T) {
 	if err := os.WriteFile(in, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	logs := &rcLog{}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("runtime log:\n%s", logs.String())
-		}
-	})
-	rt, err := New(Options{
-		Logger:          zerolog.New(zerolog.SyncWriter(logs)).With().Timestamp().Logger(),
-		StateDir:        filepath.Join(dir, "state"),
-		ShutdownTimeout: hangTimeout,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rt, logs := rcRuntime(t, dir, hangTimeout)
 	stopped := false
 	t.Cleanup(func() {
 		if !stopped {
