@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
 
 	"github.com/etld/etld/internal/stages"
+	"github.com/etld/etld/internal/stages/steps"
 )
 
 // SchemaVersion is the only pipeline schema version this etld reads.
@@ -18,7 +20,7 @@ const SchemaVersion = 1
 
 var topKeys = []string{"version", "sources", "workers", "sinks", "dead_letter", "checkpoint_interval"}
 
-var workerKeys = []string{"inputs", "concurrency", "ordered", "steps"}
+var workerKeys = []string{"inputs", "concurrency", "ordered", "steps", "routes"}
 
 var idPattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]*$`)
 
@@ -159,7 +161,7 @@ func (b *builder) section(n *yaml.Node, kind StageKind) {
 		} else {
 			b.typed(st, v, path)
 		}
-		st.Fingerprint = fingerprint(kind, v, st.Inputs)
+		st.Fingerprint = fingerprint(kind, v, st.WrittenInputs())
 	})
 }
 
@@ -299,6 +301,8 @@ func (b *builder) worker(st *Stage, v *yaml.Node, path string) {
 			d.decode(val, reflect.ValueOf(&st.Worker.Ordered).Elem(), path+".ordered")
 		case "steps":
 			b.steps(st, val, path+".steps")
+		case "routes":
+			b.routes(st, val, path+".routes")
 		default:
 			b.r.errorf(k, "%s: unknown option %q for a worker%s", path, k.Value, suggest(k.Value, workerKeys))
 		}
@@ -306,6 +310,59 @@ func (b *builder) worker(st *Stage, v *yaml.Node, path string) {
 	if _, ok := findKey(v, "inputs"); !ok {
 		b.r.errorf(v, "%s: missing required key \"inputs\" (a worker reads at least one source or worker)", path)
 	}
+}
+
+// routes decodes a worker's `routes`: a mapping of route name to an
+// expression, each compiled and type-checked like a filter's.
+func (b *builder) routes(st *Stage, n *yaml.Node, path string) {
+	n = resolveAlias(n)
+	if isNull(n) {
+		return
+	}
+	if n.Kind != yaml.MappingNode {
+		b.r.errorf(n, "%s: want a mapping of route name -> expression, such as `errors: 'level == \"error\"'`, got %s", path, describe(n))
+		return
+	}
+	ok := true
+	forEachPair(n, b.r, path, func(k, v *yaml.Node) {
+		v = resolveAlias(v)
+		switch {
+		case k.Value == Unmatched:
+			b.r.errorf(k, "%s: %q is reserved for the records that match no route", path, Unmatched)
+			ok = false
+		case !idPattern.MatchString(k.Value):
+			b.r.errorf(k, "%s: invalid route name %q (use letters, digits, _ and -, starting with a letter or _)", path, k.Value)
+			ok = false
+		}
+		if v.Kind != yaml.ScalarNode || isNull(v) {
+			b.r.errorf(v, "%s.%s: want an expression string, got %s", path, k.Value, describe(v))
+			ok = false
+			return
+		}
+		if err := steps.CompileRoute(v.Value); err != nil {
+			b.r.errorf(v, "%s.%s: %v", path, k.Value, err)
+			ok = false
+		}
+		st.Worker.Routes = append(st.Worker.Routes, RouteSpec{Name: k.Value, Expr: v.Value, Pos: b.pos(k)})
+	})
+	if len(st.Worker.Routes) > steps.MaxRoutes {
+		b.r.errorf(n, "%s: %d routes; a worker has at most %d", path, len(st.Worker.Routes), steps.MaxRoutes)
+		return
+	}
+	if !ok || len(st.Worker.Routes) == 0 {
+		return
+	}
+	names := make([]string, len(st.Worker.Routes))
+	exprs := make([]string, len(st.Worker.Routes))
+	for i, r := range st.Worker.Routes {
+		names[i], exprs[i] = r.Name, r.Expr
+	}
+	router, err := steps.NewRouter(names, exprs)
+	if err != nil {
+		b.r.errorf(n, "%s: %v", path, err)
+		return
+	}
+	st.Worker.Router = router
 }
 
 func (b *builder) steps(st *Stage, n *yaml.Node, path string) {
@@ -348,7 +405,9 @@ func (b *builder) inputs(st *Stage, n *yaml.Node, path string) []string {
 	if n.Kind == yaml.ScalarNode && !isNull(n) {
 		// Accept `inputs: orders` as a one-element list.
 		b.inputPos[st.ID] = []*yaml.Node{n}
-		return []string{n.Value}
+		id, route, _ := strings.Cut(n.Value, ".")
+		st.InputRoutes = []string{route}
+		return []string{id}
 	}
 	if n.Kind != yaml.SequenceNode {
 		b.r.errorf(n, "%s.inputs: want a list of source or worker ids, got %s", path, describe(n))
@@ -362,12 +421,22 @@ func (b *builder) inputs(st *Stage, n *yaml.Node, path string) []string {
 			b.r.errorf(c, "%s.inputs: want an id, got %s", path, describe(c))
 			continue
 		}
-		if seen[c.Value] {
-			b.r.errorf(c, "%s.inputs: %q is listed twice", path, c.Value)
+		id, route, dotted := strings.Cut(c.Value, ".")
+		if dotted && route == "" {
+			b.r.errorf(c, "%s.inputs: %q names no route (write %q for every record)", path, c.Value, id)
 			continue
 		}
-		seen[c.Value] = true
-		ids = append(ids, c.Value)
+		if seen[id] {
+			if c.Value == id {
+				b.r.errorf(c, "%s.inputs: %q is listed twice", path, c.Value)
+			} else {
+				b.r.errorf(c, "%s.inputs: %q reads %q a second time; a stage reads one route of a worker, or the worker's every record", path, c.Value, id)
+			}
+			continue
+		}
+		seen[id] = true
+		ids = append(ids, id)
+		st.InputRoutes = append(st.InputRoutes, route)
 		b.inputPos[st.ID] = append(b.inputPos[st.ID], c)
 	}
 	if len(ids) == 0 && len(n.Content) == 0 {
@@ -426,6 +495,11 @@ func (b *builder) checkInputs(deadLetter string) {
 		path := string(st.Kind) + "s." + st.ID
 		for i, in := range st.Inputs {
 			at := b.inputPos[st.ID][i]
+			if _, whole := b.stages[at.Value]; whole && st.InputRoutes[i] != "" {
+				// An id with a dot (reported as invalid already) is
+				// read as written, not as a route.
+				in, st.Inputs[i], st.InputRoutes[i] = at.Value, at.Value, ""
+			}
 			up, ok := b.stages[in]
 			switch {
 			case !ok:
@@ -434,12 +508,39 @@ func (b *builder) checkInputs(deadLetter string) {
 				b.r.errorf(at, "%s.inputs: %q is a sink; inputs name sources or workers", path, in)
 			case up.ID == st.ID:
 				b.r.errorf(at, "%s.inputs: a stage cannot read its own output", path)
+			default:
+				b.checkRoute(st, i, up, at, path)
 			}
 		}
 		if _, hasKey := b.inputPos[st.ID]; st.Kind == Sink && !hasKey && st.ID != deadLetter {
 			b.r.errorf(nodeAt(st.Pos), "%s: missing required key \"inputs\" (only the dead-letter sink has none)", path)
 		}
 	}
+}
+
+// checkRoute checks the route of input i of st (`w.route`), if any:
+// only a worker has routes, and it must have that one.
+func (b *builder) checkRoute(st *Stage, i int, up *Stage, at *yaml.Node, path string) {
+	route := st.InputRoutes[i]
+	if route == "" {
+		return
+	}
+	if up.Kind != Worker {
+		b.r.errorf(at, "%s.inputs: %q: %q is a %s; only a worker has routes", path, at.Value, up.ID, up.Kind)
+		return
+	}
+	if up.Worker.RouteIndex(route) >= 0 {
+		return
+	}
+	valid := []string{Unmatched}
+	for _, r := range up.Worker.Routes {
+		valid = append(valid, r.Name)
+	}
+	if len(up.Worker.Routes) == 0 {
+		b.r.errorf(at, "%s.inputs: %q: worker %q has no routes (read %q for every record)", path, at.Value, up.ID, up.ID)
+		return
+	}
+	b.r.errorf(at, "%s.inputs: %q: worker %q has no route %q%s", path, at.Value, up.ID, route, suggest(route, valid))
 }
 
 func (b *builder) idsOf(k StageKind) []string {
@@ -568,6 +669,7 @@ func (b *builder) checkSemantics(p *Pipeline) {
 		}
 		if st.Kind == Worker {
 			b.checkStepsNeedParsing(st, path)
+			b.checkRoutesRead(p, st, path)
 		}
 		if st.Kind == Sink && st.Merge != nil {
 			for i, in := range st.Inputs {
@@ -589,6 +691,26 @@ func (b *builder) checkSemantics(p *Pipeline) {
 			if st.Merge.Late == "dead_letter" && p.DeadLetter == "" {
 				b.r.errorf(nodeAt(st.Pos), "%s.merge.late: dead_letter needs a top-level dead_letter sink", path)
 			}
+		}
+	}
+}
+
+// checkRoutesRead warns about a route no stage reads: its expression is
+// evaluated for nothing, and a typo in an input is more likely.
+func (b *builder) checkRoutesRead(p *Pipeline, st *Stage, path string) {
+	if st.Worker.Router == nil {
+		return // no routes, or bad ones (reported already)
+	}
+	read := map[string]bool{}
+	for _, out := range st.Outputs {
+		d := p.Stage(out)
+		if i := slices.Index(d.Inputs, st.ID); i >= 0 {
+			read[d.InputRoutes[i]] = true
+		}
+	}
+	for _, r := range st.Worker.Routes {
+		if !read[r.Name] {
+			b.r.warnf(nodeAt(r.Pos), "%s.routes.%s: no stage reads this route (name %s.%s in a sink's or worker's inputs)", path, r.Name, st.ID, r.Name)
 		}
 	}
 }

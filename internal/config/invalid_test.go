@@ -32,6 +32,17 @@ var invalidWant = map[string][]string{
 		`6:5: workers.a: cycle: worker "a" -> worker "c" -> worker "b" -> worker "a"`,
 		`12:5: workers.x: cycle: worker "x" -> worker "y" -> worker "x"`,
 	},
+	"routes.yaml": {
+		`10:7: workers.w.routes: "_unmatched" is reserved for the records that match no route`,
+		`11:7: workers.w.routes: invalid route name "bad name" (use letters, digits, _ and -, starting with a letter or _)`,
+		`12:14: workers.w.routes.count: expression returns int, want bool`,
+		`13:15: workers.w.routes.broken: unexpected token EOF (1:8)`,
+		`17:30: sinks.a.inputs: "w.errrors": worker "w" has no route "errrors" (did you mean "errors"?)`,
+		`18:44: sinks.b.inputs: "in.x": "in" is a source; only a worker has routes`,
+		`19:30: sinks.c.inputs: "plain.errors": worker "plain" has no routes (read "plain" for every record)`,
+		`20:40: sinks.d.inputs: "w._unmatched" reads "w" a second time; a stage reads one route of a worker, or the worker's every record`,
+		`21:30: sinks.e.inputs: "w." names no route (write "w" for every record)`,
+	},
 	"dead_letter_not_sink.yaml": {
 		`2:14: dead_letter: "in" is not a sink (valid: out)`,
 	},

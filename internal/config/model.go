@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/etld/etld/internal/stages"
+	"github.com/etld/etld/internal/stages/steps"
 )
 
 // StageKind tells sources, workers and sinks apart.
@@ -49,10 +50,14 @@ type Stage struct {
 	ID   string
 	Kind StageKind
 	// Type is the registered type of a source or sink; "worker" for workers.
-	Type    string
-	Inputs  []string // ids of upstream stages, as written
-	Outputs []string // ids of downstream stages, in topological order
-	Pos     Pos
+	Type   string
+	Inputs []string // ids of upstream stages (a route's worker for `w.route`)
+	// InputRoutes is parallel to Inputs: the route read from that worker
+	// (`w.errors` gives "errors", `w._unmatched` gives Unmatched), or ""
+	// for every record of the input.
+	InputRoutes []string
+	Outputs     []string // ids of downstream stages, in topological order
+	Pos         Pos
 
 	// Config is the decoded, validated options of a source or sink: the
 	// pointer returned by its factory's NewConfig.
@@ -80,6 +85,34 @@ type WorkerSpec struct {
 	// Ordered keeps each input's order on output.
 	Ordered bool
 	Steps   []StepSpec
+	// Routes are the worker's named routes in file order; Router
+	// evaluates them (nil without routes).
+	Routes []RouteSpec
+	Router *steps.Router
+}
+
+// Unmatched is the reserved route of the records that matched no route.
+const Unmatched = "_unmatched"
+
+// RouteSpec is one named route of a worker.
+type RouteSpec struct {
+	Name string
+	Expr string
+	Pos  Pos
+}
+
+// RouteIndex returns the bit index of route name in the worker's masks
+// (steps.MaxRoutes for Unmatched), or -1.
+func (w *WorkerSpec) RouteIndex(name string) int {
+	if name == Unmatched {
+		return steps.MaxRoutes
+	}
+	for i, r := range w.Routes {
+		if r.Name == name {
+			return i
+		}
+	}
+	return -1
 }
 
 // StepSpec is one decoded, validated step.
@@ -101,6 +134,19 @@ type MergeSpec struct {
 
 func defaultMerge() MergeSpec {
 	return MergeSpec{MaxLateness: time.Second, IdleTimeout: 30 * time.Second, Late: "emit"}
+}
+
+// WrittenInputs returns the stage's inputs as written: `w.route` for a
+// route of worker w.
+func (st *Stage) WrittenInputs() []string {
+	out := make([]string, len(st.Inputs))
+	for i, in := range st.Inputs {
+		out[i] = in
+		if i < len(st.InputRoutes) && st.InputRoutes[i] != "" {
+			out[i] += "." + st.InputRoutes[i]
+		}
+	}
+	return out
 }
 
 // Stage returns the stage with the given id, or nil.

@@ -25,6 +25,13 @@ func nodeLabel(st *Stage, p *Pipeline, nl string) string {
 		if len(steps) > 0 {
 			label += nl + strings.Join(steps, ", ")
 		}
+		if rs := st.Worker.Routes; len(rs) > 0 {
+			names := make([]string, len(rs))
+			for i, r := range rs {
+				names[i] = r.Name
+			}
+			label += nl + "routes: " + strings.Join(names, ", ")
+		}
 		return label
 	case Sink:
 		label := fmt.Sprintf("%s%ssink: %s", st.ID, nl, st.Type)
@@ -57,7 +64,11 @@ func WriteDOT(w io.Writer, pipes []*Pipeline) error {
 			fmt.Fprintf(&b, "    %q [label=%q, shape=%s];\n", p.Name+"/"+st.ID, nodeLabel(st, p, "\n"), shape)
 		}
 		for _, st := range p.Stages {
-			for _, in := range st.Inputs {
+			for i, in := range st.Inputs {
+				if r := st.InputRoutes[i]; r != "" {
+					fmt.Fprintf(&b, "    %q -> %q [label=%q];\n", p.Name+"/"+in, p.Name+"/"+st.ID, r)
+					continue
+				}
 				fmt.Fprintf(&b, "    %q -> %q;\n", p.Name+"/"+in, p.Name+"/"+st.ID)
 			}
 		}
@@ -96,7 +107,11 @@ func WriteMermaid(w io.Writer, pipes []*Pipeline) error {
 			fmt.Fprintf(&b, "    %s%s\"%s\"%s\n", ids[st.ID], shape[0], label, shape[1])
 		}
 		for _, st := range p.Stages {
-			for _, in := range st.Inputs {
+			for i, in := range st.Inputs {
+				if r := st.InputRoutes[i]; r != "" {
+					fmt.Fprintf(&b, "    %s -->|%s| %s\n", ids[in], r, ids[st.ID])
+					continue
+				}
 				fmt.Fprintf(&b, "    %s --> %s\n", ids[in], ids[st.ID])
 			}
 		}

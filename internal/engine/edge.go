@@ -22,6 +22,10 @@ type msg struct {
 	// single goroutine does not parse every record.
 	keys   []int64
 	keysOf string
+	// routes, set by a worker with routes, holds each record's route
+	// bits (see steps.Router); the emitter consumes it, it never
+	// travels on an edge.
+	routes []uint64
 }
 
 // noKey marks a record without a usable merge key in msg.keys.

@@ -21,8 +21,12 @@ type emitter struct {
 	stage string
 	// outs and dl change only while the pipeline is quiescent (see
 	// reconfigure); mu makes that visible to the emitting goroutines.
-	mu     sync.RWMutex
-	outs   []chan msg
+	mu   sync.RWMutex
+	outs []chan msg
+	// sels is parallel to outs: the route bits (see steps.Router) of the
+	// records that edge takes, 0 for every record. nil when no edge
+	// reads a route.
+	sels   []uint64
 	dl     chan msg // the dead-letter sink's edge, or nil
 	hard   context.Context
 	m      *stageMetrics
@@ -33,7 +37,7 @@ type emitter struct {
 // came first. m must not be used after.
 func (e *emitter) emit(m msg) bool {
 	b := m.b
-	outs, dl := e.edges()
+	outs, sels, dl := e.routedEdges()
 	if len(b.Rejects) > 0 {
 		if !e.reject(dl, b.Rejects) {
 			return false
@@ -50,6 +54,9 @@ func (e *emitter) emit(m msg) bool {
 		m.release()
 		return true
 	}
+	if m.routes != nil && sels != nil {
+		return e.emitRouted(m, outs, sels)
+	}
 	e.m.out.Add(float64(n))
 	for i, out := range outs {
 		mm := m
@@ -61,6 +68,83 @@ func (e *emitter) emit(m msg) bool {
 		}
 	}
 	return true
+}
+
+// emitRouted sends each output the records of m whose route bits it
+// selects: the whole batch (m itself to the last such output, copies to
+// the others) or a copy of the selected records. A record no output takes
+// is counted as dropped for want of an output.
+func (e *emitter) emitRouted(m msg, outs []chan msg, sels []uint64) bool {
+	routes := m.routes
+	m.routes = nil
+	var any uint64 // the union of the selections; all ones when one takes every record
+	for _, sel := range sels {
+		if sel == 0 {
+			sel = ^uint64(0)
+		}
+		any |= sel
+	}
+	sent := 0
+	for _, r := range routes {
+		if r&any != 0 {
+			sent++
+		}
+	}
+	e.m.out.Add(float64(sent))
+	if miss := len(routes) - sent; miss > 0 {
+		e.m.noOutput.Add(float64(miss))
+	}
+	// own is the last output taking every record: it gets m itself.
+	own := -1
+	for i, sel := range sels {
+		if sel == 0 || selected(routes, sel, nil) == len(routes) {
+			own = i
+		}
+	}
+	var idx []int // reused across outputs
+	for i, out := range outs {
+		var mm msg
+		switch {
+		case i == own:
+			continue // sent last, after the copies were made from it
+		case sels[i] == 0:
+			mm = cloneMsg(m)
+		default:
+			idx = idx[:0]
+			if selected(routes, sels[i], &idx) == 0 {
+				continue
+			}
+			if len(idx) == len(routes) {
+				mm = cloneMsg(m)
+			} else {
+				mm = selectMsg(m, idx)
+			}
+		}
+		if !send(e.hard, out, mm) {
+			m.release()
+			return false
+		}
+	}
+	if own < 0 {
+		m.release()
+		return true
+	}
+	return send(e.hard, outs[own], m)
+}
+
+// selected counts the records whose route bits meet sel, appending their
+// indexes to *idx when idx is not nil.
+func selected(routes []uint64, sel uint64, idx *[]int) int {
+	n := 0
+	for j, r := range routes {
+		if r&sel != 0 {
+			n++
+			if idx != nil {
+				*idx = append(*idx, j)
+			}
+		}
+	}
+	return n
 }
 
 // barrier forwards checkpoint barrier epoch to every downstream edge,
@@ -88,7 +172,7 @@ func (e *emitter) close() {
 	if e.dl != nil {
 		close(e.dl)
 	}
-	e.outs, e.dl = nil, nil
+	e.outs, e.sels, e.dl = nil, nil, nil
 }
 
 func (e *emitter) edges() ([]chan msg, chan msg) {
@@ -97,11 +181,24 @@ func (e *emitter) edges() ([]chan msg, chan msg) {
 	return e.outs, e.dl
 }
 
-// addOut adds an outgoing edge. Only while the pipeline is quiescent.
-func (e *emitter) addOut(ch chan msg) {
+func (e *emitter) routedEdges() ([]chan msg, []uint64, chan msg) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.outs, e.sels, e.dl
+}
+
+// addOut adds an outgoing edge taking the records of route bits sel (0:
+// every record). Only while the pipeline is quiescent.
+func (e *emitter) addOut(ch chan msg, sel uint64) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.outs = append(slices.Clip(e.outs), ch)
+	if sel != 0 && e.sels == nil {
+		e.sels = make([]uint64, len(e.outs)-1)
+	}
+	if e.sels != nil {
+		e.sels = append(slices.Clip(e.sels), sel)
+	}
 }
 
 // setDL sets the dead-letter edge, closing the one it replaces (an
@@ -127,6 +224,9 @@ func (e *emitter) removeOut(ch chan msg) {
 	}
 	if i := slices.Index(e.outs, ch); i >= 0 {
 		e.outs = slices.Delete(slices.Clone(e.outs), i, i+1)
+		if e.sels != nil {
+			e.sels = slices.Delete(slices.Clone(e.sels), i, i+1)
+		}
 		close(ch)
 	}
 }
@@ -214,6 +314,33 @@ func cloneMsg(m msg) msg {
 		c.keys = slices.Clone(m.keys)
 	}
 	return c
+}
+
+// selectMsg copies the records idx of m's batch (and their merge keys)
+// for one downstream; the copy holds a share of the batch's ticket.
+func selectMsg(m msg, idx []int) msg {
+	size := 0
+	for _, j := range idx {
+		size += len(m.b.Records[j].Raw)
+	}
+	c := &stages.Batch{Records: stages.NewRecords(len(idx))}
+	buf := stages.NewBuffer(size)
+	c.Own(buf)
+	for _, j := range idx {
+		r := m.b.Records[j]
+		start := len(buf)
+		buf = append(buf, r.Raw...)
+		r.Raw = buf[start:len(buf):len(buf)]
+		c.Records = append(c.Records, r)
+	}
+	out := msg{b: c, t: m.t.share(), keysOf: m.keysOf}
+	if m.keysOf != "" {
+		out.keys = make([]int64, len(idx))
+		for k, j := range idx {
+			out.keys[k] = m.keys[j]
+		}
+	}
+	return out
 }
 
 // cloneBatch copies a batch: records and their bytes, so that steps

@@ -144,6 +144,25 @@ func edgeKeys(cfg *config.Pipeline) []edgeKey {
 	return keys
 }
 
+// edgeSel returns the route bits of the records edge k carries (see
+// steps.Router): those of the route its downstream reads, or 0 for every
+// record.
+func edgeSel(cfg *config.Pipeline, k edgeKey) uint64 {
+	to, from := cfg.Stage(k.to), cfg.Stage(k.from)
+	if k.dl || to == nil || from == nil || from.Worker == nil {
+		return 0
+	}
+	i := slices.Index(to.Inputs, k.from)
+	if i < 0 || i >= len(to.InputRoutes) || to.InputRoutes[i] == "" {
+		return 0
+	}
+	bit := from.Worker.RouteIndex(to.InputRoutes[i])
+	if bit < 0 {
+		return 0 // not a valid config: Load reports it
+	}
+	return 1 << bit
+}
+
 // stageError names the pipeline and stage of a failure.
 type stageError struct {
 	Pipeline, Stage string
@@ -208,6 +227,8 @@ type built struct {
 // edge of cfg must be in edges). It does no I/O.
 func (p *pipeline) build(cfg *config.Pipeline, st *config.Stage, edges map[edgeKey]chan msg) (*built, error) {
 	var ins, outs []chan msg
+	var sels []uint64
+	routed := false
 	var dl chan msg
 	for _, k := range edgeKeys(cfg) {
 		switch {
@@ -217,15 +238,21 @@ func (p *pipeline) build(cfg *config.Pipeline, st *config.Stage, edges map[edgeK
 			dl = edges[k]
 		case k.from == st.ID:
 			outs = append(outs, edges[k])
+			sel := edgeSel(cfg, k)
+			sels = append(sels, sel)
+			routed = routed || sel != 0
 		}
 	}
 	slog := p.log.With().Str("stage", st.ID).Logger()
 	settings := stages.Settings{Pipeline: cfg.Name, ID: st.ID, Logger: slog, Watcher: p.fsw, Own: p.own}
 	sm := p.mx.stage(cfg.Name, st.ID)
+	if !routed {
+		sels = nil
+	}
 	b := &built{id: st.ID, m: sm}
 	newEmitter := func() *emitter {
 		return &emitter{
-			stage: st.ID, outs: outs, dl: dl, hard: p.hard, m: sm,
+			stage: st.ID, outs: outs, sels: sels, dl: dl, hard: p.hard, m: sm,
 			badLog: slog.Sample(&zerolog.BurstSampler{Burst: 5, Period: time.Second}),
 		}
 	}
@@ -245,7 +272,7 @@ func (p *pipeline) build(cfg *config.Pipeline, st *config.Stage, edges map[edgeK
 			}
 		}
 	case config.Worker:
-		w := &workerRunner{id: st.ID, concurrency: st.Worker.Concurrency, ordered: st.Worker.Ordered}
+		w := &workerRunner{id: st.ID, concurrency: st.Worker.Concurrency, ordered: st.Worker.Ordered, router: st.Worker.Router}
 		for _, sk := range cfg.Sinks() {
 			if sk.Merge != nil && slices.Contains(sk.Inputs, st.ID) {
 				w.orderBy = sk.Merge.OrderBy // its goroutines compute the merge keys

@@ -101,8 +101,8 @@ func replaceReason(running, next *config.Pipeline, st, ns *config.Stage) string 
 		switch {
 		case ns.Type != st.Type:
 			return fmt.Sprintf("its type changed (%s -> %s)", st.Type, ns.Type)
-		case !slices.Equal(st.Inputs, ns.Inputs):
-			return fmt.Sprintf("its inputs changed ([%s] -> [%s])", strings.Join(st.Inputs, " "), strings.Join(ns.Inputs, " "))
+		case !slices.Equal(st.WrittenInputs(), ns.WrittenInputs()):
+			return fmt.Sprintf("its inputs changed ([%s] -> [%s])", strings.Join(st.WrittenInputs(), " "), strings.Join(ns.WrittenInputs(), " "))
 		case (st.Merge == nil) != (ns.Merge == nil) || st.Merge != nil && *st.Merge != *ns.Merge:
 			return "its merge options changed"
 		case st.Kind == config.Worker:

@@ -271,7 +271,7 @@ func (r *reload) rewire(timeout time.Duration) error {
 			if k.dl {
 				p.emitters[k.from].setDL(ch)
 			} else {
-				p.emitters[k.from].addOut(ch)
+				p.emitters[k.from].addOut(ch, edgeSel(r.next, k))
 			}
 		}
 	}

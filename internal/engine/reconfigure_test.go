@@ -44,20 +44,7 @@ func TestReconfigureLeavesNothingBehind(t *testing.T) {
 	if err := os.WriteFile(in, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	logs := &rcLog{}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("runtime log:\n%s", logs.String())
-		}
-	})
-	rt, err := New(Options{
-		Logger:          zerolog.New(zerolog.SyncWriter(logs)).With().Timestamp().Logger(),
-		StateDir:        filepath.Join(dir, "state"),
-		ShutdownTimeout: hangTimeout,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rt, logs := rcRuntime(t, dir, hangTimeout)
 	ctx := context.Background()
 
 	steps := []struct {
@@ -215,6 +202,27 @@ func rcConfig(s rcSpec) string {
 }
 
 // rcLoad parses src as dir/p.yaml with the built-in stage types.
+// rcRuntime starts a Runtime with its state in dir/state, logging to the
+// returned rcLog, which the test prints if it fails.
+func rcRuntime(t *testing.T, dir string, shutdown time.Duration) (*Runtime, *rcLog) {
+	t.Helper()
+	logs := &rcLog{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("runtime log:\n%s", logs.String())
+		}
+	})
+	rt, err := New(Options{
+		Logger:          zerolog.New(zerolog.SyncWriter(logs)).With().Timestamp().Logger(),
+		StateDir:        filepath.Join(dir, "state"),
+		ShutdownTimeout: shutdown,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rt, logs
+}
+
 func rcLoad(t *testing.T, dir, src string) *config.Pipeline {
 	t.Helper()
 	p, diags := config.Parse(filepath.Join(dir, "p.yaml"), []byte(src), config.Options{
@@ -578,20 +586,7 @@ func TestReconfigureDeadLetterSinkReplaced(t *testing.T) {
 	if err := os.WriteFile(in, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	logs := &rcLog{}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("runtime log:\n%s", logs.String())
-		}
-	})
-	rt, err := New(Options{
-		Logger:          zerolog.New(zerolog.SyncWriter(logs)).With().Timestamp().Logger(),
-		StateDir:        filepath.Join(dir, "state"),
-		ShutdownTimeout: 2 * time.Second, // bounds the reload's drain and a failure's restart
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rt, logs := rcRuntime(t, dir, 2*time.Second) // bounds the reload's drain and a failure's restart
 	stopped := false
 	t.Cleanup(func() {
 		if !stopped {
@@ -676,20 +671,7 @@ func TestReconfigureOpenFailureLosesNothing(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "blocker"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	logs := &rcLog{}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("runtime log:\n%s", logs.String())
-		}
-	})
-	rt, err := New(Options{
-		Logger:          zerolog.New(zerolog.SyncWriter(logs)).With().Timestamp().Logger(),
-		StateDir:        filepath.Join(dir, "state"),
-		ShutdownTimeout: hangTimeout,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rt, _ := rcRuntime(t, dir, hangTimeout)
 	cfgOf := func(path string) *config.Pipeline {
 		return rcLoad(t, dir, `version: 1
 checkpoint_interval: 50ms

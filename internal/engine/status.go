@@ -108,7 +108,7 @@ func (p *pipeline) status() PipelineStatus {
 		st.State = StateStopping
 	}
 	for _, s := range cfg.Stages {
-		ss := StageStatus{ID: s.ID, Kind: string(s.Kind), Type: s.Type, Inputs: s.Inputs, Healthy: true}
+		ss := StageStatus{ID: s.ID, Kind: string(s.Kind), Type: s.Type, Inputs: s.WrittenInputs(), Healthy: true}
 		if s.Worker != nil {
 			ss.Concurrency = s.Worker.Concurrency
 			for _, step := range s.Worker.Steps {

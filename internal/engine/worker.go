@@ -4,6 +4,7 @@ import (
 	"sync"
 
 	"github.com/etld/etld/internal/stages"
+	"github.com/etld/etld/internal/stages/steps"
 )
 
 // workerRunner runs a worker's steps on `concurrency` goroutines over the
@@ -13,8 +14,9 @@ type workerRunner struct {
 	steps       []stages.Step
 	concurrency int
 	ordered     bool
-	orderBy     string   // the order_by field of the merging sink it feeds, or ""
-	in          chan msg // merged inputs
+	orderBy     string        // the order_by field of the merging sink it feeds, or ""
+	router      *steps.Router // the worker's routes, or nil
+	in          chan msg      // merged inputs
 	out         *emitter
 }
 
@@ -31,6 +33,11 @@ func (w *workerRunner) process(m *msg) {
 	}
 	if f := n - len(b.Records) - len(b.Rejects); f > 0 {
 		w.out.m.filtered.Add(float64(f))
+	}
+	if w.router != nil && len(b.Records) > 0 {
+		// After the steps, in this goroutine: one pass sets every
+		// record's route bits; a failing expression rejects the record.
+		m.routes = w.router.Route(b, make([]uint64, 0, len(b.Records)))
 	}
 	if w.orderBy != "" {
 		setKeys(m, w.orderBy)

@@ -38,13 +38,15 @@ func topKeys() []option {
 func workerKeys() []option {
 	return []option{
 		{Name: "inputs", Type: "list of ids", Required: true,
-			Doc: "sources or workers this worker reads (a single id may be written without brackets)"},
+			Doc: "sources or workers this worker reads (a single id may be written without brackets); `w.route` reads one route of worker `w`, `w._unmatched` the records that matched none of its routes"},
 		{Name: "concurrency", Type: "integer", DefaultText: "number of CPUs",
 			Doc: "goroutines running the steps; at least 1"},
 		{Name: "ordered", Type: "bool", Default: "false",
 			Doc: "emit records in the order they arrived, per input, while still running `concurrency` goroutines; put it in front of a merging sink"},
 		{Name: "steps", Type: "list of steps", Default: "[]",
 			Doc: "applied in order to every record; each item is a mapping with exactly one key, the step type (see [Steps](#steps))"},
+		{Name: "routes", Type: "mapping", DefaultText: "none",
+			Doc: "route name -> expr-lang expression over the fields, evaluated after the steps: a record goes to every route whose expression is true, or to `_unmatched` (a reserved name); stages read a route as `worker.route`, and plain `worker` still gets every record. An expression error makes a bad record"},
 	}
 }
 
@@ -56,7 +58,7 @@ func commonKeys(reg *stages.Registry, k stages.Kind) []option {
 	if k == stages.KindSink {
 		out = append(out,
 			option{Name: "inputs", Type: "list of ids", DefaultText: "*required*, except for the dead-letter sink",
-				Doc: "sources or workers whose records this sink writes; the dead-letter sink has none"},
+				Doc: "sources or workers whose records this sink writes (`w.route` or `w._unmatched` for a worker's route); the dead-letter sink has none"},
 			option{Name: "merge", Type: "mapping",
 				Doc: "write the records in order of a field, merging the sink's feeds (see [Ordered merge](#ordered-merge))"})
 	}
