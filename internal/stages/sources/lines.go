@@ -37,6 +37,7 @@ const (
 	noLine   lineKind = iota // no complete line buffered: read more
 	goodLine                 // a line of at most max bytes
 	longLine                 // a line over max bytes: becomes a stages.Reject
+	ownedLine                // a goodLine in an owned buffer, not the splitter's (multiline)
 )
 
 // lineSplitter splits a byte stream into '\n'-terminated lines. It is the one
@@ -273,6 +274,8 @@ func (bb *batchBuilder) take(s *lineSplitter, o *stages.Origin) bool {
 			return false
 		case goodLine:
 			bb.add(line, off, o, s.buffered())
+		case ownedLine:
+			bb.addOwned(line, off, o)
 		case longLine:
 			bb.reject(line, off, length, o, s.max)
 		}

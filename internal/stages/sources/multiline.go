@@ -1,6 +1,7 @@
 package sources
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"regexp"
@@ -86,7 +87,11 @@ type joiner struct {
 	long   bool   // it is over max bytes: prefix holds its first max bytes
 	prefix []byte // owned
 
-	queued        bool // an over-long physical line waits behind the emitted record
+	// queued is a record that waits to be returned: an over-long line
+	// behind the record it ended (longLine), or the pending record of a
+	// stream that restarted (ownedLine, see restart).
+	queued        bool
+	qKind         lineKind
 	qLine         []byte
 	qOff, qLength int64
 }
@@ -143,12 +148,27 @@ func (s *lineSplitter) multiFinal() (kind lineKind, line []byte, off, length int
 	return s.flush()
 }
 
-// unqueue returns the queued over-long line.
+// unqueue returns the queued record.
 func (s *lineSplitter) unqueue() (kind lineKind, line []byte, off, length int64) {
 	j := s.ml
-	line, off, length = j.qLine, j.qOff, j.qLength
+	kind, line, off, length = j.qKind, j.qLine, j.qOff, j.qLength
 	j.queued, j.qLine = false, nil
-	return longLine, line, off, length
+	return kind, line, off, length
+}
+
+// restart is reset for a stream that starts over at off (a truncated
+// file): a pending record is not dropped but returned first, from an owned
+// copy (ownedLine or longLine), as its lines are no longer in the stream.
+func (s *lineSplitter) restart(off int64) {
+	kind, line, roff, length := s.flush()
+	if kind == goodLine {
+		kind, line = ownedLine, bytes.Clone(line)
+	}
+	s.reset(off)
+	if kind != noLine {
+		j := s.ml
+		j.queued, j.qKind, j.qLine, j.qOff, j.qLength = true, kind, line, roff, length
+	}
 }
 
 // feed gives the joiner the next physical line; it returns the record the
@@ -162,7 +182,7 @@ func (s *lineSplitter) feed(k lineKind, l []byte, o, n int64) (kind lineKind, li
 		if kind == noLine {
 			return longLine, l, o, n
 		}
-		j.queued, j.qLine, j.qOff, j.qLength = true, l, o, n
+		j.queued, j.qKind, j.qLine, j.qOff, j.qLength = true, longLine, l, o, n
 		return kind, line, off, length
 	}
 	if j.has && j.joins(l) {
@@ -214,8 +234,8 @@ func (s *lineSplitter) resume() int64 {
 	case s.ml == nil:
 	case s.ml.has:
 		return s.ml.first
-	case s.ml.queued:
-		return s.ml.qOff
+	case s.ml.queued && s.ml.qKind == longLine:
+		return s.ml.qOff // an ownedLine is of the stream before a restart
 	}
 	return s.done
 }
@@ -223,6 +243,14 @@ func (s *lineSplitter) resume() int64 {
 // hasPending reports whether a multiline record is pending (its end not
 // known yet).
 func (s *lineSplitter) hasPending() bool { return s.ml != nil && s.ml.has }
+
+// addOwned adds a record whose Raw is owned (not in a splitter's buffer)
+// as a segment of its own.
+func (bb *batchBuilder) addOwned(line []byte, off int64, o *stages.Origin) {
+	bb.seal()
+	bb.add(line, off, o, 0)
+	bb.seal()
+}
 
 // addFlushed adds the pending record of s, if any, to the batch: its
 // multiline timeout expired.

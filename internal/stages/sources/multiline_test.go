@@ -2,14 +2,17 @@ package sources
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -73,16 +76,8 @@ func (g *got) records() []mlRecord {
 	for _, r := range g.rejects {
 		out = append(out, mlRecord{text: string(r.Record.Raw), off: r.Record.Offset, long: true, length: r.Length})
 	}
-	sortByOffset(out)
+	slices.SortStableFunc(out, func(a, b mlRecord) int { return cmp.Compare(a.off, b.off) })
 	return out
-}
-
-func sortByOffset(rs []mlRecord) {
-	for i := 1; i < len(rs); i++ { // insertion sort: tiny inputs, stable
-		for j := i; j > 0 && rs[j].off < rs[j-1].off; j-- {
-			rs[j], rs[j-1] = rs[j-1], rs[j]
-		}
-	}
 }
 
 // referenceJoin joins data's lines the obvious way, with the same rules as
@@ -450,4 +445,69 @@ func BenchmarkMultiline(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*10000), "ns/line")
+}
+
+// TestMultilineRotation checks that a record pending when its file is
+// rotated away takes the lines still written to the rotated file, is
+// emitted when that file is closed, and never joins the new file's lines;
+// with a feed gate (an ordered merge), it comes before them.
+func TestMultilineRotation(t *testing.T) {
+	for _, gated := range []bool{false, true} {
+		t.Run(fmt.Sprintf("gated=%v", gated), func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "app.log")
+			writeFile(t, path, "x\na\n b\n")
+			cfg := NewFileConfig()
+			cfg.Path, cfg.Multiline = path, &MultilineConfig{Continue: `^\s`, Timeout: time.Hour}
+			var src *FileSource
+			if gated {
+				src = newGatedFile(t, cfg, newFakeGate())
+			} else {
+				src = newFile(t, cfg)
+			}
+			g := &got{}
+			readUntil(t, src, g, func(g *got) bool { return len(g.lines) >= 1 })
+			if err := os.Rename(path, path+".1"); err != nil {
+				t.Fatal(err)
+			}
+			appendFile(t, path+".1", " c\n")
+			writeFile(t, path, " d\ne\n")
+			readUntil(t, src, g, func(g *got) bool { return len(g.lines) >= 3 })
+			want := []string{"x", "a\n b\n c", " d"}
+			if !gated {
+				// The two files are read side by side: the order between
+				// them is not defined.
+				slices.Sort(g.lines)
+				slices.Sort(want)
+			}
+			if !reflect.DeepEqual(g.lines, want) {
+				t.Fatalf("lines = %q, want %q", g.lines, want)
+			}
+		})
+	}
+}
+
+// TestMultilineTruncation checks that a record pending when its file is
+// truncated (copytruncate) is still emitted, and that the position then
+// points into the new content.
+func TestMultilineTruncation(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "app.log")
+	writeFile(t, path, "xxxxxxxx\na\n b\n")
+	cfg := NewFileConfig()
+	cfg.Path, cfg.Multiline = path, &MultilineConfig{Continue: `^\s`, Timeout: time.Hour}
+	src := newFile(t, cfg)
+	g := &got{}
+	readUntil(t, src, g, func(g *got) bool { return len(g.lines) >= 1 })
+	writeFile(t, path, "n\n m\no\n")
+	readUntil(t, src, g, func(g *got) bool { return len(g.lines) >= 3 })
+	if want := []string{"xxxxxxxx", "a\n b", "n\n m"}; !reflect.DeepEqual(g.lines, want) {
+		t.Fatalf("lines = %q, want %q", g.lines, want)
+	}
+	if want := []int64{0, 9, 0}; !reflect.DeepEqual(g.offsets, want) {
+		t.Errorf("offsets = %v, want %v", g.offsets, want)
+	}
+	if ps := src.Positions(); len(ps) != 1 || ps[0].Offset != 5 {
+		t.Errorf("positions = %+v, want offset 5 (the pending record o)", ps)
+	}
 }

@@ -645,6 +645,8 @@ func (s *FileSource) takeFinal(t *tailedFile) {
 			return
 		case goodLine:
 			s.bb.add(line, off, t.origin, 0)
+		case ownedLine:
+			s.bb.addOwned(line, off, t.origin)
 		case longLine:
 			s.bb.reject(line, off, length, t.origin, t.sp.max)
 		}
@@ -780,7 +782,7 @@ func (s *FileSource) checkTruncated(t *tailedFile) {
 	if truncated {
 		s.log.Warn().Str("file", t.path).Int64("offset", t.readPos()).Int64("size", size).
 			Msg("file truncated (copytruncate rotation?); reading it again from the start")
-		t.sp.reset(0)
+		t.sp.restart(0) // a pending multiline record is still emitted
 		t.fp = fingerprint{sum: fnv1a(nil)} // of the 0 bytes read so far
 	}
 	if t.fp.n < fingerprintBytes && size > int64(t.fp.n) {

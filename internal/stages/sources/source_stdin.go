@@ -157,6 +157,8 @@ func (s *stdinSource) takeFinal() {
 			return
 		case goodLine:
 			s.bb.add(line, off, s.origin, 0)
+		case ownedLine:
+			s.bb.addOwned(line, off, s.origin)
 		case longLine:
 			s.bb.reject(line, off, length, s.origin, s.sp.max)
 		}
