@@ -34,10 +34,10 @@ func validateMaxLineBytes(n stages.ByteSize) error {
 type lineKind uint8
 
 const (
-	noLine   lineKind = iota // no complete line buffered: read more
-	goodLine                 // a line of at most max bytes
-	longLine                 // a line over max bytes: becomes a stages.Reject
-	ownedLine                // a goodLine in an owned buffer, not the splitter's (multiline)
+	noLine    lineKind = iota // no complete line buffered: read more
+	goodLine                  // a line of at most max bytes
+	longLine                  // a line over max bytes: becomes a stages.Reject
+	ownedLine                 // a goodLine in an owned buffer, not the splitter's (multiline)
 )
 
 // lineSplitter splits a byte stream into '\n'-terminated lines. It is the one

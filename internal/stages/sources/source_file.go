@@ -782,7 +782,7 @@ func (s *FileSource) checkTruncated(t *tailedFile) {
 	if truncated {
 		s.log.Warn().Str("file", t.path).Int64("offset", t.readPos()).Int64("size", size).
 			Msg("file truncated (copytruncate rotation?); reading it again from the start")
-		t.sp.restart(0) // a pending multiline record is still emitted
+		t.sp.restart(0)                     // a pending multiline record is still emitted
 		t.fp = fingerprint{sum: fnv1a(nil)} // of the 0 bytes read so far
 	}
 	if t.fp.n < fingerprintBytes && size > int64(t.fp.n) {
