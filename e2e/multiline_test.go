@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -178,5 +179,50 @@ func checkTraces(t *testing.T, out []byte, n int) {
 	}
 	if len(lines) != n {
 		t.Errorf("%d output lines, want %d", len(lines), n)
+	}
+}
+
+// TestMultilineExample runs examples/source-multiline.yaml as shipped, on
+// its sample data: 14 lines make 6 records, each stack trace whole with
+// the line that introduced it.
+func TestMultilineExample(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, "source-multiline.yaml", readFile(t, filepath.Join(repoRoot, "examples", "source-multiline.yaml")))
+	in := readFile(t, filepath.Join(repoRoot, "examples", "data", "parse", "app-trace.log"))
+	writeFile(t, dir, filepath.Join("data", "parse", "app-trace.log"), in)
+
+	p := startEtld(t, dir, nil, runArgs(cfg, filepath.Join(dir, "state"))...)
+	p.expectExit(p.wait(), 0, "finite multiline example")
+
+	// The expected records, computed from the input independently: a
+	// record is a line starting with ts= and the lines after it that do not.
+	type rec struct{ TS, Trace string }
+	var want []rec
+	for _, l := range strings.Split(strings.TrimSuffix(string(in), "\n"), "\n") {
+		if ts, ok := strings.CutPrefix(l, "ts="); ok {
+			want = append(want, rec{TS: strings.Fields(ts)[0]})
+			continue
+		}
+		last := &want[len(want)-1]
+		if last.Trace != "" {
+			last.Trace += "\n"
+		}
+		last.Trace += l
+	}
+	out := splitLines(t, "source-multiline.jsonl", readFile(t, filepath.Join(dir, "out", "source-multiline.jsonl")))
+	var got []rec
+	for i, l := range out {
+		var r struct {
+			TS    string `json:"ts"`
+			Trace string `json:"stack_trace"`
+		}
+		if err := json.Unmarshal(l, &r); err != nil {
+			t.Fatalf("line %d: %v: %s", i+1, err, l)
+		}
+		got = append(got, rec{r.TS, r.Trace})
+	}
+	if len(want) != 6 || !slices.Equal(got, want) {
+		t.Errorf("records:\n%q\nwant\n%q", got, want)
 	}
 }
