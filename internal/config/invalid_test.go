@@ -69,7 +69,7 @@ var invalidWant = map[string][]string{
 	},
 	"multiline_options.yaml": {
 		"6:24: sources.app.multiline.start: invalid regular expression: error parsing regexp: missing closing ): `^(\\d`",
-		`6:43: sources.app.multiline.max_lines: must be positive, got -1`,
+		`6:43: sources.app.multiline.max_lines: must be at least 1, got -1`,
 		`6:56: sources.app.multiline.timeout: must be positive, got -1s`,
 		`10:41: sources.both.multiline.continue: want start or continue, not both`,
 		`14:7: sources.in.multiline: want start or continue (a regular expression)`,

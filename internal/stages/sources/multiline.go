@@ -12,31 +12,38 @@ import (
 
 // MultilineConfig is the `multiline` option of the file and stdin sources:
 // it joins consecutive lines (a stack trace and the line that introduced
-// it) into one record, the lines separated by '\n'.
+// it) into one record, the lines separated by '\n'. It is off unless start
+// or continue is set.
 type MultilineConfig struct {
-	Start    string        `yaml:"start" doc:"an RE2 regular expression: a line that matches it starts a record, the lines that do not join it; exactly one of start and continue"`
-	Continue string        `yaml:"continue" doc:"an RE2 regular expression: a line that matches it joins the record before it, a line that does not starts a record; exactly one of start and continue"`
-	MaxLines int           `yaml:"max_lines" doc:"most lines in one record; the record is cut there and the next line starts a new one (0: 500)"`
-	Timeout  time.Duration `yaml:"timeout" doc:"a followed file's or stdin's last record is emitted after this long without new data, as it cannot end before the next line arrives (0: 1s)"`
+	Start    string        `yaml:"start" doc:"an RE2 regular expression: a line that matches it starts a record, the lines that do not join it; exactly one of start and continue turns multiline on"`
+	Continue string        `yaml:"continue" doc:"an RE2 regular expression: a line that matches it joins the record before it, a line that does not starts a record; exactly one of start and continue turns multiline on"`
+	MaxLines int           `yaml:"max_lines" doc:"most lines in one record; the record is cut there and the next line starts a new one"`
+	Timeout  time.Duration `yaml:"timeout" doc:"a followed file's or stdin's last record is emitted after this long without new data (it cannot end before the next line arrives); a finite source emits it at its end"`
 
 	re *regexp.Regexp // compiled by validate
 }
 
-// Defaults of the multiline options.
-const (
-	defaultMaxLines         = 500
-	defaultMultilineTimeout = time.Second
-)
+// newMultilineConfig returns a MultilineConfig with its defaults (off).
+func newMultilineConfig() MultilineConfig {
+	return MultilineConfig{MaxLines: 500, Timeout: time.Second}
+}
 
-// validate compiles the pattern and fills in the defaults. Its errors are
-// FieldErrors under "multiline.".
+// on reports whether lines are joined.
+func (c *MultilineConfig) on() bool { return c.Start != "" || c.Continue != "" }
+
+// validate compiles the pattern. Its errors are FieldErrors under
+// "multiline.".
 func (c *MultilineConfig) validate() error {
 	var errs []error
 	c.re = nil
+	if !c.on() {
+		if *c != newMultilineConfig() {
+			return stages.FieldErr("multiline", errors.New("want start or continue (a regular expression)"))
+		}
+		return nil
+	}
 	field, pattern := "start", c.Start
 	switch {
-	case c.Start == "" && c.Continue == "":
-		errs = append(errs, stages.FieldErr("multiline", errors.New("want start or continue (a regular expression)")))
 	case c.Start != "" && c.Continue != "":
 		errs = append(errs, stages.FieldErr("multiline.continue", errors.New("want start or continue, not both")))
 	case c.Continue != "":
@@ -49,17 +56,11 @@ func (c *MultilineConfig) validate() error {
 		}
 		c.re = re
 	}
-	switch {
-	case c.MaxLines < 0:
-		errs = append(errs, stages.FieldErr("multiline.max_lines", fmt.Errorf("must be positive, got %d", c.MaxLines)))
-	case c.MaxLines == 0:
-		c.MaxLines = defaultMaxLines
+	if c.MaxLines < 1 {
+		errs = append(errs, stages.FieldErr("multiline.max_lines", fmt.Errorf("must be at least 1, got %d", c.MaxLines)))
 	}
-	switch {
-	case c.Timeout < 0:
+	if c.Timeout <= 0 {
 		errs = append(errs, stages.FieldErr("multiline.timeout", fmt.Errorf("must be positive, got %v", c.Timeout)))
-	case c.Timeout == 0:
-		c.Timeout = defaultMultilineTimeout
 	}
 	return errors.Join(errs...)
 }
@@ -97,7 +98,7 @@ type joiner struct {
 }
 
 func newJoiner(c *MultilineConfig) *joiner {
-	if c == nil {
+	if !c.on() {
 		return nil
 	}
 	return &joiner{re: c.re, isStart: c.Start != "", maxLines: c.MaxLines}

@@ -27,12 +27,13 @@ func TestMultilineConfigValidate(t *testing.T) {
 		cfg    MultilineConfig
 		fields []string
 	}{
-		{"start", MultilineConfig{Start: `^\d`}, nil},
+		{"start", ml(MultilineConfig{Start: `^\d`}), nil},
 		{"continue", MultilineConfig{Continue: `^\s`, MaxLines: 3, Timeout: time.Minute}, nil},
-		{"neither", MultilineConfig{}, []string{"multiline"}},
-		{"both", MultilineConfig{Start: "a", Continue: "b"}, []string{"multiline.continue"}},
-		{"bad start", MultilineConfig{Start: "("}, []string{"multiline.start"}},
-		{"bad continue", MultilineConfig{Continue: `\p{Nope}`}, []string{"multiline.continue"}},
+		{"off", newMultilineConfig(), nil},
+		{"neither", MultilineConfig{MaxLines: 3, Timeout: time.Second}, []string{"multiline"}},
+		{"both", ml(MultilineConfig{Start: "a", Continue: "b"}), []string{"multiline.continue"}},
+		{"bad start", ml(MultilineConfig{Start: "("}), []string{"multiline.start"}},
+		{"bad continue", ml(MultilineConfig{Continue: `\p{Nope}`}), []string{"multiline.continue"}},
 		{"all wrong", MultilineConfig{Start: "[", MaxLines: -1, Timeout: -time.Second}, []string{"multiline.start", "multiline.max_lines", "multiline.timeout"}},
 	}
 	for _, tt := range tests {
@@ -43,21 +44,28 @@ func TestMultilineConfigValidate(t *testing.T) {
 			}
 		})
 	}
-	c := MultilineConfig{Start: "x"}
-	if err := c.validate(); err != nil || c.MaxLines != 500 || c.Timeout != time.Second {
-		t.Errorf("defaults: %v, %+v", err, c)
+	if c := NewFileConfig().Multiline; c.on() || c.MaxLines != 500 || c.Timeout != time.Second {
+		t.Errorf("defaults: %+v", c)
 	}
 	// The file and stdin configs report multiline's problems with theirs.
 	fc := NewFileConfig()
-	fc.Multiline = &MultilineConfig{Continue: "("}
+	fc.Multiline = ml(MultilineConfig{Continue: "("})
 	if got, want := fieldsOf(fc.Validate()), []string{"path", "multiline.continue"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("file: fields = %q, want %q", got, want)
 	}
 	sc := NewStdinConfig()
-	sc.MaxLineBytes, sc.Multiline = 0, &MultilineConfig{}
+	sc.MaxLineBytes, sc.Multiline = 0, MultilineConfig{MaxLines: 500, Timeout: time.Minute}
 	if got, want := fieldsOf(sc.Validate()), []string{"max_line_bytes", "multiline"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("stdin: fields = %q, want %q", got, want)
 	}
+}
+
+// ml fills in the defaults of c's unset max_lines and timeout.
+func ml(c MultilineConfig) MultilineConfig {
+	d := newMultilineConfig()
+	c.MaxLines = cmp.Or(c.MaxLines, d.MaxLines)
+	c.Timeout = cmp.Or(c.Timeout, d.Timeout)
+	return c
 }
 
 // mlRecord is a record or (long) a reject as the tests compare them.
@@ -147,15 +155,15 @@ func TestMultilineMatchesReference(t *testing.T) {
 			sb.WriteString(" tail without newline")
 		}
 		data := []byte(sb.String())
-		c := MultilineConfig{Start: "^S", MaxLines: 1 + rng.IntN(6)}
+		c := ml(MultilineConfig{Start: "^S", MaxLines: 1 + rng.IntN(6)})
 		if seed%2 == 1 {
-			c = MultilineConfig{Continue: `^\s`, MaxLines: c.MaxLines}
+			c.Start, c.Continue = "", `^\s`
 		}
 		t.Run(fmt.Sprintf("seed%d_max%d_lines%d", seed, max, c.MaxLines), func(t *testing.T) {
 			if err := c.validate(); err != nil {
 				t.Fatal(err)
 			}
-			cfg := &StdinConfig{MaxLineBytes: stages.ByteSize(max), Multiline: &c}
+			cfg := &StdinConfig{MaxLineBytes: stages.ByteSize(max), Multiline: c}
 			src := newStdinSource(testSettings(t), cfg, &chunkReader{data: data, rng: rng}, realClock{})
 			defer src.Close()
 			got := readToEnd(t, src).records()
@@ -204,7 +212,7 @@ func TestMultilineFile(t *testing.T) {
 			path := filepath.Join(dir, "app.log")
 			writeFile(t, path, tt.data)
 			cfg := NewFileConfig()
-			cfg.Path, cfg.Follow, cfg.Multiline = path, false, &tt.ml
+			cfg.Path, cfg.Follow, cfg.Multiline = path, false, ml(tt.ml)
 			if tt.max > 0 {
 				cfg.MaxLineBytes = tt.max
 			}
@@ -314,7 +322,7 @@ func TestMultilineTimeoutFollow(t *testing.T) {
 	path := filepath.Join(dir, "app.log")
 	writeFile(t, path, "a\n b\nc\n d\n")
 	cfg := NewFileConfig()
-	cfg.Path, cfg.Multiline = path, &MultilineConfig{Continue: `^\s`, Timeout: 5 * time.Second}
+	cfg.Path, cfg.Multiline = path, ml(MultilineConfig{Continue: `^\s`, Timeout: 5 * time.Second})
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -352,7 +360,7 @@ func TestMultilineTimeoutStdin(t *testing.T) {
 	pr, pw := io.Pipe()
 	defer pw.Close()
 	cfg := NewStdinConfig()
-	cfg.Multiline = &MultilineConfig{Start: "^S"}
+	cfg.Multiline = ml(MultilineConfig{Start: "^S"})
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -386,7 +394,7 @@ func TestMultilineStateWithPendingRecord(t *testing.T) {
 	first := "2026-01-01 one\n\tat x\n"
 	writeFile(t, path, first+"2026-01-01 two\n\tat y\n")
 	cfg := NewFileConfig()
-	cfg.Path, cfg.Multiline = path, &MultilineConfig{Start: `^\d`, Timeout: time.Hour}
+	cfg.Path, cfg.Multiline = path, ml(MultilineConfig{Start: `^\d`, Timeout: time.Hour})
 	src := newFile(t, cfg)
 	g := &got{}
 	readUntil(t, src, g, func(g *got) bool { return len(g.lines) >= 1 })
@@ -422,11 +430,11 @@ func BenchmarkMultiline(b *testing.B) {
 		}
 	}
 	data := []byte(sb.String())
-	c := MultilineConfig{Start: `^\d{4}-`}
+	c := ml(MultilineConfig{Start: `^\d{4}-`})
 	if err := c.validate(); err != nil {
 		b.Fatal(err)
 	}
-	cfg := &StdinConfig{MaxLineBytes: defaultMaxLineBytes, Multiline: &c}
+	cfg := &StdinConfig{MaxLineBytes: defaultMaxLineBytes, Multiline: c}
 	b.SetBytes(int64(len(data)))
 	b.ReportAllocs()
 	for b.Loop() {
@@ -458,7 +466,7 @@ func TestMultilineRotation(t *testing.T) {
 			path := filepath.Join(dir, "app.log")
 			writeFile(t, path, "x\na\n b\n")
 			cfg := NewFileConfig()
-			cfg.Path, cfg.Multiline = path, &MultilineConfig{Continue: `^\s`, Timeout: time.Hour}
+			cfg.Path, cfg.Multiline = path, ml(MultilineConfig{Continue: `^\s`, Timeout: time.Hour})
 			var src *FileSource
 			if gated {
 				src = newGatedFile(t, cfg, newFakeGate())
@@ -495,7 +503,7 @@ func TestMultilineTruncation(t *testing.T) {
 	path := filepath.Join(dir, "app.log")
 	writeFile(t, path, "xxxxxxxx\na\n b\n")
 	cfg := NewFileConfig()
-	cfg.Path, cfg.Multiline = path, &MultilineConfig{Continue: `^\s`, Timeout: time.Hour}
+	cfg.Path, cfg.Multiline = path, ml(MultilineConfig{Continue: `^\s`, Timeout: time.Hour})
 	src := newFile(t, cfg)
 	g := &got{}
 	readUntil(t, src, g, func(g *got) bool { return len(g.lines) >= 1 })

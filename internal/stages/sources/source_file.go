@@ -21,11 +21,11 @@ import (
 
 // FileConfig is the config of the `file` source.
 type FileConfig struct {
-	Path         string           `yaml:"path" doc:"files to read: a path or a glob, relative to the pipeline file"`
-	Follow       bool             `yaml:"follow" doc:"keep reading like tail -F (rotation, truncation, new files); false reads every file once and ends"`
-	StartAt      string           `yaml:"start_at" doc:"where to start in a file with no checkpoint: beginning or end"`
-	MaxLineBytes stages.ByteSize  `yaml:"max_line_bytes" doc:"longest line; a longer line is a bad record that keeps its first max_line_bytes bytes"`
-	Multiline    *MultilineConfig `yaml:"multiline" doc:"join lines into one record (stack traces): start or continue, max_lines, timeout; a joined record longer than max_line_bytes is a bad record"`
+	Path         string          `yaml:"path" doc:"files to read: a path or a glob, relative to the pipeline file"`
+	Follow       bool            `yaml:"follow" doc:"keep reading like tail -F (rotation, truncation, new files); false reads every file once and ends"`
+	StartAt      string          `yaml:"start_at" doc:"where to start in a file with no checkpoint: beginning or end"`
+	MaxLineBytes stages.ByteSize `yaml:"max_line_bytes" doc:"longest line; a longer line is a bad record that keeps its first max_line_bytes bytes"`
+	Multiline    MultilineConfig `yaml:"multiline" doc:"join consecutive lines into one record, such as a stack trace with the line before it (off by default); the record's lines are separated by \\n and it is one record for max_line_bytes"`
 }
 
 // Values of FileConfig.StartAt.
@@ -40,7 +40,7 @@ var pollInterval = 250 * time.Millisecond
 
 // NewFileConfig returns a FileConfig with its defaults.
 func NewFileConfig() *FileConfig {
-	return &FileConfig{Follow: true, StartAt: StartAtBeginning, MaxLineBytes: defaultMaxLineBytes}
+	return &FileConfig{Follow: true, StartAt: StartAtBeginning, MaxLineBytes: defaultMaxLineBytes, Multiline: newMultilineConfig()}
 }
 
 // Validate implements stages.Validator.
@@ -57,9 +57,7 @@ func (c *FileConfig) Validate() error {
 	if err := validateMaxLineBytes(c.MaxLineBytes); err != nil {
 		errs = append(errs, err)
 	}
-	if c.Multiline != nil {
-		errs = append(errs, c.Multiline.validate())
-	}
+	errs = append(errs, c.Multiline.validate())
 	return errors.Join(errs...)
 }
 
@@ -449,7 +447,7 @@ func (s *FileSource) readFollow(ctx context.Context) (*stages.Batch, error) {
 // a file with a pending record that pass would read; ok is false when
 // there is none. It takes mu.
 func (s *FileSource) untilTimeout() (d time.Duration, ok bool) {
-	if s.cfg.Multiline == nil {
+	if !s.cfg.Multiline.on() {
 		return 0, false
 	}
 	s.mu.Lock()
@@ -617,7 +615,7 @@ func (s *FileSource) pump(t *tailedFile) (eof bool, err error) {
 		dst := t.sp.space(spare)
 		n, rerr := t.f.ReadAt(dst, t.readPos())
 		t.sp.advance(n)
-		if n > 0 && s.cfg.Multiline != nil {
+		if n > 0 && s.cfg.Multiline.on() {
 			t.lastData = s.clk.Now()
 		}
 		if n > 0 && t.fp.n < fingerprintBytes {
@@ -682,7 +680,7 @@ func (s *FileSource) open(t *tailedFile, path string, initial bool) error {
 	t.f, t.path, t.id, t.fp = f, path, identityOf(fi, path), fp
 	t.origin = &stages.Origin{Source: s.settings.ID, Path: path}
 	t.sp.max = int(s.cfg.MaxLineBytes)
-	t.sp.ml = newJoiner(s.cfg.Multiline)
+	t.sp.ml = newJoiner(&s.cfg.Multiline)
 	start := int64(0)
 	if p, ok := s.known[t.id]; ok && s.resumable(f, p.FilePosition) {
 		delete(s.known, t.id)

@@ -13,20 +13,18 @@ import (
 
 // StdinConfig is the config of the `stdin` source.
 type StdinConfig struct {
-	MaxLineBytes stages.ByteSize  `yaml:"max_line_bytes" doc:"longest line; a longer line is a bad record that keeps its first max_line_bytes bytes"`
-	Multiline    *MultilineConfig `yaml:"multiline" doc:"join lines into one record (stack traces): start or continue, max_lines, timeout; a joined record longer than max_line_bytes is a bad record"`
+	MaxLineBytes stages.ByteSize `yaml:"max_line_bytes" doc:"longest line; a longer line is a bad record that keeps its first max_line_bytes bytes"`
+	Multiline    MultilineConfig `yaml:"multiline" doc:"join consecutive lines into one record, such as a stack trace with the line before it (off by default); the record's lines are separated by \\n and it is one record for max_line_bytes"`
 }
 
 // NewStdinConfig returns a StdinConfig with its defaults.
-func NewStdinConfig() *StdinConfig { return &StdinConfig{MaxLineBytes: defaultMaxLineBytes} }
+func NewStdinConfig() *StdinConfig {
+	return &StdinConfig{MaxLineBytes: defaultMaxLineBytes, Multiline: newMultilineConfig()}
+}
 
 // Validate implements stages.Validator.
 func (c *StdinConfig) Validate() error {
-	err := validateMaxLineBytes(c.MaxLineBytes)
-	if c.Multiline != nil {
-		err = errors.Join(err, c.Multiline.validate())
-	}
-	return err
+	return errors.Join(validateMaxLineBytes(c.MaxLineBytes), c.Multiline.validate())
 }
 
 // Finite implements stages.Finiter: stdin ends at end of file.
@@ -93,8 +91,8 @@ func newStdinSource(s stages.Settings, c *StdinConfig, r io.Reader, clk clock) *
 		results: make(chan readResult, 1),
 	}
 	src.sp.max = int(c.MaxLineBytes)
-	if c.Multiline != nil {
-		src.sp.ml, src.timeout = newJoiner(c.Multiline), c.Multiline.Timeout
+	if c.Multiline.on() {
+		src.sp.ml, src.timeout = newJoiner(&c.Multiline), c.Multiline.Timeout
 	}
 	return src
 }
