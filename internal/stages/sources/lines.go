@@ -283,6 +283,26 @@ func (bb *batchBuilder) take(s *lineSplitter, o *stages.Origin) bool {
 	return true
 }
 
+// takeFinal adds what remains of s's stream, which is at its end, to the
+// batch: the last line, which has no newline, and the pending multiline
+// record. It ignores the batch's limits (it adds three records at most).
+func (bb *batchBuilder) takeFinal(s *lineSplitter, o *stages.Origin) {
+	for {
+		kind, line, off, length := s.final()
+		switch kind {
+		case noLine:
+			bb.seal()
+			return
+		case goodLine:
+			bb.add(line, off, o, 0)
+		case ownedLine:
+			bb.addOwned(line, off, o)
+		case longLine:
+			bb.reject(line, off, length, o, s.max)
+		}
+	}
+}
+
 // seal copies the current segment's lines out of the reader's buffer into
 // one new buffer, which the batch owns (see stages.Batch.Own). Each Raw is capacity-limited, so a step that appends
 // to one record's Raw reallocates instead of overwriting the next record.

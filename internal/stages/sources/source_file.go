@@ -634,22 +634,7 @@ func (s *FileSource) pump(t *tailedFile) (eof bool, err error) {
 // takeFinal adds t's last line, which has no newline, and its pending
 // multiline record to the batch: at the end of a file read once, or of a
 // rotated file about to be closed.
-func (s *FileSource) takeFinal(t *tailedFile) {
-	for {
-		kind, line, off, length := t.sp.final()
-		switch kind {
-		case noLine:
-			s.bb.seal()
-			return
-		case goodLine:
-			s.bb.add(line, off, t.origin, 0)
-		case ownedLine:
-			s.bb.addOwned(line, off, t.origin)
-		case longLine:
-			s.bb.reject(line, off, length, t.origin, t.sp.max)
-		}
-	}
-}
+func (s *FileSource) takeFinal(t *tailedFile) { s.bb.takeFinal(&t.sp, t.origin) }
 
 // release keeps t's read buffer for reuse when t holds no partial line, so
 // that idle files hold no buffer.

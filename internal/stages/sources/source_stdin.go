@@ -113,7 +113,7 @@ func (s *stdinSource) Read(ctx context.Context) (*stages.Batch, error) {
 	s.bb.start()
 	for !s.bb.take(&s.sp, s.origin) && s.bb.empty() {
 		if s.eof {
-			s.takeFinal()
+			s.bb.takeFinal(&s.sp, s.origin)
 			break
 		}
 		if s.err != nil {
@@ -143,24 +143,6 @@ func (s *stdinSource) Read(ctx context.Context) (*stages.Batch, error) {
 		return b, nil
 	}
 	return nil, stages.ErrEndOfInput
-}
-
-// takeFinal adds what remains at the end of the stream to the batch: the
-// last line, which has no newline, and the pending multiline record.
-func (s *stdinSource) takeFinal() {
-	for {
-		kind, line, off, length := s.sp.final()
-		switch kind {
-		case noLine:
-			return
-		case goodLine:
-			s.bb.add(line, off, s.origin, 0)
-		case ownedLine:
-			s.bb.addOwned(line, off, s.origin)
-		case longLine:
-			s.bb.reject(line, off, length, s.origin, s.sp.max)
-		}
-	}
 }
 
 // fill waits for the pending read, starting one first if none is pending.
