@@ -421,6 +421,8 @@ func TestMultilineStateWithPendingRecord(t *testing.T) {
 	}
 }
 
+// BenchmarkMultiline reads a log of 2000 records of 5 lines through the
+// stdin source, with the lines joined (start) and, as the baseline, not.
 func BenchmarkMultiline(b *testing.B) {
 	var sb strings.Builder
 	for i := range 2000 {
@@ -430,31 +432,40 @@ func BenchmarkMultiline(b *testing.B) {
 		}
 	}
 	data := []byte(sb.String())
-	c := ml(MultilineConfig{Start: `^\d{4}-`})
-	if err := c.validate(); err != nil {
-		b.Fatal(err)
-	}
-	cfg := &StdinConfig{MaxLineBytes: defaultMaxLineBytes, Multiline: c}
-	b.SetBytes(int64(len(data)))
-	b.ReportAllocs()
-	for b.Loop() {
-		src := newStdinSource(stages.Settings{}, cfg, bytes.NewReader(data), realClock{})
-		n := 0
-		for {
-			batch, err := src.Read(context.Background())
-			if err != nil {
-				break
+	for _, bc := range []struct {
+		name    string
+		ml      MultilineConfig
+		records int
+	}{
+		{"off", newMultilineConfig(), 10000},
+		{"start", ml(MultilineConfig{Start: `^\d{4}-`}), 2000},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			if err := bc.ml.validate(); err != nil {
+				b.Fatal(err)
 			}
-			n += len(batch.Records)
-			batch.Release()
-		}
-		if n != 2000 {
-			b.Fatalf("%d records", n)
-		}
+			cfg := &StdinConfig{MaxLineBytes: defaultMaxLineBytes, Multiline: bc.ml}
+			b.SetBytes(int64(len(data)))
+			b.ReportAllocs()
+			for b.Loop() {
+				src := newStdinSource(stages.Settings{}, cfg, bytes.NewReader(data), realClock{})
+				n := 0
+				for {
+					batch, err := src.Read(context.Background())
+					if err != nil {
+						break
+					}
+					n += len(batch.Records)
+					batch.Release()
+				}
+				if n != bc.records {
+					b.Fatalf("%d records, want %d", n, bc.records)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*10000), "ns/line")
+		})
 	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*10000), "ns/line")
 }
-
 // TestMultilineRotation checks that a record pending when its file is
 // rotated away takes the lines still written to the rotated file, is
 // emitted when that file is closed, and never joins the new file's lines;
