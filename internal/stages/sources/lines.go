@@ -166,6 +166,9 @@ func (s *lineSplitter) nextLine() (kind lineKind, line []byte, off, length int64
 			if !s.long {
 				s.long, s.longStart = true, s.pos
 				s.longPrefix = bytes.Clone(data[:s.max])
+				if s.keeping {
+					s.detach() // the buffer must not keep the record and this line
+				}
 			}
 			s.pos += int64(len(data))
 			s.start = s.end

@@ -95,6 +95,7 @@ type joiner struct {
 	qKind         lineKind
 	qLine         []byte
 	qOff, qLength int64
+	qResume       bool // a restarted reader must read it again from qOff
 }
 
 func newJoiner(c *MultilineConfig) *joiner {
@@ -167,9 +168,26 @@ func (s *lineSplitter) restart(off int64) {
 	}
 	s.reset(off)
 	if kind != noLine {
-		j := s.ml
-		j.queued, j.qKind, j.qLine, j.qOff, j.qLength = true, kind, line, roff, length
+		s.ml.queue(kind, line, roff, length, false)
 	}
+}
+
+// detach moves the pending record into the queue, as an owned copy, so
+// that the buffer no longer keeps it: called when a line over max bytes
+// starts, which ends the record and must not be kept with it.
+func (s *lineSplitter) detach() {
+	kind, line, off, length := s.flush()
+	if kind == goodLine {
+		kind, line = ownedLine, bytes.Clone(line)
+	}
+	if kind != noLine {
+		s.ml.queue(kind, line, off, length, true)
+	}
+}
+
+// queue sets the queued record.
+func (j *joiner) queue(kind lineKind, line []byte, off, length int64, resume bool) {
+	j.queued, j.qKind, j.qLine, j.qOff, j.qLength, j.qResume = true, kind, line, off, length, resume
 }
 
 // feed gives the joiner the next physical line; it returns the record the
@@ -183,7 +201,7 @@ func (s *lineSplitter) feed(k lineKind, l []byte, o, n int64) (kind lineKind, li
 		if kind == noLine {
 			return longLine, l, o, n
 		}
-		j.queued, j.qKind, j.qLine, j.qOff, j.qLength = true, longLine, l, o, n
+		j.queue(longLine, l, o, n, true)
 		return kind, line, off, length
 	}
 	if j.has && j.joins(l) {
@@ -235,8 +253,8 @@ func (s *lineSplitter) resume() int64 {
 	case s.ml == nil:
 	case s.ml.has:
 		return s.ml.first
-	case s.ml.queued && s.ml.qKind == longLine:
-		return s.ml.qOff // an ownedLine is of the stream before a restart
+	case s.ml.queued && s.ml.qResume:
+		return s.ml.qOff
 	}
 	return s.done
 }

@@ -146,7 +146,11 @@ func TestMultilineMatchesReference(t *testing.T) {
 			} else {
 				sb.WriteString(" ")
 			}
-			for i := range rng.IntN(max) {
+			n := rng.IntN(max)
+			if rng.IntN(8) == 0 {
+				n = rng.IntN(3 * max) // often over max: a long line
+			}
+			for i := range n {
 				sb.WriteByte('a' + byte(i%26))
 			}
 			sb.WriteByte('\n')
@@ -466,6 +470,7 @@ func BenchmarkMultiline(b *testing.B) {
 		})
 	}
 }
+
 // TestMultilineRotation checks that a record pending when its file is
 // rotated away takes the lines still written to the rotated file, is
 // emitted when that file is closed, and never joins the new file's lines;
@@ -528,5 +533,28 @@ func TestMultilineTruncation(t *testing.T) {
 	}
 	if ps := src.Positions(); len(ps) != 1 || ps[0].Offset != 5 {
 		t.Errorf("positions = %+v, want offset 5 (the pending record o)", ps)
+	}
+}
+
+// TestMultilineLongLineAfterPendingRecord checks that a line far over
+// max_line_bytes after a pending record neither grows the read buffer
+// with it nor loses the record, and that the state never skips the record.
+func TestMultilineLongLineAfterPendingRecord(t *testing.T) {
+	const max = 64
+	data := "a\n b\n" + strings.Repeat("x", 50*max) + "\n c\n"
+	cfg := &StdinConfig{MaxLineBytes: max, Multiline: ml(MultilineConfig{Continue: `^\s`})}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	src := newStdinSource(testSettings(t), cfg, &chunkReader{data: []byte(data), rng: rng}, realClock{})
+	defer src.Close()
+	got := readToEnd(t, src).records()
+	want := []mlRecord{{text: "a\n b"}, {text: strings.Repeat("x", max), off: 5, long: true, length: 50 * max}, {text: " c", off: 5 + 50*max + 1}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("records = %+v, want %+v", got, want)
+	}
+	if c := cap(src.sp.buf); c > 2*(max+1) {
+		t.Errorf("the read buffer grew to %d bytes, want at most %d", c, 2*(max+1))
 	}
 }

@@ -454,7 +454,7 @@ func (s *FileSource) untilTimeout() (d time.Duration, ok bool) {
 	defer s.mu.Unlock()
 	now := s.clk.Now()
 	for _, t := range s.files {
-		if !t.sp.hasPending() || s.heldBack(t) {
+		if !t.sp.hasPending() || !t.atEOF || s.heldBack(t) { // pass flushes at EOF only
 			continue
 		}
 		left := max(t.lastData.Add(s.cfg.Multiline.Timeout).Sub(now), 0)

@@ -161,7 +161,13 @@ func (s *stdinSource) fill(ctx context.Context) (res readResult, ok, timedOut bo
 	if s.sp.hasPending() {
 		left := s.lastData.Add(s.timeout).Sub(s.clk.Now())
 		if left <= 0 {
-			return res, false, true
+			select {
+			case res = <-s.results: // data that came meanwhile may join the record
+				s.pending = false
+				return res, true, false
+			default:
+				return res, false, true
+			}
 		}
 		c, stop := s.clk.After(left)
 		defer stop()
