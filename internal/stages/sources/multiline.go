@@ -74,7 +74,8 @@ func (c *MultilineConfig) validate() error {
 // the buffer for them), so a joined record is one slice of the stream: its
 // lines with their '\n' separators, as in the input, copied once by the
 // batch like any line. A pending record that grows over max bytes keeps an
-// owned copy of its first max bytes only and becomes a longLine.
+// owned copy of its first max bytes only and becomes a longLine; one
+// followed by a line over max bytes is copied out (detach).
 type joiner struct {
 	re       *regexp.Regexp
 	isStart  bool // re is the start pattern (else the continue pattern)
@@ -89,7 +90,8 @@ type joiner struct {
 	prefix []byte // owned
 
 	// queued is a record that waits to be returned: an over-long line
-	// behind the record it ended (longLine), or the pending record of a
+	// behind the record it ended (longLine), the pending record when an
+	// over-long line starts (see detach), or the pending record of a
 	// stream that restarted (ownedLine, see restart).
 	queued        bool
 	qKind         lineKind
