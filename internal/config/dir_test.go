@@ -53,7 +53,7 @@ func TestDirectoryDiagnosticsNameTheFile(t *testing.T) {
 	dir := filepath.Join("testdata", "dir_invalid")
 	pipes, ds := Load(dir, testOptions())
 	equalLines(t, "diagnostics", diagLines(ds), []string{
-		filepath.Join(dir, "bad.yml") + `:3:21: sources.in: unknown option "folow" for stdin source (valid: type, max_line_bytes)`,
+		filepath.Join(dir, "bad.yml") + `:3:21: sources.in: unknown option "folow" for stdin source (valid: type, max_line_bytes, multiline)`,
 	})
 	if pipes != nil {
 		t.Errorf("Load returned pipelines although bad.yml is invalid")

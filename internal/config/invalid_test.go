@@ -84,6 +84,13 @@ var invalidWant = map[string][]string{
 		`10:17: workers.w.steps[2].filter: filter: empty expression`,
 		`11:17: workers.w.steps[3].filter: filter: want an expression string, e.g. filter: 'level != "debug"'`,
 	},
+	"multiline_options.yaml": {
+		"6:24: sources.app.multiline.start: invalid regular expression: error parsing regexp: missing closing ): `^(\\d`",
+		`6:43: sources.app.multiline.max_lines: must be at least 1, got -1`,
+		`6:56: sources.app.multiline.timeout: must be positive, got -1s`,
+		`10:41: sources.both.multiline.continue: want start or continue, not both`,
+		`14:7: sources.in.multiline: want start or continue (a regular expression)`,
+	},
 	"parse_syslog_options.yaml": {
 		`8:34: workers.w.steps[0].parse_syslog.timezone: parse_syslog: unknown time zone "Moon/Tranquility" (want an IANA name such as Europe/Berlin, or UTC)`,
 		`9:24: workers.w.steps[1].parse_syslog: unknown option "tz" (valid: timezone, field)`,

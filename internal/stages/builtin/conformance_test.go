@@ -230,3 +230,39 @@ func (b *failingBuffer) lines() []string {
 	defer b.mu.Unlock()
 	return splitLines(b.buf.Bytes())
 }
+
+// TestConformanceMultiline runs the source suite on the file and stdin
+// sources with multiline on: records of two and three lines, so that
+// batches and the state round trip cut the input between joined records
+// (a restored source must neither split nor repeat one).
+func TestConformanceMultiline(t *testing.T) {
+	want := stagetest.Lines(3000)
+	for i := range want {
+		want[i] += "\n  at frame " + fmt.Sprint(i)
+		if i%2 == 0 {
+			want[i] += "\n  at caller"
+		}
+	}
+	reg := Registry()
+	file, _ := reg.Lookup(stages.KindSource, "file")
+	t.Run("file", func(t *testing.T) {
+		stagetest.Source(t, file, func(t *testing.T) stagetest.SourceCase {
+			dir := t.TempDir()
+			writeLines(t, filepath.Join(dir, "app.log"), want)
+			return stagetest.SourceCase{
+				Config: stagetest.Config(t, file, dir, "path: '*.log'\nfollow: false\nmultiline: {continue: '^\\s'}"),
+				Want:   want,
+			}
+		})
+	})
+	stdin, _ := reg.Lookup(stages.KindSource, "stdin")
+	t.Run("stdin", func(t *testing.T) {
+		stagetest.Source(t, stdin, func(t *testing.T) stagetest.SourceCase {
+			return stagetest.SourceCase{
+				Config:   stagetest.Config(t, stdin, t.TempDir(), "multiline: {start: '^\\{'}"),
+				Settings: stages.Settings{Stdin: strings.NewReader(strings.Join(want, "\n") + "\n")},
+				Want:     want,
+			}
+		})
+	})
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/etld/etld/internal/stages"
 )
@@ -84,13 +85,14 @@ type tailedFile struct {
 	f      *os.File       // nil before open and after close
 	id     fileID
 	fp     fingerprint
-	sp     lineSplitter // sp.done is the resumable offset
+	sp     lineSplitter // sp.resume() is the resumable offset
 
-	gone      bool   // no longer found under a name matching the glob: drain, then close
-	goneTicks int    // poll ticks since gone was set
-	lastErr   string // last read error logged, to log a persistent error once
-	finished  bool   // read to its end (finite, gated reading)
-	atEOF     bool   // the last read reached the end of the file (follow)
+	gone      bool      // no longer found under a name matching the glob: drain, then close
+	goneTicks int       // poll ticks since gone was set
+	lastErr   string    // last read error logged, to log a persistent error once
+	finished  bool      // read to its end (finite, gated reading)
+	atEOF     bool      // the last read reached the end of the file (follow)
+	lastData  time.Time // when a read last got data (follow, multiline timeout)
 }
 
 // readPos is the file offset of the next byte to read.
@@ -101,7 +103,7 @@ func (t *tailedFile) position() FilePosition {
 	return FilePosition{
 		Path: t.path, Dev: t.id.dev, Inode: t.id.ino,
 		FingerprintLen: t.fp.n, Fingerprint: t.fp.sum,
-		Offset: t.sp.done,
+		Offset: t.sp.resume(),
 	}
 }
 

@@ -34,9 +34,10 @@ func validateMaxLineBytes(n stages.ByteSize) error {
 type lineKind uint8
 
 const (
-	noLine   lineKind = iota // no complete line buffered: read more
-	goodLine                 // a line of at most max bytes
-	longLine                 // a line over max bytes: becomes a stages.Reject
+	noLine    lineKind = iota // no complete line buffered: read more
+	goodLine                  // a line of at most max bytes
+	longLine                  // a line over max bytes: becomes a stages.Reject
+	ownedLine                 // a goodLine in an owned buffer, not the splitter's (multiline)
 )
 
 // lineSplitter splits a byte stream into '\n'-terminated lines. It is the one
@@ -60,6 +61,10 @@ type lineSplitter struct {
 	long       bool   // skipping the rest of an over-long line
 	longStart  int64  // its stream offset
 	longPrefix []byte // its first max bytes (owned: becomes Reject.Record.Raw)
+
+	ml      *joiner // multiline: nil joins nothing
+	keeping bool    // the buffer keeps the bytes from stream offset keep on
+	keep    int64   // (a pending multiline record), even once consumed
 }
 
 // reset empties the splitter and positions it at stream offset off. It keeps
@@ -68,6 +73,10 @@ func (s *lineSplitter) reset(off int64) {
 	s.start, s.end = 0, 0
 	s.pos, s.done = off, off
 	s.long, s.longPrefix = false, nil
+	s.keeping = false
+	if s.ml != nil {
+		*s.ml = joiner{re: s.ml.re, isStart: s.ml.isStart, maxLines: s.ml.maxLines}
+	}
 }
 
 // buffered is the number of unconsumed buffered bytes.
@@ -75,7 +84,7 @@ func (s *lineSplitter) buffered() int { return s.end - s.start }
 
 // idle reports whether the splitter holds no partial line, so its buffer
 // can be released.
-func (s *lineSplitter) idle() bool { return s.start == s.end && !s.long }
+func (s *lineSplitter) idle() bool { return s.start == s.end && !s.long && !s.pending() }
 
 // release hands the buffer back (to be reused by another splitter) when the
 // splitter is idle; it returns nil otherwise.
@@ -99,25 +108,33 @@ func (s *lineSplitter) space(spare []byte) []byte {
 			s.buf = make([]byte, min(readBlock, s.max+1))
 		}
 	}
-	if s.start == s.end {
+	lo, kept := s.start, 0 // lo: index of the first byte to keep
+	if s.keeping {
+		kept = int(s.pos - s.keep)
+		lo -= kept
+	}
+	if lo == s.end {
 		s.start, s.end = 0, 0
 	}
 	// Compact when less than half of the buffer is free at its end.
-	if s.start > 0 && len(s.buf)-s.end < len(s.buf)/2 {
-		n := copy(s.buf, s.buf[s.start:s.end])
-		s.start, s.end = 0, n
+	if lo > 0 && len(s.buf)-s.end < len(s.buf)/2 {
+		n := copy(s.buf, s.buf[lo:s.end])
+		s.start, s.end = s.start-lo, n
+		lo = 0
 	}
 	if s.end == len(s.buf) {
 		// The buffer is full of one partial line of at most max bytes
-		// (next would have switched to skipping otherwise): grow it, up to
-		// max+1 bytes, which is enough to tell that a line is too long.
-		n := min(2*len(s.buf), s.max+1)
+		// (next would have switched to skipping otherwise), after the
+		// kept bytes of a pending record of at most max bytes: grow it,
+		// up to max+1 bytes more than those, which is enough to tell that
+		// a line is too long.
+		n := min(2*len(s.buf), kept+s.max+1)
 		if n <= len(s.buf) {
 			n = len(s.buf) + 1 // unreachable by the invariant; stay safe
 		}
 		nb := make([]byte, n)
-		copy(nb, s.buf[s.start:s.end])
-		s.buf, s.start, s.end = nb, 0, s.end-s.start
+		copy(nb, s.buf[lo:s.end])
+		s.buf, s.start, s.end = nb, s.start-lo, s.end-lo
 	}
 	return s.buf[s.end:]
 }
@@ -125,11 +142,20 @@ func (s *lineSplitter) space(spare []byte) []byte {
 // advance records that n bytes were read into the slice space returned.
 func (s *lineSplitter) advance(n int) { s.end += n }
 
-// next returns the next complete line. For a goodLine, line is the line
+// next returns the next complete record: a line, or with multiline the
+// lines that make one record (see joiner). For a goodLine, line is the line
 // without its newline, aliasing the buffer. For a longLine, line is an owned
 // copy of its first max bytes and length its full length. off is the stream
 // offset of the line's first byte.
 func (s *lineSplitter) next() (kind lineKind, line []byte, off, length int64) {
+	if s.ml != nil {
+		return s.multiNext()
+	}
+	return s.nextLine()
+}
+
+// nextLine is next without multiline: it returns the next line.
+func (s *lineSplitter) nextLine() (kind lineKind, line []byte, off, length int64) {
 	if s.start < s.end {
 		data := s.buf[s.start:s.end]
 		i := bytes.IndexByte(data, '\n')
@@ -140,6 +166,9 @@ func (s *lineSplitter) next() (kind lineKind, line []byte, off, length int64) {
 			if !s.long {
 				s.long, s.longStart = true, s.pos
 				s.longPrefix = bytes.Clone(data[:s.max])
+				if s.keeping {
+					s.detach() // the buffer must not keep the record and this line
+				}
 			}
 			s.pos += int64(len(data))
 			s.start = s.end
@@ -162,10 +191,18 @@ func (s *lineSplitter) next() (kind lineKind, line []byte, off, length int64) {
 	return noLine, nil, 0, 0
 }
 
-// final returns the last line of a stream that ended without a newline, if
-// any, like next. Call it once the stream is at its end and next returned
-// noLine.
+// final returns what remains of a stream once it is at its end and next
+// returned noLine, like next: the last line, which has no newline, and
+// with multiline the pending record. Call it until it returns noLine.
 func (s *lineSplitter) final() (kind lineKind, line []byte, off, length int64) {
+	if s.ml != nil {
+		return s.multiFinal()
+	}
+	return s.finalLine()
+}
+
+// finalLine is final without multiline.
+func (s *lineSplitter) finalLine() (kind lineKind, line []byte, off, length int64) {
 	if s.long {
 		line, off, length = s.longPrefix, s.longStart, s.pos-s.longStart
 		s.long, s.longPrefix = false, nil
@@ -240,11 +277,33 @@ func (bb *batchBuilder) take(s *lineSplitter, o *stages.Origin) bool {
 			return false
 		case goodLine:
 			bb.add(line, off, o, s.buffered())
+		case ownedLine:
+			bb.addOwned(line, off, o)
 		case longLine:
 			bb.reject(line, off, length, o, s.max)
 		}
 	}
 	return true
+}
+
+// takeFinal adds what remains of s's stream, which is at its end, to the
+// batch: the last line, which has no newline, and the pending multiline
+// record. It ignores the batch's limits (it adds three records at most).
+func (bb *batchBuilder) takeFinal(s *lineSplitter, o *stages.Origin) {
+	for {
+		kind, line, off, length := s.final()
+		switch kind {
+		case noLine:
+			bb.seal()
+			return
+		case goodLine:
+			bb.add(line, off, o, 0)
+		case ownedLine:
+			bb.addOwned(line, off, o)
+		case longLine:
+			bb.reject(line, off, length, o, s.max)
+		}
+	}
 }
 
 // seal copies the current segment's lines out of the reader's buffer into

@@ -79,7 +79,7 @@ func TestSplitterMatchesReference(t *testing.T) {
 		data := []byte(sb.String())
 		t.Run(fmt.Sprintf("seed%d_max%d", seed, max), func(t *testing.T) {
 			cfg := &StdinConfig{MaxLineBytes: stages.ByteSize(max)}
-			src := newStdinSource(testSettings(t), cfg, &chunkReader{data: data, rng: rng})
+			src := newStdinSource(testSettings(t), cfg, &chunkReader{data: data, rng: rng}, realClock{})
 			defer src.Close()
 			g := readToEnd(t, src)
 			wantLines, wantOffsets, wantRejects := reference(data, max)
@@ -108,7 +108,7 @@ func TestSplitterMatchesReference(t *testing.T) {
 // TestRecordsDoNotShareCapacity checks that appending to one record's Raw
 // cannot overwrite the next record.
 func TestRecordsDoNotShareCapacity(t *testing.T) {
-	src := newStdinSource(testSettings(t), NewStdinConfig(), strings.NewReader("aaa\nbbb\n"))
+	src := newStdinSource(testSettings(t), NewStdinConfig(), strings.NewReader("aaa\nbbb\n"), realClock{})
 	defer src.Close()
 	b, err := src.Read(context.Background())
 	if err != nil {
@@ -132,7 +132,7 @@ func TestStdin(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			src := newStdinSource(testSettings(t), NewStdinConfig(), tt.r())
+			src := newStdinSource(testSettings(t), NewStdinConfig(), tt.r(), realClock{})
 			if err := src.Open(context.Background()); err != nil {
 				t.Fatal(err)
 			}
@@ -155,7 +155,7 @@ func TestStdin(t *testing.T) {
 
 func TestStdinReadError(t *testing.T) {
 	r := io.MultiReader(strings.NewReader("ok\n"), iotest.ErrReader(io.ErrUnexpectedEOF))
-	src := newStdinSource(testSettings(t), NewStdinConfig(), r)
+	src := newStdinSource(testSettings(t), NewStdinConfig(), r, realClock{})
 	defer src.Close()
 	ctx := context.Background()
 	b, err := src.Read(ctx)
@@ -171,7 +171,7 @@ func TestStdinReadError(t *testing.T) {
 // cancelled; the pending read is picked up by the next Read; Close ends it.
 func TestStdinCancel(t *testing.T) {
 	pr, pw := io.Pipe()
-	src := newStdinSource(testSettings(t), NewStdinConfig(), pr)
+	src := newStdinSource(testSettings(t), NewStdinConfig(), pr, realClock{})
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() {

@@ -26,6 +26,7 @@ type FileConfig struct {
 	StartAt      string          `yaml:"start_at" doc:"where to start in a file with no checkpoint: beginning or end"`
 	MaxLineBytes stages.ByteSize `yaml:"max_line_bytes" doc:"longest line; a longer line is a bad record that keeps its first max_line_bytes bytes"`
 	Exclude      []string        `yaml:"exclude" doc:"globs of files never read although path matches them, relative to the pipeline file like path (a * does not cross a /); the daemon's own outputs are always skipped"`
+	Multiline    MultilineConfig `yaml:"multiline" doc:"join consecutive lines into one record, such as a stack trace with the line before it (off by default); the record's lines are separated by \\n and it is one record for max_line_bytes"`
 }
 
 // Values of FileConfig.StartAt.
@@ -40,7 +41,7 @@ var pollInterval = 250 * time.Millisecond
 
 // NewFileConfig returns a FileConfig with its defaults.
 func NewFileConfig() *FileConfig {
-	return &FileConfig{Follow: true, StartAt: StartAtBeginning, MaxLineBytes: defaultMaxLineBytes}
+	return &FileConfig{Follow: true, StartAt: StartAtBeginning, MaxLineBytes: defaultMaxLineBytes, Multiline: newMultilineConfig()}
 }
 
 // Validate implements stages.Validator.
@@ -64,6 +65,7 @@ func (c *FileConfig) Validate() error {
 			errs = append(errs, stages.FieldErr(fmt.Sprintf("exclude[%d]", i), fmt.Errorf("invalid glob %q: %w", pat, err)))
 		}
 	}
+	errs = append(errs, c.Multiline.validate())
 	return errors.Join(errs...)
 }
 
@@ -140,6 +142,7 @@ type FileSource struct {
 	cfg      FileConfig
 	settings stages.Settings
 	log      zerolog.Logger
+	clk      clock // for the multiline timeout
 
 	mu    sync.Mutex             // guards files and their positions, for Positions
 	files []*tailedFile          // finite: sorted by path; follow: in discovery order
@@ -183,7 +186,13 @@ type knownPosition struct {
 // NewFileSource returns a file source for cfg (validated, paths resolved).
 // It does no I/O: Open does.
 func NewFileSource(s stages.Settings, cfg *FileConfig) *FileSource {
+	return newFileSource(s, cfg, realClock{})
+}
+
+// newFileSource is NewFileSource with a given clock.
+func newFileSource(s stages.Settings, cfg *FileConfig, clk clock) *FileSource {
 	return &FileSource{
+		clk:      clk,
 		cfg:      *cfg,
 		settings: s,
 		log:      s.Logger.With().Str("path", cfg.Path).Logger(),
@@ -442,9 +451,16 @@ func (s *FileSource) readFollow(ctx context.Context) (*stages.Batch, error) {
 		if b != nil {
 			return b, nil
 		}
+		var timeout <-chan time.Time
+		stop := func() bool { return false }
+		if d, ok := s.untilTimeout(); ok {
+			timeout, stop = s.clk.After(d)
+		}
 		select {
 		case <-ctx.Done():
+			stop()
 			return nil, ctx.Err()
+		case <-timeout: // the next pass emits the record
 		case <-changed:
 		case <-s.sub.C():
 			if structural(s.sub.Take()) {
@@ -457,7 +473,36 @@ func (s *FileSource) readFollow(ctx context.Context) (*stages.Batch, error) {
 			s.tick()
 			s.mu.Unlock()
 		}
+		stop()
 	}
+}
+
+// untilTimeout returns how long until the earliest multiline timeout of
+// a file with a pending record that pass would read; ok is false when
+// there is none. It takes mu.
+func (s *FileSource) untilTimeout() (d time.Duration, ok bool) {
+	if !s.cfg.Multiline.on() {
+		return 0, false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.clk.Now()
+	for _, t := range s.files {
+		if !t.sp.hasPending() || !t.atEOF || s.heldBack(t) { // pass flushes at EOF only
+			continue
+		}
+		left := max(t.lastData.Add(s.cfg.Multiline.Timeout).Sub(now), 0)
+		if !ok || left < d {
+			d, ok = left, true
+		}
+	}
+	return d, ok
+}
+
+// timedOut reports whether t's pending multiline record has waited its
+// timeout without new data.
+func (s *FileSource) timedOut(t *tailedFile) bool {
+	return t.sp.hasPending() && !s.clk.Now().Before(t.lastData.Add(s.cfg.Multiline.Timeout))
 }
 
 // structural reports whether events may have changed which files match.
@@ -519,6 +564,9 @@ func (s *FileSource) pass() (feed string) {
 		before := len(s.bb.b.Records) + len(s.bb.b.Rejects)
 		eof, err := s.pump(t)
 		t.atEOF = err == nil && eof
+		if t.atEOF && s.timedOut(t) {
+			s.bb.addFlushed(&t.sp, t.origin)
+		}
 		took := len(s.bb.b.Records)+len(s.bb.b.Rejects) > before
 		if took && s.gate != nil {
 			feed = feedOf(t)
@@ -544,7 +592,7 @@ func (s *FileSource) pass() (feed string) {
 		// after the rename.
 		if t.gone && t.goneTicks >= 1 {
 			s.takeFinal(t)
-			s.log.Info().Str("file", t.path).Int64("offset", t.sp.done).Msg("closing a rotated or deleted file read to its end")
+			s.log.Info().Str("file", t.path).Int64("offset", t.sp.resume()).Msg("closing a rotated or deleted file read to its end")
 			if err := t.close(); err != nil {
 				s.log.Warn().Err(err).Str("file", t.path).Msg("close input file")
 			}
@@ -601,6 +649,9 @@ func (s *FileSource) pump(t *tailedFile) (eof bool, err error) {
 		dst := t.sp.space(spare)
 		n, rerr := t.f.ReadAt(dst, t.readPos())
 		t.sp.advance(n)
+		if n > 0 && s.cfg.Multiline.on() {
+			t.lastData = s.clk.Now()
+		}
 		if n > 0 && t.fp.n < fingerprintBytes {
 			t.extendFingerprint() // only while the file is shorter than 1 KiB
 		}
@@ -614,18 +665,10 @@ func (s *FileSource) pump(t *tailedFile) (eof bool, err error) {
 	}
 }
 
-// takeFinal adds t's last line, which has no newline, to the batch: at the
-// end of a file read once, or of a rotated file about to be closed.
-func (s *FileSource) takeFinal(t *tailedFile) {
-	kind, line, off, length := t.sp.final()
-	switch kind {
-	case goodLine:
-		s.bb.add(line, off, t.origin, 0)
-		s.bb.seal()
-	case longLine:
-		s.bb.reject(line, off, length, t.origin, t.sp.max)
-	}
-}
+// takeFinal adds t's last line, which has no newline, and its pending
+// multiline record to the batch: at the end of a file read once, or of a
+// rotated file about to be closed.
+func (s *FileSource) takeFinal(t *tailedFile) { s.bb.takeFinal(&t.sp, t.origin) }
 
 // release keeps t's read buffer for reuse when t holds no partial line, so
 // that idle files hold no buffer.
@@ -656,6 +699,7 @@ func (s *FileSource) open(t *tailedFile, path string, initial bool) error {
 	t.f, t.path, t.id, t.fp = f, path, identityOf(fi, path), fp
 	t.origin = &stages.Origin{Source: s.settings.ID, Path: path}
 	t.sp.max = int(s.cfg.MaxLineBytes)
+	t.sp.ml = newJoiner(&s.cfg.Multiline)
 	start := int64(0)
 	if p, ok := s.known[t.id]; ok && s.resumable(f, p.FilePosition) {
 		delete(s.known, t.id)
@@ -785,7 +829,7 @@ func (s *FileSource) checkTruncated(t *tailedFile) {
 	if truncated {
 		s.log.Warn().Str("file", t.path).Int64("offset", t.readPos()).Int64("size", size).
 			Msg("file truncated (copytruncate rotation?); reading it again from the start")
-		t.sp.reset(0)
+		t.sp.restart(0)                     // a pending multiline record is still emitted
 		t.fp = fingerprint{sum: fnv1a(nil)} // of the 0 bytes read so far
 	}
 	if t.fp.n < fingerprintBytes && size > int64(t.fp.n) {

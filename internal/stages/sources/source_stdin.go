@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/etld/etld/internal/stages"
 )
@@ -13,13 +14,18 @@ import (
 // StdinConfig is the config of the `stdin` source.
 type StdinConfig struct {
 	MaxLineBytes stages.ByteSize `yaml:"max_line_bytes" doc:"longest line; a longer line is a bad record that keeps its first max_line_bytes bytes"`
+	Multiline    MultilineConfig `yaml:"multiline" doc:"join consecutive lines into one record, such as a stack trace with the line before it (off by default); the record's lines are separated by \\n and it is one record for max_line_bytes"`
 }
 
 // NewStdinConfig returns a StdinConfig with its defaults.
-func NewStdinConfig() *StdinConfig { return &StdinConfig{MaxLineBytes: defaultMaxLineBytes} }
+func NewStdinConfig() *StdinConfig {
+	return &StdinConfig{MaxLineBytes: defaultMaxLineBytes, Multiline: newMultilineConfig()}
+}
 
 // Validate implements stages.Validator.
-func (c *StdinConfig) Validate() error { return validateMaxLineBytes(c.MaxLineBytes) }
+func (c *StdinConfig) Validate() error {
+	return errors.Join(validateMaxLineBytes(c.MaxLineBytes), c.Multiline.validate())
+}
 
 // Finite implements stages.Finiter: stdin ends at end of file.
 func (c *StdinConfig) Finite() bool { return true }
@@ -39,7 +45,7 @@ func init() {
 			if in == nil {
 				in = os.Stdin
 			}
-			return newStdinSource(s, c, in), nil
+			return newStdinSource(s, c, in, realClock{}), nil
 		},
 	})
 }
@@ -61,6 +67,10 @@ type stdinSource struct {
 	sp     lineSplitter
 	bb     batchBuilder
 
+	clk      clock
+	timeout  time.Duration // multiline timeout
+	lastData time.Time     // when a read last got data
+
 	results chan readResult // capacity 1: the result of the pending read
 	pending bool            // a read goroutine owns the buffer's free tail
 	eof     bool
@@ -73,13 +83,17 @@ type readResult struct {
 	err error
 }
 
-func newStdinSource(s stages.Settings, c *StdinConfig, r io.Reader) *stdinSource {
+func newStdinSource(s stages.Settings, c *StdinConfig, r io.Reader, clk clock) *stdinSource {
 	src := &stdinSource{
+		clk:     clk,
 		r:       r,
 		origin:  &stages.Origin{Source: s.ID, Path: "-"},
 		results: make(chan readResult, 1),
 	}
 	src.sp.max = int(c.MaxLineBytes)
+	if c.Multiline.on() {
+		src.sp.ml, src.timeout = newJoiner(&c.Multiline), c.Multiline.Timeout
+	}
 	return src
 }
 
@@ -99,23 +113,24 @@ func (s *stdinSource) Read(ctx context.Context) (*stages.Batch, error) {
 	s.bb.start()
 	for !s.bb.take(&s.sp, s.origin) && s.bb.empty() {
 		if s.eof {
-			kind, line, off, length := s.sp.final()
-			switch kind {
-			case goodLine:
-				s.bb.add(line, off, s.origin, 0)
-			case longLine:
-				s.bb.reject(line, off, length, s.origin, s.sp.max)
-			}
+			s.bb.takeFinal(&s.sp, s.origin)
 			break
 		}
 		if s.err != nil {
 			return nil, s.err
 		}
-		res, ok := s.fill(ctx)
+		res, ok, timedOut := s.fill(ctx)
+		if timedOut {
+			s.bb.addFlushed(&s.sp, s.origin)
+			break
+		}
 		if !ok {
 			return nil, ctx.Err()
 		}
 		s.sp.advance(res.n)
+		if res.n > 0 && s.sp.ml != nil {
+			s.lastData = s.clk.Now()
+		}
 		switch {
 		case res.err == nil:
 		case errors.Is(res.err, io.EOF):
@@ -131,8 +146,9 @@ func (s *stdinSource) Read(ctx context.Context) (*stages.Batch, error) {
 }
 
 // fill waits for the pending read, starting one first if none is pending.
-// ok is false when ctx is done first; the read then stays pending.
-func (s *stdinSource) fill(ctx context.Context) (res readResult, ok bool) {
+// ok is false when ctx is done first, timedOut true when a pending
+// multiline record's timeout expires first; the read then stays pending.
+func (s *stdinSource) fill(ctx context.Context) (res readResult, ok, timedOut bool) {
 	if !s.pending {
 		dst := s.sp.space(nil)
 		s.pending = true
@@ -141,12 +157,30 @@ func (s *stdinSource) fill(ctx context.Context) (res readResult, ok bool) {
 			results <- readResult{n, err}
 		}(s.r, s.results)
 	}
+	var timeout <-chan time.Time
+	if s.sp.hasPending() {
+		left := s.lastData.Add(s.timeout).Sub(s.clk.Now())
+		if left <= 0 {
+			select {
+			case res = <-s.results: // data that came meanwhile may join the record
+				s.pending = false
+				return res, true, false
+			default:
+				return res, false, true
+			}
+		}
+		c, stop := s.clk.After(left)
+		defer stop()
+		timeout = c
+	}
 	select {
 	case res = <-s.results:
 		s.pending = false
-		return res, true
+		return res, true, false
+	case <-timeout:
+		return res, false, true
 	case <-ctx.Done():
-		return res, false
+		return res, false, false
 	}
 }
 
