@@ -44,14 +44,48 @@ func (f fieldSource) text(r *stages.Record, s *parseScratch) ([]byte, error) {
 	case err != nil:
 		return nil, fmt.Errorf("malformed JSON record: %w", err)
 	case !found:
-		return nil, fmt.Errorf("no field %q", f.Name)
-	case r.Raw[m.Val] != '"':
-		return nil, fmt.Errorf("field %q is %s, want a string", f.Name, jsonrec.KindName(r.Raw[m.Val]))
-	case !m.ValEscaped:
-		return r.Raw[m.Val+1 : m.End-1], nil
+		return nil, f.missing()
 	}
-	s.text = jsonrec.AppendUnescaped(s.text[:0], r.Raw[m.Val+1:m.End-1])
-	return s.text, nil
+	v, isStr := memberText(r.Raw, &m, &s.text)
+	if !isStr {
+		return nil, f.notString(v)
+	}
+	return v, nil
+}
+
+// member is text for a step that has walked the members ms of the parsed
+// record obj already: the first member named f.Name, as memberText
+// returns it, unescaping into *buf.
+func (f fieldSource) member(obj []byte, ms []jsonrec.Member, buf *[]byte) (v []byte, isStr bool, err error) {
+	for i := range ms {
+		if ms[i].KeyIs(obj, f.Name) {
+			v, isStr = memberText(obj, &ms[i], buf)
+			return v, isStr, nil
+		}
+	}
+	return nil, false, f.missing()
+}
+
+// memberText returns the value of member m of obj: a string's contents
+// (unescaped into *buf when it has escapes), or the JSON text of any
+// other value.
+func memberText(obj []byte, m *jsonrec.Member, buf *[]byte) (v []byte, isStr bool) {
+	v = obj[m.Val:m.End]
+	switch {
+	case v[0] != '"':
+		return v, false
+	case !m.ValEscaped:
+		return v[1 : len(v)-1], true
+	}
+	*buf = jsonrec.AppendUnescaped((*buf)[:0], v[1:len(v)-1])
+	return *buf, true
+}
+
+func (f fieldSource) missing() error { return fmt.Errorf("field %q is missing", f.Name) }
+
+// notString is the error for a field whose value v is not a string.
+func (f fieldSource) notString(v []byte) error {
+	return fmt.Errorf("field %q is %s, want a string", f.Name, jsonrec.KindName(v[0]))
 }
 
 // where names the text in error messages: "" for the raw line, else
@@ -67,6 +101,14 @@ func (f fieldSource) where() string {
 // plus where the text came from.
 func (f fieldSource) parseErr(off int, format string, args ...any) error {
 	return fmt.Errorf("%s at byte %d%s", fmt.Sprintf(format, args...), off, f.where())
+}
+
+// in adds where the text came from to a parser's error.
+func (f fieldSource) in(err error) error {
+	if f.Name == "" {
+		return err
+	}
+	return fmt.Errorf("%w%s", err, f.where())
 }
 
 // parsedField is one field of a parsedFields: its decoded key in keys[k0:k1]
@@ -141,15 +183,8 @@ func (p *parsedFields) find(key string) int {
 // begin starts a field named key (decoded bytes) and writes its
 // `"key":` to enc; the caller appends the value, then calls end.
 func (p *parsedFields) begin(key []byte) {
-	k0 := len(p.keys)
-	p.keys = append(p.keys, key...)
-	p0 := len(p.enc)
-	if p0 > 0 {
-		p.enc = append(p.enc, ',')
-		p0++
-	}
+	p.beginUnique(key, nil)
 	p.enc = jsonrec.AppendKey(p.enc, unsafe.String(unsafe.SliceData(key), len(key)))
-	p.fields = append(p.fields, parsedField{k0: k0, k1: len(p.keys), p0: p0})
 }
 
 // end closes the field begun last, marking an earlier one of the same key
@@ -188,11 +223,12 @@ func (p *parsedFields) addRaw(key, val []byte) {
 	p.end()
 }
 
-// addStringUnique is addString for a key that the caller knows is not in
-// p yet (a column of parse_csv, a group of a preset), with its encoded
-// `"key":` prefix: it skips the duplicate check and the key's encoding,
+// beginUnique is begin for a key that the caller knows is not in p yet
+// (a column of parse_csv, a group of a preset, a part of a syslog line),
+// with its encoded `"key":` prefix; the caller appends the value, then
+// calls endUnique. It skips the duplicate check and the key's encoding,
 // which were most of a preset's cost.
-func (p *parsedFields) addStringUnique(key, prefix, val []byte) {
+func (p *parsedFields) beginUnique(key, prefix []byte) {
 	k0 := len(p.keys)
 	p.keys = append(p.keys, key...)
 	p0 := len(p.enc)
@@ -201,11 +237,25 @@ func (p *parsedFields) addStringUnique(key, prefix, val []byte) {
 		p0++
 	}
 	p.enc = append(p.enc, prefix...)
-	p.enc = jsonrec.AppendString(p.enc, unsafe.String(unsafe.SliceData(val), len(val)))
-	p.fields = append(p.fields, parsedField{k0: k0, k1: len(p.keys), p0: p0, p1: len(p.enc)})
+	p.fields = append(p.fields, parsedField{k0: k0, k1: len(p.keys), p0: p0})
+}
+
+// endUnique closes the field begun last with beginUnique.
+func (p *parsedFields) endUnique() {
+	n := len(p.fields) - 1
+	f := &p.fields[n]
+	f.p1 = len(p.enc)
 	if len(p.index) > 0 {
-		p.index[p.keyAt(k0, len(p.keys))] = len(p.fields) - 1
+		p.index[p.keyAt(f.k0, f.k1)] = n
 	}
+}
+
+// addStringUnique adds a field with a string value under a key that is
+// not in p yet (see beginUnique).
+func (p *parsedFields) addStringUnique(key, prefix, val []byte) {
+	p.beginUnique(key, prefix)
+	p.enc = jsonrec.AppendString(p.enc, unsafe.String(unsafe.SliceData(val), len(val)))
+	p.endUnique()
 }
 
 // appendPairs appends the fields that are not duplicates, joined by
@@ -323,8 +373,8 @@ func (w *recordWriter) done() { w.c.done() }
 
 // textStep is a parsing step: parse fills s.out from one text (the line or
 // the field's string) or returns what it wanted at which byte (see
-// fieldSource.parseErr). parse_logfmt, parse_csv, parse_regex and
-// parse_json's field are textSteps.
+// fieldSource.parseErr). parse_logfmt, parse_csv, parse_regex,
+// parse_syslog and parse_json's field are textSteps.
 type textStep struct {
 	typ   string // the step type, for reject reasons
 	src   fieldSource
