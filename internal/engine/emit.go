@@ -191,12 +191,15 @@ func appendDeadLetter(dst []byte, r *stages.Reject) []byte {
 	dst = jsonrec.AppendString(dst, src)
 	dst = append(dst, `,"origin":`...)
 	dst = jsonrec.AppendString(dst, r.Record.OriginString())
-	if utf8.Valid(r.Record.Raw) {
+	// The original line, also of a record rejected after a parser
+	// rewrote Raw: it is what a user can find in the input and replay.
+	line := r.Record.Original()
+	if utf8.Valid(line) {
 		dst = append(dst, `,"record":`...)
-		dst = jsonrec.AppendString(dst, string(r.Record.Raw))
+		dst = jsonrec.AppendString(dst, string(line))
 	} else {
 		dst = append(dst, `,"record_base64":"`...)
-		dst = base64.StdEncoding.AppendEncode(dst, r.Record.Raw)
+		dst = base64.StdEncoding.AppendEncode(dst, line)
 		dst = append(dst, '"')
 	}
 	if r.Length > 0 {
@@ -216,12 +219,14 @@ func cloneMsg(m msg) msg {
 	return c
 }
 
-// cloneBatch copies a batch: records and their bytes, so that steps
-// editing one copy cannot affect the other.
+// cloneBatch copies a batch: records and their bytes (Raw, and the
+// original Line of a parsed record), so that steps editing one copy cannot
+// affect the other, and neither copy points into the other's buffers,
+// which are reused once it is written.
 func cloneBatch(b *stages.Batch) *stages.Batch {
 	size := 0
 	for i := range b.Records {
-		size += len(b.Records[i].Raw)
+		size += len(b.Records[i].Raw) + len(b.Records[i].Line)
 	}
 	c := &stages.Batch{Records: stages.NewRecords(len(b.Records))}
 	buf := stages.NewBuffer(size)
@@ -230,6 +235,11 @@ func cloneBatch(b *stages.Batch) *stages.Batch {
 		start := len(buf)
 		buf = append(buf, r.Raw...)
 		r.Raw = buf[start:len(buf):len(buf)]
+		if r.Line != nil {
+			start = len(buf)
+			buf = append(buf, r.Line...)
+			r.Line = buf[start:len(buf):len(buf)]
+		}
 		c.Records = append(c.Records, r)
 	}
 	return c

@@ -324,7 +324,7 @@ func (w *recordWriter) write(r *stages.Record, step string, p *parsedFields) {
 		w.a.buf = append(w.a.buf, '{')
 		w.a.buf = p.appendPairs(w.a.buf)
 		w.a.buf = append(w.a.buf, '}')
-		r.Raw, r.Parsed = w.a.since(start), true
+		r.SetParsed(w.a.since(start))
 		w.c.keep(r)
 		return
 	}

@@ -29,7 +29,7 @@ func (parseJSON) Process(b *stages.Batch) {
 			c.reject(r, err)
 			continue
 		}
-		r.Raw, r.Parsed = obj, true
+		r.SetParsed(obj)
 		c.keep(r)
 	}
 	c.done()
