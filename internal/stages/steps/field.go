@@ -129,14 +129,21 @@ type parsedFields struct {
 	fields []parsedField
 	dups   int            // fields marked dup
 	index  map[string]int // key -> index in fields, only for many fields
+	// encOnly: the fields go into a record that has none yet, so only
+	// enc is needed: fields added with beginUnique are not recorded.
+	encOnly bool
 }
 
 // manyFields is where parsedFields stops comparing keys one by one and indexes
 // them, so that a hostile line with thousands of keys stays linear.
 const manyFields = 32
 
-func (p *parsedFields) reset() {
+// reset empties p for the next record; merge tells whether its fields
+// will be merged into a parsed record (see recordWriter.write), which
+// needs every field's key.
+func (p *parsedFields) reset(merge bool) {
 	p.keys, p.enc, p.fields, p.dups = p.keys[:0], p.enc[:0], p.fields[:0], 0
+	p.encOnly = !merge
 	if p.index != nil {
 		clear(p.index)
 	}
@@ -183,8 +190,21 @@ func (p *parsedFields) find(key string) int {
 // begin starts a field named key (decoded bytes) and writes its
 // `"key":` to enc; the caller appends the value, then calls end.
 func (p *parsedFields) begin(key []byte) {
-	p.beginUnique(key, nil)
+	p.add(key)
 	p.enc = jsonrec.AppendKey(p.enc, unsafe.String(unsafe.SliceData(key), len(key)))
+}
+
+// add records a new field named key, starting at the end of enc, and
+// writes the comma before it.
+func (p *parsedFields) add(key []byte) {
+	k0 := len(p.keys)
+	p.keys = append(p.keys, key...)
+	p0 := len(p.enc)
+	if p0 > 0 {
+		p.enc = append(p.enc, ',')
+		p0++
+	}
+	p.fields = append(p.fields, parsedField{k0: k0, k1: len(p.keys), p0: p0})
 }
 
 // end closes the field begun last, marking an earlier one of the same key
@@ -223,25 +243,29 @@ func (p *parsedFields) addRaw(key, val []byte) {
 	p.end()
 }
 
-// beginUnique is begin for a key that the caller knows is not in p yet
-// (a column of parse_csv, a group of a preset, a part of a syslog line),
-// with its encoded `"key":` prefix; the caller appends the value, then
-// calls endUnique. It skips the duplicate check and the key's encoding,
-// which were most of a preset's cost.
+// beginUnique is begin for a key that the caller knows no other field of
+// the record has (a column of parse_csv, a group of a preset, a part of a
+// syslog line), with its encoded `"key":` prefix; the caller appends the
+// value, then calls endUnique. It skips the duplicate check and the key's
+// encoding, which were most of a preset's cost, and, for a record that
+// has no fields yet, the key's bookkeeping too.
 func (p *parsedFields) beginUnique(key, prefix []byte) {
-	k0 := len(p.keys)
-	p.keys = append(p.keys, key...)
-	p0 := len(p.enc)
-	if p0 > 0 {
-		p.enc = append(p.enc, ',')
-		p0++
+	if p.encOnly {
+		if len(p.enc) > 0 {
+			p.enc = append(p.enc, ',')
+		}
+		p.enc = append(p.enc, prefix...)
+		return
 	}
+	p.add(key)
 	p.enc = append(p.enc, prefix...)
-	p.fields = append(p.fields, parsedField{k0: k0, k1: len(p.keys), p0: p0})
 }
 
 // endUnique closes the field begun last with beginUnique.
 func (p *parsedFields) endUnique() {
+	if p.encOnly {
+		return
+	}
 	n := len(p.fields) - 1
 	f := &p.fields[n]
 	f.p1 = len(p.enc)
@@ -399,7 +423,7 @@ func (st *textStep) Process(b *stages.Batch) {
 		r := &b.Records[i]
 		text, err := st.src.text(r, s)
 		if err == nil {
-			s.out.reset()
+			s.out.reset(r.Parsed)
 			err = st.parse(text, s)
 		}
 		if err != nil {
