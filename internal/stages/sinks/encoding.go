@@ -214,9 +214,9 @@ func (e *encoder) addSlot(name string) int {
 }
 
 // lookup fills e.vals for r in one walk over its members. Only a parsed
-// record has fields; _line is always there (see value). The first member of a name wins, as
-// in jsonrec.Find; a malformed Raw (which no step produces) leaves the
-// fields after the fault missing.
+// record has fields; _line is always there (see value). The first member
+// of a name wins, as in jsonrec.Find; a malformed Raw (which no step
+// produces) leaves the fields after the fault missing.
 func (e *encoder) lookup(r *stages.Record) {
 	missing := 0
 	for i, n := range e.names {
