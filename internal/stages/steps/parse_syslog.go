@@ -49,6 +49,7 @@ type syslogMsg struct {
 	hasTS                             bool
 	host, app, procid, msgid, sd, msg []byte
 	hasMsg                            bool
+	now                               time.Time // for RFC 3164's year rule
 }
 
 // parseSyslog parses RFC 5424 and RFC 3164 lines: a textStep (see
@@ -57,12 +58,14 @@ type syslogMsg struct {
 type parseSyslog struct {
 	*textStep
 	cfg *ParseSyslogConfig
-	now func() time.Time // for RFC 3164's year rule
 }
 
+// newParseSyslog builds the step; now is the clock of RFC 3164's year
+// rule, read once per batch.
 func newParseSyslog(cfg *ParseSyslogConfig, now func() time.Time) *parseSyslog {
-	st := &parseSyslog{cfg: cfg, now: now}
+	st := &parseSyslog{cfg: cfg}
 	st.textStep = newTextStep("parse_syslog", cfg.Field, st.parseText)
+	st.textStep.now = now
 	return st
 }
 
@@ -70,7 +73,7 @@ func newParseSyslog(cfg *ParseSyslogConfig, now func() time.Time) *parseSyslog {
 // RFC 5424 nor RFC 3164 is an error saying what was expected at which
 // byte.
 func (st *parseSyslog) parseText(text []byte, s *parseScratch) error {
-	var m syslogMsg
+	m := syslogMsg{now: s.now}
 	if err := st.parse(text, &m); err != nil {
 		return st.src.in(err)
 	}
@@ -316,7 +319,7 @@ func (st *parseSyslog) parse3164(line []byte, i int, m *syslogMsg) error {
 			return err
 		}
 		loc := st.cfg.loc
-		if m.ts, err = f.Time(loc, f.GuessYear(st.now(), loc)); err != nil {
+		if m.ts, err = f.Time(loc, f.GuessYear(m.now, loc)); err != nil {
 			return fmt.Errorf("timestamp at byte %d: %w", i, err)
 		}
 		next = min(end+1, len(line))
