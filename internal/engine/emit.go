@@ -291,12 +291,15 @@ func appendDeadLetter(dst []byte, r *stages.Reject) []byte {
 	dst = jsonrec.AppendString(dst, src)
 	dst = append(dst, `,"origin":`...)
 	dst = jsonrec.AppendString(dst, r.Record.OriginString())
-	if utf8.Valid(r.Record.Raw) {
+	// The original line, also of a record rejected after a parser
+	// rewrote Raw: it is what a user can find in the input and replay.
+	line := r.Record.Original()
+	if utf8.Valid(line) {
 		dst = append(dst, `,"record":`...)
-		dst = jsonrec.AppendString(dst, string(r.Record.Raw))
+		dst = jsonrec.AppendString(dst, string(line))
 	} else {
 		dst = append(dst, `,"record_base64":"`...)
-		dst = base64.StdEncoding.AppendEncode(dst, r.Record.Raw)
+		dst = base64.StdEncoding.AppendEncode(dst, line)
 		dst = append(dst, '"')
 	}
 	if r.Length > 0 {
@@ -319,21 +322,7 @@ func cloneMsg(m msg) msg {
 // selectMsg copies the records idx of m's batch (and their merge keys)
 // for one downstream; the copy holds a share of the batch's ticket.
 func selectMsg(m msg, idx []int) msg {
-	size := 0
-	for _, j := range idx {
-		size += len(m.b.Records[j].Raw)
-	}
-	c := &stages.Batch{Records: stages.NewRecords(len(idx))}
-	buf := stages.NewBuffer(size)
-	c.Own(buf)
-	for _, j := range idx {
-		r := m.b.Records[j]
-		start := len(buf)
-		buf = append(buf, r.Raw...)
-		r.Raw = buf[start:len(buf):len(buf)]
-		c.Records = append(c.Records, r)
-	}
-	out := msg{b: c, t: m.t.share(), keysOf: m.keysOf}
+	out := msg{b: copyRecords(m.b.Records, idx), t: m.t.share(), keysOf: m.keysOf}
 	if m.keysOf != "" {
 		out.keys = make([]int64, len(idx))
 		for k, j := range idx {
@@ -343,20 +332,42 @@ func selectMsg(m msg, idx []int) msg {
 	return out
 }
 
-// cloneBatch copies a batch: records and their bytes, so that steps
-// editing one copy cannot affect the other.
-func cloneBatch(b *stages.Batch) *stages.Batch {
-	size := 0
-	for i := range b.Records {
-		size += len(b.Records[i].Raw)
+// cloneBatch copies a batch: records and their bytes (Raw, and the
+// original Line of a parsed record), so that steps editing one copy cannot
+// affect the other, and neither copy points into the other's buffers,
+// which are reused once it is written.
+func cloneBatch(b *stages.Batch) *stages.Batch { return copyRecords(b.Records, nil) }
+
+// copyRecords copies the records idx of recs (all of them when idx is
+// nil), with their bytes, into a new batch that owns one buffer.
+func copyRecords(recs []stages.Record, idx []int) *stages.Batch {
+	n := len(recs)
+	if idx != nil {
+		n = len(idx)
 	}
-	c := &stages.Batch{Records: stages.NewRecords(len(b.Records))}
+	at := func(k int) *stages.Record {
+		if idx != nil {
+			return &recs[idx[k]]
+		}
+		return &recs[k]
+	}
+	size := 0
+	for k := range n {
+		size += len(at(k).Raw) + len(at(k).Line)
+	}
+	c := &stages.Batch{Records: stages.NewRecords(n)}
 	buf := stages.NewBuffer(size)
 	c.Own(buf)
-	for _, r := range b.Records {
+	for k := range n {
+		r := *at(k)
 		start := len(buf)
 		buf = append(buf, r.Raw...)
 		r.Raw = buf[start:len(buf):len(buf)]
+		if r.Line != nil {
+			start = len(buf)
+			buf = append(buf, r.Line...)
+			r.Line = buf[start:len(buf):len(buf)]
+		}
 		c.Records = append(c.Records, r)
 	}
 	return c

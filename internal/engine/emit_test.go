@@ -165,3 +165,37 @@ func TestEmitter(t *testing.T) {
 		t.Error("emit into full edges after the hard stop reported success")
 	}
 }
+
+// TestDeadLetterLineOfParsedRecord: a record rejected after a parser
+// rewrote Raw (here by a later step) is dead-lettered with its original
+// line, as SPEC §2 says, not with its fields.
+func TestDeadLetterLineOfParsedRecord(t *testing.T) {
+	o := &stages.Origin{Source: "app", Path: "/var/log/app.log"}
+	r := rec(o, 7, "level=info ts=yesterday")
+	r.SetParsed([]byte(`{"level":"info","ts":"yesterday"}`))
+	got := string(appendDeadLetter(nil, &stages.Reject{Record: r, Stage: "w", Err: errors.New("parse_timestamp: bad")}))
+	want := `{"error":"parse_timestamp: bad","stage":"w","source":"app","origin":"/var/log/app.log:7","record":"level=info ts=yesterday"}`
+	if got != want {
+		t.Errorf("dead-letter line:\ngot  %s\nwant %s", got, want)
+	}
+}
+
+// TestCloneBatchCopiesLine: a second downstream's copy of a batch has its
+// own copy of every record's original line too, since the original's
+// buffers are reused once it is written.
+func TestCloneBatchCopiesLine(t *testing.T) {
+	b := &stages.Batch{Records: []stages.Record{rec(nil, 0, "a=1"), rec(nil, 1, `{"raw":true}`)}}
+	b.Records[0].SetParsed([]byte(`{"a":"1"}`))
+	c := cloneBatch(b)
+	for i := range b.Records {
+		copy(b.Records[i].Raw, "XXXXXXXXXXXX")
+		copy(b.Records[i].Line, "XXXXXXXXXXXX")
+	}
+	if got := string(c.Records[0].Raw) + " " + string(c.Records[0].Line); got != `{"a":"1"} a=1` {
+		t.Errorf("parsed clone: %q", got)
+	}
+	if c.Records[1].Line != nil || string(c.Records[1].Original()) != `{"raw":true}` {
+		t.Errorf("unparsed clone: Line %q, Original %q", c.Records[1].Line, c.Records[1].Original())
+	}
+	c.Release()
+}

@@ -549,6 +549,12 @@ type mergeRecord struct {
 	Line   []byte          `json:"line,omitempty"` // else the bytes (base64)
 	Offset int64           `json:"offset"`         // in its file, for dead-letter lines
 	Raw    bool            `json:"unparsed,omitempty"`
+	// Orig is a parsed record's original line (base64), kept so that a
+	// text sink's {{_line}} and a dead-letter line of a restored record
+	// read as they would have without the restart. A state written before
+	// it existed has none: such records fall back to their JSON, as
+	// Record.Original does.
+	Orig []byte `json:"orig,omitempty"`
 }
 
 // state encodes the merge state (see mergeState).
@@ -570,7 +576,7 @@ func (mg *merger) state() ([]byte, error) {
 			}
 			mr := mergeRecord{Offset: r.Offset}
 			if r.Parsed && json.Valid(r.Raw) {
-				mr.JSON = r.Raw
+				mr.JSON, mr.Orig = r.Raw, r.Line
 			} else {
 				mr.Line, mr.Raw = r.Raw, true
 			}
@@ -601,7 +607,7 @@ func (mg *merger) restore(data []byte, now time.Time) ([]stages.Reject, error) {
 	for _, fs := range st.Feeds {
 		size := 0
 		for _, r := range fs.Records {
-			size += len(r.JSON) + len(r.Line)
+			size += len(r.JSON) + len(r.Line) + len(r.Orig)
 		}
 		buf := make([]byte, 0, size)
 		o := &stages.Origin{Source: fs.Source, Path: fs.Origin}
@@ -609,12 +615,18 @@ func (mg *merger) restore(data []byte, now time.Time) ([]stages.Reject, error) {
 		for _, r := range fs.Records {
 			start := len(buf)
 			parsed := !r.Raw
+			var line []byte
 			if parsed {
+				if r.Orig != nil {
+					buf = append(buf, r.Orig...)
+					line = buf[start:len(buf):len(buf)]
+					start = len(buf)
+				}
 				buf = append(buf, r.JSON...)
 			} else {
 				buf = append(buf, r.Line...)
 			}
-			b.Records = append(b.Records, stages.Record{Raw: buf[start:len(buf):len(buf)], Parsed: parsed, Origin: o, Offset: r.Offset})
+			b.Records = append(b.Records, stages.Record{Raw: buf[start:len(buf):len(buf)], Line: line, Parsed: parsed, Origin: o, Offset: r.Offset})
 		}
 		mg.add1(feedKey{fs.Source, fs.Path}, msg{b: b}, now, &bad)
 	}

@@ -19,16 +19,46 @@ type Origin struct {
 
 // Record is one line of input plus its metadata.
 //
-// Raw is the line without its newline. After parse_json succeeds, Parsed is
-// true and Raw holds the record's fields as one JSON object (steps that
-// change fields rewrite Raw), so a sink always writes Raw followed by a
-// newline: the original bytes when the record was never parsed, else its
-// fields as one JSON object.
+// Raw is the line without its newline. After a parsing step succeeds,
+// Parsed is true and Raw holds the record's fields as one JSON object
+// (steps that change fields rewrite Raw), so a sink always writes Raw
+// followed by a newline: the original bytes when the record was never
+// parsed, else its fields as one JSON object.
+//
+// Line is the original line of a parsed record, for a text template's
+// {{_line}} and dead-letter lines (see Original). The first parsing step
+// sets it with SetParsed, to the old Raw without a copy: those bytes are
+// in a buffer the batch owns (or that nothing else references, see Step),
+// so they live as long as Raw's. Whoever copies a record into other
+// memory (a second downstream's copy of a batch, a checkpoint) copies
+// Line too.
 type Record struct {
 	Raw    []byte
+	Line   []byte // nil until the record is parsed
 	Parsed bool
 	Origin *Origin
 	Offset int64 // byte offset of the line in its file; -1 when unknown
+}
+
+// SetParsed makes raw, one JSON object, r's fields. The first time (r
+// not parsed yet) the old Raw becomes r.Line.
+func (r *Record) SetParsed(raw []byte) {
+	if !r.Parsed && r.Line == nil {
+		r.Line = r.Raw
+		if r.Line == nil {
+			r.Line = []byte{} // an empty line is still a line
+		}
+	}
+	r.Raw, r.Parsed = raw, true
+}
+
+// Original returns the original line: Line when the record was parsed,
+// else Raw.
+func (r *Record) Original() []byte {
+	if r.Line != nil {
+		return r.Line
+	}
+	return r.Raw
 }
 
 // OriginString formats the record's origin as "path:offset" for

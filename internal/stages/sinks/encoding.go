@@ -17,9 +17,9 @@ const (
 	EncodingCSV    = "csv"    // one RFC 4180 row of the configured columns
 )
 
-// lineField is the pseudo-field that renders the record's line: Raw, i.e.
-// the original line of a record that was never parsed, the JSON text of
-// the fields of one that was.
+// lineField is the pseudo-field that renders the record's original line
+// (stages.Record.Original): Raw of a record that was never parsed, the
+// line its first parser read for one that was.
 const lineField = "_line"
 
 // encodingOptions are the options shared by the file and stdout sinks
@@ -214,9 +214,9 @@ func (e *encoder) addSlot(name string) int {
 }
 
 // lookup fills e.vals for r in one walk over its members. Only a parsed
-// record has fields; _line is Raw. The first member of a name wins, as
-// in jsonrec.Find; a malformed Raw (which no step produces) leaves the
-// fields after the fault missing.
+// record has fields; _line is always there (see value). The first member
+// of a name wins, as in jsonrec.Find; a malformed Raw (which no step
+// produces) leaves the fields after the fault missing.
 func (e *encoder) lookup(r *stages.Record) {
 	missing := 0
 	for i, n := range e.names {
@@ -273,16 +273,16 @@ func (e *encoder) appendLine(dst []byte, r *stages.Record) []byte {
 }
 
 // value returns the text of the slot's value for r: a string's decoded
-// contents, any other JSON value's text, _line's bytes, or nil when r
-// has no such field. Only the column that held the line is Raw itself; a
-// decoded string lives in e.tmp until the next call.
+// contents, any other JSON value's text, the original line for _line, or
+// nil when r has no such field. A decoded string lives in e.tmp until the
+// next call.
 func (e *encoder) value(r *stages.Record, slot int) []byte {
 	v := e.vals[slot]
 	if v.start < 0 {
 		return nil
 	}
 	if e.names[slot] == lineField {
-		return r.Raw
+		return r.Original()
 	}
 	return e.text(r.Raw[v.start:v.end], v.escaped)
 }

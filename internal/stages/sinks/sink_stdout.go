@@ -17,7 +17,7 @@ const stdoutBufferSize = 64 << 10
 // StdoutConfig is the config of the stdout sink.
 type StdoutConfig struct {
 	Encoding string   `yaml:"encoding" doc:"how a record becomes a line: json (the record as is), text (template), logfmt or csv (columns); text and logfmt write a line break in a value as \\n, csv quotes it (RFC 4180)"`
-	Template string   `yaml:"template" doc:"encoding text: the line, with {{field}} for a field's value (empty when missing) and {{_line}} for the record's line (its JSON text once parsed); non-string values are their JSON text"`
+	Template string   `yaml:"template" doc:"encoding text: the line, with {{field}} for a field's value (empty when missing) and {{_line}} for the original line (as read, also once a step parsed it); non-string values are their JSON text"`
 	Columns  []string `yaml:"columns" doc:"encoding csv (required) or logfmt: the fields to write, in order; logfmt writes every field without it"`
 	Header   bool     `yaml:"header" doc:"encoding csv: write the columns as a header line before the first record"`
 }

@@ -65,6 +65,11 @@ func StepOn(t *testing.T, f stages.Factory, cfg any, lines func(n int) []string)
 				if !r.Parsed {
 					t.Errorf("Caps.Parses, but kept record %q is not Parsed", r.Raw)
 				}
+				// The first parser keeps the line (Record.SetParsed), for
+				// {{_line}} and dead-letter lines.
+				if r.Offset >= 0 && r.Offset < int64(len(sample)) && string(r.Line) != sample[r.Offset] {
+					t.Errorf("Caps.Parses, but kept record %q has Line %q, want its original line %q", r.Raw, r.Line, sample[r.Offset])
+				}
 			}
 		}
 	})

@@ -3,6 +3,7 @@ package steps
 import (
 	"fmt"
 	"sync"
+	"time"
 	"unsafe"
 
 	"github.com/etld/etld/internal/jsonrec"
@@ -44,14 +45,48 @@ func (f fieldSource) text(r *stages.Record, s *parseScratch) ([]byte, error) {
 	case err != nil:
 		return nil, fmt.Errorf("malformed JSON record: %w", err)
 	case !found:
-		return nil, fmt.Errorf("no field %q", f.Name)
-	case r.Raw[m.Val] != '"':
-		return nil, fmt.Errorf("field %q is %s, want a string", f.Name, jsonrec.KindName(r.Raw[m.Val]))
-	case !m.ValEscaped:
-		return r.Raw[m.Val+1 : m.End-1], nil
+		return nil, f.missing()
 	}
-	s.text = jsonrec.AppendUnescaped(s.text[:0], r.Raw[m.Val+1:m.End-1])
-	return s.text, nil
+	v, isStr := memberText(r.Raw, &m, &s.text)
+	if !isStr {
+		return nil, f.notString(v)
+	}
+	return v, nil
+}
+
+// member is text for a step that has walked the members ms of the parsed
+// record obj already: the first member named f.Name, as memberText
+// returns it, unescaping into *buf.
+func (f fieldSource) member(obj []byte, ms []jsonrec.Member, buf *[]byte) (v []byte, isStr bool, err error) {
+	for i := range ms {
+		if ms[i].KeyIs(obj, f.Name) {
+			v, isStr = memberText(obj, &ms[i], buf)
+			return v, isStr, nil
+		}
+	}
+	return nil, false, f.missing()
+}
+
+// memberText returns the value of member m of obj: a string's contents
+// (unescaped into *buf when it has escapes), or the JSON text of any
+// other value.
+func memberText(obj []byte, m *jsonrec.Member, buf *[]byte) (v []byte, isStr bool) {
+	v = obj[m.Val:m.End]
+	switch {
+	case v[0] != '"':
+		return v, false
+	case !m.ValEscaped:
+		return v[1 : len(v)-1], true
+	}
+	*buf = jsonrec.AppendUnescaped((*buf)[:0], v[1:len(v)-1])
+	return *buf, true
+}
+
+func (f fieldSource) missing() error { return fmt.Errorf("field %q is missing", f.Name) }
+
+// notString is the error for a field whose value v is not a string.
+func (f fieldSource) notString(v []byte) error {
+	return fmt.Errorf("field %q is %s, want a string", f.Name, jsonrec.KindName(v[0]))
 }
 
 // where names the text in error messages: "" for the raw line, else
@@ -67,6 +102,14 @@ func (f fieldSource) where() string {
 // plus where the text came from.
 func (f fieldSource) parseErr(off int, format string, args ...any) error {
 	return fmt.Errorf("%s at byte %d%s", fmt.Sprintf(format, args...), off, f.where())
+}
+
+// in adds where the text came from to a parser's error.
+func (f fieldSource) in(err error) error {
+	if f.Name == "" {
+		return err
+	}
+	return fmt.Errorf("%w%s", err, f.where())
 }
 
 // parsedField is one field of a parsedFields: its decoded key in keys[k0:k1]
@@ -87,14 +130,21 @@ type parsedFields struct {
 	fields []parsedField
 	dups   int            // fields marked dup
 	index  map[string]int // key -> index in fields, only for many fields
+	// encOnly: the fields go into a record that has none yet, so only
+	// enc is needed: fields added with beginUnique are not recorded.
+	encOnly bool
 }
 
 // manyFields is where parsedFields stops comparing keys one by one and indexes
 // them, so that a hostile line with thousands of keys stays linear.
 const manyFields = 32
 
-func (p *parsedFields) reset() {
+// reset empties p for the next record; merge tells whether its fields
+// will be merged into a parsed record (see recordWriter.write), which
+// needs every field's key.
+func (p *parsedFields) reset(merge bool) {
 	p.keys, p.enc, p.fields, p.dups = p.keys[:0], p.enc[:0], p.fields[:0], 0
+	p.encOnly = !merge
 	if p.index != nil {
 		clear(p.index)
 	}
@@ -141,6 +191,13 @@ func (p *parsedFields) find(key string) int {
 // begin starts a field named key (decoded bytes) and writes its
 // `"key":` to enc; the caller appends the value, then calls end.
 func (p *parsedFields) begin(key []byte) {
+	p.add(key)
+	p.enc = jsonrec.AppendKey(p.enc, unsafe.String(unsafe.SliceData(key), len(key)))
+}
+
+// add records a new field named key, starting at the end of enc, and
+// writes the comma before it.
+func (p *parsedFields) add(key []byte) {
 	k0 := len(p.keys)
 	p.keys = append(p.keys, key...)
 	p0 := len(p.enc)
@@ -148,7 +205,6 @@ func (p *parsedFields) begin(key []byte) {
 		p.enc = append(p.enc, ',')
 		p0++
 	}
-	p.enc = jsonrec.AppendKey(p.enc, unsafe.String(unsafe.SliceData(key), len(key)))
 	p.fields = append(p.fields, parsedField{k0: k0, k1: len(p.keys), p0: p0})
 }
 
@@ -188,24 +244,43 @@ func (p *parsedFields) addRaw(key, val []byte) {
 	p.end()
 }
 
-// addStringUnique is addString for a key that the caller knows is not in
-// p yet (a column of parse_csv, a group of a preset), with its encoded
-// `"key":` prefix: it skips the duplicate check and the key's encoding,
-// which were most of a preset's cost.
-func (p *parsedFields) addStringUnique(key, prefix, val []byte) {
-	k0 := len(p.keys)
-	p.keys = append(p.keys, key...)
-	p0 := len(p.enc)
-	if p0 > 0 {
-		p.enc = append(p.enc, ',')
-		p0++
+// beginUnique is begin for a key that the caller knows no other field of
+// the record has (a column of parse_csv, a group of a preset, a part of a
+// syslog line), with its encoded `"key":` prefix; the caller appends the
+// value, then calls endUnique. It skips the duplicate check and the key's
+// encoding, which were most of a preset's cost, and, for a record that
+// has no fields yet, the key's bookkeeping too.
+func (p *parsedFields) beginUnique(key, prefix []byte) {
+	if p.encOnly {
+		if len(p.enc) > 0 {
+			p.enc = append(p.enc, ',')
+		}
+		p.enc = append(p.enc, prefix...)
+		return
 	}
+	p.add(key)
 	p.enc = append(p.enc, prefix...)
-	p.enc = jsonrec.AppendString(p.enc, unsafe.String(unsafe.SliceData(val), len(val)))
-	p.fields = append(p.fields, parsedField{k0: k0, k1: len(p.keys), p0: p0, p1: len(p.enc)})
-	if len(p.index) > 0 {
-		p.index[p.keyAt(k0, len(p.keys))] = len(p.fields) - 1
+}
+
+// endUnique closes the field begun last with beginUnique.
+func (p *parsedFields) endUnique() {
+	if p.encOnly {
+		return
 	}
+	n := len(p.fields) - 1
+	f := &p.fields[n]
+	f.p1 = len(p.enc)
+	if len(p.index) > 0 {
+		p.index[p.keyAt(f.k0, f.k1)] = n
+	}
+}
+
+// addStringUnique adds a field with a string value under a key that is
+// not in p yet (see beginUnique).
+func (p *parsedFields) addStringUnique(key, prefix, val []byte) {
+	p.beginUnique(key, prefix)
+	p.enc = jsonrec.AppendString(p.enc, unsafe.String(unsafe.SliceData(val), len(val)))
+	p.endUnique()
 }
 
 // appendPairs appends the fields that are not duplicates, joined by
@@ -237,8 +312,9 @@ type parseScratch struct {
 	members []jsonrec.Member
 	edits   []jsonrec.Edit
 	add     []byte
-	spare   []byte // free for the step's own use (unquoting)
-	idx     []int  // parse_regex's group offsets
+	spare   []byte    // free for the step's own use (unquoting)
+	idx     []int     // parse_regex's group offsets
+	now     time.Time // the batch's current time, when textStep.now is set
 }
 
 // recordWriter writes parsed fields into the records of one batch, their
@@ -274,7 +350,7 @@ func (w *recordWriter) write(r *stages.Record, step string, p *parsedFields) {
 		w.a.buf = append(w.a.buf, '{')
 		w.a.buf = p.appendPairs(w.a.buf)
 		w.a.buf = append(w.a.buf, '}')
-		r.Raw, r.Parsed = w.a.since(start), true
+		r.SetParsed(w.a.since(start))
 		w.c.keep(r)
 		return
 	}
@@ -323,13 +399,17 @@ func (w *recordWriter) done() { w.c.done() }
 
 // textStep is a parsing step: parse fills s.out from one text (the line or
 // the field's string) or returns what it wanted at which byte (see
-// fieldSource.parseErr). parse_logfmt, parse_csv, parse_regex and
-// parse_json's field are textSteps.
+// fieldSource.parseErr). parse_logfmt, parse_csv, parse_regex,
+// parse_syslog and parse_json's field are textSteps.
 type textStep struct {
 	typ   string // the step type, for reject reasons
 	src   fieldSource
 	parse func(text []byte, s *parseScratch) error
 	pool  sync.Pool // of *parseScratch
+	// now, when set, is read once per batch into parseScratch.now, for a
+	// parser that needs the current time (parse_syslog's year rule): the
+	// clock per record was a sixth of parse_syslog's time.
+	now func() time.Time
 }
 
 func newTextStep(typ, field string, parse func([]byte, *parseScratch) error) *textStep {
@@ -344,12 +424,15 @@ func newTextStep(typ, field string, parse func([]byte, *parseScratch) error) *te
 func (st *textStep) Process(b *stages.Batch) {
 	s := st.pool.Get().(*parseScratch)
 	defer st.pool.Put(s)
+	if st.now != nil {
+		s.now = st.now()
+	}
 	w := s.writer(b)
 	for i := range b.Records {
 		r := &b.Records[i]
 		text, err := st.src.text(r, s)
 		if err == nil {
-			s.out.reset()
+			s.out.reset(r.Parsed)
 			err = st.parse(text, s)
 		}
 		if err != nil {

@@ -1,8 +1,6 @@
 package steps
 
 import (
-	"fmt"
-
 	"github.com/etld/etld/internal/jsonrec"
 	"github.com/etld/etld/internal/stages"
 )
@@ -31,7 +29,7 @@ func (parseJSON) Process(b *stages.Batch) {
 			c.reject(r, err)
 			continue
 		}
-		r.Raw, r.Parsed = obj, true
+		r.SetParsed(obj)
 		c.keep(r)
 	}
 	c.done()
@@ -49,11 +47,11 @@ type parseJSONField struct{ src fieldSource }
 func (st *parseJSONField) parse(text []byte, s *parseScratch) error {
 	obj, err := jsonrec.ValidObject(text)
 	if err != nil {
-		return fmt.Errorf("%w%s", err, st.src.where())
+		return st.src.in(err)
 	}
 	s.members, _, err = jsonrec.Members(obj, s.members[:0])
 	if err != nil {
-		return fmt.Errorf("%w%s", err, st.src.where())
+		return st.src.in(err)
 	}
 	for k := range s.members {
 		m := &s.members[k]
@@ -61,7 +59,7 @@ func (st *parseJSONField) parse(text []byte, s *parseScratch) error {
 		if m.Escaped {
 			v, err := jsonrec.DecodeValue(obj[m.Key:m.KeyEnd], false)
 			if err != nil {
-				return fmt.Errorf("%w%s", err, st.src.where())
+				return st.src.in(err)
 			}
 			key = []byte(v.(string))
 		}

@@ -85,7 +85,7 @@ func TestParseJSONField(t *testing.T) {
 		`parse_json: invalid JSON: want an object, got an array at offset 0 of field "payload"`,
 		`parse_json: invalid JSON: unexpected end of input, want a value at offset 5 of field "payload"`,
 		`parse_json: field "payload" is an object, want a string`,
-		`parse_json: no field "payload"`,
+		`parse_json: field "payload" is missing`,
 	}
 	if got := rejectErrors(b.Rejects); !reflect.DeepEqual(got, wantErrs) {
 		t.Errorf("rejects\n got %q\nwant %q", got, wantErrs)

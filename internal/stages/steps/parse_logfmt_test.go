@@ -93,7 +93,7 @@ func TestParseLogfmtField(t *testing.T) {
 	}
 	wantErrs := []string{
 		`parse_logfmt: want a closing '"' (the value opened at byte 2) at byte 15 of field "msg"`,
-		`parse_logfmt: no field "msg"`,
+		`parse_logfmt: field "msg" is missing`,
 		`parse_logfmt: field "msg" is a number, want a string`,
 	}
 	if got := rejectErrors(b.Rejects); !reflect.DeepEqual(got, wantErrs) {

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"sync"
 	"time"
 	"unicode/utf8"
 	"unsafe"
@@ -50,107 +49,60 @@ type syslogMsg struct {
 	hasTS                             bool
 	host, app, procid, msgid, sd, msg []byte
 	hasMsg                            bool
+	now                               time.Time // for RFC 3164's year rule
 }
 
-// parseSyslog parses RFC 5424 and RFC 3164 lines.
+// parseSyslog parses RFC 5424 and RFC 3164 lines: a textStep (see
+// field.go), so the line or a field is parsed, and the fields written, as
+// by the other parsers.
 type parseSyslog struct {
-	cfg  *ParseSyslogConfig
-	now  func() time.Time // for RFC 3164's year rule
-	pool sync.Pool        // of *syslogScratch
+	*textStep
+	cfg *ParseSyslogConfig
 }
 
-type syslogScratch struct {
-	ts  tsScratch // the member and edit buffers, for field:
-	out []byte    // the members found, encoded
-}
-
+// newParseSyslog builds the step; now is the clock of RFC 3164's year
+// rule, read once per batch.
 func newParseSyslog(cfg *ParseSyslogConfig, now func() time.Time) *parseSyslog {
-	st := &parseSyslog{cfg: cfg, now: now}
-	st.pool.New = func() any { return &syslogScratch{} }
+	st := &parseSyslog{cfg: cfg}
+	st.textStep = newTextStep("parse_syslog", cfg.Field, st.parseText)
+	st.textStep.now = now
 	return st
 }
 
-// Process parses every record (its line, or its field) as syslog. A line
-// that is neither RFC 5424 nor RFC 3164 is a bad record whose error says
-// what was expected at which byte. The new record texts share one
-// allocation per batch (a few when its estimate was short). Safe for
-// concurrent calls on different batches.
-func (st *parseSyslog) Process(b *stages.Batch) {
-	s := st.pool.Get().(*syslogScratch)
-	defer st.pool.Put(s)
-	total := 0
-	for i := range b.Records {
-		total += 2*len(b.Records[i].Raw) + 96
+// parseText parses one line (or field) into s.out. A line that is neither
+// RFC 5424 nor RFC 3164 is an error saying what was expected at which
+// byte.
+func (st *parseSyslog) parseText(text []byte, s *parseScratch) error {
+	m := syslogMsg{now: s.now}
+	if err := st.parse(text, &m); err != nil {
+		return st.src.in(err)
 	}
-	a := arena{b: b}
-	c := compactor{b: b}
-	for i := range b.Records {
-		r := &b.Records[i]
-		hint := 2*len(r.Raw) + 96
-		total -= hint
-		line := r.Raw
-		var closeBrace int
-		if st.cfg.Field != "" {
-			if !r.Parsed {
-				c.reject(r, errNotParsed("parse_syslog"))
-				continue
-			}
-			var err error
-			s.ts.set.members, closeBrace, err = jsonrec.Members(r.Raw, s.ts.set.members[:0])
-			if err == nil {
-				var isStr bool
-				line, isStr, err = fieldText(&s.ts, r.Raw, s.ts.set.members, st.cfg.Field)
-				if err == nil && !isStr {
-					err = fmt.Errorf("field %q is %s, want a string", st.cfg.Field, jsonKind(line))
-				}
-			}
-			if err != nil {
-				c.reject(r, rejectErr("parse_syslog", err))
-				continue
-			}
-		}
-		var m syslogMsg
-		if err := st.parse(line, &m); err != nil {
-			c.reject(r, rejectErr("parse_syslog", err))
-			continue
-		}
-		s.out = appendSyslog(s.out[:0], &m)
-		if st.cfg.Field == "" {
-			a.reserve(len(s.out)+2, total+hint)
-			start := len(a.buf)
-			a.buf = append(a.buf, '{')
-			a.buf = append(a.buf, s.out...)
-			a.buf = append(a.buf, '}')
-			r.Raw, r.Parsed = a.since(start), true
-		} else {
-			// Fields of the same names are replaced: remove them, append
-			// the new ones.
-			s.ts.set.edits = s.ts.set.edits[:0]
-			for j := range s.ts.set.members {
-				if syslogKey(r.Raw, &s.ts.set.members[j]) {
-					s.ts.set.edits = append(s.ts.set.edits, jsonrec.Edit{Member: j, Remove: true})
-				}
-			}
-			a.reserve(len(r.Raw)+len(s.out)+1, total+hint+len(r.Raw))
-			start := len(a.buf)
-			a.buf = jsonrec.AppendEdited(a.buf, r.Raw, s.ts.set.members, closeBrace, s.ts.set.edits, s.out)
-			r.Raw = a.since(start)
-		}
-		c.keep(r)
-	}
-	c.done()
+	addSyslog(&s.out, &m)
+	return nil
 }
 
-var syslogKeys = [...]string{"timestamp", "hostname", "appname", "procid", "msgid", "facility", "severity", "message", "structured_data"}
+// The fields parse_syslog yields, in their order.
+const (
+	sysTimestamp = iota
+	sysHostname
+	sysAppname
+	sysProcid
+	sysMsgid
+	sysFacility
+	sysSeverity
+	sysMessage
+	sysStructuredData
+	sysFields
+)
 
-func syslogKey(obj []byte, m *jsonrec.Member) bool {
-	for _, k := range syslogKeys {
-		if m.KeyIs(obj, k) {
-			return true
-		}
+// syslogKeys are the field names, with their encoded `"name":` prefixes,
+// by sys* index: distinct, so parsedFields need not check them.
+var syslogKeys, syslogPrefixes = func() (keys, prefixes [sysFields][]byte) {
+	for i, k := range [sysFields]string{"timestamp", "hostname", "appname", "procid", "msgid", "facility", "severity", "message", "structured_data"} {
+		keys[i], prefixes[i] = []byte(k), jsonrec.AppendKey(nil, k)
 	}
-	return false
-}
+	return keys, prefixes
+}()
 
 // syntaxErr is a line that is not syslog.
 func syntaxErr(want string, line []byte, i int) error {
@@ -367,7 +319,7 @@ func (st *parseSyslog) parse3164(line []byte, i int, m *syslogMsg) error {
 			return err
 		}
 		loc := st.cfg.loc
-		if m.ts, err = f.Time(loc, f.GuessYear(st.now(), loc)); err != nil {
+		if m.ts, err = f.Time(loc, f.GuessYear(m.now, loc)); err != nil {
 			return fmt.Errorf("timestamp at byte %d: %w", i, err)
 		}
 		next = min(end+1, len(line))
@@ -406,54 +358,44 @@ func (st *parseSyslog) parse3164(line []byte, i int, m *syslogMsg) error {
 	return nil
 }
 
-// appendSyslog appends m's members, joined by commas, without braces.
-func appendSyslog(dst []byte, m *syslogMsg) []byte {
-	first := true
-	key := func(k string) {
-		if !first {
-			dst = append(dst, ',')
+// addSyslog adds m's fields to p; absent parts are left out.
+func addSyslog(p *parsedFields, m *syslogMsg) {
+	str := func(f int, v []byte) {
+		if v != nil {
+			p.addStringUnique(syslogKeys[f], syslogPrefixes[f], v)
 		}
-		first = false
-		dst = append(dst, '"')
-		dst = append(dst, k...)
-		dst = append(dst, '"', ':')
-	}
-	str := func(k string, v []byte) {
-		if v == nil {
-			return
-		}
-		key(k)
-		dst = appendJSONBytes(dst, v)
 	}
 	if m.hasTS {
-		key("timestamp")
-		dst = append(dst, '"')
-		dst = m.ts.AppendFormat(dst, time.RFC3339Nano)
-		dst = append(dst, '"')
+		p.beginUnique(syslogKeys[sysTimestamp], syslogPrefixes[sysTimestamp])
+		p.enc = append(p.enc, '"')
+		p.enc = m.ts.AppendFormat(p.enc, time.RFC3339Nano)
+		p.enc = append(p.enc, '"')
+		p.endUnique()
 	}
-	str("hostname", m.host)
-	str("appname", m.app)
-	str("procid", m.procid)
-	str("msgid", m.msgid)
+	str(sysHostname, m.host)
+	str(sysAppname, m.app)
+	str(sysProcid, m.procid)
+	str(sysMsgid, m.msgid)
 	if m.pri >= 0 {
-		key("facility")
+		p.beginUnique(syslogKeys[sysFacility], syslogPrefixes[sysFacility])
 		if f := m.pri / 8; f < len(facilityNames) {
-			dst = jsonrec.AppendString(dst, facilityNames[f])
+			p.enc = jsonrec.AppendString(p.enc, facilityNames[f])
 		} else {
-			dst = strconv.AppendInt(dst, int64(f), 10)
+			p.enc = strconv.AppendInt(p.enc, int64(f), 10)
 		}
-		key("severity")
-		dst = jsonrec.AppendString(dst, severityNames[m.pri%8])
+		p.endUnique()
+		p.beginUnique(syslogKeys[sysSeverity], syslogPrefixes[sysSeverity])
+		p.enc = jsonrec.AppendString(p.enc, severityNames[m.pri%8])
+		p.endUnique()
 	}
 	if m.hasMsg {
-		key("message")
-		dst = appendJSONBytes(dst, m.msg)
+		p.addStringUnique(syslogKeys[sysMessage], syslogPrefixes[sysMessage], m.msg)
 	}
 	if m.sd != nil {
-		key("structured_data")
-		dst = appendSD(dst, m.sd)
+		p.beginUnique(syslogKeys[sysStructuredData], syslogPrefixes[sysStructuredData])
+		p.enc = appendSD(p.enc, m.sd)
+		p.endUnique()
 	}
-	return dst
 }
 
 // appendJSONBytes appends b as a JSON string (invalid UTF-8 becomes

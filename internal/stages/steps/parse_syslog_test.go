@@ -79,6 +79,10 @@ func TestParseSyslog(t *testing.T) {
 		{"5424 no space before msg", `{}`, `<1>1 - h a p m -msg`, `error: expected a space before the message at byte 16`},
 		{"field missing", `{field: line}`, `{"x":1}`, `error: parse_syslog: field "line" is missing`},
 		{"field not string", `{field: line}`, `{"line":[1]}`, `error: field "line" is an array, want a string`},
+		{"field malformed", `{field: line}`, `{"line":"<1>1 - h a"}`,
+			`error: parse_syslog: expected a process id or - at byte 10, found the end of the line of field "line"`},
+		{"field escaped", `{field: line}`, `{"line":"<14>Dec  4 06:00:01 h t: \"m\""}`,
+			`{"line":"<14>Dec  4 06:00:01 h t: \"m\"","timestamp":"2026-12-04T06:00:01Z","hostname":"h","appname":"t","facility":"user","severity":"info","message":"\"m\""}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

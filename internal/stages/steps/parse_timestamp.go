@@ -111,6 +111,7 @@ func loadZone(name string) (*time.Location, error) {
 // parseTimestamp rewrites one field of every record as a normalised time.
 type parseTimestamp struct {
 	cfg  *ParseTimestampConfig
+	src  fieldSource      // cfg.Field
 	now  func() time.Time // for the year rule
 	pool sync.Pool        // of *tsScratch
 }
@@ -119,11 +120,11 @@ type tsScratch struct {
 	set  exprScratch // only the member and edit buffers
 	val  []byte
 	vals [][]byte // val, as planSet takes
-	str  []byte
+	str  []byte   // the field's string, when it has escapes
 }
 
 func newParseTimestamp(cfg *ParseTimestampConfig, now func() time.Time) *parseTimestamp {
-	st := &parseTimestamp{cfg: cfg, now: now}
+	st := &parseTimestamp{cfg: cfg, src: fieldSource{Name: cfg.Field}, now: now}
 	st.pool.New = func() any { return &tsScratch{set: exprScratch{found: make([]bool, 1)}, vals: make([][]byte, 1)} }
 	return st
 }
@@ -180,7 +181,7 @@ func (st *parseTimestamp) Process(b *stages.Batch) {
 // parse reads the configured field of obj as a time.
 func (st *parseTimestamp) parse(s *tsScratch, obj []byte, ms []jsonrec.Member) (time.Time, error) {
 	cfg := st.cfg
-	v, isStr, err := fieldText(s, obj, ms, cfg.Field)
+	v, isStr, err := st.src.member(obj, ms, &s.str)
 	if err != nil {
 		return time.Time{}, err
 	}
@@ -192,7 +193,7 @@ func (st *parseTimestamp) parse(s *tsScratch, obj []byte, ms []jsonrec.Member) (
 		return t, nil
 	}
 	if !isStr {
-		return time.Time{}, fmt.Errorf("field %q is %s, want a string", cfg.Field, jsonKind(v))
+		return time.Time{}, st.src.notString(v)
 	}
 	f, err := cfg.layout.Parse(v)
 	if err != nil {
@@ -207,46 +208,6 @@ func (st *parseTimestamp) parse(s *tsScratch, obj []byte, ms []jsonrec.Member) (
 		return time.Time{}, fmt.Errorf("field %q: %w", cfg.Field, err)
 	}
 	return t, nil
-}
-
-// fieldText returns the text of the first top-level member named name:
-// a string's contents (unescaped into s.str when needed), or the JSON
-// text of any other value.
-func fieldText(s *tsScratch, obj []byte, ms []jsonrec.Member, name string) (v []byte, isStr bool, err error) {
-	for i := range ms {
-		m := &ms[i]
-		if !m.KeyIs(obj, name) {
-			continue
-		}
-		v = obj[m.Val:m.End]
-		if v[0] != '"' {
-			return v, false, nil
-		}
-		if !m.ValEscaped {
-			return v[1 : len(v)-1], true, nil
-		}
-		dec, err := jsonrec.DecodeValue(v, false)
-		if err != nil {
-			return nil, false, fmt.Errorf("field %q: %w", name, err)
-		}
-		s.str = append(s.str[:0], dec.(string)...)
-		return s.str, true, nil
-	}
-	return nil, false, fmt.Errorf("field %q is missing", name)
-}
-
-func jsonKind(v []byte) string {
-	switch v[0] {
-	case '{':
-		return "an object"
-	case '[':
-		return "an array"
-	case 't', 'f':
-		return "a boolean"
-	case 'n':
-		return "null"
-	}
-	return "a number"
 }
 
 // parseUnix reads v, a decimal number of seconds (digits = 0),
