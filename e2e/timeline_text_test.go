@@ -1,0 +1,293 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The text timeline of examples/timeline-text.yaml at scale: an nginx
+// access log, a logfmt application log with Java stack traces (joined by
+// multiline) and a syslog file (RFC 5424 and rsyslog's high-precision
+// lines) merged by time into one file. The expected output is computed
+// from the generator's own records (their times and ids), never by
+// etld's parsers, and compared record by record.
+
+// tlConfig is the pipeline of examples/timeline-text.yaml reading in/ and
+// writing out/timeline.jsonl. extra is added at the top level.
+func tlConfig(extra string) string {
+	return `version: 1
+dead_letter: rejects
+` + extra + `sources:
+  access: { type: file, path: in/access.log, follow: false }
+  app:
+    type: file
+    path: in/app.log
+    follow: false
+    multiline: { start: '^ts=' }
+  syslog: { type: file, path: in/syslog, follow: false }
+workers:
+  parse_access:
+    inputs: [access]
+    ordered: true
+    steps:
+      - parse_regex: { preset: nginx_combined }
+      - parse_timestamp: { field: time_local, format: '%d/%b/%Y:%H:%M:%S %z', target: ts }
+      - set: { feed: nginx }
+  parse_app:
+    inputs: [app]
+    ordered: true
+    steps:
+      - parse_regex: { pattern: '^(?P<head>[^\n]*)(?:\n(?P<stack_trace>(?s:.*)))?$' }
+      - parse_logfmt: { field: head }
+      - drop: [head]
+      - parse_timestamp: { field: ts, format: rfc3339 }
+      - set: { feed: app }
+  parse_syslog:
+    inputs: [syslog]
+    ordered: true
+    steps:
+      - parse_syslog: {}
+      - rename: { timestamp: ts }
+      - set: { feed: syslog }
+sinks:
+  timeline:
+    type: file
+    inputs: [parse_access, parse_app, parse_syslog]
+    path: out/timeline.jsonl
+    merge: { order_by: ts }
+  rejects:
+    type: file
+    path: out/rejects.jsonl
+`
+}
+
+// tlRec is one generated record: its feed, its id (the nginx path, the
+// app's seq, the syslog message), its time and, for the app, its stack
+// trace (the lines after the first, joined by \n).
+type tlRec struct {
+	feed, id string
+	ts       time.Time
+	trace    string
+}
+
+// tlFeeds are the generated files and what the timeline must hold.
+type tlFeeds struct {
+	access, app, syslog []byte
+	recs                []tlRec // in merge order
+	bad                 int     // malformed lines, one record each
+}
+
+// tlZones are the offsets the access log and rsyslog lines are written in:
+// the merge must order by instant, not by the text.
+var tlZones = []*time.Location{
+	time.FixedZone("", 3600), time.FixedZone("", -5*3600), time.UTC, time.FixedZone("", 5*3600+1800),
+}
+
+// tlGenerate writes n records per feed with increasing, interleaved
+// times. The three feeds never share an instant (nginx times are whole
+// seconds, app times have a nonzero millisecond, syslog times a
+// microsecond that is not a whole millisecond), so the merge order is the
+// order by time alone; within a feed, equal times keep the input order.
+// Every few records an app record carries a stack trace, and each feed
+// has malformed lines.
+func tlGenerate(rng *rand.Rand, n int) tlFeeds {
+	base := time.Date(2026, 12, 4, 6, 0, 0, 0, time.UTC)
+	var f tlFeeds
+	// nginx: whole seconds, sometimes two lines in the same second.
+	t := base
+	for i := range n {
+		t = t.Add(time.Duration(rng.Intn(2)) * time.Second)
+		id := "/item/" + strconv.Itoa(i)
+		f.access = fmt.Appendf(f.access, "198.51.100.%d - - [%s] \"GET %s HTTP/1.1\" 200 %d \"-\" \"curl/8.5.0\"\n",
+			i%250, t.In(tlZones[i%len(tlZones)]).Format("02/Jan/2006:15:04:05 -0700"), id, i)
+		f.recs = append(f.recs, tlRec{feed: "nginx", id: id, ts: t})
+		if i%997 == 500 {
+			f.access = append(f.access, "GET /broken HTTP/1.1 - not an access log line\n"...)
+			f.bad++
+		}
+	}
+	// app: a nonzero millisecond; some records have a stack trace.
+	t = base
+	for i := range n {
+		if t = t.Add(time.Duration(1+rng.Intn(1500)) * time.Millisecond); t.Nanosecond() == 0 {
+			t = t.Add(time.Millisecond)
+		}
+		id := strconv.Itoa(i)
+		f.app = fmt.Appendf(f.app, "ts=%s level=info msg=\"request %d served\" seq=%s\n", t.Format("2006-01-02T15:04:05.000Z07:00"), i, id)
+		r := tlRec{feed: "app", id: id, ts: t}
+		if i%7 == 3 {
+			var tr []string
+			tr = append(tr, fmt.Sprintf("java.lang.IllegalStateException: pool exhausted at record %d", i))
+			for j := range 1 + rng.Intn(5) {
+				tr = append(tr, fmt.Sprintf("\tat com.example.Handler%d.handle(Handler.java:%d)", j, 10+j))
+			}
+			if i%2 == 1 {
+				tr = append(tr, "Caused by: java.net.SocketTimeoutException: connect timed out", "\t... 2 more")
+			}
+			r.trace = strings.Join(tr, "\n")
+			f.app = append(f.app, r.trace+"\n"...)
+		}
+		f.recs = append(f.recs, r)
+		if i%997 == 700 {
+			f.app = fmt.Appendf(f.app, "ts=%s level=warn msg=\"unclosed quote\n", t.Format(time.RFC3339Nano))
+			f.bad++
+		}
+	}
+	// syslog: microseconds that are not whole milliseconds; RFC 5424
+	// and rsyslog high-precision lines alternate.
+	t = base
+	for i := range n {
+		if t = t.Add(time.Duration(1+rng.Intn(1500000)) * time.Microsecond); t.Nanosecond()%int(time.Millisecond) == 0 {
+			t = t.Add(time.Microsecond)
+		}
+		id := "event " + strconv.Itoa(i)
+		if i%2 == 0 {
+			f.syslog = fmt.Appendf(f.syslog, "<165>1 %s web1 billing 2201 EVT [job@32473 n=\"%d\"] %s\n", t.Format("2006-01-02T15:04:05.000000Z07:00"), i, id)
+		} else {
+			f.syslog = fmt.Appendf(f.syslog, "%s web1 sshd[811]: %s\n", t.In(tlZones[i%len(tlZones)]).Format("2006-01-02T15:04:05.000000-07:00"), id)
+		}
+		f.recs = append(f.recs, tlRec{feed: "syslog", id: id, ts: t})
+		if i%997 == 900 {
+			f.syslog = append(f.syslog, "-- MARK --\n"...)
+			f.bad++
+		}
+	}
+	slices.SortStableFunc(f.recs, func(a, b tlRec) int { return a.ts.Compare(b.ts) })
+	return f
+}
+
+// write puts the feeds in dir/in.
+func (f tlFeeds) write(t testing.TB, dir string) {
+	writeFile(t, dir, "in/access.log", f.access)
+	writeFile(t, dir, "in/app.log", f.app)
+	writeFile(t, dir, "in/syslog", f.syslog)
+}
+
+// tlCheck compares the timeline's lines with the expected records: same
+// count, and at each position the same feed, id, instant and stack trace.
+func tlCheck(t testing.TB, lines [][]byte, want []tlRec) {
+	t.Helper()
+	if len(lines) != len(want) {
+		t.Errorf("timeline has %d records, want %d", len(lines), len(want))
+	}
+	bad := 0
+	for i := range min(len(lines), len(want)) {
+		var got struct {
+			Feed, TS, Path, Seq, Message string
+			Trace                        string `json:"stack_trace"`
+		}
+		if err := json.Unmarshal(lines[i], &got); err != nil {
+			t.Fatalf("line %d: %v: %s", i+1, err, lines[i])
+		}
+		id := map[string]string{"nginx": got.Path, "app": got.Seq, "syslog": got.Message}[got.Feed]
+		ts, err := time.Parse(time.RFC3339Nano, got.TS)
+		w := want[i]
+		if err != nil || got.Feed != w.feed || id != w.id || !ts.Equal(w.ts) || got.Trace != w.trace {
+			t.Errorf("line %d: got %s\n  want feed %s id %q ts %s trace %q", i+1, lines[i], w.feed, w.id, w.ts.Format(time.RFC3339Nano), w.trace)
+			if bad++; bad == 5 {
+				t.FailNow()
+			}
+		}
+	}
+}
+
+// tlRejects checks that the dead-letter file holds exactly the malformed
+// lines, each once, with the id of the step that refused it.
+func tlRejects(t testing.TB, path string, want int) {
+	t.Helper()
+	lines := crashReadOutput(t, path)
+	seen := map[string]bool{}
+	for _, l := range lines {
+		var dl struct{ Stage, Origin, Error string }
+		if err := json.Unmarshal(l, &dl); err != nil {
+			t.Fatalf("dead letter %s: %v", l, err)
+		}
+		if !strings.HasPrefix(dl.Stage, "parse_") || dl.Error == "" || seen[dl.Origin] {
+			t.Errorf("dead letter (duplicate, or without stage or error): %s", l)
+		}
+		seen[dl.Origin] = true
+	}
+	if len(lines) != want {
+		t.Errorf("%d dead letters, want %d", len(lines), want)
+	}
+}
+
+// TestTimelineTextMatchesGenerator: three finite text feeds of 3000
+// records each merge into exactly the generator's time order, and every
+// malformed line is a dead letter.
+func TestTimelineTextMatchesGenerator(t *testing.T) {
+	t.Parallel()
+	rng := rand.New(rand.NewSource(crashSeed(t)))
+	dir := t.TempDir()
+	f := tlGenerate(rng, 3000)
+	f.write(t, dir)
+	cfg := writeConfig(t, dir, "timeline.yaml", tlConfig(""))
+	p := startEtld(t, dir, nil, runArgs(cfg, filepath.Join(dir, "state"))...)
+	p.expectExit(p.wait(), 0, "finite text timeline")
+	tlCheck(t, crashReadOutput(t, filepath.Join(dir, "out", "timeline.jsonl")), f.recs)
+	tlRejects(t, filepath.Join(dir, "out", "rejects.jsonl"), f.bad)
+}
+
+// TestTimelineTextKill9Twice: the same timeline, larger, with etld killed
+// by SIGKILL twice while it writes (and restarted with the same state
+// dir): the final output is still exactly the expected one, nothing
+// lost, doubled or out of order, and so are the dead letters.
+func TestTimelineTextKill9Twice(t *testing.T) {
+	t.Parallel()
+	rng := rand.New(rand.NewSource(crashSeed(t)))
+	dir := t.TempDir()
+	f := tlGenerate(rng, 30000)
+	f.write(t, dir)
+	cfg := writeConfig(t, dir, "timeline.yaml", tlConfig("checkpoint_interval: 20ms\n"))
+	state := filepath.Join(dir, "state")
+	out := filepath.Join(dir, "out", "timeline.jsonl")
+	ckpt := filepath.Join(state, "timeline.json")
+	size := func() int64 {
+		fi, err := os.Stat(out)
+		if err != nil {
+			return 0
+		}
+		return fi.Size()
+	}
+	// The output is larger than the input (JSON with parsed fields), so
+	// marks within the input's size are within the output's.
+	in := int64(len(f.access) + len(f.app) + len(f.syslog))
+	marks := []int64{in * (5 + rng.Int63n(26)) / 100, in * (45 + rng.Int63n(36)) / 100}
+	runs, kills := 0, 0
+	for ; ; runs++ {
+		if runs > 10 {
+			t.Fatalf("etld did not finish in %d runs", runs)
+		}
+		epoch := crashEpoch(ckpt)
+		p := startEtld(t, dir, nil, runArgs(cfg, state)...)
+		if kills == len(marks) {
+			p.expectExit(p.wait(), 0, "the run after the kills")
+			break
+		}
+		// Kill once the output is past the mark and this run has
+		// committed a checkpoint of its own (after a restart the file
+		// is already long before the run has done anything).
+		mark := marks[kills]
+		what := fmt.Sprintf("output past %d bytes and a new checkpoint", mark)
+		if crashPoll(p, what, crashPollEvery, func() bool { return size() >= mark && crashEpoch(ckpt) > epoch }) {
+			p.expectExit(p.exitCode(), 0, "a run that finished before its kill")
+			t.Logf("run %d finished before its kill (%s)", runs+1, what)
+			break
+		}
+		p.kill()
+		kills++
+		t.Logf("run %d: kill -9 with %d bytes written (mark %d)", runs+1, size(), mark)
+	}
+	t.Logf("%d runs, %d kills", runs+1, kills)
+	tlCheck(t, crashReadOutput(t, out), f.recs)
+	tlRejects(t, filepath.Join(dir, "out", "rejects.jsonl"), f.bad)
+	crashCheckFinalState(t, ckpt, "timeline", out)
+}
