@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -20,53 +22,18 @@ import (
 // from the generator's own records (their times and ids), never by
 // etld's parsers, and compared record by record.
 
-// tlConfig is the pipeline of examples/timeline-text.yaml reading in/ and
-// writing out/timeline.jsonl. extra is added at the top level.
-func tlConfig(extra string) string {
-	return `version: 1
-dead_letter: rejects
-` + extra + `sources:
-  access: { type: file, path: in/access.log, follow: false }
-  app:
-    type: file
-    path: in/app.log
-    follow: false
-    multiline: { start: '^ts=' }
-  syslog: { type: file, path: in/syslog, follow: false }
-workers:
-  parse_access:
-    inputs: [access]
-    ordered: true
-    steps:
-      - parse_regex: { preset: nginx_combined }
-      - parse_timestamp: { field: time_local, format: '%d/%b/%Y:%H:%M:%S %z', target: ts }
-      - set: { feed: nginx }
-  parse_app:
-    inputs: [app]
-    ordered: true
-    steps:
-      - parse_regex: { pattern: '^(?P<head>[^\n]*)(?:\n(?P<stack_trace>(?s:.*)))?$' }
-      - parse_logfmt: { field: head }
-      - drop: [head]
-      - parse_timestamp: { field: ts, format: rfc3339 }
-      - set: { feed: app }
-  parse_syslog:
-    inputs: [syslog]
-    ordered: true
-    steps:
-      - parse_syslog: {}
-      - rename: { timestamp: ts }
-      - set: { feed: syslog }
-sinks:
-  timeline:
-    type: file
-    inputs: [parse_access, parse_app, parse_syslog]
-    path: out/timeline.jsonl
-    merge: { order_by: ts }
-  rejects:
-    type: file
-    path: out/rejects.jsonl
-`
+// tlConfig is examples/timeline-text.yaml as shipped (it reads
+// data/timeline-text/ and writes out/timeline-text.jsonl and
+// out/timeline-text-rejects.jsonl), written to dir with extra added at
+// the top level. The tests run the example itself, so that it cannot
+// drift from what they prove.
+func tlConfig(t testing.TB, dir, extra string) string {
+	t.Helper()
+	yaml := string(readFile(t, filepath.Join(repoRoot, "examples", "timeline-text.yaml")))
+	if !strings.Contains(yaml, "\nversion: 1\n") {
+		t.Fatal("examples/timeline-text.yaml: no `version: 1` line to add settings after")
+	}
+	return writeConfig(t, dir, "timeline-text.yaml", strings.Replace(yaml, "\nversion: 1\n", "\nversion: 1\n"+extra, 1))
 }
 
 // tlRec is one generated record: its feed, its id (the nginx path, the
@@ -164,11 +131,11 @@ func tlGenerate(rng *rand.Rand, n int) tlFeeds {
 	return f
 }
 
-// write puts the feeds in dir/in.
+// write puts the feeds in dir where the example reads them.
 func (f tlFeeds) write(t testing.TB, dir string) {
-	writeFile(t, dir, "in/access.log", f.access)
-	writeFile(t, dir, "in/app.log", f.app)
-	writeFile(t, dir, "in/syslog", f.syslog)
+	writeFile(t, dir, "data/timeline-text/access.log", f.access)
+	writeFile(t, dir, "data/timeline-text/app.log", f.app)
+	writeFile(t, dir, "data/timeline-text/syslog", f.syslog)
 }
 
 // tlCheck compares the timeline's lines with the expected records: same
@@ -229,11 +196,11 @@ func TestTimelineTextMatchesGenerator(t *testing.T) {
 	dir := t.TempDir()
 	f := tlGenerate(rng, 3000)
 	f.write(t, dir)
-	cfg := writeConfig(t, dir, "timeline.yaml", tlConfig(""))
+	cfg := tlConfig(t, dir, "")
 	p := startEtld(t, dir, nil, runArgs(cfg, filepath.Join(dir, "state"))...)
 	p.expectExit(p.wait(), 0, "finite text timeline")
-	tlCheck(t, crashReadOutput(t, filepath.Join(dir, "out", "timeline.jsonl")), f.recs)
-	tlRejects(t, filepath.Join(dir, "out", "rejects.jsonl"), f.bad)
+	tlCheck(t, crashReadOutput(t, filepath.Join(dir, "out", "timeline-text.jsonl")), f.recs)
+	tlRejects(t, filepath.Join(dir, "out", "timeline-text-rejects.jsonl"), f.bad)
 }
 
 // TestTimelineTextKill9Twice: the same timeline, larger, with etld killed
@@ -246,10 +213,10 @@ func TestTimelineTextKill9Twice(t *testing.T) {
 	dir := t.TempDir()
 	f := tlGenerate(rng, 30000)
 	f.write(t, dir)
-	cfg := writeConfig(t, dir, "timeline.yaml", tlConfig("checkpoint_interval: 20ms\n"))
+	cfg := tlConfig(t, dir, "checkpoint_interval: 20ms\n")
 	state := filepath.Join(dir, "state")
-	out := filepath.Join(dir, "out", "timeline.jsonl")
-	ckpt := filepath.Join(state, "timeline.json")
+	out := filepath.Join(dir, "out", "timeline-text.jsonl")
+	ckpt := filepath.Join(state, "timeline-text.json")
 	size := func() int64 {
 		fi, err := os.Stat(out)
 		if err != nil {
@@ -288,6 +255,59 @@ func TestTimelineTextKill9Twice(t *testing.T) {
 	}
 	t.Logf("%d runs, %d kills", runs+1, kills)
 	tlCheck(t, crashReadOutput(t, out), f.recs)
-	tlRejects(t, filepath.Join(dir, "out", "rejects.jsonl"), f.bad)
+	tlRejects(t, filepath.Join(dir, "out", "timeline-text-rejects.jsonl"), f.bad)
 	crashCheckFinalState(t, ckpt, "timeline", out)
+}
+
+// TestTimelineTextExample runs examples/timeline-text.yaml on its own
+// sample data: every well-formed record of the three feeds is written
+// once, in time order, the two stack traces stay with their log lines,
+// and the three malformed lines (one per feed) are dead letters.
+func TestTimelineTextExample(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	want := map[string]int{}
+	for _, name := range []string{"access.log", "app.log", "syslog"} {
+		data := readFile(t, filepath.Join(repoRoot, "examples", "data", "timeline-text", name))
+		writeFile(t, dir, filepath.Join("data", "timeline-text", name), data)
+		n := 0
+		for _, l := range splitLines(t, name, data) {
+			if name != "app.log" || bytes.HasPrefix(l, []byte("ts=")) {
+				n++ // a record (an app record starts with ts=)
+			}
+		}
+		want[name] = n - 1 // one malformed line each
+	}
+	cfg := tlConfig(t, dir, "")
+	p := startEtld(t, dir, nil, runArgs(cfg, filepath.Join(dir, "state"))...)
+	p.expectExit(p.wait(), 0, "the timeline-text example")
+
+	got := map[string]int{}
+	traces := 0
+	var prev time.Time
+	for i, l := range splitLines(t, "timeline-text.jsonl", readFile(t, filepath.Join(dir, "out", "timeline-text.jsonl"))) {
+		var rec struct {
+			Feed, TS string
+			Trace    string `json:"stack_trace"`
+		}
+		if err := json.Unmarshal(l, &rec); err != nil {
+			t.Fatalf("line %d: %v: %s", i+1, err, l)
+		}
+		ts, err := time.Parse(time.RFC3339Nano, rec.TS)
+		if err != nil || ts.Before(prev) {
+			t.Errorf("line %d: ts %q is not an RFC 3339 time at or after %s (%v)", i+1, rec.TS, prev.Format(time.RFC3339Nano), err)
+		}
+		prev = ts
+		got[map[string]string{"nginx": "access.log", "app": "app.log", "syslog": "syslog"}[rec.Feed]]++
+		if strings.HasPrefix(rec.Trace, "java.lang.") && strings.Contains(rec.Trace, "\n\tat ") {
+			traces++
+		}
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("records per feed file: got %v, want %v", got, want)
+	}
+	if traces != 2 {
+		t.Errorf("%d records with a stack trace, want 2", traces)
+	}
+	tlRejects(t, filepath.Join(dir, "out", "timeline-text-rejects.jsonl"), 3)
 }
