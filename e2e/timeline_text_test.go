@@ -131,11 +131,19 @@ func tlGenerate(rng *rand.Rand, n int) tlFeeds {
 	return f
 }
 
-// write puts the feeds in dir where the example reads them.
-func (f tlFeeds) write(t testing.TB, dir string) {
+// tlSetup generates n records per feed into a new directory where the
+// example reads them, and writes the example there with extra. It
+// returns the directory, the pipeline file, the feeds and the seeded
+// random source (for the test's own choices).
+func tlSetup(t testing.TB, n int, extra string) (dir, cfg string, f tlFeeds, rng *rand.Rand) {
+	t.Helper()
+	rng = rand.New(rand.NewSource(crashSeed(t)))
+	dir = t.TempDir()
+	f = tlGenerate(rng, n)
 	writeFile(t, dir, "data/timeline-text/access.log", f.access)
 	writeFile(t, dir, "data/timeline-text/app.log", f.app)
 	writeFile(t, dir, "data/timeline-text/syslog", f.syslog)
+	return dir, tlConfig(t, dir, extra), f, rng
 }
 
 // tlCheck compares the timeline's lines with the expected records: same
@@ -192,11 +200,7 @@ func tlRejects(t testing.TB, path string, want int) {
 // malformed line is a dead letter.
 func TestTimelineTextMatchesGenerator(t *testing.T) {
 	t.Parallel()
-	rng := rand.New(rand.NewSource(crashSeed(t)))
-	dir := t.TempDir()
-	f := tlGenerate(rng, 3000)
-	f.write(t, dir)
-	cfg := tlConfig(t, dir, "")
+	dir, cfg, f, _ := tlSetup(t, 3000, "")
 	p := startEtld(t, dir, nil, runArgs(cfg, filepath.Join(dir, "state"))...)
 	p.expectExit(p.wait(), 0, "finite text timeline")
 	tlCheck(t, crashReadOutput(t, filepath.Join(dir, "out", "timeline-text.jsonl")), f.recs)
@@ -209,11 +213,7 @@ func TestTimelineTextMatchesGenerator(t *testing.T) {
 // lost, doubled or out of order, and so are the dead letters.
 func TestTimelineTextKill9Twice(t *testing.T) {
 	t.Parallel()
-	rng := rand.New(rand.NewSource(crashSeed(t)))
-	dir := t.TempDir()
-	f := tlGenerate(rng, 30000)
-	f.write(t, dir)
-	cfg := tlConfig(t, dir, "checkpoint_interval: 20ms\n")
+	dir, cfg, f, rng := tlSetup(t, 30000, "checkpoint_interval: 20ms\n")
 	state := filepath.Join(dir, "state")
 	out := filepath.Join(dir, "out", "timeline-text.jsonl")
 	ckpt := filepath.Join(state, "timeline-text.json")
