@@ -507,22 +507,11 @@ func runMerge(mc mergeConfig) error {
 	rate := func(r result) float64 { return float64(total) / r.wall.Seconds() }
 	fmt.Printf("WM group: %d feeds x %d lines (%d records, %d kept by W2), %s/%s, %d CPUs, %d rounds (cat, W2, W2 ordered, WM each once per round)\n",
 		mc.feeds, mc.lines, total, total-debug, runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), mc.runs)
-	fmt.Printf("data %s (%s), output %s (%s), load average %s before, %s after\n\n",
-		mc.data, fsType(mc.data), mc.work, fsType(mc.work), loadBefore, loadavg())
-	fmt.Println("| workload | records/s median | records/s min-max | wall s median | CPU s median | peak RSS MiB max | output lines |")
-	fmt.Println("|---|---:|---:|---:|---:|---:|---:|")
+	names := make([]string, len(ws))
 	for i, w := range ws {
-		var rates, walls, cpus []float64
-		var rss int64
-		for _, r := range res[i] {
-			rates = append(rates, rate(r))
-			walls = append(walls, r.wall.Seconds())
-			cpus = append(cpus, r.cpu.Seconds())
-			rss = max(rss, r.rssKiB)
-		}
-		fmt.Printf("| %s | %.0f | %.0f-%.0f | %.2f | %.2f | %.1f | %d |\n", w.name,
-			median(rates), slices.Min(rates), slices.Max(rates), median(walls), median(cpus), float64(rss)/1024, res[i][len(res[i])-1].lines)
+		names[i] = w.name
 	}
+	printRounds(mc.data, mc.work, loadBefore, "records", names, res, total)
 	// Ratios per round (the workloads of one round ran back to back, so
 	// they saw about the same load), then their median and range.
 	ratio := func(a, b int, label, target string) {
@@ -542,6 +531,29 @@ func runMerge(mc mergeConfig) error {
 	}
 	fmt.Println("\noutputs checked: line counts; W2 ordered and WM keep each feed's seq order; WM sorted by ts, equal ts in feed order")
 	return nil
+}
+
+// printRounds prints where data and work are and the load, then a
+// Markdown table of each workload's runs (res[i] for names[i], total
+// input units of unit each): median and range of the rate, median wall
+// and CPU time, the highest peak RSS.
+func printRounds(data, work, loadBefore, unit string, names []string, res [][]result, total int) {
+	fmt.Printf("data %s (%s), output %s (%s), load average %s before, %s after\n\n",
+		data, fsType(data), work, fsType(work), loadBefore, loadavg())
+	fmt.Printf("| workload | %[1]s/s median | %[1]s/s min-max | wall s median | CPU s median | peak RSS MiB max | output lines |\n", unit)
+	fmt.Println("|---|---:|---:|---:|---:|---:|---:|")
+	for i, name := range names {
+		var rates, walls, cpus []float64
+		var rss int64
+		for _, r := range res[i] {
+			rates = append(rates, float64(total)/r.wall.Seconds())
+			walls = append(walls, r.wall.Seconds())
+			cpus = append(cpus, r.cpu.Seconds())
+			rss = max(rss, r.rssKiB)
+		}
+		fmt.Printf("| %s | %.0f | %.0f-%.0f | %.2f | %.2f | %.1f | %d |\n", name,
+			median(rates), slices.Min(rates), slices.Max(rates), median(walls), median(cpus), float64(rss)/1024, res[i][len(res[i])-1].lines)
+	}
 }
 
 func median(xs []float64) float64 {
@@ -573,8 +585,7 @@ func checkMerged(path string, sorted bool) error {
 		return err
 	}
 	defer f.Close()
-	sc := bufio.NewScanner(bufio.NewReaderSize(f, 1<<20))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	sc := lineScanner(f)
 	lastSeq := map[string]int64{}
 	var prevTS time.Time
 	var prevFeed string
@@ -615,6 +626,13 @@ func checkMerged(path string, sorted bool) error {
 		return fmt.Errorf("%d order violations, the first at %s", bad, first)
 	}
 	return nil
+}
+
+// lineScanner scans the lines of an output file, up to 1 MiB each.
+func lineScanner(f *os.File) *bufio.Scanner {
+	sc := bufio.NewScanner(bufio.NewReaderSize(f, 1<<20))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	return sc
 }
 
 // feedLess orders gendata's feed names as their file paths sort

@@ -1,14 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strings"
 	"time"
 
@@ -138,25 +136,9 @@ func runText(tc textConfig) error {
 	os.Remove(out)
 	os.RemoveAll(state)
 
-	rate := func(r result) float64 { return float64(total) / r.wall.Seconds() }
 	fmt.Printf("W3 group: %d text feeds x %d lines (%d lines: access, app, syslog feeds), %s/%s, %d CPUs, %d rounds\n",
 		tc.feeds, tc.lines, total, runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), tc.runs)
-	fmt.Printf("data %s (%s), output %s (%s), load average %s before, %s after\n\n",
-		tc.data, fsType(tc.data), tc.work, fsType(tc.work), loadBefore, loadavg())
-	fmt.Println("| workload | lines/s median | lines/s min-max | wall s median | CPU s median | peak RSS MiB max | output lines |")
-	fmt.Println("|---|---:|---:|---:|---:|---:|---:|")
-	for i, w := range ws {
-		var rates, walls, cpus []float64
-		var rss int64
-		for _, r := range res[i] {
-			rates = append(rates, rate(r))
-			walls = append(walls, r.wall.Seconds())
-			cpus = append(cpus, r.cpu.Seconds())
-			rss = max(rss, r.rssKiB)
-		}
-		fmt.Printf("| %s | %.0f | %.0f-%.0f | %.2f | %.2f | %.1f | %d |\n", w.name,
-			median(rates), slices.Min(rates), slices.Max(rates), median(walls), median(cpus), float64(rss)/1024, res[i][len(res[i])-1].lines)
-	}
+	printRounds(tc.data, tc.work, loadBefore, "lines", []string{ws[0].name, ws[1].name, ws[2].name}, res, total)
 	fmt.Println("\ntargets: W3 >= 1,000,000 input lines/s, peak RSS < 64 MiB")
 	if len(failures) > 0 {
 		return fmt.Errorf("wrong output:\n  %s", strings.Join(failures, "\n  "))
@@ -202,8 +184,7 @@ func checkSortedTS(path string) error {
 		return err
 	}
 	defer f.Close()
-	sc := bufio.NewScanner(bufio.NewReaderSize(f, 1<<20))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	sc := lineScanner(f)
 	var prev time.Time
 	n, bad := 0, 0
 	first := ""
