@@ -6,6 +6,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/etld/etld/internal/config"
+	"github.com/etld/etld/internal/stages/builtin"
 )
 
 // TestGenTextDeterministic: the same arguments write the same feeds, and
@@ -60,5 +63,16 @@ func TestCheckSortedTS(t *testing.T) {
 				t.Errorf("checkSortedTS = %v, want %q", err, tc.err)
 			}
 		})
+	}
+}
+
+// TestTextPipelineValid: both W3 configurations pass etld's validation.
+func TestTextPipelineValid(t *testing.T) {
+	dir := t.TempDir()
+	for _, re := range []bool{false, true} {
+		src := textPipeline(dir, filepath.Join(dir, "out.jsonl"), re)
+		if _, diags := config.Parse(filepath.Join(dir, "w3.yaml"), []byte(src), config.Options{Registry: builtin.Registry()}); diags.HasErrors() {
+			t.Errorf("regexp %v: %v\n%s", re, diags, src)
+		}
 	}
 }
