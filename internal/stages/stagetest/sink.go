@@ -63,6 +63,12 @@ func Sink(t *testing.T, f stages.Factory, newCase func(t *testing.T) SinkCase) {
 	all := Lines(2 * sinkLines)
 	one, two := all[:sinkLines], all[sinkLines:]
 
+	check(t, "CommitterIsStateful", func(t *testing.T) {
+		s := build(t, newCase(t))
+		checkCommitter(t, s)
+		_ = s.Close(ctx)
+	})
+
 	check(t, "CloseWithoutOpen", func(t *testing.T) {
 		s := build(t, newCase(t))
 		must(t, "Close without Open", s.Close(ctx))

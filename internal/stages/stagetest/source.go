@@ -49,6 +49,12 @@ func Source(t *testing.T, f stages.Factory, newCase func(t *testing.T) SourceCas
 		return src
 	}
 
+	check(t, "CommitterIsStateful", func(t *testing.T) {
+		src := build(t, newCase(t))
+		checkCommitter(t, src)
+		_ = src.Close()
+	})
+
 	check(t, "CloseWithoutOpen", func(t *testing.T) {
 		src := build(t, newCase(t))
 		if err := src.Close(); err != nil {

@@ -196,3 +196,16 @@ func equal(t *testing.T, what string, got, want []string) {
 		}
 	}
 }
+
+// checkCommitter fails t when stage acknowledges commits (stages.Committer)
+// but has no state to commit (stages.Stateful): the runtime notifies only
+// stateful stages, so it would never hear of a commit.
+func checkCommitter(t *testing.T, stage any) {
+	t.Helper()
+	if _, ok := stage.(stages.Committer); !ok {
+		return
+	}
+	if _, ok := stage.(stages.Stateful); !ok {
+		t.Errorf("%T implements stages.Committer but not stages.Stateful: only stateful stages are told of commits, so it never would be", stage)
+	}
+}

@@ -39,6 +39,7 @@ func TestSuiteCatches(t *testing.T) {
 		{"sink-close-twice", "second Close"},
 		{"sink-keeps-bytes", "output after the written batches were overwritten"},
 		{"sink-close-moves-state", "Close must not change it"},
+		{"source-commits-stateless", "implements stages.Committer but not stages.Stateful"},
 	} {
 		t.Run(c.broken, func(t *testing.T) {
 			cmd := exec.Command(os.Args[0], "-test.run=^TestBroken$", "-test.v")
@@ -87,9 +88,19 @@ var fakeLines = Lines(450)
 func fakeSourceFactory(broken string) stages.Factory {
 	return stages.Factory{Kind: stages.KindSource, Type: "fake", NewConfig: func() any { return &fakeConfig{} },
 		NewSource: func(stages.Settings, any) (stages.Source, error) {
-			return &fakeSource{broken: broken, lines: fakeLines, stop: make(chan struct{})}, nil
+			src := &fakeSource{broken: broken, lines: fakeLines, stop: make(chan struct{})}
+			if broken == "source-commits-stateless" {
+				return statelessCommitter{src}, nil
+			}
+			return src, nil
 		}}
 }
+
+// statelessCommitter acknowledges commits but has no state (only the
+// Source methods of the fake are promoted).
+type statelessCommitter struct{ stages.Source }
+
+func (statelessCommitter) Committed(context.Context, []byte) error { return nil }
 
 func fakeSourceCase(t *testing.T) SourceCase {
 	return SourceCase{Config: Config(t, fakeSourceFactory(""), t.TempDir(), ""), Want: fakeLines}
