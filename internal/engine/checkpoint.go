@@ -36,6 +36,12 @@ type checkpointer struct {
 	age      prometheus.Gauge
 	failures prometheus.Counter
 
+	// saveMu makes saves one at a time, in the order their cuts were
+	// taken, so that an older checkpoint never overwrites a newer one, and
+	// a saveQueued that finds nothing queued returns only once the save in
+	// progress (perhaps of its own cut) is over.
+	saveMu sync.Mutex
+
 	mu          sync.Mutex
 	liveSinks   map[string]bool // running sinks: each must ack an epoch
 	pending     map[uint64]*cut // by epoch
@@ -340,6 +346,8 @@ func (c *checkpointer) complete(epoch uint64, k *cut) {
 // stages were told: a stage that a reconfiguration stops then has its
 // state in the quiescent checkpoint waiting for it.
 func (c *checkpointer) saveQueued() error {
+	c.saveMu.Lock()
+	defer c.saveMu.Unlock()
 	c.mu.Lock()
 	cp, seq := c.toSave, c.toSaveSeq
 	c.toSave = nil

@@ -381,3 +381,55 @@ func TestCheckpointAgeGrowsWhileStuck(t *testing.T) {
 		}
 	})
 }
+
+// TestSavesNeverGoBack: saveQueued runs on several goroutines (the
+// checkpoint loop, commitNow, the final checkpoint). Each caller completes
+// a newer cut and saves; once its saveQueued returns, the file holds that
+// cut or a newer one, never an older one written after it.
+func TestSavesNeverGoBack(t *testing.T) {
+	store, err := state.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mx := NewMetrics()
+	c := &checkpointer{pipeline: "p", log: nopLogger(), store: store,
+		age: mx.checkpointAge.WithLabelValues("p"), failures: mx.checkpointFailures.WithLabelValues("p")}
+	c.pending, c.liveSinks = map[uint64]*cut{}, map[string]bool{}
+	c.sourceFinal, c.sinkFinal, c.mergeFinal = map[string][]byte{}, map[string][]byte{}, map[string][]byte{}
+	c.committed = state.Checkpoint{Pipeline: "p", Sources: map[string]json.RawMessage{}, Sinks: map[string]json.RawMessage{}}
+	var epoch uint64
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			for range 25 {
+				c.mu.Lock()
+				epoch++
+				mine := epoch
+				c.complete(mine, &cut{sources: map[string][]byte{"s": []byte(fmt.Sprint(mine))}})
+				c.mu.Unlock()
+				if err := c.saveQueued(); err != nil {
+					errs <- err
+					return
+				}
+				cp, err := store.Load("p")
+				if err != nil {
+					errs <- err
+					return
+				}
+				if cp == nil || cp.Epoch < mine {
+					errs <- fmt.Errorf("after saving epoch %d the file holds %+v", mine, cp)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if cp, err := store.Load("p"); err != nil || cp == nil || cp.Epoch != epoch {
+		t.Errorf("final checkpoint %+v (%v), want epoch %d", cp, err, epoch)
+	}
+}
