@@ -324,6 +324,7 @@ func (b *builder) routes(st *Stage, n *yaml.Node, path string) {
 		return
 	}
 	ok := true
+	var compiled []*steps.CompiledRoute
 	forEachPair(n, b.r, path, func(k, v *yaml.Node) {
 		v = resolveAlias(v)
 		switch {
@@ -339,10 +340,12 @@ func (b *builder) routes(st *Stage, n *yaml.Node, path string) {
 			ok = false
 			return
 		}
-		if err := steps.CompileRoute(v.Value); err != nil {
+		c, err := steps.CompileRoute(v.Value)
+		if err != nil {
 			b.r.errorf(v, "%s.%s: %v", path, k.Value, err)
 			ok = false
 		}
+		compiled = append(compiled, c)
 		st.Worker.Routes = append(st.Worker.Routes, RouteSpec{Name: k.Value, Expr: v.Value, Pos: b.pos(k)})
 	})
 	if len(st.Worker.Routes) > steps.MaxRoutes {
@@ -353,11 +356,10 @@ func (b *builder) routes(st *Stage, n *yaml.Node, path string) {
 		return
 	}
 	names := make([]string, len(st.Worker.Routes))
-	exprs := make([]string, len(st.Worker.Routes))
 	for i, r := range st.Worker.Routes {
-		names[i], exprs[i] = r.Name, r.Expr
+		names[i] = r.Name
 	}
-	router, err := steps.NewRouter(names, exprs)
+	router, err := steps.RouterOf(names, compiled)
 	if err != nil {
 		b.r.errorf(n, "%s: %v", path, err)
 		return

@@ -31,11 +31,17 @@ type Router struct {
 	pool sync.Pool // of *exprScratch
 }
 
+// CompiledRoute is one route expression, compiled and type-checked.
+type CompiledRoute struct{ p *program }
+
 // CompileRoute compiles and type-checks one route expression: a result
 // type known at load must be bool.
-func CompileRoute(src string) error {
-	_, err := compileRoute(src)
-	return err
+func CompileRoute(src string) (*CompiledRoute, error) {
+	p, err := compileRoute(src)
+	if err != nil {
+		return nil, err
+	}
+	return &CompiledRoute{p}, nil
 }
 
 func compileRoute(src string) (*program, error) {
@@ -55,15 +61,29 @@ func compileRoute(src string) (*program, error) {
 // NewRouter compiles the routes (at most MaxRoutes) in order: bit i of a
 // record's mask is route i.
 func NewRouter(names, exprs []string) (*Router, error) {
-	if len(names) != len(exprs) || len(names) > MaxRoutes {
-		return nil, fmt.Errorf("routes: want at most %d routes", MaxRoutes)
+	if len(names) != len(exprs) {
+		return nil, fmt.Errorf("routes: %d names for %d expressions", len(names), len(exprs))
 	}
-	r := &Router{names: names}
+	routes := make([]*CompiledRoute, len(exprs))
 	for i, src := range exprs {
-		p, err := compileRoute(src)
+		c, err := CompileRoute(src)
 		if err != nil {
 			return nil, fmt.Errorf("route %s: %w", names[i], err)
 		}
+		routes[i] = c
+	}
+	return RouterOf(names, routes)
+}
+
+// RouterOf is NewRouter of routes already compiled (the config loader
+// compiles each one to report its errors at its own position).
+func RouterOf(names []string, routes []*CompiledRoute) (*Router, error) {
+	if len(names) != len(routes) || len(names) > MaxRoutes {
+		return nil, fmt.Errorf("routes: want at most %d routes", MaxRoutes)
+	}
+	r := &Router{names: names}
+	for _, c := range routes {
+		p := c.p
 		cmp := matchFieldCompare(p.prog.Node())
 		r.progs = append(r.progs, p)
 		r.cmps = append(r.cmps, cmp)

@@ -76,7 +76,7 @@ func TestRouterCompile(t *testing.T) {
 		`level == "x"`: "",
 		`level`:        "", // unknown at load: checked per record
 	} {
-		err := CompileRoute(src)
+		_, err := CompileRoute(src)
 		if (err == nil) != (want == "") || err != nil && !strings.Contains(err.Error(), want) {
 			t.Errorf("CompileRoute(%q) = %v, want %q", src, err, want)
 		}
