@@ -163,6 +163,10 @@ func renderStatus(w io.Writer, snap, prev *admin.Snapshot) {
 			if !s.Healthy {
 				row[9] = "FAILING"
 			}
+			if s.Problem != "" {
+				row[9] = "UNHEALTHY"
+				notes = append(notes, fmt.Sprintf("%s/%s: %s", p.Name, s.ID, s.Problem))
+			}
 			if m := s.Merge; m != nil {
 				notes = append(notes, mergeNote(p.Name, s.ID, m))
 			}

@@ -28,6 +28,7 @@ type Metrics struct {
 	checkpointFailures *prometheus.CounterVec
 	reloads            *prometheus.CounterVec
 	collector          *runtimeCollector
+	vecs               stageVecs // what stages ask for through stages.Meter
 }
 
 // NewMetrics creates the collectors and registers them in a new registry.
@@ -84,6 +85,8 @@ func NewMetrics() *Metrics {
 	m.Registry.MustRegister(m.checkpointFailures, m.reloads, m.collector, m.recordsIn, m.recordsOut, m.dropped, m.deadLettered,
 		m.errors, m.bytesWritten, m.retries, m.checkpointAge,
 		m.mergeWatermark, m.mergeLag, m.mergeBuffered, m.mergeLate)
+	m.vecs = stageVecs{reg: m.Registry, counters: map[string]*prometheus.CounterVec{},
+		gauges: map[string]*prometheus.GaugeVec{}, help: map[string]string{}}
 	return m
 }
 
@@ -102,6 +105,8 @@ type stageMetrics struct {
 	filtered, badRecord, noOutput prometheus.Counter
 	bytes, retries                prometheus.Counter
 	healthy                       atomic.Bool // false while a sink operation fails
+	// probe is the stage's own health (stages.HealthReporter), or nil.
+	probe func() error
 }
 
 func (m *Metrics) stage(pipeline, id string) *stageMetrics {

@@ -244,7 +244,8 @@ func (p *pipeline) build(cfg *config.Pipeline, st *config.Stage, edges map[edgeK
 		}
 	}
 	slog := p.log.With().Str("stage", st.ID).Logger()
-	settings := stages.Settings{Pipeline: cfg.Name, ID: st.ID, Logger: slog, Watcher: p.fsw, Own: p.own}
+	settings := stages.Settings{Pipeline: cfg.Name, ID: st.ID, Logger: slog, Watcher: p.fsw, Own: p.own,
+		Meter: p.mx.meter(cfg.Name, st.ID)}
 	sm := p.mx.stage(cfg.Name, st.ID)
 	if !routed {
 		sels = nil
@@ -261,6 +262,9 @@ func (p *pipeline) build(cfg *config.Pipeline, st *config.Stage, edges map[edgeK
 		src, err := st.Factory.NewSource(settings, st.Config)
 		if err != nil {
 			return nil, &stageError{cfg.Name, st.ID, err}
+		}
+		if h, ok := src.(stages.HealthReporter); ok {
+			sm.probe = h.Health
 		}
 		b.em = newEmitter()
 		b.source = &sourceRunner{id: st.ID, src: src, out: b.em, log: slog, ckpt: &p.ckpt, retired: newRetire()}
@@ -295,6 +299,9 @@ func (p *pipeline) build(cfg *config.Pipeline, st *config.Stage, edges map[edgeK
 		snk, err := st.Factory.NewSink(settings, st.Config)
 		if err != nil {
 			return nil, &stageError{cfg.Name, st.ID, err}
+		}
+		if h, ok := snk.(stages.HealthReporter); ok {
+			sm.probe = h.Health
 		}
 		b.al, b.em = newAligner(p.hard, ins), newEmitter()
 		b.sink = &sinkRunner{

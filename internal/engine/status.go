@@ -35,6 +35,9 @@ type StageStatus struct {
 	Errors       uint64   `json:"errors"`
 	QueueLength  int      `json:"queue_length"`
 	Healthy      bool     `json:"healthy"`
+	// Problem says why the stage is unhealthy, when it says so itself
+	// (stages.HealthReporter).
+	Problem string `json:"problem,omitempty"`
 	// Merge is a merging sink's ordered merge, as of its last checkpoint
 	// barrier (or its end).
 	Merge *MergeStatus `json:"merge,omitempty"`
@@ -88,6 +91,9 @@ func NotReady(ps []PipelineStatus) string {
 			return fmt.Sprintf("pipeline %q is %s", p.Name, p.State)
 		}
 		for _, st := range p.Stages {
+			if !st.Healthy && st.Problem != "" {
+				return fmt.Sprintf("pipeline %q: %s %q is unhealthy: %s", p.Name, st.Kind, st.ID, st.Problem)
+			}
 			if !st.Healthy {
 				return fmt.Sprintf("pipeline %q: %s %q is failing and retrying (see the log)", p.Name, st.Kind, st.ID)
 			}
@@ -125,6 +131,11 @@ func (p *pipeline) status() PipelineStatus {
 			ss.DeadLettered = counterValue(m.deadLettered)
 			ss.Errors = counterValue(m.errors)
 			ss.Healthy = m.healthy.Load()
+			if m.probe != nil {
+				if err := m.probe(); err != nil {
+					ss.Healthy, ss.Problem = false, err.Error()
+				}
+			}
 		}
 		ss.QueueLength = p.queueLength(s.ID)
 		if s.Merge != nil {

@@ -32,7 +32,10 @@ type Settings struct {
 	// Own is the set of files the daemon's sinks write, kept current
 	// across reloads by the runtime; file sources skip them. Nil: none.
 	Own *OwnOutputs
-	_   struct{}
+	// Meter gives the stage collectors of its own (see Meter); use
+	// Settings.Counter and Settings.Gauge, which work without one.
+	Meter Meter
+	_     struct{}
 }
 
 // Source reads records from the outside world.
