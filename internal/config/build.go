@@ -231,9 +231,16 @@ func (b *builder) typed(st *Stage, v *yaml.Node, path string) {
 	} else {
 		decoder{b.r}.decode(opts, rv.Elem(), path)
 	}
-	b.validate(cfg, v, path, failed)
+	var verr error
+	if val, ok := cfg.(stages.Validator); ok {
+		verr = val.Validate()
+	}
+	b.report(verr, v, path, failed)
 	if pr, ok := cfg.(stages.PathResolver); ok {
 		pr.ResolvePaths(b.dir)
+	}
+	if fc, ok := cfg.(stages.FileChecker); ok && verr == nil {
+		b.report(fc.CheckFiles(), v, path, failed)
 	}
 	if fin, ok := cfg.(stages.Finiter); ok {
 		st.Finite = fin.Finite()
@@ -241,17 +248,14 @@ func (b *builder) typed(st *Stage, v *yaml.Node, path string) {
 	st.Config = cfg
 }
 
-// validate runs a config's Validate and reports each FieldError at the
-// option it names (the mapping itself when the option is absent, so a
-// missing required key is reported at the mapping that lacks it). Errors
-// about options in skip, which were reported as undecodable already, are
-// left out: `path: [a, b]` is a wrong type, not also a missing path.
-func (b *builder) validate(cfg any, at *yaml.Node, path string, skip map[string]bool) {
-	v, ok := cfg.(stages.Validator)
-	if !ok {
-		return
-	}
-	for _, err := range flatten(v.Validate()) {
+// report reports the errors of a config's Validate or CheckFiles, each
+// FieldError at the option it names (the mapping itself when the option
+// is absent, so a missing required key is reported at the mapping that
+// lacks it). Errors about options in skip, which were reported as
+// undecodable already, are left out: `path: [a, b]` is a wrong type, not
+// also a missing path.
+func (b *builder) report(verr error, at *yaml.Node, path string, skip map[string]bool) {
+	for _, err := range flatten(verr) {
 		var fe *stages.FieldError
 		n, p := at, path
 		msg := err.Error()
@@ -394,7 +398,9 @@ func (b *builder) steps(st *Stage, n *yaml.Node, path string) {
 		if !(decoder{b.r}).decode(val, reflect.ValueOf(cfg).Elem(), ip) {
 			continue
 		}
-		b.validate(cfg, val, ip, nil)
+		if v, ok := cfg.(stages.Validator); ok {
+			b.report(v.Validate(), val, ip, nil)
+		}
 		st.Worker.Steps = append(st.Worker.Steps, StepSpec{Type: k.Value, Config: cfg, Factory: f, Pos: b.pos(k), Index: i})
 	}
 }
@@ -647,6 +653,9 @@ func (b *builder) wire(p *Pipeline) {
 				up.Outputs = append(up.Outputs, st.ID)
 			}
 		}
+		if pr, ok := st.Config.(stages.FieldsProducer); ok && st.Kind == Source {
+			st.Parses = pr.ProducesFields()
+		}
 		if st.Kind == Worker {
 			st.Parses = b.inputsParsed(st)
 			for _, s := range st.Worker.Steps {
@@ -732,7 +741,8 @@ func (b *builder) checkStepsNeedParsing(st *Stage, path string) {
 }
 
 // inputsParsed reports whether every record reaching the worker st is
-// parsed: it has inputs, and all of them are workers that parse.
+// parsed: it has inputs, and all of them are workers that parse or
+// sources that produce fields.
 func (b *builder) inputsParsed(st *Stage) bool {
 	for _, in := range st.Inputs {
 		if up := b.stages[in]; up == nil || !up.Parses {

@@ -80,3 +80,48 @@ sinks:
 	}
 	equalLines(t, "diagnostics", diagLines(ds), want)
 }
+
+// fieldsSourceConfig is a fake source config that produces fields and
+// checks a file once paths are resolved.
+type fieldsSourceConfig struct {
+	Cert string `yaml:"cert"`
+	dir  string
+}
+
+func (c *fieldsSourceConfig) ProducesFields() bool  { return true }
+func (c *fieldsSourceConfig) ResolvePaths(d string) { c.dir = d }
+func (c *fieldsSourceConfig) CheckFiles() error {
+	if c.dir == "" {
+		return errors.New("CheckFiles before ResolvePaths")
+	}
+	return stages.FieldErr("cert", errors.New("no such file: "+c.Cert))
+}
+
+// TestSourceProducesFieldsAndChecksFiles: a source whose records have
+// fields lets a step that needs fields follow it without a warning, and
+// a file check runs after ResolvePaths and is reported at its option.
+func TestSourceProducesFieldsAndChecksFiles(t *testing.T) {
+	opts := capsOptions(t)
+	if err := opts.Registry.Add(stages.Factory{
+		Kind: stages.KindSource, Type: "fields_fake", Doc: "fake",
+		NewConfig: func() any { return &fieldsSourceConfig{} },
+		NewSource: func(stages.Settings, any) (stages.Source, error) { return nil, errors.New("never built") },
+	}); err != nil {
+		t.Fatal(err)
+	}
+	const src = `version: 1
+sources:
+  in:
+    type: fields_fake
+    cert: c.pem
+workers:
+  w: {inputs: [in], steps: [needs_fake: {}]}
+sinks:
+  out: {type: stdout, inputs: [w]}
+`
+	_, ds := Parse("fields.yaml", []byte(src), opts)
+	got := diagLines(ds)
+	if len(got) != 1 || got[0] != "fields.yaml:5:11: sources.in.cert: no such file: c.pem" {
+		t.Fatalf("diagnostics = %q, want only the file check at the cert option", got)
+	}
+}

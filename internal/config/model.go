@@ -69,7 +69,9 @@ type Stage struct {
 
 	// Finite is true for a source that ends by itself.
 	Finite bool
-	// Parses is true for a worker whose output records are parsed JSON.
+	// Parses is true for a worker whose output records are parsed JSON,
+	// and for a source whose config says it produces fields
+	// (stages.FieldsProducer).
 	Parses bool
 
 	// Fingerprint covers the stage's own options and the ids of its

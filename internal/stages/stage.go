@@ -155,10 +155,22 @@ type (
 	// errors.Join, to point at options.
 	Validator interface{ Validate() error }
 	// PathResolver makes relative paths absolute against the directory of
-	// the pipeline file.
+	// the pipeline file. It runs after Validate.
 	PathResolver interface{ ResolvePaths(dir string) }
+	// FileChecker checks the files a config names (TLS certificates,
+	// credentials) once their paths are resolved, so that a missing or
+	// unreadable file is a config error at its option. It runs after
+	// ResolvePaths, and only when Validate found nothing wrong. Report
+	// FieldErrors like Validate.
+	FileChecker interface{ CheckFiles() error }
 	// Finiter reports whether a source ends by itself.
 	Finiter interface{ Finite() bool }
+	// FieldsProducer reports whether a source's records already have
+	// fields (Record.SetParsed: journald's JSON objects, syslog with
+	// parse: true, ...), so that steps needing fields may follow it
+	// without a parsing step. A source that says so must set Parsed on
+	// every record it emits.
+	FieldsProducer interface{ ProducesFields() bool }
 	// OutputPather reports the file a sink writes, for the
 	// "two sinks write the same path" check.
 	OutputPather interface{ OutputPath() string }

@@ -1,7 +1,7 @@
 // Package tlsconf turns the `tls:` option of listeners (syslog,
 // http_server) and broker clients (nats, kafka) into a *tls.Config.
 //
-// Files are checked when the config is loaded, so a missing or bad
+// Files are checked when the config is loaded (CheckFiles), so a missing or bad
 // certificate is a config error at its FILE:LINE:COL. A server config
 // re-reads its files when they change on disk (checked at most once a
 // second, on the next handshake), so a renewed certificate is picked up
@@ -31,7 +31,9 @@ type ServerConfig struct {
 }
 
 // On reports whether TLS is configured.
-func (c *ServerConfig) On() bool { return c != nil && (c.Cert != "" || c.Key != "" || c.ClientCA != "") }
+func (c *ServerConfig) On() bool {
+	return c != nil && (c.Cert != "" || c.Key != "" || c.ClientCA != "")
+}
 
 // ResolvePaths makes the file names absolute against dir.
 func (c *ServerConfig) ResolvePaths(dir string) {
@@ -40,16 +42,24 @@ func (c *ServerConfig) ResolvePaths(dir string) {
 	}
 }
 
-// Validate checks that the files exist and hold a usable pair and CA.
-// Field names are relative to the tls option ("tls.cert").
+// Validate checks the options without opening files (the stage config's
+// Validate calls it; the files are checked by CheckFiles once their paths
+// are resolved). Field names are relative to the stage ("tls.cert").
 func (c *ServerConfig) Validate() error {
+	if c.On() && (c.Cert == "" || c.Key == "") {
+		return stages.FieldErr("tls", errors.New("needs both cert and key"))
+	}
+	return nil
+}
+
+// CheckFiles checks that the files exist and hold a usable pair and CA
+// (the stage config's CheckFiles calls it, after ResolvePaths).
+func (c *ServerConfig) CheckFiles() error {
 	if !c.On() {
 		return nil
 	}
 	var errs []error
-	if c.Cert == "" || c.Key == "" {
-		errs = append(errs, stages.FieldErr("tls", errors.New("needs both cert and key")))
-	} else if _, err := tls.LoadX509KeyPair(c.Cert, c.Key); err != nil {
+	if _, err := tls.LoadX509KeyPair(c.Cert, c.Key); err != nil {
 		errs = append(errs, stages.FieldErr("tls.cert", fmt.Errorf("cannot load the certificate and key: %w", err)))
 	}
 	if c.ClientCA != "" {
@@ -177,11 +187,16 @@ func (c *ClientConfig) ResolvePaths(dir string) {
 	}
 }
 
-// Validate checks that the files exist and parse.
+// Validate checks the options without opening files.
 func (c *ClientConfig) Validate() error {
-	if !c.On() {
-		return nil
+	if c.On() && (c.Cert == "") != (c.Key == "") {
+		return stages.FieldErr("tls", errors.New("cert and key go together"))
 	}
+	return nil
+}
+
+// CheckFiles checks that the files exist and parse (after ResolvePaths).
+func (c *ClientConfig) CheckFiles() error {
 	_, err := c.Build()
 	return err
 }

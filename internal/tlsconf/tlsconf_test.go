@@ -57,7 +57,10 @@ func TestValidateReportsEachFile(t *testing.T) {
 	c := &ServerConfig{Cert: "nope.pem", Key: "nope.key", ClientCA: "ca.pem"}
 	c.ResolvePaths(dir)
 	must(t, os.WriteFile(filepath.Join(dir, "ca.pem"), []byte("not pem"), 0o600))
-	err := c.Validate()
+	if err := c.Validate(); err != nil {
+		t.Fatalf("Validate = %v; files are CheckFiles' job", err)
+	}
+	err := c.CheckFiles()
 	if err == nil || !strings.Contains(err.Error(), "tls.cert:") || !strings.Contains(err.Error(), "tls.client_ca:") {
 		t.Fatalf("Validate = %v, want errors at tls.cert and tls.client_ca", err)
 	}
@@ -79,6 +82,7 @@ func TestServerFollowsItsFiles(t *testing.T) {
 	cert, key := writePair(t, dir, "first")
 	c := &ServerConfig{Cert: cert, Key: key}
 	must(t, c.Validate())
+	must(t, c.CheckFiles())
 	srv, err := NewServer(c)
 	must(t, err)
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", srv.Config())
