@@ -14,7 +14,7 @@ import (
 // with its content unchanged (internal/engine/runtime.go).
 const rrRenamed = "pipeline file renamed: its checkpoint moves with it"
 
-// TestReloadRenamePipelineFile (README, Hot reload, "a renamed file"): in
+// TestReloadRenamePipelineFile (docs/reload.md, "a renamed file"): in
 // a watched config directory, a pipeline file renamed while its input is
 // being written stops the old pipeline gracefully and starts it under the
 // new name (the pipeline name is the file name).

@@ -16,7 +16,7 @@ import (
 // credit and its source stops reading it until the merge has written some
 // of its records. A batch (at most 1024 records or 256 KiB) may go past
 // the limit, so the merge holds at most 5 x 1024 records or 1.25 MiB per
-// feed (see README, "Ordered merge").
+// feed (see docs/merge.md).
 const (
 	feedCreditRecords = 4 * 1024
 	feedCreditBytes   = 1 << 20
