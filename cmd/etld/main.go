@@ -6,6 +6,8 @@
 //	etld validate [-c PATH]
 //	etld graph    [-c PATH] [--format dot|mermaid]
 //	etld status   [--admin ADDR] [--watch] [--interval DURATION]
+//	etld test     [-c PATH] [--timeout DURATION] [FILE|DIR...]
+//	etld plan     [-c PATH] [--admin ADDR] [--admin-token-file FILE]
 //	etld version
 //
 // Exit codes: 0 success; 1 runtime failure; 2 usage error or invalid config.
@@ -42,6 +44,8 @@ Usage:
   etld validate [-c PATH]
   etld graph    [-c PATH] [--format dot|mermaid]
   etld status   [--admin ADDR] [--watch] [--interval DURATION]
+  etld test     [-c PATH] [--timeout DURATION] [FILE|DIR...]
+  etld plan     [-c PATH] [--admin ADDR] [--admin-token-file FILE]
   etld version
 
 PATH is one pipeline file or a directory of them (default: $ETLD_CONFIG,
@@ -70,6 +74,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdGraph(rest, stdout, stderr)
 	case "status":
 		return cmdStatus(rest, stdout, stderr)
+	case "test":
+		return cmdTest(rest, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionString())
 		return exitOK
