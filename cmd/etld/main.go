@@ -1,7 +1,7 @@
 // Command etld runs ETL pipelines declared in YAML.
 //
 //	etld run      [-c PATH] [--state-dir DIR] [--admin ADDR] [--no-watch]
-//	              [--shutdown-timeout DURATION]
+//	              [--shutdown-timeout DURATION] [--admin-token-file FILE]
 //	              [--log-level debug|info|warn|error] [--log-format json|console]
 //	etld validate [-c PATH]
 //	etld graph    [-c PATH] [--format dot|mermaid]
@@ -39,7 +39,7 @@ const usage = `etld runs ETL pipelines declared in YAML.
 
 Usage:
   etld run      [-c PATH] [--state-dir DIR] [--admin ADDR] [--no-watch]
-                [--shutdown-timeout DURATION]
+                [--shutdown-timeout DURATION] [--admin-token-file FILE]
                 [--log-level debug|info|warn|error] [--log-format json|console]
   etld validate [-c PATH]
   etld graph    [-c PATH] [--format dot|mermaid]
@@ -76,6 +76,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdStatus(rest, stdout, stderr)
 	case "test":
 		return cmdTest(rest, stdout, stderr)
+	case "plan":
+		return cmdPlan(rest, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionString())
 		return exitOK
