@@ -341,7 +341,12 @@ func (s *Server) Snapshot() Snapshot {
 }
 
 func (s *Server) pipelines(w http.ResponseWriter, _ *http.Request) {
-	b, err := json.MarshalIndent(s.Snapshot(), "", "  ")
+	writeJSON(w, s.Snapshot())
+}
+
+// writeJSON answers v as indented JSON, never cached.
+func writeJSON(w http.ResponseWriter, v any) {
+	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return

@@ -108,12 +108,5 @@ func (s *Server) plan(w http.ResponseWriter, r *http.Request) {
 		text(w, http.StatusUnprocessableEntity, err.Error())
 		return
 	}
-	b, err := json.MarshalIndent(res, "", "  ")
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.Write(append(b, '\n'))
+	writeJSON(w, res)
 }

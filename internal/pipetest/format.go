@@ -108,7 +108,7 @@ func Parse(file string, src []byte) (*File, config.Diagnostics) {
 // known and the missing ones (all of known are required).
 func (p *parser) mapping(n *yaml.Node, what string, known map[string]bool, member func(key string, k, v *yaml.Node)) {
 	if n.Kind != yaml.MappingNode {
-		p.errorf(n, "%s must be a mapping, got %s", what, kindName(n))
+		p.errorf(n, "%s must be a mapping, got %s", what, config.DescribeNode(n))
 		return
 	}
 	seen := map[string]bool{}
@@ -175,7 +175,7 @@ func (p *parser) tests(n *yaml.Node) []*Test {
 // lineSets decodes `id: [lines]` members.
 func (p *parser) lineSets(n *yaml.Node, what, kind string) []Lines {
 	if n.Kind != yaml.MappingNode {
-		p.errorf(n, "%s must be a mapping of %s id to lines, got %s", what, kind, kindName(n))
+		p.errorf(n, "%s must be a mapping of %s id to lines, got %s", what, kind, config.DescribeNode(n))
 		return nil
 	}
 	var out []Lines
@@ -192,11 +192,11 @@ func (p *parser) lineSets(n *yaml.Node, what, kind string) []Lines {
 		case v.Kind == yaml.ScalarNode && v.Tag == "!!null":
 			// `rejects:` with nothing: no lines.
 		case v.Kind != yaml.SequenceNode:
-			p.errorf(v, "%s %q: want a list of lines, got %s", kind, k.Value, kindName(v))
+			p.errorf(v, "%s %q: want a list of lines, got %s", kind, k.Value, config.DescribeNode(v))
 		default:
 			for _, ln := range v.Content {
 				if ln.Kind != yaml.ScalarNode {
-					p.errorf(ln, "%s %q: a line is a string, got %s (quote JSON lines: '{\"a\": 1}')", kind, k.Value, kindName(ln))
+					p.errorf(ln, "%s %q: a line is a string, got %s (quote JSON lines: '{\"a\": 1}')", kind, k.Value, config.DescribeNode(ln))
 					continue
 				}
 				ls.Lines = append(ls.Lines, ln.Value)
@@ -238,21 +238,6 @@ func ids(pipe *config.Pipeline, k config.StageKind) string {
 		}
 	}
 	return strings.Join(out, ", ")
-}
-
-func kindName(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "a mapping"
-	case yaml.SequenceNode:
-		return "a list"
-	case yaml.ScalarNode:
-		if n.Tag == "!!null" {
-			return "nothing"
-		}
-		return fmt.Sprintf("%q", n.Value)
-	}
-	return "an alias"
 }
 
 func sortedKeys(m map[string]bool) []string { return slices.Sorted(maps.Keys(m)) }
