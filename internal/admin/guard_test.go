@@ -2,9 +2,12 @@ package admin
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 
@@ -108,4 +111,53 @@ func nonLoopbackAddr(t *testing.T) string {
 	}
 	t.Skip("this host has no non-loopback IPv4 address")
 	return ""
+}
+
+// TestPlanEndpoint: POST /api/plan passes the path to the planner and
+// answers its result as JSON, or its error as 422; a request that does
+// not say where it came in is not trusted as loopback.
+func TestPlanEndpoint(t *testing.T) {
+	var asked []string
+	s, err := New(Options{
+		Runtime:  &fakeRuntime{},
+		Registry: prometheus.NewRegistry(),
+		Logger:   zerolog.New(zerolog.NewTestWriter(t)),
+		Token:    []byte("tok"),
+		Plan: func(_ context.Context, path string) (*PlanResult, error) {
+			asked = append(asked, path)
+			if path == "/bad" {
+				return nil, errors.New("config path /bad: no such file or directory")
+			}
+			return &PlanResult{Path: path, Pipelines: []PlanPipeline{{Name: "p", Action: "unchanged", Text: "pipeline p: unchanged\n"}}}, nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	post := func(body, auth string) (int, string) {
+		rec := httptest.NewRecorder()
+		r := httptest.NewRequest(http.MethodPost, "/api/plan", strings.NewReader(body))
+		if auth != "" {
+			r.Header.Set("Authorization", auth)
+		}
+		s.Handler().ServeHTTP(rec, r)
+		return rec.Code, rec.Body.String()
+	}
+	if code, _ := post(`{}`, ""); code != http.StatusUnauthorized {
+		t.Errorf("no token, no local address: %d, want 401", code)
+	}
+	code, body := post(`{"path":"/etc/p"}`, "Bearer tok")
+	var res PlanResult
+	if code != 200 || json.Unmarshal([]byte(body), &res) != nil || res.Path != "/etc/p" || len(res.Pipelines) != 1 {
+		t.Errorf("plan: %d %s", code, body)
+	}
+	if code, body := post(`{"path":"/bad"}`, "Bearer tok"); code != http.StatusUnprocessableEntity || !strings.Contains(body, "no such file") {
+		t.Errorf("failing plan: %d %s", code, body)
+	}
+	if code, _ := post(`{"path":`, "Bearer tok"); code != http.StatusBadRequest {
+		t.Errorf("bad JSON: %d, want 400", code)
+	}
+	if want := []string{"/etc/p", "/bad"}; !slices.Equal(asked, want) {
+		t.Errorf("planner asked %q, want %q", asked, want)
+	}
 }

@@ -12,7 +12,9 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/etld/etld/internal/stages"
 	"github.com/etld/etld/internal/stages/builtin"
+	"github.com/etld/etld/internal/stages/sources"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -311,4 +313,40 @@ func tail(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// TestFieldsSource: a source whose records come with fields gets one
+// JSON object per test line; another line is a bad record.
+func TestFieldsSource(t *testing.T) {
+	in := sources.NewReaderSource(stages.Settings{ID: "j"}, nil, strings.NewReader("{\"a\":1}\nnot json\n {\"b\":2} \n"), "j")
+	src := &fieldsSource{Source: in}
+	defer src.Close()
+	ctx := context.Background()
+	if err := src.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var got, bad []string
+	for {
+		b, err := src.Read(ctx)
+		if b != nil {
+			for _, r := range b.Records {
+				if !r.Parsed {
+					t.Errorf("record %q is not parsed", r.Raw)
+				}
+				got = append(got, string(r.Raw)+" from "+string(r.Original()))
+			}
+			for _, r := range b.Rejects {
+				bad = append(bad, string(r.Record.Raw)+": "+r.Err.Error())
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	if want := []string{`{"a":1} from {"a":1}`, `{"b":2} from  {"b":2} `}; !slices.Equal(got, want) {
+		t.Errorf("records %q, want %q", got, want)
+	}
+	if len(bad) != 1 || !strings.HasPrefix(bad[0], "not json: invalid JSON: ") {
+		t.Errorf("rejects %q", bad)
+	}
 }
