@@ -289,3 +289,27 @@ func TestPlanNeedsTheTokenOffLoopback(t *testing.T) {
 	}
 	p.expectExit(p.stop(), 0, "stop")
 }
+
+// TestAuthoringExitCodes: the remaining exit codes and messages of test
+// and plan.
+func TestAuthoringExitCodes(t *testing.T) {
+	dir := t.TempDir()
+	writeConfig(t, dir, "p.yaml", authoringPipeline)
+	for _, c := range []struct {
+		args           []string
+		code           int
+		stdout, stderr string
+	}{
+		{[]string{"test", "-c", "p.yaml"}, 0, "p.yaml: no test files (*.test.yaml)\n", ""},
+		{[]string{"test", "-c", "nope"}, 2, "", "etld test: stat nope: no such file or directory\n"},
+		{[]string{"test", "--timeout", "0s", "-c", "."}, 2, "", "etld test: --timeout must be positive, got 0s\n"},
+		{[]string{"plan", "--admin", "127.0.0.1:1"}, 1, "", "etld plan: cannot reach etld: "},
+		{[]string{"plan", "--admin-token-file", "missing"}, 2, "", "etld plan: admin token file: open missing: no such file or directory\n"},
+		{[]string{"plan", "extra"}, 2, "", "etld plan: unexpected argument \"extra\"\n"},
+	} {
+		code, stdout, stderr := etldCmd(t, dir, c.args...)
+		if code != c.code || stdout != c.stdout || !strings.HasPrefix(stderr, c.stderr) {
+			t.Errorf("etld %s: exit %d, stdout %q, stderr %q; want %d, %q, %q...", strings.Join(c.args, " "), code, stdout, stderr, c.code, c.stdout, c.stderr)
+		}
+	}
+}
