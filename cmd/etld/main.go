@@ -1,11 +1,13 @@
 // Command etld runs ETL pipelines declared in YAML.
 //
 //	etld run      [-c PATH] [--state-dir DIR] [--admin ADDR] [--no-watch]
-//	              [--shutdown-timeout DURATION]
+//	              [--shutdown-timeout DURATION] [--admin-token-file FILE]
 //	              [--log-level debug|info|warn|error] [--log-format json|console]
 //	etld validate [-c PATH]
 //	etld graph    [-c PATH] [--format dot|mermaid]
 //	etld status   [--admin ADDR] [--watch] [--interval DURATION]
+//	etld test     [-c PATH] [--timeout DURATION] [FILE|DIR...]
+//	etld plan     [-c PATH] [--admin ADDR] [--admin-token-file FILE]
 //	etld version
 //
 // Exit codes: 0 success; 1 runtime failure; 2 usage error or invalid config.
@@ -37,11 +39,13 @@ const usage = `etld runs ETL pipelines declared in YAML.
 
 Usage:
   etld run      [-c PATH] [--state-dir DIR] [--admin ADDR] [--no-watch]
-                [--shutdown-timeout DURATION]
+                [--shutdown-timeout DURATION] [--admin-token-file FILE]
                 [--log-level debug|info|warn|error] [--log-format json|console]
   etld validate [-c PATH]
   etld graph    [-c PATH] [--format dot|mermaid]
   etld status   [--admin ADDR] [--watch] [--interval DURATION]
+  etld test     [-c PATH] [--timeout DURATION] [FILE|DIR...]
+  etld plan     [-c PATH] [--admin ADDR] [--admin-token-file FILE]
   etld version
 
 PATH is one pipeline file or a directory of them (default: $ETLD_CONFIG,
@@ -70,6 +74,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdGraph(rest, stdout, stderr)
 	case "status":
 		return cmdStatus(rest, stdout, stderr)
+	case "test":
+		return cmdTest(rest, stdout, stderr)
+	case "plan":
+		return cmdPlan(rest, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionString())
 		return exitOK

@@ -60,12 +60,18 @@ func startOps(ctx context.Context, rt *engine.Runtime, f runFlags, log zerolog.L
 	o := &ops{rt: rt, log: log, reloads: &admin.ReloadTracker{}, statusEvery: statusEvery,
 		kick: make(chan struct{}, 1)}
 	if f.admin != "off" {
+		pl := &planner{rt: rt}
+		if f.path != nil {
+			pl.path = *f.path
+		}
 		srv, err := admin.New(admin.Options{
 			Runtime:  rt,
 			Registry: rt.Metrics().Registry,
 			Reloads:  o.reloads,
 			Build:    admin.BuildInfo{Version: version},
 			Logger:   log,
+			Plan:     pl.plan,
+			Token:    f.adminToken,
 		})
 		if err == nil {
 			err = srv.Start(ctx, f.admin)

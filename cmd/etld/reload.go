@@ -114,26 +114,10 @@ func (d *daemon) reload(ctx context.Context, why string) {
 		}
 		ev.Str("diagnostic", diag.String()).Msg("config problem")
 	}
-	running := d.rt.Configs()
 	metrics := d.rt.Metrics()
-	invalid := l.Failed
-	desired := l.Pipelines
-	if _, err := os.Stat(d.path); err != nil {
-		// The path itself is gone (a delete-then-create save, or an
-		// unmounted volume): keep everything as it is.
+	desired, invalid, err := desiredConfigs(d.path, l, d.rt.Configs())
+	if err != nil {
 		d.log.Error().Err(err).Msg("config path unreadable; every running pipeline is kept")
-		invalid = nil
-		desired = nil
-		for name, cfg := range running {
-			invalid = append(invalid, name)
-			desired = append(desired, cfg)
-		}
-	} else {
-		for _, name := range l.Failed {
-			if cfg := running[name]; cfg != nil {
-				desired = append(desired, cfg) // keep the running version
-			}
-		}
 	}
 	problems := map[string][]string{} // by invalid pipeline, for /api/pipelines
 	for _, name := range invalid {
@@ -177,6 +161,28 @@ func (d *daemon) reload(ctx context.Context, why string) {
 	if d.afterReload != nil {
 		d.afterReload(changes, problems, err)
 	}
+}
+
+// desiredConfigs is what a reload of path applies, given its load l and
+// the running configs: the valid pipelines, plus the running version of
+// every invalid one (listed in invalid). When the path itself is gone (a
+// delete-then-create save, or an unmounted volume), everything is kept
+// as it is, every running pipeline is invalid, and err says why.
+func desiredConfigs(path string, l config.Loaded, running map[string]*config.Pipeline) (desired []*config.Pipeline, invalid []string, err error) {
+	if _, err := os.Stat(path); err != nil {
+		for name, cfg := range running {
+			invalid = append(invalid, name)
+			desired = append(desired, cfg)
+		}
+		return desired, invalid, err
+	}
+	desired = l.Pipelines
+	for _, name := range l.Failed {
+		if cfg := running[name]; cfg != nil {
+			desired = append(desired, cfg) // keep the running version
+		}
+	}
+	return desired, l.Failed, nil
 }
 
 // pipelineOfFile is the name of the pipeline a config file defines: its

@@ -28,6 +28,7 @@ type runFlags struct {
 	shutdownTimeout time.Duration
 	logLevel        string
 	logFormat       string
+	adminToken      []byte // the content of --admin-token-file
 }
 
 func cmdRun(args []string, stdout, stderr io.Writer) int {
@@ -41,8 +42,17 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "bound on a graceful stop")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "json", "json or console")
+	tokenFile := fs.String("admin-token-file", "", "file holding the bearer token of the admin endpoints that show more than counters (etld plan); needed for them when --admin is not a loopback address")
 	if err := parseFlags(fs, args); err != nil {
 		return flagExit(err)
+	}
+	if *tokenFile != "" {
+		token, err := readToken(*tokenFile)
+		if err != nil {
+			fmt.Fprintf(stderr, "etld run: %v\n", err)
+			return exitUsage
+		}
+		f.adminToken = token
 	}
 	log, err := newLogger(stderr, f.logLevel, f.logFormat)
 	if err != nil {

@@ -6,9 +6,12 @@
 //	                    cleanly) and no sink is failing, else 503 and the reason
 //	GET /api/pipelines  JSON: every pipeline's graph, per-stage counters and
 //	                    queue lengths, state, and last reload (see Snapshot)
+//	POST /api/plan      JSON: what a reload of a config path would do (see
+//	                    PlanResult); behind the Guard
 //
-// It has no authentication: it binds exactly the address it is given, which
-// is a loopback address unless the operator says otherwise.
+// It binds exactly the address it is given, which is a loopback address
+// unless the operator says otherwise. Only the endpoints that reveal more
+// than counters have authentication (see Guard).
 package admin
 
 import (
@@ -57,6 +60,10 @@ type Options struct {
 	Reloads *ReloadTracker
 	Build   BuildInfo
 	Logger  zerolog.Logger
+	// Plan, when set, serves POST /api/plan behind the Guard.
+	Plan Planner
+	// Token is the bearer token of guarded endpoints (--admin-token-file).
+	Token []byte
 }
 
 // Phases of the process, as /readyz sees them.
@@ -99,7 +106,24 @@ func New(opts Options) (*Server, error) {
 	s.mux.HandleFunc("GET /readyz", s.readyz)
 	s.mux.HandleFunc("GET /api/pipelines", s.pipelines)
 	s.mux.HandleFunc("GET /{$}", s.index)
+	if opts.Plan != nil {
+		s.mux.Handle("POST /api/plan", s.Guard().Wrap(http.HandlerFunc(s.plan)))
+	}
 	return s, nil
+}
+
+// Guard is the guard of the server's protected endpoints: its token, and
+// the address it listens on (once started; before, each request's).
+func (s *Server) Guard() Guard {
+	return Guard{Token: s.opts.Token, Loopback: func(r *http.Request) bool {
+		s.mu.Lock()
+		ln := s.ln
+		s.mu.Unlock()
+		if ln == nil {
+			return cameInOnLoopback(r)
+		}
+		return isLoopback(ln.Addr())
+	}}
 }
 
 // RegisterProcessMetrics adds the Go runtime (go_*) and process
@@ -317,7 +341,12 @@ func (s *Server) Snapshot() Snapshot {
 }
 
 func (s *Server) pipelines(w http.ResponseWriter, _ *http.Request) {
-	b, err := json.MarshalIndent(s.Snapshot(), "", "  ")
+	writeJSON(w, s.Snapshot())
+}
+
+// writeJSON answers v as indented JSON, never cached.
+func writeJSON(w http.ResponseWriter, v any) {
+	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return

@@ -248,6 +248,10 @@ func isNull(n *yaml.Node) bool {
 	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
 }
 
+// DescribeNode names what a node is, for "want X, got Y" messages of
+// other YAML files (the test files of `etld test`).
+func DescribeNode(n *yaml.Node) string { return describe(n) }
+
 // describe names what a node is, for "want X, got Y" messages.
 func describe(n *yaml.Node) string {
 	switch n.Kind {

@@ -148,6 +148,7 @@ func TestPipelineNames(t *testing.T) {
 	}
 	for name, want := range map[string]bool{
 		"a.yaml": true, "a.yml": true, "a.YAML": false, "a.json": false, "yaml": false, "a.yaml~": false,
+		"a.test.yaml": false, "a.test.yml": false, "test.yaml": true, "a.tests.yaml": true,
 	} {
 		if got := IsPipelineFile(name); got != want {
 			t.Errorf("IsPipelineFile(%q) = %v, want %v", name, got, want)

@@ -146,10 +146,17 @@ func PipelineFiles(dir string) ([]string, error) {
 	return out, nil
 }
 
-// IsPipelineFile reports whether a file name is a pipeline file name.
+// IsPipelineFile reports whether a file name is a pipeline file name:
+// *.yaml or *.yml, except the test files of `etld test` (*.test.yaml,
+// *.test.yml), which sit next to the pipelines they test.
 func IsPipelineFile(name string) bool {
 	ext := filepath.Ext(name)
-	return ext == ".yaml" || ext == ".yml"
+	return (ext == ".yaml" || ext == ".yml") && !IsTestFile(name)
+}
+
+// IsTestFile reports whether a file name is a test file of `etld test`.
+func IsTestFile(name string) bool {
+	return strings.HasSuffix(name, ".test.yaml") || strings.HasSuffix(name, ".test.yml")
 }
 
 // PipelineName is the pipeline name of a file: its base name without
@@ -235,6 +242,13 @@ var yamlParserProblems = []string{
 	"found duplicate %YAML directive",
 	"found incompatible YAML document",
 	"found duplicate %TAG directive",
+}
+
+// SyntaxError returns the line (1-based; 1 when yaml.v3 gives none) and
+// the message of a yaml.v3 syntax error, for files other than pipelines
+// (the test files of `etld test`) to report it like a pipeline's.
+func SyntaxError(err error) (line int, msg string) {
+	return syntaxPos(err).Line, syntaxMsg(err)
 }
 
 func syntaxPos(err error) *yaml.Node {

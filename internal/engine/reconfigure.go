@@ -40,22 +40,17 @@ var errRestart = errors.New("the change needs a pipeline restart")
 // a whole pipeline (the previous config) from the committed checkpoint.
 func (p *pipeline) reconfigure(ctx context.Context, next *config.Pipeline, timeout time.Duration) (Plan, error) {
 	start := time.Now()
-	old := p.config()
-	pl := PlanReload(old, next)
+	if !p.wg.add() { // hold the pipeline open for the swap
+		return PlanReload(p.config(), next), errRestart
+	}
+	defer p.wg.done()
+	pl := p.planReload(next)
 	if pl.Restart {
 		return pl, fmt.Errorf("%w: %s", errRestart, pl.Reason)
 	}
-	if !p.wg.add() { // hold the pipeline open for the swap
-		return pl, errRestart
-	}
-	defer p.wg.done()
 	if p.stop.Err() != nil {
 		return pl, errRestart
 	}
-	// A stage whose goroutines already returned (a finished finite
-	// source, a sink whose inputs all ended) cannot take new edges: it is
-	// rebuilt like a changed one.
-	pl.rebuildEnded(old, next, p.hasExited)
 	if pl.empty() {
 		p.setConfig(next) // only formatting or comments changed
 		return pl, nil
@@ -86,6 +81,19 @@ func (p *pipeline) reconfigure(ctx context.Context, next *config.Pipeline, timeo
 	p.log.Info().Strs("kept", ids(pl.Keep)).Strs("replaced", ids(pl.Replace)).Strs("removed", ids(pl.Remove)).
 		Strs("added", ids(pl.Add)).Dur("drain", drained).Dur("took", time.Since(start)).Msg("pipeline reconfigured in place")
 	return pl, nil
+}
+
+// planReload is the plan of reconfiguring p into next now: PlanReload,
+// plus the stages whose goroutines already returned (a finished finite
+// source, a sink whose inputs all ended), which cannot take new edges
+// and are rebuilt like changed ones. `etld plan` shows this same plan.
+func (p *pipeline) planReload(next *config.Pipeline) Plan {
+	old := p.config()
+	pl := PlanReload(old, next)
+	if !pl.Restart {
+		pl.rebuildEnded(old, next, p.hasExited)
+	}
+	return pl
 }
 
 // reload is one execution of a Plan by reconfigure: what each step

@@ -320,9 +320,7 @@ func (rt *Runtime) applyOne(ctx context.Context, cfg *config.Pipeline) (action A
 	rt.mu.Lock()
 	old := rt.pipes[cfg.Name]
 	rt.mu.Unlock()
-	if old != nil && old.config().Hash == cfg.Hash && (!old.finished() || old.err() == nil) {
-		// Unchanged; a finished pipeline is not restarted either (its
-		// sources are done), but a failed one is retried.
+	if old.unchangedBy(cfg) {
 		return ActionUnchanged, nil
 	}
 	start := time.Now()
@@ -379,6 +377,14 @@ func (rt *Runtime) applyOne(ctx context.Context, cfg *config.Pipeline) (action A
 	}
 	rt.log.Info().Str("pipeline", cfg.Name).Dur("took", time.Since(start)).Msg("pipeline " + action.String())
 	return action, err
+}
+
+// unchangedBy reports whether applying cfg leaves p (nil: no pipeline
+// of that name) as it is: same content, and p is running or finished
+// cleanly (a finished pipeline is not restarted, its sources are done,
+// but a failed one is retried).
+func (p *pipeline) unchangedBy(cfg *config.Pipeline) bool {
+	return p != nil && p.config().Hash == cfg.Hash && (!p.finished() || p.err() == nil)
 }
 
 // remove stops a pipeline gracefully and forgets it.

@@ -1,0 +1,64 @@
+package admin
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"net"
+	"net/http"
+	"strings"
+)
+
+// Guard protects the endpoints that reveal more than counters (a reload
+// plan, record contents): on a loopback address they are open, as the
+// rest of the admin API; on any other address they need the bearer
+// token of --admin-token-file, and without one they are disabled.
+// /metrics, /healthz and /readyz are never guarded.
+type Guard struct {
+	// Token is the bearer token; empty disables guarded endpoints off
+	// loopback.
+	Token []byte
+	// Loopback reports whether the server listens on a loopback
+	// address; nil judges each request by the address it came in on.
+	Loopback func(*http.Request) bool
+}
+
+// Wrap returns h behind the guard.
+func (g Guard) Wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if g.loopback(r) {
+			h.ServeHTTP(w, r)
+			return
+		}
+		if len(g.Token) == 0 {
+			text(w, http.StatusForbidden, "disabled: the admin address is not a loopback address and etld runs without --admin-token-file")
+			return
+		}
+		auth := r.Header.Get("Authorization")
+		token, ok := strings.CutPrefix(auth, "Bearer ")
+		if !ok || !g.matches(token) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="etld"`)
+			text(w, http.StatusUnauthorized, "unauthorized: want the token of --admin-token-file as Authorization: Bearer TOKEN")
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// matches compares in constant time; hashing first hides the length too.
+func (g Guard) matches(token string) bool {
+	want := sha256.Sum256(g.Token)
+	got := sha256.Sum256([]byte(strings.TrimSpace(token)))
+	return subtle.ConstantTimeCompare(want[:], got[:]) == 1
+}
+
+func (g Guard) loopback(r *http.Request) bool {
+	if g.Loopback != nil {
+		return g.Loopback(r)
+	}
+	return cameInOnLoopback(r)
+}
+
+func cameInOnLoopback(r *http.Request) bool {
+	a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	return ok && isLoopback(a)
+}
