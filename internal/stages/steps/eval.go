@@ -13,7 +13,7 @@ import (
 )
 
 // EvalConfig is the config of eval, written as a mapping of field to
-// expression: `eval: { cents: 'int(amount * 100)' }`.
+// expression: `eval: { cents: 'int(round(amount * 100))' }`.
 type EvalConfig struct {
 	// Fields are evaluated in the order written; each expression sees the
 	// fields set by the ones before it.
@@ -195,7 +195,7 @@ func (e *eval) record(s *exprScratch, r *stages.Record, a *arena, hint int) erro
 func init() {
 	register(stepFactory("eval",
 		"Sets top-level fields to the JSON-encoded results of expr-lang expressions over the record's fields "+
-			"(`eval: {cents: 'int(amount * 100)'}`), in order; an expression error makes a bad record.",
+			"(`eval: {cents: 'int(round(amount * 100))'}`), in order; an expression error makes a bad record.",
 		stages.Caps{NeedsFields: true},
 		func(_ stages.Settings, c *EvalConfig) (stages.Step, error) {
 			e := &eval{cfg: c}
