@@ -56,16 +56,17 @@ type checkpointer struct {
 	toSaveSeq   uint64              // seq of toSave
 	boxes       map[*commitBox]bool // Committer stages running, see subscribe
 	wake        chan struct{}
-	soon        chan struct{} // a stage asked for a checkpoint now (requestSoon)
-	again       bool          // one was asked while another was on its way
-	requested   uint64        // newest epoch requested
-	settled     uint64        // newest epoch completed (committed, or void when broken)
+	requested   uint64 // newest epoch requested
+	settled     uint64 // newest epoch completed (committed, or void when broken)
 	requestedAt time.Time
 	stallLogged bool // a stall was logged, while settled was stallAt
 	stallAt     uint64
 	frozen      bool // a sink failed: commit nothing more
 	paused      bool // a reconfiguration holds the sources: no new epochs
 	reached     []epochWaiter
+
+	soon  chan struct{} // a stage asked for a checkpoint now (requestSoon)
+	again bool          // one was asked while another was on its way (mu)
 }
 
 // cut collects the states reported for one epoch.
