@@ -383,6 +383,11 @@ func (s *Source) refuse(w http.ResponseWriter, code int, msg string) {
 
 func (s *Source) unavailable(w http.ResponseWriter, msg string) {
 	s.m.busy.Inc()
+	select {
+	case <-s.closing: // the client reconnects, to this etld's successor
+		w.Header().Set("Connection", "close")
+	default:
+	}
 	w.Header().Set("Retry-After", strconv.Itoa(defaultRetryAfter))
 	writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": msg})
 }
