@@ -147,6 +147,12 @@ func (c *checkpointer) requestNow(sources func() []*sourceRunner) {
 		c.mu.Unlock()
 		return
 	}
+	c.requestLocked(sources)
+}
+
+// requestLocked requests the next epoch from every source. Called with
+// mu held, it releases it.
+func (c *checkpointer) requestLocked(sources func() []*sourceRunner) {
 	c.again = false
 	c.requested = max(c.requested, c.committed.Epoch) + 1
 	c.requestedAt = time.Now()
@@ -207,14 +213,7 @@ func (c *checkpointer) loop(ctx context.Context, sources func() []*sourceRunner)
 						Msg("checkpoint barrier not completed yet (a sink retrying?); requesting a newer one")
 				}
 			}
-			c.again = false
-			c.requested = max(c.requested, c.committed.Epoch) + 1
-			c.requestedAt = time.Now()
-			epoch := c.requested
-			c.mu.Unlock()
-			for _, s := range sources() {
-				s.requestBarrier(epoch)
-			}
+			c.requestLocked(sources)
 		}
 	}
 }

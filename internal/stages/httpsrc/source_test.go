@@ -2,21 +2,14 @@ package httpsrc
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -27,6 +20,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/etld/etld/internal/stages"
+	"github.com/etld/etld/internal/tlsconf/tlstest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -309,10 +303,10 @@ func TestCloseAnswersWaitingRequests(t *testing.T) {
 	returned := f.post("POST", "text/plain", "a\n")
 	f.read()
 	queued := f.post("POST", "text/plain", "b\n")
-	// The second handler is waiting for the hand-off once the connection
-	// gauge shows both connections.
+	// The second request is being served (then waits for the hand-off)
+	// once the request counter shows both.
 	deadline := time.Now().Add(hang)
-	for gaugeValue(f.src.m.conns) < 2 && time.Now().Before(deadline) {
+	for metricValue(f.src.m.requests) < 2 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
 	if err := f.src.Close(); err != nil {
@@ -410,7 +404,7 @@ func TestPortInUse(t *testing.T) {
 
 func TestTLS(t *testing.T) {
 	dir := t.TempDir()
-	cert, key := writePair(t, dir)
+	cert, key := tlstest.WritePair(t, dir, "etld test")
 	f := open(t, func(c *Config) {
 		c.TLS.Cert, c.TLS.Key = cert, key
 		c.Ack = AckReceived
@@ -494,33 +488,8 @@ func gaugeValue(g prometheus.Gauge) float64 {
 	return m.GetGauge().GetValue()
 }
 
-// writePair writes a self-signed certificate for 127.0.0.1 and its key.
-func writePair(t *testing.T, dir string) (cert, key string) {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "etld test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kd, err := x509.MarshalECPrivateKey(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, key = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(key, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return cert, key
+func metricValue(c prometheus.Counter) float64 {
+	var m dto.Metric
+	_ = c.Write(&m)
+	return m.GetCounter().GetValue()
 }
