@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/etld/etld/internal/tlsconf/tlstest"
 )
 
 // The http_server source end to end: a 200 means durable (nothing
@@ -492,4 +496,61 @@ sinks:
 	load.halt()
 	p.expectExit(p.stop(), 0, "SIGTERM")
 	load.check(outputKeys(t, filepath.Join(dir, "out.jsonl")))
+}
+
+// TestHTTPReloadTLS: HTTPS with a certificate; a reload to another
+// certificate swaps the listener on the same address: clients that trust
+// the new one get through, those trusting only the old one no longer do.
+func TestHTTPReloadTLS(t *testing.T) {
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	certA, keyA := tlstest.WritePair(t, t.TempDir(), "first")
+	certB, keyB := tlstest.WritePair(t, t.TempDir(), "second")
+	conf := func(cert, key string) string {
+		return `version: 1
+sources:
+  web: {type: http_server, address: "` + addr + `", tls: {cert: "` + cert + `", key: "` + key + `"}}
+sinks:
+  out: {type: file, inputs: [web], path: out.jsonl}
+`
+	}
+	cfg := writeConfig(t, dir, "tls.yaml", conf(certA, keyA))
+	p := startEtld(t, dir, nil, runArgs(cfg, filepath.Join(dir, "state"))...)
+	p.waitListening(addr)
+	trusting := func(cert string) *http.Client {
+		pem, err := os.ReadFile(cert)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(pem)
+		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+		t.Cleanup(tr.CloseIdleConnections)
+		return &http.Client{Transport: tr, Timeout: waitTimeout}
+	}
+	clA, clB := trusting(certA), trusting(certB)
+	url := "https://" + addr + "/"
+	var want []string
+	body, keys := feed("tls-a", 0, 5)
+	if r, err := post(clA, url, "text/plain", body); err != nil || r.code != 200 {
+		t.Fatalf("HTTPS with the first certificate: %v %d %s", err, r.code, r.body)
+	}
+	want = append(want, keys...)
+	if _, err := post(clB, url, "text/plain", body); err == nil {
+		t.Errorf("a client trusting only the second certificate got through before the reload")
+	}
+	writeConfig(t, dir, "tls.yaml", conf(certB, keyB))
+	body, keys = feed("tls-b", 0, 5)
+	p.eventually("the second certificate served", func() bool {
+		clB.CloseIdleConnections()
+		r, err := post(clB, url, "text/plain", body)
+		return err == nil && r.code == 200
+	})
+	want = append(want, keys...)
+	clA.CloseIdleConnections()
+	if _, err := post(clA, url, "text/plain", body); err == nil {
+		t.Errorf("a client trusting only the first certificate got through after the reload")
+	}
+	p.expectExit(p.stop(), 0, "SIGTERM")
+	checkExactlyOnce(t, "output", want, outputKeys(t, filepath.Join(dir, "out.jsonl")))
 }
