@@ -21,16 +21,16 @@ const (
 )
 
 const (
-	defaultAddress      = "127.0.0.1:8080"
-	defaultMaxBody      = 10 << 20
-	defaultMaxLine      = 1 << 20
-	defaultMaxConns     = 256
-	defaultAckTimeout   = 30 * time.Second
-	maxMaxBody          = 1 << 30
-	defaultRetryAfter   = 1 // seconds, in a 503's Retry-After
-	maxBatchRecords     = 1024
-	maxBatchBytes       = 256 << 10
-	shutdownGraceperiod = 5 * time.Second
+	defaultAddress    = "127.0.0.1:8080"
+	defaultMaxBody    = 10 << 20
+	defaultMaxLine    = 1 << 20
+	defaultMaxConns   = 256
+	defaultAckTimeout = 30 * time.Second
+	maxMaxBody        = 1 << 30
+	defaultRetryAfter = 1 // seconds, in a 503's Retry-After
+	maxBatchRecords   = 1024
+	maxBatchBytes     = 256 << 10
+	shutdownGrace     = 5 * time.Second
 )
 
 // Config is the config of the `http_server` source.

@@ -266,7 +266,7 @@ func (s *Source) Close() error {
 		if s.srv == nil {
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), shutdownGraceperiod)
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 		defer cancel()
 		if err := s.srv.Shutdown(ctx); err != nil {
 			_ = s.srv.Close() // a client that does not read its answer
@@ -418,11 +418,12 @@ func contentKind(ct string) (isJSON, ok bool) {
 }
 
 // readBody reads a request body into a buffer from stages.NewBuffer,
-// sized by its length when known.
+// sized by its length when known, but growing with what arrives beyond
+// 256 KiB: a Content-Length alone does not reserve memory.
 func readBody(r io.Reader, length int64) ([]byte, error) {
 	size := 64 << 10
 	if length >= 0 {
-		size = int(length) + 1 // +1: the read that sees the end needs room
+		size = int(min(length+1, 256<<10)) // +1: the read that sees the end needs room
 	}
 	buf := stages.NewBuffer(size)
 	for {
