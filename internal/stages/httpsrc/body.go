@@ -19,6 +19,8 @@ type body struct {
 	next    int    // the next record Read returns
 	split   bool   // returned over several batches: buf is left to the GC
 
+	accepted, rejected int // for the answer: records, and rejects of the source
+
 	seq  uint64        // set by Read once every record was returned
 	done chan struct{} // closed when acknowledged
 }

@@ -193,6 +193,7 @@ func (s *Source) Read(ctx context.Context) (*stages.Batch, error) {
 		if !b.split && b.buf != nil {
 			batch.Own(b.buf) // every record of b is in this batch
 		}
+		b.recs, b.rejects, b.buf = nil, nil, nil // the batch has them now
 		finished = append(finished, b)
 		s.cur = nil
 		if len(batch.Records) >= maxBatchRecords || size >= maxBatchBytes {
@@ -323,7 +324,8 @@ func (s *Source) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		parseLines(b, data, o, int(s.cfg.MaxLineBytes))
 	}
-	if len(b.recs) == 0 && len(b.rejects) == 0 {
+	b.accepted, b.rejected = len(b.recs), len(b.rejects)
+	if b.accepted == 0 && b.rejected == 0 {
 		s.answer(w, b)
 		return
 	}
@@ -372,7 +374,7 @@ func (s *Source) authorized(r *http.Request) bool {
 
 func (s *Source) answer(w http.ResponseWriter, b *body) {
 	s.m.acked.Inc()
-	writeJSON(w, http.StatusOK, map[string]int{"accepted": len(b.recs), "rejected": len(b.rejects)})
+	writeJSON(w, http.StatusOK, map[string]int{"accepted": b.accepted, "rejected": b.rejected})
 }
 
 func (s *Source) refuse(w http.ResponseWriter, code int, msg string) {
