@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"syscall"
 	"testing"
 
@@ -19,20 +17,7 @@ import (
 func TestHTTPStopWhileBlocked(t *testing.T) {
 	dir := t.TempDir()
 	addr, admin := freeAddr(t), freeAddr(t)
-	cfg := writeConfig(t, dir, "blocked.yaml", `version: 1
-sources:
-  web: {type: http_server, address: "`+addr+`", ack_timeout: 10m}
-sinks:
-  out: {type: stdout, inputs: [web]}
-`)
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pr.Close()
-	p := startEtldOut(t, dir, nil, pw, runArgs(cfg, filepath.Join(dir, "state"), "--admin", admin, "--shutdown-timeout", "2s")...)
-	pw.Close()
-	p.waitListening(addr)
+	p, pr := startPiped(t, dir, addr, "10m", "--admin", admin, "--shutdown-timeout", "2s")
 	load := startHTTPLoad(t, "http://"+addr+"/", 4, 1000, 200)
 	var inPipe int
 	p.eventually(func() string {
@@ -46,7 +31,7 @@ sinks:
 		// full; what the 4 waiting bodies add (4 x 30 KiB) cannot fit.
 		return err == nil && n >= 48<<10
 	})
-	label := `pipeline="blocked",stage="web"`
+	label := `pipeline="piped",stage="web"`
 	p.eventually("4 connections in etld_http_connections", func() bool {
 		return crashMetric(admin, "etld_http_connections", label) == 4
 	})

@@ -147,6 +147,9 @@ func (l *httpLoad) client(c int) {
 		default:
 			l.codes[broken]++
 		}
+		if err == nil && r.code == 503 && r.retry == "" {
+			l.t.Errorf("body %s: 503 without Retry-After: %s", name, r.body)
+		}
 		if err == nil && r.code == 200 {
 			if want := fmt.Sprintf(`{"accepted":%d,"rejected":0}`, l.per); r.body != want {
 				l.t.Errorf("body %s: answer %s, want %s", name, r.body, want)
@@ -322,6 +325,28 @@ dead_letter: bad
 	}
 }
 
+// startPiped starts etld with an http_server source on addr (with
+// ack_timeout) into the stdout sink, whose output goes to a pipe that
+// nobody reads until the test reads the returned end.
+func startPiped(t *testing.T, dir, addr, ackTimeout string, extra ...string) (*proc, *os.File) {
+	t.Helper()
+	cfg := writeConfig(t, dir, "piped.yaml", `version: 1
+sources:
+  web: {type: http_server, address: "`+addr+`", ack_timeout: `+ackTimeout+`}
+sinks:
+  out: {type: stdout, inputs: [web]}
+`)
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pr.Close() })
+	p := startEtldOut(t, dir, nil, pw, runArgs(cfg, filepath.Join(dir, "state"), extra...)...)
+	pw.Close()
+	p.waitListening(addr)
+	return p, pr
+}
+
 // TestHTTPBusyPipelineAnswers503: the sink writes to a pipe nobody
 // reads, so the pipeline stops taking bodies; requests get 503 with
 // Retry-After within ack_timeout instead of piling up. Once the pipe is
@@ -330,21 +355,8 @@ dead_letter: bad
 func TestHTTPBusyPipelineAnswers503(t *testing.T) {
 	dir := t.TempDir()
 	addr := freeAddr(t)
-	cfg := writeConfig(t, dir, "http.yaml", `version: 1
-sources:
-  web: {type: http_server, address: "`+addr+`", ack_timeout: 300ms}
-sinks:
-  out: {type: stdout, inputs: [web]}
-`)
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pr.Close()
-	p := startEtldOut(t, dir, nil, pw, runArgs(cfg, filepath.Join(dir, "state"), "--shutdown-timeout", "20s")...)
-	pw.Close()
-	p.waitListening(addr)
-	load := startHTTPLoad(t, "http://"+addr+"/", 4, 30, 200) // 4 x 30 x ~150 KiB: far more than a pipe holds
+	p, pr := startPiped(t, dir, addr, "300ms", "--shutdown-timeout", "20s")
+	load := startHTTPLoad(t, "http://"+addr+"/", 4, 30, 200) // 4 x 30 bodies of 30 KiB: far more than a pipe holds
 	p.eventually("a 503 with Retry-After", func() bool {
 		load.mu.Lock()
 		defer load.mu.Unlock()
