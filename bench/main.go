@@ -95,7 +95,7 @@ func main() {
 	for _, w := range strings.Split(*workloads, ",") {
 		w = strings.ToUpper(strings.TrimSpace(w))
 		switch w {
-		case "W1", "W2", "WM", "W3":
+		case "W1", "W2", "WM", "W3", "WH":
 			sel[w] = true
 		case "":
 		default:
@@ -137,6 +137,11 @@ func main() {
 			mc := mergeConfig{shared: *shared, data: *mergeData, work: w, bin: bin, feeds: *mergeFeeds, lines: *lines,
 				runs: *runs, timeout: *timeout, profiles: *cpuprofile}
 			if err := runMerge(mc); err != nil {
+				return err
+			}
+		}
+		if sel["WH"] { // HTTP ingest (http.go)
+			if err := runHTTP(w, bin, *runs); err != nil {
 				return err
 			}
 		}

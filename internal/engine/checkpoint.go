@@ -64,6 +64,9 @@ type checkpointer struct {
 	frozen      bool // a sink failed: commit nothing more
 	paused      bool // a reconfiguration holds the sources: no new epochs
 	reached     []epochWaiter
+
+	soon  chan struct{} // a stage asked for a checkpoint now (requestSoon)
+	again bool          // one was asked while another was on its way (mu)
 }
 
 // cut collects the states reported for one epoch.
@@ -92,6 +95,16 @@ func (c *checkpointer) init(p *pipeline, mx *Metrics, store *state.Store) {
 	c.committed = state.Checkpoint{Pipeline: p.cfg.Name,
 		Sources: map[string]json.RawMessage{}, Sinks: map[string]json.RawMessage{}}
 	c.wake = make(chan struct{}, 1)
+	c.soon = make(chan struct{}, 1)
+}
+
+// requestSoon asks for a checkpoint barrier without waiting for the next
+// tick (stages.Settings.RequestCheckpoint). It never blocks.
+func (c *checkpointer) requestSoon() {
+	select {
+	case c.soon <- struct{}{}:
+	default:
+	}
 }
 
 // load returns the committed checkpoint, or nil, and makes it the base
@@ -124,6 +137,32 @@ func (c *checkpointer) current() uint64 {
 	return max(c.requested, c.committed.Epoch)
 }
 
+// requestNow requests a barrier from every source unless one is on its
+// way or a reconfiguration holds the sources; then it is requested once
+// that one settled (see loop), or at the next tick.
+func (c *checkpointer) requestNow(sources func() []*sourceRunner) {
+	c.mu.Lock()
+	if c.paused || c.requested > c.settled {
+		c.again = true
+		c.mu.Unlock()
+		return
+	}
+	c.requestLocked(sources)
+}
+
+// requestLocked requests the next epoch from every source. Called with
+// mu held, it releases it.
+func (c *checkpointer) requestLocked(sources func() []*sourceRunner) {
+	c.again = false
+	c.requested = max(c.requested, c.committed.Epoch) + 1
+	c.requestedAt = time.Now()
+	epoch := c.requested
+	c.mu.Unlock()
+	for _, s := range sources() {
+		s.requestBarrier(epoch)
+	}
+}
+
 // loop requests a barrier from every source each interval and saves
 // completed cuts, until ctx is done. sources returns the running sources.
 func (c *checkpointer) loop(ctx context.Context, sources func() []*sourceRunner) {
@@ -139,6 +178,14 @@ func (c *checkpointer) loop(ctx context.Context, sources func() []*sourceRunner)
 			return
 		case <-c.wake:
 			c.saveQueued()
+			c.mu.Lock()
+			again := c.again && c.requested <= c.settled
+			c.mu.Unlock()
+			if again {
+				c.requestNow(sources)
+			}
+		case <-c.soon:
+			c.requestNow(sources)
 		case <-t.C:
 			c.mu.Lock()
 			// The age grows on every tick, also while a checkpoint is
@@ -166,13 +213,7 @@ func (c *checkpointer) loop(ctx context.Context, sources func() []*sourceRunner)
 						Msg("checkpoint barrier not completed yet (a sink retrying?); requesting a newer one")
 				}
 			}
-			c.requested = max(c.requested, c.committed.Epoch) + 1
-			c.requestedAt = time.Now()
-			epoch := c.requested
-			c.mu.Unlock()
-			for _, s := range sources() {
-				s.requestBarrier(epoch)
-			}
+			c.requestLocked(sources)
 		}
 	}
 }

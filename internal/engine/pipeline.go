@@ -245,7 +245,7 @@ func (p *pipeline) build(cfg *config.Pipeline, st *config.Stage, edges map[edgeK
 	}
 	slog := p.log.With().Str("stage", st.ID).Logger()
 	settings := stages.Settings{Pipeline: cfg.Name, ID: st.ID, Logger: slog, Watcher: p.fsw, Own: p.own,
-		Meter: p.mx.meter(cfg.Name, st.ID)}
+		Meter: p.mx.meter(cfg.Name, st.ID), RequestCheckpoint: p.ckpt.requestSoon}
 	sm := p.mx.stage(cfg.Name, st.ID)
 	if !routed {
 		sels = nil

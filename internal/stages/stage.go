@@ -35,7 +35,15 @@ type Settings struct {
 	// Meter gives the stage collectors of its own (see Meter); use
 	// Settings.Counter and Settings.Gauge, which work without one.
 	Meter Meter
-	_     struct{}
+	// RequestCheckpoint asks the runtime for a checkpoint barrier now
+	// rather than at the next checkpoint_interval tick; nil outside the
+	// runtime. A source that acknowledges on commit (stages.Committer)
+	// calls it after Read returned records somebody waits for, so the
+	// wait is one barrier round trip. Requests while a checkpoint is on
+	// its way are merged into one more checkpoint after it. Safe for
+	// concurrent use; it never blocks.
+	RequestCheckpoint func()
+	_                 struct{}
 }
 
 // Source reads records from the outside world.

@@ -21,6 +21,12 @@ type SourceCase struct {
 	// is done. Use enough records for several batches, so that the state
 	// round trip resumes in the middle.
 	Want []string
+	// Feed, when set, is called after every Open of a source of the case
+	// that succeeded, for sources fed from outside (listeners): it starts
+	// sending the rest of Want to src, picking up after what earlier
+	// instances acknowledged, in goroutines that must end by themselves
+	// once everything was sent or src is closed.
+	Feed func(t *testing.T, src stages.Source)
 }
 
 // Source checks a source type: Close without Open and twice, reading
@@ -45,6 +51,9 @@ func Source(t *testing.T, f stages.Factory, newCase func(t *testing.T) SourceCas
 		src := build(t, c)
 		if err := src.Open(context.Background()); err != nil {
 			t.Fatalf("Open: %v", err)
+		}
+		if c.Feed != nil {
+			c.Feed(t, src)
 		}
 		return src
 	}
@@ -150,6 +159,9 @@ func Source(t *testing.T, f stages.Factory, newCase func(t *testing.T) SourceCas
 		}
 		if err := next.Open(context.Background()); err != nil {
 			t.Fatalf("Open after Restore: %v", err)
+		}
+		if c.Feed != nil {
+			c.Feed(t, next)
 		}
 		defer closeSource(t, next)
 		rest := reader{t: t, src: next}
