@@ -1,8 +1,8 @@
-// Command bench measures etld end to end on the shared benchmark feeds
-// (../shared/bench/gendata.go) for workloads W1 (passthrough) and W2
-// (parse, filter, enrich), timing `cat` in the same run as a reference:
+// Command bench measures etld end to end on JSON feeds it generates
+// (genjson.go) for workloads W1 (passthrough) and W2 (parse, filter,
+// enrich), timing `cat` in the same run as a reference:
 //
-//	go run ./bench -shared ../shared/bench
+//	go run ./bench
 //	go run ./bench -lines 2000000 -runs 1   # the 4 x 2,000,000-line check
 //
 // -workloads chooses what runs (default W1,W2). WM is the ordered merge
@@ -68,7 +68,7 @@ type result struct {
 
 func main() {
 	base := defaultBase()
-	shared := flag.String("shared", "../shared/bench", "directory holding gendata.go")
+	shared := flag.String("shared", "", "directory holding another generator, gendata.go, to use instead of the built-in one (genjson.go), for figures comparable with a peer benchmark")
 	data := flag.String("data", "", "where the feeds are generated, kept between runs (default "+filepath.Join(base, "etld-bench-data-FEEDSxLINES")+")")
 	work := flag.String("work", base, "directory for the binary, configs and output (a temporary directory is made inside it)")
 	feeds := flag.Int("feeds", 4, "number of feeds")
@@ -189,7 +189,7 @@ func loadavg() string {
 }
 
 // countDebug counts the records with level "debug" in the feeds, which
-// W2 drops; gendata writes the field exactly as `"level":"debug"`.
+// W2 drops; the generators write the field exactly as `"level":"debug"`.
 func countDebug(paths []string) (int, error) {
 	pat := []byte(`"level":"debug"`)
 	n := 0
@@ -218,20 +218,31 @@ func countDebug(paths []string) (int, error) {
 	return n, nil
 }
 
-// generate writes feeds x lines feeds into data with gendata (seed 1)
-// unless a previous run left them there.
+// generate writes feeds x lines feeds into data (seed 1), with
+// genJSONFeeds or, when shared names a directory, its gendata.go, unless
+// a previous run left them there.
 func generate(shared, data string, feeds, lines int) error {
-	stamp := filepath.Join(data, fmt.Sprintf(".done-%d-%d", feeds, lines))
+	gen := "genjson"
+	if shared != "" {
+		gen = "gendata"
+	}
+	stamp := filepath.Join(data, fmt.Sprintf(".done-%s-%d-%d", gen, feeds, lines))
 	if _, err := os.Stat(stamp); err == nil {
 		return nil
 	}
 	os.RemoveAll(data)
-	fmt.Fprintf(os.Stderr, "generating %d x %d lines into %s\n", feeds, lines, data)
-	cmd := exec.Command("go", "run", filepath.Join(shared, "gendata.go"), "-out", data,
-		"-feeds", fmt.Sprint(feeds), "-lines", fmt.Sprint(lines), "-seed", "1")
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("gendata: %w", err)
+	fmt.Fprintf(os.Stderr, "generating %d x %d lines into %s (%s)\n", feeds, lines, data, gen)
+	if shared == "" {
+		if err := genJSONFeeds(data, feeds, lines, 1); err != nil {
+			return fmt.Errorf("genjson: %w", err)
+		}
+	} else {
+		cmd := exec.Command("go", "run", filepath.Join(shared, "gendata.go"), "-out", data,
+			"-feeds", fmt.Sprint(feeds), "-lines", fmt.Sprint(lines), "-seed", "1")
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("gendata: %w", err)
+		}
 	}
 	return os.WriteFile(stamp, nil, 0o644)
 }
@@ -640,7 +651,7 @@ func lineScanner(f *os.File) *bufio.Scanner {
 	return sc
 }
 
-// feedLess orders gendata's feed names as their file paths sort
+// feedLess orders the generated feed names as their file paths sort
 // (feed-1.jsonl < feed-10.jsonl < feed-2.jsonl).
 func feedLess(a, b string) bool { return a+".jsonl" < b+".jsonl" }
 
