@@ -49,7 +49,14 @@ Usage:
   etld version
 
 PATH is one pipeline file or a directory of them (default: $ETLD_CONFIG,
-else /etc/etld/pipelines). Run "etld COMMAND -h" for a command's flags.
+else /etc/etld/pipelines). Run "etld help COMMAND" (or "etld COMMAND -h")
+for a command's flags and an example.
+
+Examples:
+  etld validate -c examples/                  # check every example pipeline
+  etld run -c examples/quickstart.yaml        # run one; it exits when its files are read
+  etld test -c examples/                      # run the pipeline tests next to them
+  etld status --watch                         # watch the running daemon
 `
 
 func main() {
@@ -79,11 +86,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "plan":
 		return cmdPlan(rest, stdout, stderr)
 	case "version", "--version", "-version":
+		if len(rest) > 0 && (rest[0] == "-h" || rest[0] == "-help" || rest[0] == "--help") {
+			printHelp(stdout, "version", nil)
+			return exitOK
+		}
 		fmt.Fprintln(stdout, versionString())
 		return exitOK
 	case "help", "-h", "-help", "--help":
-		fmt.Fprint(stdout, usage)
-		return exitOK
+		return cmdHelp(rest, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "etld: unknown command %q\n\n%s", cmd, usage)
 		return exitUsage
@@ -113,6 +123,7 @@ func newFlagSet(name string, stderr io.Writer) (*flag.FlagSet, *string) {
 		def = "/etc/etld/pipelines"
 	}
 	path := fs.String("c", def, "pipeline file or directory of pipeline files ($ETLD_CONFIG)")
+	withHelp(fs, name)
 	return fs, path
 }
 

@@ -26,6 +26,7 @@ import (
 func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("etld status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	withHelp(fs, "status")
 	addr := fs.String("admin", "127.0.0.1:9300", "admin address of the running etld (host:port or URL)")
 	watch := fs.Bool("watch", false, "refresh every --interval until interrupted, with rates")
 	interval := fs.Duration("interval", 2*time.Second, "refresh period of --watch")
