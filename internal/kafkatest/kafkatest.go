@@ -1,0 +1,218 @@
+// Package kafkatest gives tests a Kafka cluster: franz-go's kfake,
+// started in the test process on 127.0.0.1, or the external brokers named
+// by ETLD_TEST_KAFKA_BROKERS (comma-separated host:port), so that the same
+// tests run against a real Kafka:
+//
+//	ETLD_TEST_KAFKA_BROKERS=127.0.0.1:9092 go test ./internal/stages/kafka ./e2e -run Kafka
+//
+// Every test gets topics and groups of its own (unique names), so tests
+// do not see each other's data on a shared external cluster. Against an
+// external cluster, the tests that stop and restart the broker are
+// skipped, and the brokers must allow session timeouts down to 1s
+// (group.min.session.timeout.ms).
+package kafkatest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// EnvBrokers names the external brokers to test against.
+const EnvBrokers = "ETLD_TEST_KAFKA_BROKERS"
+
+// Cluster is a Kafka cluster for a test.
+type Cluster struct {
+	Brokers []string
+	fake    *kfake.Cluster // nil: external
+	opts    []kfake.Opt
+}
+
+var seq atomic.Int64
+
+// Start returns a cluster for t, closed at the end of t: external when
+// ETLD_TEST_KAFKA_BROKERS is set, else an in-process kfake cluster with
+// one broker.
+func Start(t testing.TB) *Cluster {
+	t.Helper()
+	if env := os.Getenv(EnvBrokers); env != "" {
+		return &Cluster{Brokers: strings.Split(env, ",")}
+	}
+	return StartFake(t)
+}
+
+// StartFake starts an in-process kfake cluster (also with
+// ETLD_TEST_KAFKA_BROKERS set), with a data directory so that Restart
+// keeps the data, and session timeouts allowed down to 100ms.
+func StartFake(t testing.TB) *Cluster {
+	t.Helper()
+	c := &Cluster{opts: []kfake.Opt{
+		kfake.NumBrokers(1),
+		kfake.GroupMinSessionTimeout(100 * time.Millisecond),
+		kfake.DataDir(t.TempDir()),
+	}}
+	fake, err := kfake.NewCluster(c.opts...)
+	if err != nil {
+		t.Fatalf("kafkatest: start kfake: %v", err)
+	}
+	c.fake = fake
+	c.Brokers = fake.ListenAddrs()
+	t.Cleanup(func() {
+		if c.fake != nil {
+			c.fake.Close()
+		}
+	})
+	return c
+}
+
+// Fake reports whether the cluster is in-process (Stop and Restart work).
+func (c *Cluster) Fake() bool { return c.fake != nil || c.opts != nil }
+
+// Stop stops an in-process cluster (a broker outage); Restart brings it
+// back on the same port with the same data.
+func (c *Cluster) Stop(t testing.TB) {
+	t.Helper()
+	if c.fake == nil {
+		t.Skip("kafkatest: cannot stop an external cluster")
+	}
+	c.fake.Close()
+	c.fake = nil
+}
+
+// Restart restarts a cluster stopped by Stop.
+func (c *Cluster) Restart(t testing.TB) {
+	t.Helper()
+	var port int
+	if _, err := fmt.Sscanf(c.Brokers[0][strings.LastIndexByte(c.Brokers[0], ':')+1:], "%d", &port); err != nil {
+		t.Fatalf("kafkatest: port of %s: %v", c.Brokers[0], err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		fake, err := kfake.NewCluster(append(c.opts, kfake.Ports(port))...)
+		if err == nil {
+			c.fake = fake
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("kafkatest: restart kfake on port %d: %v", port, err)
+		}
+		time.Sleep(50 * time.Millisecond) // the port is still being released
+	}
+}
+
+// Name returns a name unique in this process for a topic or group.
+func Name(prefix string) string {
+	return fmt.Sprintf("%s-%d-%d", prefix, os.Getpid(), seq.Add(1))
+}
+
+// Client returns a client of the cluster with opts, closed at the end of t.
+func (c *Cluster) Client(t testing.TB, opts ...kgo.Opt) *kgo.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(c.Brokers...)}, opts...)...)
+	if err != nil {
+		t.Fatalf("kafkatest: client: %v", err)
+	}
+	t.Cleanup(cl.Close)
+	return cl
+}
+
+// CreateTopic creates a topic with partitions and returns its name (a
+// unique name with prefix).
+func (c *Cluster) CreateTopic(t testing.TB, prefix string, partitions int32) string {
+	t.Helper()
+	name := Name(prefix)
+	cl := c.Client(t)
+	req := kmsg.NewPtrCreateTopicsRequest()
+	rt := kmsg.NewCreateTopicsRequestTopic()
+	rt.Topic, rt.NumPartitions, rt.ReplicationFactor = name, partitions, 1
+	req.Topics = append(req.Topics, rt)
+	req.TimeoutMillis = 10000
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		t.Fatalf("kafkatest: create topic %s: %v", name, err)
+	}
+	for _, tr := range resp.Topics {
+		if tr.ErrorCode != 0 {
+			t.Fatalf("kafkatest: create topic %s: error code %d", name, tr.ErrorCode)
+		}
+	}
+	return name
+}
+
+// Produce writes values to topic, round-robin over its partitions when
+// they have no key, and waits for every ack.
+func (c *Cluster) Produce(t testing.TB, topic string, values []string) {
+	t.Helper()
+	cl := c.Client(t, kgo.DefaultProduceTopic(topic), kgo.RecordPartitioner(kgo.RoundRobinPartitioner()))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	recs := make([]*kgo.Record, len(values))
+	for i, v := range values {
+		recs[i] = &kgo.Record{Value: []byte(v)}
+	}
+	for i := 0; i < len(recs); i += 10000 {
+		if err := cl.ProduceSync(ctx, recs[i:min(i+10000, len(recs))]...).FirstErr(); err != nil {
+			t.Fatalf("kafkatest: produce to %s: %v", topic, err)
+		}
+	}
+}
+
+// Consume reads topic from the start as a read_committed reader until n
+// records came (or the deadline), and returns them.
+func (c *Cluster) Consume(t testing.TB, topic string, n int, deadline time.Duration) []*kgo.Record {
+	t.Helper()
+	cl := c.Client(t, kgo.ConsumeTopics(topic), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	var out []*kgo.Record
+	for len(out) < n && ctx.Err() == nil {
+		fs := cl.PollFetches(ctx)
+		fs.EachRecord(func(r *kgo.Record) { out = append(out, r) })
+	}
+	return out
+}
+
+// Values returns the values of recs as strings.
+func Values(recs []*kgo.Record) []string {
+	out := make([]string, len(recs))
+	for i, r := range recs {
+		out[i] = string(r.Value)
+	}
+	return out
+}
+
+// Committed returns the offsets committed by group, per topic and
+// partition.
+func (c *Cluster) Committed(t testing.TB, group string) map[string]map[int32]int64 {
+	t.Helper()
+	cl := c.Client(t)
+	req := kmsg.NewPtrOffsetFetchRequest()
+	req.Group = group
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		t.Fatalf("kafkatest: fetch offsets of %s: %v", group, err)
+	}
+	out := map[string]map[int32]int64{}
+	for _, tp := range resp.Topics {
+		for _, p := range tp.Partitions {
+			if out[tp.Topic] == nil {
+				out[tp.Topic] = map[int32]int64{}
+			}
+			out[tp.Topic][p.Partition] = p.Offset
+		}
+	}
+	return out
+}
