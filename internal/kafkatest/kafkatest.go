@@ -113,14 +113,13 @@ func Name(prefix string) string {
 	return fmt.Sprintf("%s-%d-%d", prefix, os.Getpid(), seq.Add(1))
 }
 
-// Client returns a client of the cluster with opts, closed at the end of t.
+// Client returns a client of the cluster with opts; the caller closes it.
 func (c *Cluster) Client(t testing.TB, opts ...kgo.Opt) *kgo.Client {
 	t.Helper()
 	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(c.Brokers...)}, opts...)...)
 	if err != nil {
 		t.Fatalf("kafkatest: client: %v", err)
 	}
-	t.Cleanup(cl.Close)
 	return cl
 }
 
@@ -130,6 +129,7 @@ func (c *Cluster) CreateTopic(t testing.TB, prefix string, partitions int32) str
 	t.Helper()
 	name := Name(prefix)
 	cl := c.Client(t)
+	defer cl.Close()
 	req := kmsg.NewPtrCreateTopicsRequest()
 	rt := kmsg.NewCreateTopicsRequestTopic()
 	rt.Topic, rt.NumPartitions, rt.ReplicationFactor = name, partitions, 1
@@ -154,6 +154,7 @@ func (c *Cluster) CreateTopic(t testing.TB, prefix string, partitions int32) str
 func (c *Cluster) Produce(t testing.TB, topic string, values []string) {
 	t.Helper()
 	cl := c.Client(t, kgo.DefaultProduceTopic(topic), kgo.RecordPartitioner(kgo.RoundRobinPartitioner()))
+	defer cl.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	recs := make([]*kgo.Record, len(values))
@@ -173,6 +174,7 @@ func (c *Cluster) Consume(t testing.TB, topic string, n int, deadline time.Durat
 	t.Helper()
 	cl := c.Client(t, kgo.ConsumeTopics(topic), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	defer cl.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), deadline)
 	defer cancel()
 	var out []*kgo.Record
@@ -197,6 +199,7 @@ func Values(recs []*kgo.Record) []string {
 func (c *Cluster) Committed(t testing.TB, group string) map[string]map[int32]int64 {
 	t.Helper()
 	cl := c.Client(t)
+	defer cl.Close()
 	req := kmsg.NewPtrOffsetFetchRequest()
 	req.Group = group
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -213,6 +216,85 @@ func (c *Cluster) Committed(t testing.TB, group string) map[string]map[int32]int
 			}
 			out[tp.Topic][p.Partition] = p.Offset
 		}
+	}
+	return out
+}
+
+// ReadAll returns every record of topic that a read_committed reader
+// sees now: all partitions up to their last stable offset, in partition
+// then offset order.
+func (c *Cluster) ReadAll(t testing.TB, topic string) []*kgo.Record {
+	t.Helper()
+	cl := c.Client(t)
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	meta, err := (&kmsg.MetadataRequest{Topics: []kmsg.MetadataRequestTopic{{Topic: kmsg.StringPtr(topic)}}}).RequestWith(ctx, cl)
+	if err != nil || len(meta.Topics) != 1 || meta.Topics[0].ErrorCode != 0 {
+		t.Fatalf("kafkatest: metadata of %s: %v", topic, err)
+	}
+	lo := kmsg.NewPtrListOffsetsRequest()
+	lo.IsolationLevel = 1
+	lt := kmsg.NewListOffsetsRequestTopic()
+	lt.Topic = topic
+	for _, p := range meta.Topics[0].Partitions {
+		lp := kmsg.NewListOffsetsRequestTopicPartition()
+		lp.Partition, lp.Timestamp = p.Partition, -1
+		lt.Partitions = append(lt.Partitions, lp)
+	}
+	lo.Topics = append(lo.Topics, lt)
+	resp, err := lo.RequestWith(ctx, cl)
+	if err != nil {
+		t.Fatalf("kafkatest: list offsets of %s: %v", topic, err)
+	}
+	end := map[int32]int64{}
+	for _, rt := range resp.Topics {
+		for _, p := range rt.Partitions {
+			if p.ErrorCode != 0 {
+				t.Fatalf("kafkatest: list offsets of %s/%d: code %d", topic, p.Partition, p.ErrorCode)
+			}
+			if p.Offset > 0 {
+				end[p.Partition] = p.Offset
+			}
+		}
+	}
+	byPart := map[int32][]*kgo.Record{}
+	if len(end) > 0 {
+		rd := c.Client(t, kgo.ConsumeTopics(topic), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+		defer rd.Close()
+		done := func() bool {
+			for p, e := range end {
+				n := len(byPart[p])
+				if n == 0 || byPart[p][n-1].Offset+1 < e {
+					return false
+				}
+			}
+			return true
+		}
+		for !done() {
+			// Transaction markers take offsets too, so a partition
+			// whose last offsets are markers never reaches its end in
+			// records: a second without any record ends the read.
+			pctx, pcancel := context.WithTimeout(ctx, time.Second)
+			fs := rd.PollFetches(pctx)
+			pcancel()
+			if ctx.Err() != nil {
+				t.Fatalf("kafkatest: reading %s to its end: %v", topic, ctx.Err())
+			}
+			if fs.NumRecords() == 0 && pctx.Err() != nil && len(byPart) > 0 {
+				break
+			}
+			fs.EachRecord(func(r *kgo.Record) {
+				if r.Offset < end[r.Partition] {
+					byPart[r.Partition] = append(byPart[r.Partition], r)
+				}
+			})
+		}
+	}
+	var out []*kgo.Record
+	for p := int32(0); p < int32(len(meta.Topics[0].Partitions)); p++ {
+		out = append(out, byPart[p]...)
 	}
 	return out
 }

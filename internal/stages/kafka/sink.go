@@ -83,9 +83,10 @@ type Sink struct {
 	// Transactional: the open transaction's records (produced again
 	// after an abort) and the next offset of each consumed partition,
 	// per source id.
-	inTxn   bool
-	txn     []*kgo.Record
-	offsets map[string]map[tp]int64
+	inTxn    bool
+	txn      []*kgo.Record
+	offsets  map[string]map[tp]int64
+	topicIDs map[string][16]byte
 
 	closed bool
 }
@@ -157,11 +158,27 @@ func (s *Sink) Write(ctx context.Context, b *stages.Batch) error {
 	if s.cl == nil || s.closed {
 		return errors.New("kafka sink: write before open or after close")
 	}
+	take := len(b.Records) // records before the first over-long one
 	for i := range b.Records {
-		if n := len(b.Records[i].Raw); n > int(s.c.MaxMessageBytes) {
-			b.Records = b.Records[i:]
-			return stages.Permanent(fmt.Errorf("record of %d bytes exceeds max_message_bytes (%d)", n, int64(s.c.MaxMessageBytes)))
+		if len(b.Records[i].Raw) > int(s.c.MaxMessageBytes) {
+			take = i
+			break
 		}
+	}
+	if err := s.produce(ctx, b.Records[:take]); err != nil {
+		return err
+	}
+	b.Records = b.Records[take:]
+	if len(b.Records) > 0 {
+		return stages.Permanent(fmt.Errorf("record of %d bytes exceeds max_message_bytes (%d)", len(b.Records[0].Raw), int64(s.c.MaxMessageBytes)))
+	}
+	return nil
+}
+
+// produce hands records to the client.
+func (s *Sink) produce(ctx context.Context, records []stages.Record) error {
+	if len(records) == 0 {
+		return nil
 	}
 	if s.c.Transactional && !s.inTxn {
 		if err := s.cl.BeginTransaction(); err != nil {
@@ -170,13 +187,13 @@ func (s *Sink) Write(ctx context.Context, b *stages.Batch) error {
 		s.inTxn = true
 	}
 	size := 0
-	for i := range b.Records {
-		size += len(b.Records[i].Raw)
+	for i := range records {
+		size += len(records[i].Raw)
 	}
 	arena := make([]byte, 0, size)
-	recs := make([]kgo.Record, len(b.Records))
-	for i := range b.Records {
-		r := &b.Records[i]
+	recs := make([]kgo.Record, len(records))
+	for i := range records {
+		r := &records[i]
 		at := len(arena)
 		arena = append(arena, r.Raw...)
 		kr := &recs[i]
@@ -190,11 +207,8 @@ func (s *Sink) Write(ctx context.Context, b *stages.Batch) error {
 		}
 	}
 	for i := range recs {
-		if err := ctx.Err(); err != nil {
-			// Records before i were taken; the rest are not.
-			b.Records = b.Records[i:]
-			return err
-		}
+		// A produce that fails (ctx done at a hard stop) is kept by done
+		// and produced again at the next Flush.
 		s.cl.Produce(ctx, &recs[i], s.done)
 	}
 	return nil
@@ -366,6 +380,9 @@ func (s *Sink) addOffsets(ctx context.Context) error {
 			if !ok {
 				t := kmsg.NewTxnOffsetCommitRequestTopic()
 				t.Topic = k.topic
+				if t.TopicID, err = s.topicID(ctx, k.topic); err != nil {
+					return err
+				}
 				commit.Topics = append(commit.Topics, t)
 				i = len(commit.Topics) - 1
 				byTopic[k.topic] = i
@@ -387,6 +404,27 @@ func (s *Sink) addOffsets(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// topicID returns the id of a topic (newer requests name topics by id).
+func (s *Sink) topicID(ctx context.Context, topic string) ([16]byte, error) {
+	if id, ok := s.topicIDs[topic]; ok {
+		return id, nil
+	}
+	resp, err := newMetadataRequest([]string{topic}).RequestWith(ctx, s.cl)
+	if err != nil {
+		return [16]byte{}, err
+	}
+	for _, t := range resp.Topics {
+		if t.Topic != nil && *t.Topic == topic && t.ErrorCode == 0 {
+			if s.topicIDs == nil {
+				s.topicIDs = map[string][16]byte{}
+			}
+			s.topicIDs[topic] = t.TopicID
+			return t.TopicID, nil
+		}
+	}
+	return [16]byte{}, fmt.Errorf("topic %s: no metadata", topic)
 }
 
 // Close flushes (transactional: commits) and disconnects.
