@@ -298,3 +298,30 @@ func (c *Cluster) ReadAll(t testing.TB, topic string) []*kgo.Record {
 	}
 	return out
 }
+
+// Members returns how many members group has that are assigned
+// partitions (the group is stable with them).
+func (c *Cluster) Members(t testing.TB, group string) int {
+	t.Helper()
+	cl := c.Client(t)
+	defer cl.Close()
+	req := kmsg.NewPtrDescribeGroupsRequest()
+	req.Groups = []string{group}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil || len(resp.Groups) != 1 {
+		return 0
+	}
+	g := resp.Groups[0]
+	if g.State != "Stable" {
+		return 0
+	}
+	n := 0
+	for _, m := range g.Members {
+		if len(m.MemberAssignment) > 0 {
+			n++
+		}
+	}
+	return n
+}

@@ -1,0 +1,243 @@
+//go:build linux
+
+package e2e
+
+import (
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/etld/etld/internal/kafkatest"
+)
+
+// The Kafka tests run etld against a kfake cluster started in this test
+// process (or the brokers of ETLD_TEST_KAFKA_BROKERS, see kafkatest).
+// Session timeouts are 1s, so that a killed member leaves its group
+// quickly; checkpoints every 200ms.
+
+// kafkaRecords returns records from..from+n-1 of feed as message values
+// and their keys.
+func kafkaRecords(feedName string, from, n int) ([]string, []string) {
+	data, keys := feed(feedName, from, n)
+	return strings.Split(strings.TrimSuffix(string(data), "\n"), "\n"), keys
+}
+
+// kafkaToFile is a pipeline from topic (group) to the file out/NAME.
+func kafkaToFile(c *kafkatest.Cluster, topic, group, name string) string {
+	return fmt.Sprintf(`version: 1
+checkpoint_interval: 200ms
+sources:
+  in:
+    type: kafka
+    brokers: [%s]
+    topics: [%s]
+    group: %s
+    session_timeout: 1s
+sinks:
+  out:
+    type: file
+    inputs: [in]
+    path: out/%s
+`, strings.Join(c.Brokers, ", "), topic, group, name)
+}
+
+// TestKafkaGroupToFileKill9: one instance reads a three-partition topic
+// into a file and is killed with -9 twice while records keep coming: the
+// file holds every record exactly once (the checkpoint holds the
+// partitions' offsets, the group gets them only once it is saved).
+func TestKafkaGroupToFileKill9(t *testing.T) {
+	t.Parallel()
+	c := kafkatest.Start(t)
+	topic := c.CreateTopic(t, "e2e-kill", 3)
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, "kafka.yaml", kafkaToFile(c, topic, kafkatest.Name("g"), "out.jsonl"))
+	out := filepath.Join(dir, "out", "out.jsonl")
+	args := runArgs(cfg, filepath.Join(dir, "state"))
+
+	const perRound = 20000
+	var want []string
+	for round := 0; round < 3; round++ {
+		values, keys := kafkaRecords("k", round*perRound, perRound)
+		c.Produce(t, topic, values)
+		want = append(want, keys...)
+		p := startEtld(t, dir, nil, args...)
+		lines := &lineCounter{path: out}
+		if round < 2 {
+			// Kill in the middle of this round's records.
+			target := len(want) - perRound/2
+			p.eventually(fmt.Sprintf("output reaches %d lines", target), func() bool { return lines.count() >= target })
+			p.kill()
+			continue
+		}
+		p.waitForLines(out, len(want), want)
+		p.expectExit(p.stop(), 0, "graceful stop")
+	}
+	checkExactlyOnce(t, "kafka -> file across two kill -9", want, outputKeys(t, out))
+}
+
+// TestKafkaTransactionalKill9: kafka -> kafka with transactional: true,
+// killed with -9 twice: a read_committed reader of the output topic sees
+// every record exactly once.
+func TestKafkaTransactionalKill9(t *testing.T) {
+	t.Parallel()
+	c := kafkatest.Start(t)
+	in := c.CreateTopic(t, "e2e-txin", 3)
+	outTopic := c.CreateTopic(t, "e2e-txout", 2)
+	group := kafkatest.Name("g")
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, "tx.yaml", fmt.Sprintf(`version: 1
+checkpoint_interval: 200ms
+sources:
+  in:
+    type: kafka
+    brokers: [%[1]s]
+    topics: [%[2]s]
+    group: %[3]s
+    session_timeout: 1s
+workers:
+  parse:
+    inputs: [in]
+    steps:
+      - parse_json: {}
+sinks:
+  out:
+    type: kafka
+    inputs: [parse]
+    brokers: [%[1]s]
+    topic: %[4]s
+    key: key
+    transactional: true
+    transactional_id: %[5]s
+`, strings.Join(c.Brokers, ", "), in, group, outTopic, kafkatest.Name("tx")))
+	args := runArgs(cfg, filepath.Join(dir, "state"))
+
+	const perRound = 20000
+	var want []string
+	consumed := func() int64 {
+		var n int64
+		for _, o := range c.Committed(t, group)[in] {
+			n += max(o, 0)
+		}
+		return n
+	}
+	for round := 0; round < 3; round++ {
+		values, keys := kafkaRecords("t", round*perRound, perRound)
+		c.Produce(t, in, values)
+		want = append(want, keys...)
+		p := startEtld(t, dir, nil, args...)
+		target := int64(len(want))
+		if round < 2 {
+			target -= perRound / 2
+		}
+		p.eventually(fmt.Sprintf("the group's offsets cover %d records", target), func() bool { return consumed() >= target })
+		if round < 2 {
+			p.kill()
+			continue
+		}
+		p.expectExit(p.stop(), 0, "graceful stop")
+	}
+	recs := c.ReadAll(t, outTopic)
+	var got []string
+	for _, r := range recs {
+		k, ok := keyOf(r.Value)
+		if !ok || k != string(r.Key) {
+			t.Fatalf("output message %s has key %q", r.Value, r.Key)
+		}
+		got = append(got, k)
+	}
+	checkExactlyOnce(t, "kafka -> kafka transactional across two kill -9 (read_committed)", want, got)
+}
+
+// TestKafkaTwoInstancesGracefulRestart: two instances share a group,
+// each writing its own file; one is stopped gracefully while records
+// come and started again. Its partitions move to the other instance and
+// back at exactly the offsets their checkpoints hold: lost 0, dup 0.
+func TestKafkaTwoInstancesGracefulRestart(t *testing.T) {
+	t.Parallel()
+	c := kafkatest.Start(t)
+	topic := c.CreateTopic(t, "e2e-two", 4)
+	group := kafkatest.Name("g")
+	dirA, dirB := t.TempDir(), t.TempDir()
+	argsA := runArgs(writeConfig(t, dirA, "a.yaml", kafkaToFile(c, topic, group, "a.jsonl")), filepath.Join(dirA, "state"))
+	argsB := runArgs(writeConfig(t, dirB, "b.yaml", kafkaToFile(c, topic, group, "b.jsonl")), filepath.Join(dirB, "state"))
+	outA, outB := filepath.Join(dirA, "out", "a.jsonl"), filepath.Join(dirB, "out", "b.jsonl")
+	la, lb := &lineCounter{path: outA}, &lineCounter{path: outB}
+	total := func() int { return la.count() + lb.count() }
+
+	const perStep = 15000
+	var want []string
+	produce := func(step int) {
+		values, keys := kafkaRecords("two", step*perStep, perStep)
+		c.Produce(t, topic, values)
+		want = append(want, keys...)
+	}
+	both := func() bool { return c.Members(t, group) == 2 }
+	a := startEtld(t, dirA, nil, argsA...)
+	b := startEtld(t, dirB, nil, argsB...)
+	a.eventually("the group has both instances", both)
+	produce(0)
+	a.eventually(fmt.Sprintf("A and B wrote %d lines", perStep), func() bool { return total() >= perStep })
+	if la.count() == 0 || lb.count() == 0 {
+		t.Errorf("one instance did all the work: A %d, B %d lines", la.count(), lb.count())
+	}
+	b.expectExit(b.stop(), 0, "graceful stop of B")
+	produce(1)
+	a.eventually(fmt.Sprintf("A and B wrote %d lines", 2*perStep), func() bool { return total() >= 2*perStep })
+	beforeRestart := lb.count()
+	b = startEtld(t, dirB, nil, argsB...)
+	a.eventually("the group has both instances again", both)
+	produce(2)
+	a.eventually(fmt.Sprintf("A and B wrote %d lines", len(want)), func() bool { return total() >= len(want) })
+	if lb.count() == beforeRestart {
+		t.Errorf("B wrote nothing after its restart")
+	}
+	a.expectExit(a.stop(), 0, "graceful stop of A")
+	b.expectExit(b.stop(), 0, "graceful stop of B")
+	got := append(outputKeys(t, outA), outputKeys(t, outB)...)
+	checkExactlyOnce(t, "two instances, one stopped and restarted", want, got)
+}
+
+// TestKafkaBrokerDown: the broker is down when etld starts and again
+// mid-run. etld keeps running, /readyz says the source is not ready,
+// and once the broker is back it goes on by itself: every record once.
+func TestKafkaBrokerDown(t *testing.T) {
+	t.Parallel()
+	c := kafkatest.StartFake(t)
+	topic := c.CreateTopic(t, "e2e-down", 2)
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, "down.yaml", kafkaToFile(c, topic, kafkatest.Name("g"), "out.jsonl"))
+	out := filepath.Join(dir, "out", "out.jsonl")
+
+	notReady := func(addr string) func() bool {
+		return func() bool {
+			code, body := crashGet(addr, "/readyz")
+			return code == http.StatusServiceUnavailable && strings.Contains(body, `"in"`)
+		}
+	}
+	ready := func(addr string) func() bool {
+		return func() bool { code, _ := crashGet(addr, "/readyz"); return code == http.StatusOK }
+	}
+
+	c.Stop(t)
+	p := startEtld(t, dir, nil, runArgs(cfg, filepath.Join(dir, "state"), "--admin", "127.0.0.1:0")...)
+	addr := crashAdminAddr(t, p)
+	p.eventually("/readyz answers 503 naming source \"in\" while the broker is down at start", notReady(addr))
+	c.Restart(t)
+	values, want := kafkaRecords("down", 0, 10000)
+	c.Produce(t, topic, values)
+	p.waitForLines(out, len(want), want)
+	p.eventually("/readyz answers 200 once the broker is back", ready(addr))
+
+	c.Stop(t)
+	p.eventually("/readyz answers 503 while the broker is down mid-run", notReady(addr))
+	c.Restart(t)
+	values, keys := kafkaRecords("down", 10000, 10000)
+	want = append(want, keys...)
+	c.Produce(t, topic, values)
+	p.waitForLines(out, len(want), want)
+	p.eventually("/readyz answers 200 once the broker is back", ready(addr))
+	p.expectExit(p.stop(), 0, "graceful stop")
+	checkExactlyOnce(t, "kafka -> file with the broker down at start and mid-run", want, outputKeys(t, out))
+}
