@@ -3,11 +3,15 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/etld/etld/internal/kafkatest"
 )
@@ -23,6 +27,44 @@ func kafkaRecords(feedName string, from, n int) ([]string, []string) {
 	data, keys := feed(feedName, from, n)
 	return strings.Split(strings.TrimSuffix(string(data), "\n"), "\n"), keys
 }
+
+// kafkaFeeder produces records of a feed to a topic in the background,
+// a chunk at a time, so that etld is killed while records still come.
+type kafkaFeeder struct {
+	keys []string
+	done chan error
+}
+
+func startKafkaFeeder(t *testing.T, c *kafkatest.Cluster, topic, feedName string, n, chunk int) *kafkaFeeder {
+	t.Helper()
+	values, keys := kafkaRecords(feedName, 0, n)
+	f := &kafkaFeeder{keys: keys, done: make(chan error, 1)}
+	cl := c.Client(t, kgo.DefaultProduceTopic(topic), kgo.RecordPartitioner(kgo.RoundRobinPartitioner()))
+	go func() {
+		defer cl.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for i := 0; i < n; i += chunk {
+			recs := make([]*kgo.Record, 0, chunk)
+			for _, v := range values[i:min(i+chunk, n)] {
+				recs = append(recs, &kgo.Record{Value: []byte(v)})
+			}
+			if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+				f.done <- err
+				return
+			}
+			<-tick.C
+		}
+		f.done <- nil
+	}()
+	t.Cleanup(func() { <-f.done })
+	return f
+}
+
+// running reports whether the feeder is still producing.
+func (f *kafkaFeeder) running() bool { return len(f.done) == 0 }
 
 // kafkaToFile is a pipeline from topic (group) to the file out/NAME.
 func kafkaToFile(c *kafkatest.Cluster, topic, group, name string) string {
@@ -56,24 +98,22 @@ func TestKafkaGroupToFileKill9(t *testing.T) {
 	out := filepath.Join(dir, "out", "out.jsonl")
 	args := runArgs(cfg, filepath.Join(dir, "state"))
 
-	const perRound = 20000
-	var want []string
-	for round := 0; round < 3; round++ {
-		values, keys := kafkaRecords("k", round*perRound, perRound)
-		c.Produce(t, topic, values)
-		want = append(want, keys...)
+	const n = 60000
+	f := startKafkaFeeder(t, c, topic, "k", n, 200)
+	lines := &lineCounter{path: out}
+	for round := 1; round <= 3; round++ {
 		p := startEtld(t, dir, nil, args...)
-		lines := &lineCounter{path: out}
-		if round < 2 {
-			// Kill in the middle of this round's records.
-			target := len(want) - perRound/2
+		if round < 3 {
+			target := round * n / 4
 			p.eventually(fmt.Sprintf("output reaches %d lines", target), func() bool { return lines.count() >= target })
 			p.kill()
+			t.Logf("killed with -9 at %d lines (records still coming: %v)", lines.count(), f.running())
 			continue
 		}
-		p.waitForLines(out, len(want), want)
+		p.waitForLines(out, n, f.keys)
 		p.expectExit(p.stop(), 0, "graceful stop")
 	}
+	want := f.keys
 	checkExactlyOnce(t, "kafka -> file across two kill -9", want, outputKeys(t, out))
 }
 
@@ -113,8 +153,8 @@ sinks:
 `, strings.Join(c.Brokers, ", "), in, group, outTopic, kafkatest.Name("tx")))
 	args := runArgs(cfg, filepath.Join(dir, "state"))
 
-	const perRound = 20000
-	var want []string
+	const n = 60000
+	f := startKafkaFeeder(t, c, in, "t", n, 200)
 	consumed := func() int64 {
 		var n int64
 		for _, o := range c.Committed(t, group)[in] {
@@ -122,22 +162,21 @@ sinks:
 		}
 		return n
 	}
-	for round := 0; round < 3; round++ {
-		values, keys := kafkaRecords("t", round*perRound, perRound)
-		c.Produce(t, in, values)
-		want = append(want, keys...)
+	for round := 1; round <= 3; round++ {
 		p := startEtld(t, dir, nil, args...)
-		target := int64(len(want))
-		if round < 2 {
-			target -= perRound / 2
+		target := int64(n)
+		if round < 3 {
+			target = int64(round * n / 4)
 		}
 		p.eventually(fmt.Sprintf("the group's offsets cover %d records", target), func() bool { return consumed() >= target })
-		if round < 2 {
+		if round < 3 {
 			p.kill()
+			t.Logf("killed with -9 at %d records consumed (records still coming: %v)", consumed(), f.running())
 			continue
 		}
 		p.expectExit(p.stop(), 0, "graceful stop")
 	}
+	want := f.keys
 	recs := c.ReadAll(t, outTopic)
 	var got []string
 	for _, r := range recs {
