@@ -205,35 +205,30 @@ func TestKafkaTwoInstancesGracefulRestart(t *testing.T) {
 	la, lb := &lineCounter{path: outA}, &lineCounter{path: outB}
 	total := func() int { return la.count() + lb.count() }
 
-	const perStep = 15000
-	var want []string
-	produce := func(step int) {
-		values, keys := kafkaRecords("two", step*perStep, perStep)
-		c.Produce(t, topic, values)
-		want = append(want, keys...)
-	}
 	both := func() bool { return c.Members(t, group) == 2 }
 	a := startEtld(t, dirA, nil, argsA...)
 	b := startEtld(t, dirB, nil, argsB...)
 	a.eventually("the group has both instances", both)
-	produce(0)
-	a.eventually(fmt.Sprintf("A and B wrote %d lines", perStep), func() bool { return total() >= perStep })
+	const n = 60000
+	f := startKafkaFeeder(t, c, topic, "two", n, 200)
+	a.eventually(fmt.Sprintf("A and B wrote %d lines", n/4), func() bool { return total() >= n/4 })
 	if la.count() == 0 || lb.count() == 0 {
 		t.Errorf("one instance did all the work: A %d, B %d lines", la.count(), lb.count())
 	}
 	b.expectExit(b.stop(), 0, "graceful stop of B")
-	produce(1)
-	a.eventually(fmt.Sprintf("A and B wrote %d lines", 2*perStep), func() bool { return total() >= 2*perStep })
+	t.Logf("B stopped at %d lines in all (records still coming: %v)", total(), f.running())
+	a.eventually(fmt.Sprintf("A wrote %d lines alone", n/2), func() bool { return total() >= n/2 })
 	beforeRestart := lb.count()
 	b = startEtld(t, dirB, nil, argsB...)
 	a.eventually("the group has both instances again", both)
-	produce(2)
-	a.eventually(fmt.Sprintf("A and B wrote %d lines", len(want)), func() bool { return total() >= len(want) })
+	t.Logf("B back in the group at %d lines in all (records still coming: %v)", total(), f.running())
+	a.eventually(fmt.Sprintf("A and B wrote %d lines", n), func() bool { return total() >= n })
 	if lb.count() == beforeRestart {
 		t.Errorf("B wrote nothing after its restart")
 	}
 	a.expectExit(a.stop(), 0, "graceful stop of A")
 	b.expectExit(b.stop(), 0, "graceful stop of B")
+	want := f.keys
 	got := append(outputKeys(t, outA), outputKeys(t, outB)...)
 	checkExactlyOnce(t, "two instances, one stopped and restarted", want, got)
 }
