@@ -24,6 +24,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/sasl"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
 )
 
 // EnvBrokers names the external brokers to test against.
@@ -34,6 +37,7 @@ type Cluster struct {
 	Brokers []string
 	fake    *kfake.Cluster // nil: external
 	opts    []kfake.Opt
+	client  []kgo.Opt // of the helpers' own clients
 }
 
 var seq atomic.Int64
@@ -54,11 +58,32 @@ func Start(t testing.TB) *Cluster {
 // keeps the data, and session timeouts allowed down to 100ms.
 func StartFake(t testing.TB) *Cluster {
 	t.Helper()
-	c := &Cluster{opts: []kfake.Opt{
+	return startFake(t, nil, nil)
+}
+
+// StartFakeSASL starts an in-process cluster that requires SASL with the
+// mechanism (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512), user and password.
+func StartFakeSASL(t testing.TB, mechanism, user, pass string) *Cluster {
+	t.Helper()
+	var m sasl.Mechanism
+	switch mechanism {
+	case "PLAIN":
+		m = plain.Auth{User: user, Pass: pass}.AsMechanism()
+	case "SCRAM-SHA-256":
+		m = scram.Auth{User: user, Pass: pass}.AsSha256Mechanism()
+	default:
+		m = scram.Auth{User: user, Pass: pass}.AsSha512Mechanism()
+	}
+	return startFake(t, []kfake.Opt{kfake.EnableSASL(), kfake.Superuser(mechanism, user, pass)}, []kgo.Opt{kgo.SASL(m)})
+}
+
+func startFake(t testing.TB, extra []kfake.Opt, client []kgo.Opt) *Cluster {
+	t.Helper()
+	c := &Cluster{opts: append([]kfake.Opt{
 		kfake.NumBrokers(1),
 		kfake.GroupMinSessionTimeout(100 * time.Millisecond),
 		kfake.DataDir(t.TempDir()),
-	}}
+	}, extra...), client: client}
 	fake, err := kfake.NewCluster(c.opts...)
 	if err != nil {
 		t.Fatalf("kafkatest: start kfake: %v", err)
@@ -116,7 +141,8 @@ func Name(prefix string) string {
 // Client returns a client of the cluster with opts; the caller closes it.
 func (c *Cluster) Client(t testing.TB, opts ...kgo.Opt) *kgo.Client {
 	t.Helper()
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(c.Brokers...)}, opts...)...)
+	all := append([]kgo.Opt{kgo.SeedBrokers(c.Brokers...)}, c.client...)
+	cl, err := kgo.NewClient(append(all, opts...)...)
 	if err != nil {
 		t.Fatalf("kafkatest: client: %v", err)
 	}

@@ -115,7 +115,11 @@ func backoff(tries int) time.Duration {
 // health follows the broker connections of one client (kgo hooks): the
 // last dial error until a dial succeeds or records flow again.
 type health struct {
-	err atomic.Pointer[error]
+	err  atomic.Pointer[error]
+	auth atomic.Pointer[error] // the last failed SASL authentication
+	// stop, when set, ends the start-up check at once on an
+	// authentication failure.
+	stop atomic.Pointer[context.CancelFunc]
 }
 
 var (
@@ -134,11 +138,25 @@ func (h *health) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, _ net
 
 // OnBrokerRead implements kgo.HookBrokerRead: a response read clears a
 // connection error (a broker that came back).
-func (h *health) OnBrokerRead(_ kgo.BrokerMetadata, _ int16, _ int, _, _ time.Duration, err error) {
+func (h *health) OnBrokerRead(_ kgo.BrokerMetadata, key int16, _ int, _, _ time.Duration, err error) {
+	if err != nil && key == saslAuthenticateKey {
+		// Some brokers close the connection on bad credentials rather
+		// than answer with an error code.
+		err = fmt.Errorf("SASL authentication failed: %w", err)
+		h.auth.Store(&err)
+		h.set(err)
+		if stop := h.stop.Load(); stop != nil {
+			(*stop)()
+		}
+		return
+	}
 	if err == nil && h.err.Load() != nil {
 		h.set(nil)
 	}
 }
+
+// saslAuthenticateKey is the Kafka API key of SASLAuthenticate.
+const saslAuthenticateKey = 36
 
 func (h *health) set(err error) {
 	if err == nil {
@@ -162,11 +180,16 @@ func (h *health) get() error {
 func checkCluster(ctx context.Context, cl *kgo.Client, h *health, topics []string, what string) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
+	h.stop.Store(&cancel)
+	defer h.stop.Store(nil)
 	req := newMetadataRequest(topics)
 	resp, err := req.RequestWith(ctx, cl)
 	if err != nil {
 		if isAuthError(err) {
 			return fmt.Errorf("%s: %w", what, err)
+		}
+		if a := h.auth.Load(); a != nil {
+			return fmt.Errorf("%s: %w (wrong user or password?)", what, *a)
 		}
 		if ctx.Err() != nil || isNetError(err) {
 			h.set(fmt.Errorf("cluster not reachable yet: %w (retrying)", err))

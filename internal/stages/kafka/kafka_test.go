@@ -243,6 +243,12 @@ func TestConfigErrors(t *testing.T) {
 			t.Errorf("source: no error at %s (got %v)", f, got)
 		}
 	}
+	c = sourceConfig(&kafkatest.Cluster{Brokers: []string{"127.0.0.1:9092"}}, "t", "g")
+	c.TLS.CA = "missing-ca.pem"
+	c.ResolvePaths(t.TempDir())
+	if got := fieldsOf(c.CheckFiles()); !slices.Equal(got, []string{"tls.ca"}) {
+		t.Errorf("source with a missing CA file: errors at %v, want tls.ca", got)
+	}
 	s := NewSinkConfig()
 	s.TransactionalID = "x"
 	got = fieldsOf(s.Validate())
@@ -273,4 +279,108 @@ func fieldsOf(err error) []string {
 	}
 	walk(err)
 	return out
+}
+
+// TestSourceSASL: with the right credentials the source reads (PLAIN and
+// SCRAM); a wrong password is an Open error naming the stage.
+func TestSourceSASL(t *testing.T) {
+	for _, mech := range []string{"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"} {
+		t.Run(mech, func(t *testing.T) {
+			c := kafkatest.StartFakeSASL(t, mech, "etld", "s3cret")
+			topic := c.CreateTopic(t, "sasl", 1)
+			c.Produce(t, topic, []string{"one", "two"})
+			cfg := sourceConfig(c, topic, kafkatest.Name("g"))
+			cfg.SASL = SASLConfig{Mechanism: strings.ToLower(mech), User: "etld", Password: "s3cret"}
+			src := openSource(t, cfg, nil)
+			if recs, _ := readN(t, src, 2); !slices.Equal(raws(recs), []string{"one", "two"}) {
+				t.Errorf("read %q", raws(recs))
+			}
+
+			bad := sourceConfig(c, topic, kafkatest.Name("g"))
+			bad.SASL = SASLConfig{Mechanism: strings.ToLower(mech), User: "etld", Password: "wrong"}
+			s := NewSource(settings(t, "orders"), bad)
+			err := s.Open(context.Background())
+			_ = s.Close()
+			if err == nil || !strings.Contains(err.Error(), `kafka source "orders"`) {
+				t.Errorf("wrong password: Open = %v, want an error naming the source", err)
+			}
+		})
+	}
+}
+
+// fakeGate is a FeedGate whose feeds have room when allowed.
+type fakeGate struct {
+	allowed    map[string]bool
+	registered map[string]bool
+	taken      []string
+	changed    chan struct{}
+}
+
+func (g *fakeGate) Register(path string)              { g.registered[path] = true }
+func (g *fakeGate) Allow(path string) bool            { return g.allowed[path] }
+func (g *fakeGate) Take(path string, _ *stages.Batch) { g.taken = append(g.taken, path) }
+func (g *fakeGate) End(string)                        {}
+func (g *fakeGate) Changed() <-chan struct{}          { return g.changed }
+
+// TestSourceFeedGate: with a feed gate, each partition is a feed: every
+// batch holds records of one partition, taken for that feed, and a
+// partition without room is held back while the others are read.
+func TestSourceFeedGate(t *testing.T) {
+	c := kafkatest.Start(t)
+	topic := c.CreateTopic(t, "gate", 2)
+	want := lines("gate", 2000)
+	c.Produce(t, topic, want)
+	g := &fakeGate{allowed: map[string]bool{topic + "/0": true}, registered: map[string]bool{}, changed: make(chan struct{})}
+	cfg := sourceConfig(c, topic, kafkatest.Name("g"))
+	src := NewSource(settings(t, "src"), cfg)
+	src.SetFeedGate(g)
+	if err := src.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	var got []stages.Record
+	check := func(b *stages.Batch) {
+		t.Helper()
+		for _, r := range b.Records {
+			if r.Origin != b.Records[0].Origin {
+				t.Fatalf("a batch mixes %s and %s", b.Records[0].Origin.Path, r.Origin.Path)
+			}
+		}
+		if last := g.taken[len(g.taken)-1]; last != b.Records[0].Origin.Path {
+			t.Fatalf("batch of %s taken for feed %s", b.Records[0].Origin.Path, last)
+		}
+		got = append(got, b.Records...)
+	}
+	for len(got) < len(want)/2 {
+		b, err := src.Read(ctx)
+		if err != nil {
+			t.Fatalf("Read: %v", err)
+		}
+		check(b)
+		if b.Records[0].Origin.Path != topic+"/0" {
+			t.Fatalf("read %s, which has no room", b.Records[0].Origin.Path)
+		}
+	}
+	if !g.registered[topic+"/0"] || !g.registered[topic+"/1"] {
+		t.Errorf("feeds registered: %v, want both partitions", g.registered)
+	}
+	short, cancelShort := context.WithTimeout(ctx, 200*time.Millisecond)
+	if b, err := src.Read(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Read with no feed room = %v, %v; want to wait", b, err)
+	}
+	cancelShort()
+	g.allowed[topic+"/1"] = true
+	close(g.changed)
+	for len(got) < len(want) {
+		b, err := src.Read(ctx)
+		if err != nil {
+			t.Fatalf("Read: %v", err)
+		}
+		check(b)
+	}
+	if !slices.Equal(sorted(raws(got)), sorted(want)) {
+		t.Errorf("read %d records, want each of %d once", len(got), len(want))
+	}
 }
