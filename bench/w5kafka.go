@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -123,10 +124,14 @@ sinks:
 	cmd.Stderr = os.Stderr
 	var r w5Result
 	start := time.Now()
-	if err := cmd.Run(); err != nil {
+	if err := cmd.Start(); err != nil {
+		return r, err
+	}
+	hwm := sampleHWM(cmd.Process.Pid)
+	if err := cmd.Wait(); err != nil {
 		return r, fmt.Errorf("file -> kafka: %w", err)
 	}
-	r.sink = usage(cmd, time.Since(start))
+	r.sink = usage(cmd, time.Since(start), hwm())
 	n, err := topicRecords(brokers, topic)
 	if err != nil {
 		return r, err
@@ -152,6 +157,7 @@ sinks:
 	if err := cmd.Start(); err != nil {
 		return r, err
 	}
+	hwm = sampleHWM(cmd.Process.Pid)
 	// The source never ends: the time is until the last record is in
 	// the file (polled), then etld is stopped.
 	deadline := time.Now().Add(10 * time.Minute)
@@ -173,20 +179,48 @@ sinks:
 	if err := cmd.Wait(); err != nil {
 		return r, fmt.Errorf("kafka -> file: stop: %w", err)
 	}
-	r.source = usage(cmd, wall)
+	r.source = usage(cmd, wall, hwm())
 	if r.source.lines, err = countLines(out); err != nil || r.source.lines != kept {
 		return r, fmt.Errorf("kafka -> file wrote %d lines, want %d (%v)", r.source.lines, kept, err)
 	}
 	return r, nil
 }
 
-// usage is the CPU time and peak RSS of an exited command.
-func usage(cmd *exec.Cmd, wall time.Duration) result {
-	r := result{wall: wall, cpu: cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()}
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		r.rssKiB = ru.Maxrss
+// usage is the CPU time of an exited command, with its peak RSS.
+func usage(cmd *exec.Cmd, wall time.Duration, rssKiB int64) result {
+	return result{wall: wall, cpu: cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(), rssKiB: rssKiB}
+}
+
+// sampleHWM follows the peak RSS (VmHWM) of a running process and
+// returns a function giving the last value seen, to call once it exited.
+// The rusage of wait4 would not do here: Linux carries the parent's peak
+// RSS into a child that execs after a vfork-style clone, and the parent
+// is this process, whose kfake holds the whole topic.
+func sampleHWM(pid int) func() int64 {
+	var last atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+			if err != nil {
+				return
+			}
+			for _, l := range strings.Split(string(b), "\n") {
+				if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+					var kib int64
+					if _, err := fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(v), " kB"), &kib); err == nil {
+						last.Store(kib)
+					}
+				}
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	return func() int64 {
+		<-done
+		return last.Load()
 	}
-	return r
 }
 
 func createTopic(brokers, topic string, partitions int32) error {

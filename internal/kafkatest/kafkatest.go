@@ -7,8 +7,8 @@
 //
 // Every test gets topics and groups of its own (unique names), so tests
 // do not see each other's data on a shared external cluster. Against an
-// external cluster, the tests that stop and restart the broker are
-// skipped, and the brokers must allow session timeouts down to 1s
+// external cluster, the tests that stop and restart the broker still use
+// kfake (StartFake), and the brokers must allow session timeouts down to 1s
 // (group.min.session.timeout.ms).
 package kafkatest
 

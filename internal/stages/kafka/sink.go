@@ -124,8 +124,8 @@ func (s *Sink) Open(ctx context.Context) error {
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerBatchMaxBytes(int32(min(int64(s.c.MaxMessageBytes)+512, 1<<30))),
 		kgo.ProducerLinger(5*time.Millisecond),
-		kgo.MaxBufferedRecords(16384),
-		kgo.MaxBufferedBytes(32<<20),
+		kgo.MaxBufferedRecords(8192),
+		kgo.MaxBufferedBytes(8<<20),
 	)
 	if s.c.Transactional {
 		opts = append(opts, kgo.TransactionalID(s.transactionalID()), kgo.TransactionTimeout(time.Minute))
