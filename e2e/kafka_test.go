@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"path/filepath"
@@ -274,4 +275,84 @@ func TestKafkaBrokerDown(t *testing.T) {
 	p.eventually("/readyz answers 200 once the broker is back", ready(addr))
 	p.expectExit(p.stop(), 0, "graceful stop")
 	checkExactlyOnce(t, "kafka -> file with the broker down at start and mid-run", want, outputKeys(t, out))
+}
+
+// TestKafkaPoisonToDeadLetter: a message over max_line_bytes and ones that
+// are not JSON go to the dead-letter sink with their partition and offset
+// as origin; every good record is written once, and the group's offsets
+// move past the poison (it blocks no partition).
+func TestKafkaPoisonToDeadLetter(t *testing.T) {
+	t.Parallel()
+	c := kafkatest.Start(t)
+	topic := c.CreateTopic(t, "e2e-poison", 2)
+	group := kafkatest.Name("g")
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, "poison.yaml", fmt.Sprintf(`version: 1
+checkpoint_interval: 200ms
+dead_letter: rejects
+sources:
+  in:
+    type: kafka
+    brokers: [%s]
+    topics: [%s]
+    group: %s
+    max_line_bytes: 1KiB
+workers:
+  parse:
+    inputs: [in]
+    steps:
+      - parse_json: {}
+sinks:
+  out:
+    type: file
+    inputs: [parse]
+    path: out/out.jsonl
+  rejects:
+    type: file
+    path: out/rejects.jsonl
+`, strings.Join(c.Brokers, ", "), topic, group))
+	values, want := kafkaRecords("p", 0, 2000)
+	var bad []string
+	for i := 0; i < 10; i++ {
+		b := fmt.Sprintf("not json %d", i)
+		if i%2 == 1 {
+			b = `{"key":"long-` + fmt.Sprint(i) + `","pad":"` + strings.Repeat("x", 2000) + `"}`
+		}
+		bad = append(bad, b)
+		values = append(values[:i*200], append([]string{b}, values[i*200:]...)...)
+	}
+	c.Produce(t, topic, values)
+	p := startEtld(t, dir, nil, runArgs(cfg, filepath.Join(dir, "state"))...)
+	out, rejects := filepath.Join(dir, "out", "out.jsonl"), filepath.Join(dir, "out", "rejects.jsonl")
+	p.waitForLines(out, len(want), want)
+	rl := &lineCounter{path: rejects}
+	p.eventually("10 dead-letter lines", func() bool { return rl.count() >= len(bad) })
+	p.eventually("the group's offsets cover every message, poison included", func() bool {
+		var n int64
+		for _, o := range c.Committed(t, group)[topic] {
+			n += max(o, 0)
+		}
+		return n == int64(len(values))
+	})
+	p.expectExit(p.stop(), 0, "graceful stop")
+	checkExactlyOnce(t, "good records", want, outputKeys(t, out))
+	lines := splitLines(t, "rejects", readFile(t, rejects))
+	if len(lines) != len(bad) {
+		t.Fatalf("%d dead-letter lines, want %d", len(lines), len(bad))
+	}
+	for _, l := range lines {
+		var dl struct {
+			Error, Stage, Source, Origin, Record string
+			Length                               int
+		}
+		if err := json.Unmarshal(l, &dl); err != nil {
+			t.Fatalf("dead-letter line %s: %v", l, err)
+		}
+		if dl.Source != "in" || !strings.HasPrefix(dl.Origin, topic+"/") {
+			t.Errorf("dead-letter line without the partition and offset as origin: %s", l)
+		}
+		if strings.HasPrefix(dl.Record, "not json") == (dl.Length > 0) {
+			t.Errorf("dead-letter line: %s", l)
+		}
+	}
 }
