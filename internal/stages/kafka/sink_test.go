@@ -94,7 +94,6 @@ func TestSinkTransactional(t *testing.T) {
 	src := openSource(t, sourceConfig(c, in, group), nil)
 	cfg := sinkConfig(c, out)
 	cfg.Transactional, cfg.TransactionalID = true, kafkatest.Name("txid")
-	sink := openSink(t, cfg, "out")
 	ctx := context.Background()
 
 	// A crashed predecessor: it wrote records in a transaction it never
@@ -108,7 +107,7 @@ func TestSinkTransactional(t *testing.T) {
 	}
 	crashed.cl.Close() // no commit, no abort: like kill -9
 	crashed.closed = true
-	sink = openSink(t, cfg, "out") // fences the crashed one
+	sink := openSink(t, cfg, "out") // fences the crashed one
 
 	recs, _ := readN(t, src, 300)
 	b := &stages.Batch{Records: recs}

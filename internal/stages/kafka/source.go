@@ -91,11 +91,6 @@ type tp struct {
 // partition, per topic.
 type sourceState map[string]map[int32]int64
 
-func (st sourceState) get(k tp) (int64, bool) {
-	o, ok := st[k.topic][k.part]
-	return o, ok
-}
-
 // Source is the `kafka` source. It consumes its topics in a consumer
 // group with the rebalance blocked after each poll (BlockRebalanceOnPoll):
 // when the group wants to rebalance, the source stops returning records
