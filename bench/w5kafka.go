@@ -14,7 +14,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/etld/etld/internal/kafkatest"
 )
 
 // W5-Kafka measures the kafka sink and source: W2 (parse_json, filter,
@@ -229,20 +230,9 @@ func createTopic(brokers, topic string, partitions int32) error {
 		return err
 	}
 	defer cl.Close()
-	req := kmsg.NewPtrCreateTopicsRequest()
-	rt := kmsg.NewCreateTopicsRequestTopic()
-	rt.Topic, rt.NumPartitions, rt.ReplicationFactor = topic, partitions, 1
-	req.Topics = append(req.Topics, rt)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	resp, err := req.RequestWith(ctx, cl)
-	if err != nil {
-		return fmt.Errorf("create topic %s: %w", topic, err)
-	}
-	if len(resp.Topics) != 1 || resp.Topics[0].ErrorCode != 0 {
-		return fmt.Errorf("create topic %s: %+v", topic, resp.Topics)
-	}
-	return nil
+	return kafkatest.NewTopic(ctx, cl, topic, partitions)
 }
 
 // topicRecords sums the high watermarks of topic's partitions.
@@ -254,28 +244,10 @@ func topicRecords(brokers, topic string) (int64, error) {
 	defer cl.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	meta, err := (&kmsg.MetadataRequest{Topics: []kmsg.MetadataRequestTopic{{Topic: kmsg.StringPtr(topic)}}}).RequestWith(ctx, cl)
-	if err != nil || len(meta.Topics) != 1 {
-		return 0, fmt.Errorf("metadata of %s: %v", topic, err)
-	}
-	req := kmsg.NewPtrListOffsetsRequest()
-	rt := kmsg.NewListOffsetsRequestTopic()
-	rt.Topic = topic
-	for _, p := range meta.Topics[0].Partitions {
-		rp := kmsg.NewListOffsetsRequestTopicPartition()
-		rp.Partition, rp.Timestamp = p.Partition, -1
-		rt.Partitions = append(rt.Partitions, rp)
-	}
-	req.Topics = append(req.Topics, rt)
-	resp, err := req.RequestWith(ctx, cl)
-	if err != nil {
-		return 0, err
-	}
+	ends, err := kafkatest.EndOffsets(ctx, cl, topic, false)
 	var n int64
-	for _, t := range resp.Topics {
-		for _, p := range t.Partitions {
-			n += p.Offset
-		}
+	for _, o := range ends {
+		n += o
 	}
-	return n, nil
+	return n, err
 }

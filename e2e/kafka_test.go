@@ -67,6 +67,15 @@ func startKafkaFeeder(t *testing.T, c *kafkatest.Cluster, topic, feedName string
 // running reports whether the feeder is still producing.
 func (f *kafkaFeeder) running() bool { return len(f.done) == 0 }
 
+// kafkaConsumed is how many messages of topic group has committed.
+func kafkaConsumed(t *testing.T, c *kafkatest.Cluster, group, topic string) int64 {
+	var n int64
+	for _, o := range c.Committed(t, group)[topic] {
+		n += max(o, 0)
+	}
+	return n
+}
+
 // kafkaToFile is a pipeline from topic (group) to the file out/NAME.
 func kafkaToFile(c *kafkatest.Cluster, topic, group, name string) string {
 	return fmt.Sprintf(`version: 1
@@ -156,13 +165,7 @@ sinks:
 
 	const n = 60000
 	f := startKafkaFeeder(t, c, in, "t", n, 200)
-	consumed := func() int64 {
-		var n int64
-		for _, o := range c.Committed(t, group)[in] {
-			n += max(o, 0)
-		}
-		return n
-	}
+	consumed := func() int64 { return kafkaConsumed(t, c, group, in) }
 	for round := 1; round <= 3; round++ {
 		p := startEtld(t, dir, nil, args...)
 		target := int64(n)
@@ -328,11 +331,7 @@ sinks:
 	rl := &lineCounter{path: rejects}
 	p.eventually("10 dead-letter lines", func() bool { return rl.count() >= len(bad) })
 	p.eventually("the group's offsets cover every message, poison included", func() bool {
-		var n int64
-		for _, o := range c.Committed(t, group)[topic] {
-			n += max(o, 0)
-		}
-		return n == int64(len(values))
+		return kafkaConsumed(t, c, group, topic) == int64(len(values))
 	})
 	p.expectExit(p.stop(), 0, "graceful stop")
 	checkExactlyOnce(t, "good records", want, outputKeys(t, out))

@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -156,23 +157,70 @@ func (c *Cluster) CreateTopic(t testing.TB, prefix string, partitions int32) str
 	name := Name(prefix)
 	cl := c.Client(t)
 	defer cl.Close()
-	req := kmsg.NewPtrCreateTopicsRequest()
-	rt := kmsg.NewCreateTopicsRequestTopic()
-	rt.Topic, rt.NumPartitions, rt.ReplicationFactor = name, partitions, 1
-	req.Topics = append(req.Topics, rt)
-	req.TimeoutMillis = 10000
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
+	if err := NewTopic(ctx, cl, name, partitions); err != nil {
+		t.Fatalf("kafkatest: %v", err)
+	}
+	return name
+}
+
+// NewTopic creates topic with partitions (replication factor 1).
+func NewTopic(ctx context.Context, cl *kgo.Client, topic string, partitions int32) error {
+	req := kmsg.NewPtrCreateTopicsRequest()
+	rt := kmsg.NewCreateTopicsRequestTopic()
+	rt.Topic, rt.NumPartitions, rt.ReplicationFactor = topic, partitions, 1
+	req.Topics = append(req.Topics, rt)
+	req.TimeoutMillis = 10000
 	resp, err := req.RequestWith(ctx, cl)
 	if err != nil {
-		t.Fatalf("kafkatest: create topic %s: %v", name, err)
+		return fmt.Errorf("create topic %s: %w", topic, err)
 	}
 	for _, tr := range resp.Topics {
 		if tr.ErrorCode != 0 {
-			t.Fatalf("kafkatest: create topic %s: error code %d", name, tr.ErrorCode)
+			return fmt.Errorf("create topic %s: %w", topic, kerr.ErrorForCode(tr.ErrorCode))
 		}
 	}
-	return name
+	return nil
+}
+
+// EndOffsets returns the end offset of every partition of topic: the
+// last stable offset (what a read_committed reader reaches) when stable,
+// else the high watermark.
+func EndOffsets(ctx context.Context, cl *kgo.Client, topic string, stable bool) (map[int32]int64, error) {
+	meta, err := (&kmsg.MetadataRequest{Topics: []kmsg.MetadataRequestTopic{{Topic: kmsg.StringPtr(topic)}}}).RequestWith(ctx, cl)
+	if err != nil {
+		return nil, fmt.Errorf("metadata of %s: %w", topic, err)
+	}
+	if len(meta.Topics) != 1 || meta.Topics[0].ErrorCode != 0 {
+		return nil, fmt.Errorf("metadata of %s: no such topic", topic)
+	}
+	lo := kmsg.NewPtrListOffsetsRequest()
+	if stable {
+		lo.IsolationLevel = 1
+	}
+	lt := kmsg.NewListOffsetsRequestTopic()
+	lt.Topic = topic
+	for _, p := range meta.Topics[0].Partitions {
+		lp := kmsg.NewListOffsetsRequestTopicPartition()
+		lp.Partition, lp.Timestamp = p.Partition, -1
+		lt.Partitions = append(lt.Partitions, lp)
+	}
+	lo.Topics = append(lo.Topics, lt)
+	resp, err := lo.RequestWith(ctx, cl)
+	if err != nil {
+		return nil, fmt.Errorf("list offsets of %s: %w", topic, err)
+	}
+	end := map[int32]int64{}
+	for _, rt := range resp.Topics {
+		for _, p := range rt.Partitions {
+			if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
+				return nil, fmt.Errorf("list offsets of %s/%d: %w", topic, p.Partition, err)
+			}
+			end[p.Partition] = p.Offset
+		}
+	}
+	return end, nil
 }
 
 // Produce writes values to topic, round-robin over its partitions when
@@ -255,33 +303,14 @@ func (c *Cluster) ReadAll(t testing.TB, topic string) []*kgo.Record {
 	defer cl.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	meta, err := (&kmsg.MetadataRequest{Topics: []kmsg.MetadataRequestTopic{{Topic: kmsg.StringPtr(topic)}}}).RequestWith(ctx, cl)
-	if err != nil || len(meta.Topics) != 1 || meta.Topics[0].ErrorCode != 0 {
-		t.Fatalf("kafkatest: metadata of %s: %v", topic, err)
-	}
-	lo := kmsg.NewPtrListOffsetsRequest()
-	lo.IsolationLevel = 1
-	lt := kmsg.NewListOffsetsRequestTopic()
-	lt.Topic = topic
-	for _, p := range meta.Topics[0].Partitions {
-		lp := kmsg.NewListOffsetsRequestTopicPartition()
-		lp.Partition, lp.Timestamp = p.Partition, -1
-		lt.Partitions = append(lt.Partitions, lp)
-	}
-	lo.Topics = append(lo.Topics, lt)
-	resp, err := lo.RequestWith(ctx, cl)
+	ends, err := EndOffsets(ctx, cl, topic, true)
 	if err != nil {
-		t.Fatalf("kafkatest: list offsets of %s: %v", topic, err)
+		t.Fatalf("kafkatest: %v", err)
 	}
 	end := map[int32]int64{}
-	for _, rt := range resp.Topics {
-		for _, p := range rt.Partitions {
-			if p.ErrorCode != 0 {
-				t.Fatalf("kafkatest: list offsets of %s/%d: code %d", topic, p.Partition, p.ErrorCode)
-			}
-			if p.Offset > 0 {
-				end[p.Partition] = p.Offset
-			}
+	for p, o := range ends {
+		if o > 0 {
+			end[p] = o
 		}
 	}
 	byPart := map[int32][]*kgo.Record{}
@@ -319,7 +348,7 @@ func (c *Cluster) ReadAll(t testing.TB, topic string) []*kgo.Record {
 		}
 	}
 	var out []*kgo.Record
-	for p := int32(0); p < int32(len(meta.Topics[0].Partitions)); p++ {
+	for p := int32(0); p < int32(len(ends)); p++ {
 		out = append(out, byPart[p]...)
 	}
 	return out

@@ -237,49 +237,31 @@ func TestConfigErrors(t *testing.T) {
 	c.Brokers = []string{"nohostport"}
 	c.StartAt = "middle"
 	c.SASL.Mechanism = "md5"
-	got := fieldsOf(c.Validate())
+	hasField := func(err error, field string) bool {
+		return err != nil && strings.Contains("\n"+err.Error(), "\n"+field+": ")
+	}
+	err := c.Validate()
 	for _, f := range []string{"brokers", "topics", "group", "start_at", "sasl.mechanism"} {
-		if !slices.Contains(got, f) {
-			t.Errorf("source: no error at %s (got %v)", f, got)
+		if !hasField(err, f) {
+			t.Errorf("source: no error at %s (got %v)", f, err)
 		}
 	}
 	c = sourceConfig(&kafkatest.Cluster{Brokers: []string{"127.0.0.1:9092"}}, "t", "g")
 	c.TLS.CA = "missing-ca.pem"
 	c.ResolvePaths(t.TempDir())
-	if got := fieldsOf(c.CheckFiles()); !slices.Equal(got, []string{"tls.ca"}) {
-		t.Errorf("source with a missing CA file: errors at %v, want tls.ca", got)
+	if err := c.CheckFiles(); !hasField(err, "tls.ca") {
+		t.Errorf("source with a missing CA file: %v, want an error at tls.ca", err)
 	}
 	s := NewSinkConfig()
 	s.TransactionalID = "x"
-	got = fieldsOf(s.Validate())
+	err = s.Validate()
 	for _, f := range []string{"brokers", "topic", "transactional_id"} {
-		if !slices.Contains(got, f) {
-			t.Errorf("sink: no error at %s (got %v)", f, got)
+		if !hasField(err, f) {
+			t.Errorf("sink: no error at %s (got %v)", f, err)
 		}
 	}
 }
 
-func fieldsOf(err error) []string {
-	var out []string
-	var walk func(error)
-	walk = func(e error) {
-		if e == nil {
-			return
-		}
-		if j, ok := e.(interface{ Unwrap() []error }); ok {
-			for _, x := range j.Unwrap() {
-				walk(x)
-			}
-			return
-		}
-		var fe *stages.FieldError
-		if errors.As(e, &fe) {
-			out = append(out, fe.Field)
-		}
-	}
-	walk(err)
-	return out
-}
 
 // TestSourceSASL: with the right credentials the source reads (PLAIN and
 // SCRAM); a wrong password is an Open error naming the stage.
