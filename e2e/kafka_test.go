@@ -355,3 +355,28 @@ sinks:
 		}
 	}
 }
+
+// TestKafkaReloadReplacesSource: a reload that changes the kafka source's
+// options while records flow replaces it (the new instance joins the
+// group before the old one leaves): every record once.
+func TestKafkaReloadReplacesSource(t *testing.T) {
+	t.Parallel()
+	c := kafkatest.Start(t)
+	topic := c.CreateTopic(t, "e2e-reload", 3)
+	group := kafkatest.Name("g")
+	dir := t.TempDir()
+	text := kafkaToFile(c, topic, group, "out.jsonl")
+	cfg := writeConfig(t, dir, "reload.yaml", text)
+	out := filepath.Join(dir, "out", "out.jsonl")
+	p := startEtld(t, dir, nil, runArgs(cfg, filepath.Join(dir, "state"))...)
+	const n = 60000
+	f := startKafkaFeeder(t, c, topic, "rl", n, 200)
+	lines := &lineCounter{path: out}
+	p.eventually("output reaches 10000 lines", func() bool { return lines.count() >= 10000 })
+	writeConfig(t, dir, "reload.yaml", strings.Replace(text, "session_timeout: 1s", "session_timeout: 2s", 1))
+	p.eventually("the reload", func() bool { return strings.Contains(p.stderr.String(), `"message":"config reloaded"`) })
+	t.Logf("reloaded at %d lines (records still coming: %v)", lines.count(), f.running())
+	p.waitForLines(out, n, f.keys)
+	p.expectExit(p.stop(), 0, "graceful stop")
+	checkExactlyOnce(t, "kafka -> file across a reload that replaces the source", f.keys, outputKeys(t, out))
+}
