@@ -115,8 +115,9 @@ func backoff(tries int) time.Duration {
 // health follows the broker connections of one client (kgo hooks): the
 // last dial error until a dial succeeds or records flow again.
 type health struct {
-	err  atomic.Pointer[error]
-	auth atomic.Pointer[error] // the last failed SASL authentication
+	err    atomic.Pointer[error]
+	auth   atomic.Pointer[error] // the last failed SASL authentication
+	dnsErr atomic.Pointer[error] // a broker name that does not resolve
 	// stop, when set, ends the start-up check at once on an
 	// authentication failure.
 	stop atomic.Pointer[context.CancelFunc]
@@ -130,7 +131,14 @@ var (
 // OnBrokerConnect implements kgo.HookBrokerConnect.
 func (h *health) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, _ net.Conn, err error) {
 	if err != nil {
-		h.set(fmt.Errorf("cannot connect to broker %s: %w (retrying)", net.JoinHostPort(meta.Host, fmt.Sprint(meta.Port)), err))
+		addr := net.JoinHostPort(meta.Host, fmt.Sprint(meta.Port))
+		var dns *net.DNSError
+		if errors.As(err, &dns) && dns.IsNotFound {
+			// A wrong name rather than a broker that is down.
+			derr := fmt.Errorf("broker %s: host name does not resolve: %w", addr, err)
+			h.dnsErr.Store(&derr)
+		}
+		h.set(fmt.Errorf("cannot connect to broker %s: %w (retrying)", addr, err))
 		return
 	}
 	h.set(nil)
@@ -190,6 +198,9 @@ func checkCluster(ctx context.Context, cl *kgo.Client, h *health, topics []strin
 		}
 		if a := h.auth.Load(); a != nil {
 			return fmt.Errorf("%s: %w (wrong user or password?)", what, *a)
+		}
+		if d := h.dnsErr.Load(); d != nil {
+			return fmt.Errorf("%s: %w", what, *d)
 		}
 		if ctx.Err() != nil || isNetError(err) {
 			h.set(fmt.Errorf("cluster not reachable yet: %w (retrying)", err))

@@ -262,7 +262,6 @@ func TestConfigErrors(t *testing.T) {
 	}
 }
 
-
 // TestSourceSASL: with the right credentials the source reads (PLAIN and
 // SCRAM); a wrong password is an Open error naming the stage.
 func TestSourceSASL(t *testing.T) {
@@ -364,5 +363,18 @@ func TestSourceFeedGate(t *testing.T) {
 	}
 	if !slices.Equal(sorted(raws(got)), sorted(want)) {
 		t.Errorf("read %d records, want each of %d once", len(got), len(want))
+	}
+}
+
+// TestSourceUnknownBrokerHost: a broker name that does not resolve is a
+// start error (a broker that is down is not: it is retried).
+func TestSourceUnknownBrokerHost(t *testing.T) {
+	cfg := NewSourceConfig()
+	cfg.Brokers, cfg.Topics, cfg.Group = []string{"no-such-broker.invalid:9092"}, []string{"t"}, "g"
+	src := NewSource(settings(t, "orders"), cfg)
+	err := src.Open(context.Background())
+	_ = src.Close()
+	if err == nil || !strings.Contains(err.Error(), "does not resolve") || !strings.Contains(err.Error(), `kafka source "orders"`) {
+		t.Errorf("Open = %v, want a start error naming the source and the host", err)
 	}
 }

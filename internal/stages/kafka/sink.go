@@ -83,10 +83,11 @@ type Sink struct {
 	// Transactional: the open transaction's records (produced again
 	// after an abort) and the next offset of each consumed partition,
 	// per source id.
-	inTxn    bool
-	txn      []*kgo.Record
-	offsets  map[string]map[tp]int64
-	topicIDs map[string][16]byte
+	inTxn      bool
+	txn        []*kgo.Record
+	offsets    map[string]map[tp]int64
+	partitions map[*stages.Origin]partitionOf
+	topicIDs   map[string][16]byte
 
 	closed bool
 }
@@ -219,12 +220,17 @@ func (s *Sink) note(r *stages.Record) {
 	if r.Origin == nil || r.Offset < 0 {
 		return
 	}
-	src := lookupSource(s.s.Pipeline, r.Origin.Source)
-	if src == nil {
-		return
+	p, seen := s.partitions[r.Origin]
+	if !seen {
+		if src := lookupSource(s.s.Pipeline, r.Origin.Source); src != nil {
+			p.k, p.ok = src.partitionOf(r.Origin)
+		}
+		if s.partitions == nil {
+			s.partitions = map[*stages.Origin]partitionOf{}
+		}
+		s.partitions[r.Origin] = p
 	}
-	k, ok := src.partitionOf(r.Origin)
-	if !ok {
+	if !p.ok {
 		return
 	}
 	m := s.offsets[r.Origin.Source]
@@ -232,9 +238,16 @@ func (s *Sink) note(r *stages.Record) {
 		m = map[tp]int64{}
 		s.offsets[r.Origin.Source] = m
 	}
-	if r.Offset+1 > m[k] {
-		m[k] = r.Offset + 1
+	if r.Offset+1 > m[p.k] {
+		m[p.k] = r.Offset + 1
 	}
+}
+
+// partitionOf is the partition of an origin, when it is one of a kafka
+// source's.
+type partitionOf struct {
+	k  tp
+	ok bool
 }
 
 // done is the produce promise: a failed record is kept to be produced
