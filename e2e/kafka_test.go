@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -379,4 +380,65 @@ func TestKafkaReloadReplacesSource(t *testing.T) {
 	p.waitForLines(out, n, f.keys)
 	p.expectExit(p.stop(), 0, "graceful stop")
 	checkExactlyOnce(t, "kafka -> file across a reload that replaces the source", f.keys, outputKeys(t, out))
+}
+
+// TestKafkaOrderedMergeOfPartitions: each partition is a feed of an
+// ordered merge: records spread over three partitions, each in time
+// order but interleaved across them, come out as one timeline.
+func TestKafkaOrderedMergeOfPartitions(t *testing.T) {
+	t.Parallel()
+	c := kafkatest.Start(t)
+	topic := c.CreateTopic(t, "e2e-merge", 3)
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, "merge.yaml", fmt.Sprintf(`version: 1
+checkpoint_interval: 200ms
+sources:
+  in:
+    type: kafka
+    brokers: [%s]
+    topics: [%s]
+    group: %s
+workers:
+  parse:
+    inputs: [in]
+    ordered: true
+    steps:
+      - parse_json: {}
+sinks:
+  timeline:
+    type: file
+    inputs: [parse]
+    path: out/timeline.jsonl
+    merge: {order_by: ts, max_lateness: 1s}
+`, strings.Join(c.Brokers, ", "), topic, kafkatest.Name("g")))
+	const n = 3000
+	var recs []*kgo.Record
+	var want []string
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i := 0; i < n; i++ {
+		// Partition i%3 gets every third second: interleaved.
+		k := fmt.Sprintf("m-%d", i)
+		v := fmt.Sprintf(`{"key":%q,"ts":%q}`, k, base.Add(time.Duration(i)*time.Second).Format(time.RFC3339))
+		recs = append(recs, &kgo.Record{Topic: topic, Partition: int32(i % 3), Value: []byte(v)})
+		want = append(want, k)
+	}
+	cl := c.Client(t, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	err := cl.ProduceSync(context.Background(), recs...).FirstErr()
+	cl.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startEtld(t, dir, nil, runArgs(cfg, filepath.Join(dir, "state"))...)
+	out := filepath.Join(dir, "out", "timeline.jsonl")
+	p.waitForLines(out, n, want)
+	p.expectExit(p.stop(), 0, "graceful stop")
+	got := outputKeys(t, out)
+	checkExactlyOnce(t, "merged partitions", want, got)
+	if !slices.Equal(got, want) {
+		for i := range got {
+			if got[i] != want[i] {
+				t.Fatalf("timeline out of order at line %d: %s, want %s", i+1, got[i], want[i])
+			}
+		}
+	}
 }
