@@ -139,3 +139,55 @@ func TestSinkTransactional(t *testing.T) {
 		}
 	}
 }
+
+// TestSinkBrokerOutage: with the broker down, the sink reports itself
+// unhealthy and Flush waits; once the broker is back every record is in
+// the topic and the sink is healthy again.
+func TestSinkBrokerOutage(t *testing.T) {
+	c := kafkatest.StartFake(t)
+	topic := c.CreateTopic(t, "outage", 1)
+	s := openSink(t, sinkConfig(c, topic), "out")
+	ctx := context.Background()
+	first := lines("before", 100)
+	if err := s.Write(ctx, batchOf(first, false)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.Stop(t)
+	second := lines("during", 100)
+	if err := s.Write(ctx, batchOf(second, false)); err != nil {
+		t.Fatal(err)
+	}
+	flushed := make(chan error, 1)
+	go func() { flushed <- s.Flush(ctx) }()
+	deadline := time.Now().Add(testTimeout)
+	for s.Health() == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the sink stayed healthy with its broker down")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("unhealthy: %v", s.Health())
+	select {
+	case err := <-flushed:
+		t.Fatalf("Flush returned %v with the broker down", err)
+	default:
+	}
+	c.Restart(t)
+	for err := <-flushed; err != nil; err = s.Flush(ctx) {
+		t.Logf("Flush after the outage: %v (retrying, as the runtime does)", err)
+	}
+	if err := s.Health(); err != nil {
+		t.Errorf("still unhealthy after the broker came back: %v", err)
+	}
+	got := kafkatest.Values(c.ReadAll(t, topic))
+	want := append(first, second...)
+	for _, v := range want {
+		if !slices.Contains(got, v) {
+			t.Fatalf("record %s lost over the outage (topic holds %d records)", v, len(got))
+		}
+	}
+	t.Logf("%d records for %d written (at least once)", len(got), len(want))
+}
