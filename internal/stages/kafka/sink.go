@@ -332,6 +332,7 @@ func (s *Sink) commitTxn(ctx context.Context) error {
 	if err == nil {
 		err = s.cl.EndTransaction(ctx, kgo.TryCommit)
 		if err == nil {
+			clear(s.txn)
 			s.inTxn, s.txn = false, s.txn[:0]
 			clear(s.offsets)
 			s.h.set(nil)

@@ -330,9 +330,30 @@ func (s *Source) allowIfCovered() bool {
 	}
 	s.mu.Lock()
 	ok := s.covered()
+	var rewind map[string]map[int32]kgo.EpochOffset
+	if ok && len(s.pending) > 0 {
+		// Records polled but not returned may belong to partitions the
+		// rebalance takes away, and once it has begun nothing tells
+		// which in time: give them all back (the client fetches the
+		// partitions it keeps again from there).
+		rewind = map[string]map[int32]kgo.EpochOffset{}
+		for _, r := range s.pending {
+			if rewind[r.Topic] == nil {
+				rewind[r.Topic] = map[int32]kgo.EpochOffset{}
+			}
+			if _, seen := rewind[r.Topic][r.Partition]; !seen {
+				rewind[r.Topic][r.Partition] = kgo.EpochOffset{Epoch: -1, Offset: r.Offset}
+			}
+		}
+		clear(s.pending)
+		s.pending = s.pending[:0]
+	}
 	s.mu.Unlock()
 	if !ok {
 		return false
+	}
+	if rewind != nil {
+		s.cl.SetOffsets(rewind)
 	}
 	s.rebalance.Store(false)
 	s.cl.AllowRebalance()
@@ -387,6 +408,9 @@ func (s *Source) poll(ctx context.Context) error {
 	s.mu.Lock()
 	s.cancel = cancel
 	s.mu.Unlock()
+	if s.rebalance.Load() {
+		cancel() // wanted between the check in Read and here
+	}
 	fs := s.cl.PollRecords(pctx, batchMaxRecords)
 	s.mu.Lock()
 	s.cancel = nil
