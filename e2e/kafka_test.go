@@ -442,3 +442,38 @@ sinks:
 		}
 	}
 }
+
+// TestKafkaStartErrors: a missing topic and a wrong password stop etld at
+// start (exit 1, as any stage that cannot be opened), the stage and the
+// cause named in the log.
+func TestKafkaStartErrors(t *testing.T) {
+	t.Parallel()
+	c := kafkatest.StartFakeSASL(t, "SCRAM-SHA-256", "etld", "s3cret")
+	topic := c.CreateTopic(t, "e2e-start", 1)
+	cases := map[string]struct{ topic, password, want string }{
+		"missing topic":  {kafkatest.Name("missing"), "s3cret", "does not exist"},
+		"wrong password": {topic, "wrong", "SASL authentication failed"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			cfg := writeConfig(t, dir, "start.yaml", fmt.Sprintf(`version: 1
+sources:
+  orders:
+    type: kafka
+    brokers: [%s]
+    topics: [%s]
+    group: g
+    sasl: {mechanism: scram-sha-256, user: etld, password: %s}
+sinks:
+  out: {type: file, inputs: [orders], path: out/out.jsonl}
+`, strings.Join(c.Brokers, ", "), tc.topic, tc.password))
+			p := startEtld(t, dir, nil, runArgs(cfg, filepath.Join(dir, "state"))...)
+			p.expectExit(p.wait(), 1, name)
+			if log := p.stderr.String(); !strings.Contains(log, `kafka source \"orders\"`) || !strings.Contains(log, tc.want) {
+				t.Errorf("the log does not name the source and say %q:\n%s", tc.want, tail(log, 2048))
+			}
+		})
+	}
+}
