@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -89,14 +90,16 @@ type Sink struct {
 	partitions map[*stages.Origin]partitionOf
 	topicIDs   map[string][16]byte
 
-	closed bool
+	closed   bool
+	failures prometheus.Counter
 }
 
 var _ stages.HealthReporter = (*Sink)(nil)
 
 // NewSink builds a sink; Open connects.
 func NewSink(s stages.Settings, c *SinkConfig) *Sink {
-	return &Sink{s: s, c: c, log: s.Logger, offsets: map[string]map[tp]int64{}}
+	return &Sink{s: s, c: c, log: s.Logger, offsets: map[string]map[tp]int64{},
+		failures: s.Counter("etld_kafka_produce_failures_total", "Records a kafka sink failed to produce and produced again.")}
 }
 
 // Health implements stages.HealthReporter.
@@ -259,6 +262,7 @@ func (s *Sink) done(r *kgo.Record, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.errs++
+	s.failures.Inc()
 	if s.errs == 1 || s.errs%1000 == 0 {
 		s.log.Warn().Err(err).Int("failed", s.errs).Msg("kafka sink: produce failed; producing again at the next flush")
 	}

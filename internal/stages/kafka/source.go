@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -125,10 +126,8 @@ type Source struct {
 
 	closed  bool
 	lastLog string
-	commits prometheusCounter
+	commits prometheus.Counter
 }
-
-type prometheusCounter interface{ Inc() }
 
 var (
 	_ stages.Stateful       = (*Source)(nil)
