@@ -20,8 +20,8 @@ import (
 
 // The Kafka tests run etld against a kfake cluster started in this test
 // process (or the brokers of ETLD_TEST_KAFKA_BROKERS, see kafkatest).
-// Session timeouts are 1s, so that a killed member leaves its group
-// quickly; checkpoints every 200ms.
+// Session timeouts are 1s on kfake, so that a killed member leaves its
+// group quickly; checkpoints every 200ms.
 
 // kafkaRecords returns records from..from+n-1 of feed as message values
 // and their keys.
@@ -87,13 +87,13 @@ sources:
     brokers: [%s]
     topics: [%s]
     group: %s
-    session_timeout: 1s
+    session_timeout: %v
 sinks:
   out:
     type: file
     inputs: [in]
     path: out/%s
-`, strings.Join(c.Brokers, ", "), topic, group, name)
+`, strings.Join(c.Brokers, ", "), topic, group, c.SessionTimeout(), name)
 }
 
 // TestKafkaGroupToFileKill9: one instance reads a three-partition topic
@@ -146,7 +146,7 @@ sources:
     brokers: [%[1]s]
     topics: [%[2]s]
     group: %[3]s
-    session_timeout: 1s
+    session_timeout: %[6]v
 workers:
   parse:
     inputs: [in]
@@ -161,7 +161,7 @@ sinks:
     key: key
     transactional: true
     transactional_id: %[5]s
-`, strings.Join(c.Brokers, ", "), in, group, outTopic, kafkatest.Name("tx")))
+`, strings.Join(c.Brokers, ", "), in, group, outTopic, kafkatest.Name("tx"), c.SessionTimeout()))
 	args := runArgs(cfg, filepath.Join(dir, "state"))
 
 	const n = 60000
@@ -374,7 +374,7 @@ func TestKafkaReloadReplacesSource(t *testing.T) {
 	f := startKafkaFeeder(t, c, topic, "rl", n, 200)
 	lines := &lineCounter{path: out}
 	p.eventually("output reaches 10000 lines", func() bool { return lines.count() >= 10000 })
-	writeConfig(t, dir, "reload.yaml", strings.Replace(text, "session_timeout: 1s", "session_timeout: 2s", 1))
+	writeConfig(t, dir, "reload.yaml", strings.Replace(text, "session_timeout: ", "session_timeout: 1", 1)) // a longer session timeout: a new source
 	p.eventually("the reload", func() bool { return strings.Contains(p.stderr.String(), `"message":"config reloaded"`) })
 	t.Logf("reloaded at %d lines (records still coming: %v)", lines.count(), f.running())
 	p.waitForLines(out, n, f.keys)

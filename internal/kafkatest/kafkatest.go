@@ -7,9 +7,9 @@
 //
 // Every test gets topics and groups of its own (unique names), so tests
 // do not see each other's data on a shared external cluster. Against an
-// external cluster, the tests that stop and restart the broker still use
-// kfake (StartFake), and the brokers must allow session timeouts down to 1s
-// (group.min.session.timeout.ms).
+// external cluster, the tests that stop and restart the broker or need
+// SASL still use kfake (StartFake), and group session timeouts are 6s
+// instead of 1s (see SessionTimeout).
 package kafkatest
 
 import (
@@ -97,6 +97,16 @@ func startFake(t testing.TB, extra []kfake.Opt, client []kgo.Opt) *Cluster {
 		}
 	})
 	return c
+}
+
+// SessionTimeout is the consumer-group session timeout tests should
+// use: 1s on kfake, so that a killed member leaves its group quickly; 6s
+// (Kafka's default group.min.session.timeout.ms) on external brokers.
+func (c *Cluster) SessionTimeout() time.Duration {
+	if c.Fake() {
+		return time.Second
+	}
+	return 6 * time.Second
 }
 
 // Fake reports whether the cluster is in-process (Stop and Restart work).

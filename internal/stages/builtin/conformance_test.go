@@ -41,8 +41,8 @@ var sourceFixtures = map[string]func(t *testing.T, f stages.Factory) stagetest.S
 		want := stagetest.Lines(3000)
 		kafkaCluster.Produce(t, topic, want)
 		return stagetest.SourceCase{
-			Config: stagetest.Config(t, f, t.TempDir(), fmt.Sprintf("brokers: [%s]\ntopics: [%s]\ngroup: %s\nsession_timeout: 1s",
-				strings.Join(kafkaCluster.Brokers, ", "), topic, kafkatest.Name("conformance"))),
+			Config: stagetest.Config(t, f, t.TempDir(), fmt.Sprintf("brokers: [%s]\ntopics: [%s]\ngroup: %s\nsession_timeout: %v",
+				strings.Join(kafkaCluster.Brokers, ", "), topic, kafkatest.Name("conformance"), kafkaCluster.SessionTimeout())),
 			Want: want,
 		}
 	},

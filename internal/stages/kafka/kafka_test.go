@@ -30,7 +30,7 @@ func settings(t testing.TB, id string) stages.Settings {
 func sourceConfig(c *kafkatest.Cluster, topic, group string) *SourceConfig {
 	cfg := NewSourceConfig()
 	cfg.Brokers, cfg.Topics, cfg.Group = c.Brokers, []string{topic}, group
-	cfg.SessionTimeout = time.Second
+	cfg.SessionTimeout = c.SessionTimeout()
 	return cfg
 }
 
