@@ -77,8 +77,10 @@ func kafkaConsumed(t *testing.T, c *kafkatest.Cluster, group, topic string) int6
 	return n
 }
 
-// kafkaToFile is a pipeline from topic (group) to the file out/NAME.
-func kafkaToFile(c *kafkatest.Cluster, topic, group, name string) string {
+// kafkaPipeline is the start of a pipeline file with source "in" reading
+// topic in group, and checkpoints every 200ms; options are more lines of
+// the source ("    key: value\n").
+func kafkaPipeline(c *kafkatest.Cluster, topic, group, options string) string {
 	return fmt.Sprintf(`version: 1
 checkpoint_interval: 200ms
 sources:
@@ -88,12 +90,16 @@ sources:
     topics: [%s]
     group: %s
     session_timeout: %v
-sinks:
+`, strings.Join(c.Brokers, ", "), topic, group, c.SessionTimeout()) + options
+}
+
+// kafkaToFile is a pipeline from topic (group) to the file out/NAME.
+func kafkaToFile(c *kafkatest.Cluster, topic, group, name string) string {
+	return kafkaPipeline(c, topic, group, "") + `sinks:
   out:
     type: file
     inputs: [in]
-    path: out/%s
-`, strings.Join(c.Brokers, ", "), topic, group, c.SessionTimeout(), name)
+    path: out/` + name + "\n"
 }
 
 // TestKafkaGroupToFileKill9: one instance reads a three-partition topic
@@ -138,16 +144,7 @@ func TestKafkaTransactionalKill9(t *testing.T) {
 	outTopic := c.CreateTopic(t, "e2e-txout", 2)
 	group := kafkatest.Name("g")
 	dir := t.TempDir()
-	cfg := writeConfig(t, dir, "tx.yaml", fmt.Sprintf(`version: 1
-checkpoint_interval: 200ms
-sources:
-  in:
-    type: kafka
-    brokers: [%[1]s]
-    topics: [%[2]s]
-    group: %[3]s
-    session_timeout: %[6]v
-workers:
+	cfg := writeConfig(t, dir, "tx.yaml", kafkaPipeline(c, in, group, "")+fmt.Sprintf(`workers:
   parse:
     inputs: [in]
     steps:
@@ -156,12 +153,12 @@ sinks:
   out:
     type: kafka
     inputs: [parse]
-    brokers: [%[1]s]
-    topic: %[4]s
+    brokers: [%s]
+    topic: %s
     key: key
     transactional: true
-    transactional_id: %[5]s
-`, strings.Join(c.Brokers, ", "), in, group, outTopic, kafkatest.Name("tx"), c.SessionTimeout()))
+    transactional_id: %s
+`, strings.Join(c.Brokers, ", "), outTopic, kafkatest.Name("tx")))
 	args := runArgs(cfg, filepath.Join(dir, "state"))
 
 	const n = 60000
@@ -291,16 +288,7 @@ func TestKafkaPoisonToDeadLetter(t *testing.T) {
 	topic := c.CreateTopic(t, "e2e-poison", 2)
 	group := kafkatest.Name("g")
 	dir := t.TempDir()
-	cfg := writeConfig(t, dir, "poison.yaml", fmt.Sprintf(`version: 1
-checkpoint_interval: 200ms
-dead_letter: rejects
-sources:
-  in:
-    type: kafka
-    brokers: [%s]
-    topics: [%s]
-    group: %s
-    max_line_bytes: 1KiB
+	cfg := writeConfig(t, dir, "poison.yaml", kafkaPipeline(c, topic, group, "    max_line_bytes: 1KiB\n")+`dead_letter: rejects
 workers:
   parse:
     inputs: [in]
@@ -314,7 +302,7 @@ sinks:
   rejects:
     type: file
     path: out/rejects.jsonl
-`, strings.Join(c.Brokers, ", "), topic, group))
+`)
 	values, want := kafkaRecords("p", 0, 2000)
 	var bad []string
 	for i := 0; i < 10; i++ {
@@ -390,15 +378,7 @@ func TestKafkaOrderedMergeOfPartitions(t *testing.T) {
 	c := kafkatest.Start(t)
 	topic := c.CreateTopic(t, "e2e-merge", 3)
 	dir := t.TempDir()
-	cfg := writeConfig(t, dir, "merge.yaml", fmt.Sprintf(`version: 1
-checkpoint_interval: 200ms
-sources:
-  in:
-    type: kafka
-    brokers: [%s]
-    topics: [%s]
-    group: %s
-workers:
+	cfg := writeConfig(t, dir, "merge.yaml", kafkaPipeline(c, topic, kafkatest.Name("g"), "")+`workers:
   parse:
     inputs: [in]
     ordered: true
@@ -410,7 +390,7 @@ sinks:
     inputs: [parse]
     path: out/timeline.jsonl
     merge: {order_by: ts, max_lateness: 1s}
-`, strings.Join(c.Brokers, ", "), topic, kafkatest.Name("g")))
+`)
 	const n = 3000
 	var recs []*kgo.Record
 	var want []string
