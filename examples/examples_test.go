@@ -84,16 +84,17 @@ func TestEveryStageTypeHasAnExample(t *testing.T) {
 	}
 }
 
-// listeners are source types that wait for clients and never end by
-// themselves: an example using one says how to feed it and stop it.
-var listeners = map[string]bool{"http_server": true}
+// unending are source types that wait for clients or read a broker and
+// never end by themselves: an example using one says how to feed it and
+// stop it.
+var unending = map[string]bool{"http_server": true, "kafka": true}
 
 // TestExamplesAreFinite keeps `etld run -c examples/` ending by itself,
-// except for the listener examples.
+// except for the examples of unending source types.
 func TestExamplesAreFinite(t *testing.T) {
 	for _, p := range load(t, ".") {
 		for _, s := range p.Sources() {
-			if !s.Finite && !listeners[s.Type] {
+			if !s.Finite && !unending[s.Type] {
 				t.Errorf("%s: source %q never ends; use follow: false, a generate count, or stdin", p.File, s.ID)
 			}
 		}

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/etld/etld/internal/kafkatest"
 	"github.com/etld/etld/internal/stages"
 	"github.com/etld/etld/internal/stages/stagetest"
 )
@@ -34,6 +35,16 @@ var sourceFixtures = map[string]func(t *testing.T, f stages.Factory) stagetest.S
 			want[i] = fmt.Sprintf(`{"seq":%d,"msg":"hello from etld"}`, i)
 		}
 		return stagetest.SourceCase{Config: stagetest.Config(t, f, t.TempDir(), "count: 2500"), Want: want}
+	},
+	"kafka": func(t *testing.T, f stages.Factory) stagetest.SourceCase {
+		topic := kafkaCluster.CreateTopic(t, "conformance", 1)
+		want := stagetest.Lines(3000)
+		kafkaCluster.Produce(t, topic, want)
+		return stagetest.SourceCase{
+			Config: stagetest.Config(t, f, t.TempDir(), fmt.Sprintf("brokers: [%s]\ntopics: [%s]\ngroup: %s\nsession_timeout: %v",
+				strings.Join(kafkaCluster.Brokers, ", "), topic, kafkatest.Name("conformance"), kafkaCluster.SessionTimeout())),
+			Want: want,
+		}
 	},
 	"stdin": func(t *testing.T, f stages.Factory) stagetest.SourceCase {
 		want := stagetest.Lines(3000)
@@ -102,6 +113,13 @@ var sinkFixtures = map[string]func(t *testing.T, f stages.Factory) stagetest.Sin
 			Output: func(t *testing.T) []string { return readLines(t, path) },
 		}
 	},
+	"kafka": func(t *testing.T, f stages.Factory) stagetest.SinkCase {
+		topic := kafkaCluster.CreateTopic(t, "conformance", 1)
+		return stagetest.SinkCase{
+			Config: stagetest.Config(t, f, t.TempDir(), fmt.Sprintf("brokers: [%s]\ntopic: %s", strings.Join(kafkaCluster.Brokers, ", "), topic)),
+			Output: func(t *testing.T) []string { return kafkatest.Values(kafkaCluster.ReadAll(t, topic)) },
+		}
+	},
 	"stdout": func(t *testing.T, f stages.Factory) stagetest.SinkCase {
 		out := &failingBuffer{}
 		return stagetest.SinkCase{
@@ -113,8 +131,13 @@ var sinkFixtures = map[string]func(t *testing.T, f stages.Factory) stagetest.Sin
 	},
 }
 
+// kafkaCluster serves the kafka fixtures. TestConformance starts it
+// before the checks, whose goroutine-leak check would otherwise see it.
+var kafkaCluster *kafkatest.Cluster
+
 // TestConformance runs the stagetest suite on every built-in type.
 func TestConformance(t *testing.T) {
+	kafkaCluster = kafkatest.Start(t)
 	reg := Registry()
 	conform(t, reg, stages.KindSource, sourceFixtures, "sourceFixtures", func(t *testing.T, f stages.Factory, fx func(*testing.T, stages.Factory) stagetest.SourceCase) {
 		stagetest.Source(t, f, func(t *testing.T) stagetest.SourceCase { return fx(t, f) })
