@@ -424,8 +424,8 @@ sinks:
 }
 
 // TestKafkaStartErrors: a missing topic and a wrong password stop etld at
-// start (exit 1, as any stage that cannot be opened), the stage and the
-// cause named in the log.
+// start as an invalid config (exit 2: the stage marks them
+// stages.Misconfigured), the stage and the cause named in the log.
 func TestKafkaStartErrors(t *testing.T) {
 	t.Parallel()
 	c := kafkatest.StartFakeSASL(t, "SCRAM-SHA-256", "etld", "s3cret")
@@ -450,7 +450,7 @@ sinks:
   out: {type: file, inputs: [orders], path: out/out.jsonl}
 `, strings.Join(c.Brokers, ", "), tc.topic, tc.password))
 			p := startEtld(t, dir, nil, runArgs(cfg, filepath.Join(dir, "state"))...)
-			p.expectExit(p.wait(), 1, name)
+			p.expectExit(p.wait(), 2, name)
 			if log := p.stderr.String(); !strings.Contains(log, `kafka source \"orders\"`) || !strings.Contains(log, tc.want) {
 				t.Errorf("the log does not name the source and say %q:\n%s", tc.want, tail(log, 2048))
 			}

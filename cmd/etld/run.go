@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/etld/etld/internal/engine"
+	"github.com/etld/etld/internal/stages"
 	"github.com/fsnotify/fsnotify"
 	"github.com/rs/zerolog"
 )
@@ -157,11 +159,18 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		started, err = rt.Apply(ctx, pipes)
 	}
 	if err != nil {
-		log.Error().Err(err).Msg("cannot start")
+		code := exitFailure
+		var mis *stages.MisconfiguredError
+		if errors.As(err, &mis) {
+			code = exitUsage // the config names something the outside world refuses
+			log.Error().Err(err).Msg("cannot start: invalid configuration")
+		} else {
+			log.Error().Err(err).Msg("cannot start")
+		}
 		if rt != nil {
 			rt.Stop()
 		}
-		return exitFailure
+		return code
 	}
 	o.Started(started)
 	d := &daemon{path: *f.path, rt: rt, log: log, changed: changed, hup: hup,

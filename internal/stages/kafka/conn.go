@@ -182,7 +182,8 @@ func (h *health) get() error {
 }
 
 // checkCluster asks the cluster for the metadata of topics, to turn a
-// wrong credential or a missing topic into a start error. A cluster that
+// wrong credential or a missing topic into a start error (marked
+// stages.Misconfigured: etld run exits 2). A cluster that
 // cannot be reached is not an error: the client keeps trying (the stage
 // is unhealthy meanwhile), as after a broker outage mid-run.
 func checkCluster(ctx context.Context, cl *kgo.Client, h *health, topics []string, what string) error {
@@ -194,13 +195,13 @@ func checkCluster(ctx context.Context, cl *kgo.Client, h *health, topics []strin
 	resp, err := req.RequestWith(ctx, cl)
 	if err != nil {
 		if isAuthError(err) {
-			return fmt.Errorf("%s: %w", what, err)
+			return stages.Misconfigured(fmt.Errorf("%s: %w", what, err))
 		}
 		if a := h.auth.Load(); a != nil {
-			return fmt.Errorf("%s: %w (wrong user or password?)", what, *a)
+			return stages.Misconfigured(fmt.Errorf("%s: %w (wrong user or password?)", what, *a))
 		}
 		if d := h.dnsErr.Load(); d != nil {
-			return fmt.Errorf("%s: %w", what, *d)
+			return stages.Misconfigured(fmt.Errorf("%s: %w", what, *d))
 		}
 		if ctx.Err() != nil || isNetError(err) {
 			h.set(fmt.Errorf("cluster not reachable yet: %w (retrying)", err))
@@ -215,7 +216,7 @@ func checkCluster(ctx context.Context, cl *kgo.Client, h *health, topics []strin
 		}
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("%s: topic %s does not exist (or is not visible to this user)", what, strings.Join(missing, ", "))
+		return stages.Misconfigured(fmt.Errorf("%s: topic %s does not exist (or is not visible to this user)", what, strings.Join(missing, ", ")))
 	}
 	return nil
 }
