@@ -136,7 +136,7 @@ func (s *source) listen(ctx context.Context) error {
 	case "udp":
 		pc, err := lc.ListenPacket(ctx, "udp", s.cfg.Address)
 		if err != nil {
-			return fmt.Errorf("syslog source: cannot listen on udp %s: %w", s.cfg.Address, err)
+			return fmt.Errorf("syslog source: %w", err)
 		}
 		s.pc = pc.(*net.UDPConn)
 		_ = s.pc.SetReadBuffer(4 << 20) // ride out bursts while Read is busy; the kernel may cap it
@@ -147,13 +147,13 @@ func (s *source) listen(ctx context.Context) error {
 		removeStaleSocket(s.cfg.Path)
 		ln, err := lc.Listen(ctx, "unix", s.cfg.Path)
 		if err != nil {
-			return fmt.Errorf("syslog source: cannot listen on unix socket %s: %w", s.cfg.Path, err)
+			return fmt.Errorf("syslog source: %w", err)
 		}
 		s.ln = ln
 	default:
 		ln, err := lc.Listen(ctx, "tcp", s.cfg.Address)
 		if err != nil {
-			return fmt.Errorf("syslog source: cannot listen on tcp %s: %w", s.cfg.Address, err)
+			return fmt.Errorf("syslog source: %w", err)
 		}
 		if s.cfg.TLS.On() {
 			srv, err := tlsconf.NewServer(&s.cfg.TLS)
