@@ -28,7 +28,6 @@ import (
 // (TCP senders are held back; UDP datagrams are dropped by the kernel).
 const (
 	batchRecords = 1024
-	bufferSize   = 256 << 10
 	queued       = 4
 	// udpLinger is how long a UDP receiver keeps a partial batch while
 	// Read is busy, to send fewer, fuller batches.
@@ -333,8 +332,9 @@ func (s *source) serve(c net.Conn) {
 	defer s.wg.Done()
 	defer s.untrack(c)
 	origin := &stages.Origin{Source: s.id, Path: s.peerName(c.RemoteAddr())}
-	bt := batcher{s: s}
 	fr := newFramer(int(s.cfg.MaxMessageBytes))
+	// A batch holds what one read brought: about a read buffer of bytes.
+	bt := batcher{s: s, bufSize: len(fr.buf), recs: 512}
 	for {
 		n, err := c.Read(fr.space())
 		fr.w += n
@@ -390,7 +390,9 @@ func (s *source) closing() bool {
 // receiveUDP receives datagrams, one message each, until Close.
 func (s *source) receiveUDP() {
 	defer s.wg.Done()
-	bt := batcher{s: s}
+	// Datagrams come one by one: batches start small and grow while
+	// Read is behind.
+	bt := batcher{s: s, bufSize: 16 << 10, recs: 64}
 	max := int(s.cfg.MaxMessageBytes)
 	buf := make([]byte, max+1)
 	origins := map[netip.AddrPort]*stages.Origin{}
@@ -448,9 +450,11 @@ func (s *source) receiveUDP() {
 // batcher builds the batches of one receiving goroutine: messages are
 // copied into buffers the batch owns.
 type batcher struct {
-	s   *source
-	b   stages.Batch
-	buf []byte
+	s       *source
+	bufSize int // the size of the buffers messages are copied into
+	recs    int // the initial capacity of a batch's Records
+	b       stages.Batch
+	buf     []byte
 
 	peer   []byte // `"peer":"..."` of peerOf
 	peerOf *stages.Origin
@@ -461,7 +465,7 @@ func (bt *batcher) room(n int) {
 	if cap(bt.buf)-len(bt.buf) >= n {
 		return
 	}
-	bt.buf = stages.NewBuffer(max(bufferSize, n))
+	bt.buf = stages.NewBuffer(max(bt.bufSize, n))
 	bt.b.Own(bt.buf)
 }
 
@@ -479,7 +483,7 @@ func (bt *batcher) add(msg []byte, o *stages.Origin) {
 		return
 	}
 	if bt.b.Records == nil {
-		bt.b.Records = stages.NewRecords(batchRecords)
+		bt.b.Records = stages.NewRecords(bt.recs)
 	}
 	bt.b.Records = append(bt.b.Records, stages.Record{Raw: bt.copy(msg), Origin: o, Offset: -1})
 }
