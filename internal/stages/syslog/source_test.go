@@ -344,3 +344,31 @@ func value(t *testing.T, c prometheus.Counter) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// TestHealthReportsBadRenewedTLSFiles: certificate files replaced by
+// unusable ones keep the last good pair in use and make the stage
+// unhealthy.
+func TestHealthReportsBadRenewedTLSFiles(t *testing.T) {
+	cert, key, client := tlsconftest.WritePair(t, t.TempDir())
+	s := open(t, func(c *Config) { c.TLS.Cert, c.TLS.Key = cert, key })
+	if err := s.Health(); err != nil {
+		t.Fatalf("healthy at start: %v", err)
+	}
+	if err := os.WriteFile(key, []byte("not a key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for s.Health() == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("still healthy with a broken key file")
+		}
+		// Files are looked at on handshakes, at most once a second.
+		c, err := tls.Dial("tcp", s.addr(), client)
+		if err != nil {
+			t.Fatalf("the last good pair is not used: %v", err)
+		}
+		_ = c.Close()
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("unhealthy: %v", s.Health())
+}
