@@ -430,3 +430,36 @@ func slExactlyOnce(t *testing.T, recs []map[string]any, field string, c, from, n
 		t.Errorf("lost %d, duplicated %d, %d unexpected records (of %d)", lost, dup, len(seen), n)
 	}
 }
+
+// TestSyslogReloadToBusyPort: a reload onto a port in use fails with the
+// pipeline, the stage and the address named, and the listener on the old
+// port keeps receiving.
+func TestSyslogReloadToBusyPort(t *testing.T) {
+	dir := t.TempDir()
+	a := slFreeAddr(t, "tcp")
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	p := slStart(t, dir, "address: "+a)
+	writeConfig(t, dir, "syslog.yaml", slConfig("address: "+busy.Addr().String()))
+	p.eventually("the reload fails on the busy port", func() bool {
+		return strings.Contains(p.stderr.String(), `pipeline \"syslog\": stage \"in\": open: syslog source: listen tcp `+busy.Addr().String()) &&
+			strings.Count(p.stderr.String(), `"address":"`+a+`"`) >= 2 // listening again on the old port
+	})
+	conn, err := net.Dial("tcp", a)
+	if err != nil {
+		t.Fatalf("the old port does not accept after the failed reload: %v", err)
+	}
+	for seq := range 50 {
+		if _, err := conn.Write([]byte(slFrame(slMessage(4, seq), true))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = conn.Close()
+	out := filepath.Join(dir, "out.jsonl")
+	slAwait(p, out, 50)
+	slStop(p)
+	slExactlyOnce(t, slLines(t, out), "message", 4, 0, 50)
+}
