@@ -23,12 +23,18 @@ import (
 // config that trusts the certificate.
 func WritePair(t testing.TB, dir string) (cert, key string, client *tls.Config) {
 	t.Helper()
+	return WriteNamedPair(t, dir, "etld test")
+}
+
+// WriteNamedPair is WritePair with the certificate's common name.
+func WriteNamedPair(t testing.TB, dir, cn string) (cert, key string, client *tls.Config) {
+	t.Helper()
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "etld test"},
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
 		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, IsCA: true, BasicConstraintsValid: true,
 		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
