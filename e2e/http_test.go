@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/etld/etld/internal/tlsconf/tlstest"
+	"github.com/etld/etld/internal/tlsconf/tlsconftest"
 )
 
 // The http_server source end to end: a 200 means durable (nothing
@@ -516,8 +516,8 @@ sinks:
 func TestHTTPReloadTLS(t *testing.T) {
 	dir := t.TempDir()
 	addr := freeAddr(t)
-	certA, keyA := tlstest.WritePair(t, t.TempDir(), "first")
-	certB, keyB := tlstest.WritePair(t, t.TempDir(), "second")
+	certA, keyA, _ := tlsconftest.WriteNamedPair(t, t.TempDir(), "first")
+	certB, keyB, _ := tlsconftest.WriteNamedPair(t, t.TempDir(), "second")
 	conf := func(cert, key string) string {
 		return `version: 1
 sources:

@@ -8,13 +8,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/etld/etld/internal/tlsconf/tlstest"
+	"github.com/etld/etld/internal/tlsconf/tlsconftest"
 )
 
 // writePair writes a self-signed certificate for 127.0.0.1 named cn and
 // its key into dir, returning their paths.
 func writePair(t *testing.T, dir, cn string) (cert, key string) {
-	return tlstest.WritePair(t, dir, cn)
+	t.Helper()
+	cert, key, _ = tlsconftest.WriteNamedPair(t, dir, cn)
+	return cert, key
 }
 
 func must(t *testing.T, err error) {

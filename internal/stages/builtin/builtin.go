@@ -14,12 +14,13 @@ import (
 	"github.com/etld/etld/internal/stages/sinks"
 	"github.com/etld/etld/internal/stages/sources"
 	"github.com/etld/etld/internal/stages/steps"
+	"github.com/etld/etld/internal/stages/syslog"
 )
 
 // Registry returns a new registry with every built-in stage type.
 func Registry() *stages.Registry {
 	r := stages.NewRegistry()
-	for _, list := range [][]stages.Factory{sources.All(), steps.All(), sinks.All(), httpsrc.All(), kafka.All()} {
+	for _, list := range [][]stages.Factory{sources.All(), steps.All(), sinks.All(), httpsrc.All(), kafka.All(), syslog.Factories()} {
 		for _, f := range list {
 			if err := r.Add(f); err != nil {
 				// Two built-ins with one name is a programming error that

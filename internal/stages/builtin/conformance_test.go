@@ -4,11 +4,15 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/rs/zerolog"
 
 	"github.com/etld/etld/internal/kafkatest"
 	"github.com/etld/etld/internal/stages"
@@ -44,6 +48,15 @@ var sourceFixtures = map[string]func(t *testing.T, f stages.Factory) stagetest.S
 			Config: stagetest.Config(t, f, t.TempDir(), fmt.Sprintf("brokers: [%s]\ntopics: [%s]\ngroup: %s\nsession_timeout: %v",
 				strings.Join(kafkaCluster.Brokers, ", "), topic, kafkatest.Name("conformance"), kafkaCluster.SessionTimeout())),
 			Want: want,
+		}
+	},
+	"syslog": func(t *testing.T, f stages.Factory) stagetest.SourceCase {
+		want := stagetest.Lines(3000)
+		dir := shortTempDir(t)
+		return stagetest.SourceCase{
+			Config:   stagetest.Config(t, f, dir, "mode: unix\npath: s.sock\nparse: false"),
+			Settings: syslogSender(t, dir, strings.Join(want, "\n")+"\n"),
+			Want:     want,
 		}
 	},
 	"stdin": func(t *testing.T, f stages.Factory) stagetest.SourceCase {
@@ -288,4 +301,37 @@ func TestConformanceMultiline(t *testing.T) {
 			}
 		})
 	})
+}
+
+// syslogSender returns the settings of a syslog source listening on a
+// unix socket in dir and sending data to it when it logs that it listens:
+// so the data arrives only when the source is open, and nothing is left
+// running once it is sent.
+func syslogSender(t *testing.T, dir, data string) stages.Settings {
+	hook := zerolog.HookFunc(func(_ *zerolog.Event, _ zerolog.Level, msg string) {
+		if msg != "syslog source listening" {
+			return
+		}
+		c, err := net.Dial("unix", filepath.Join(dir, "s.sock"))
+		if err != nil {
+			t.Errorf("dial the syslog source: %v", err)
+			return
+		}
+		defer c.Close()
+		if _, err := c.Write([]byte(data)); err != nil {
+			t.Errorf("send to the syslog source: %v", err)
+		}
+	})
+	return stages.Settings{Logger: zerolog.New(io.Discard).Level(zerolog.InfoLevel).Hook(hook)}
+}
+
+// shortTempDir is a temporary directory with a short path: unix socket
+// paths are limited to about 100 bytes.
+func shortTempDir(t *testing.T) string {
+	dir, err := os.MkdirTemp("", "sl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	return dir
 }

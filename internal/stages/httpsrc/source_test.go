@@ -20,7 +20,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/etld/etld/internal/stages"
-	"github.com/etld/etld/internal/tlsconf/tlstest"
+	"github.com/etld/etld/internal/tlsconf/tlsconftest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -404,7 +404,7 @@ func TestPortInUse(t *testing.T) {
 
 func TestTLS(t *testing.T) {
 	dir := t.TempDir()
-	cert, key := tlstest.WritePair(t, dir, "etld test")
+	cert, key, _ := tlsconftest.WriteNamedPair(t, dir, "etld test")
 	f := open(t, func(c *Config) {
 		c.TLS.Cert, c.TLS.Key = cert, key
 		c.Ack = AckReceived
