@@ -302,9 +302,15 @@ func (s *source) runOnce(ctx context.Context, p *pump) error {
 	if s.cfg.StartAt == StartAtEnd && p.since.IsZero() {
 		p.since = time.Now()
 	}
-	works := time.AfterFunc(healthyAfter, func() { s.working(p) })
+	fired := make(chan struct{})
+	works := time.AfterFunc(healthyAfter, func() {
+		defer close(fired)
+		s.working(p)
+	})
 	rerr := s.pump(ctx, out, p)
-	works.Stop()
+	if !works.Stop() {
+		<-fired // so that it cannot mark this journalctl working after run reported it failed
+	}
 	if rerr != nil && ctx.Err() == nil {
 		_ = killProc(cmd)
 	}
