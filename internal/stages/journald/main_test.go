@@ -83,6 +83,7 @@ func open(t testing.TB, c *Config, st []byte) *source {
 // got is what a test read.
 type got struct {
 	keys    []string
+	raws    []string
 	rejects []stages.Reject
 }
 
@@ -97,6 +98,7 @@ func (g *got) add(t testing.TB, b *stages.Batch) {
 			t.Fatalf("record %s: %v", r.Raw, err)
 		}
 		g.keys = append(g.keys, journaltest.Key(e))
+		g.raws = append(g.raws, string(r.Raw))
 	}
 	for _, r := range b.Rejects {
 		r.Record.Raw = append([]byte(nil), r.Record.Raw...)

@@ -277,27 +277,8 @@ EOF
 	c := NewConfig()
 	c.JournalctlPath, c.Follow, c.MaxLineBytes = fake, false, 100
 	src := open(t, c, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
-	var recs []string
-	var rejects []stages.Reject
-	for {
-		b, err := src.Read(ctx)
-		if errors.Is(err, stages.ErrEndOfInput) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, r := range b.Records {
-			recs = append(recs, string(r.Raw))
-		}
-		for _, r := range b.Rejects {
-			r.Record.Raw = append([]byte(nil), r.Record.Raw...)
-			rejects = append(rejects, r)
-		}
-		b.Release()
-	}
+	g := readToEnd(t, src)
+	recs, rejects := g.raws, g.rejects
 	want := []string{`{"__CURSOR":"s=a;i=1","MESSAGE":"one"}`, `{"MESSAGE":"four","__CURSOR":"s=a;i=4"}`}
 	if !slices.Equal(recs, want) {
 		t.Errorf("records %q, want %q", recs, want)
