@@ -133,7 +133,7 @@ var invalidWant = map[string][]string{
 	"merge_key.yaml": {
 		`2:1: unknown top-level key "defaults" (valid: version, sources, workers, sinks, dead_letter, checkpoint_interval)`,
 		`6:5: sources.in: YAML merge keys (<<) are not supported`,
-		`6:5: sources.in: missing required key "type" (valid: file, generate, stdin)`,
+		`6:5: sources.in: missing required key "type" (valid: file, generate, journald, stdin)`,
 	},
 	"merge_options.yaml": {
 		`15:7: sinks.a.merge: missing required key "order_by" (the field to merge by)`,
@@ -157,7 +157,7 @@ var invalidWant = map[string][]string{
 		`8:5: sinks.out.path: required`,
 	},
 	"missing_type.yaml": {
-		`4:5: sources.in: missing required key "type" (valid: file, generate, stdin)`,
+		`4:5: sources.in: missing required key "type" (valid: file, generate, journald, stdin)`,
 		`7:5: sinks.out: missing required key "type" (valid: file, stdout)`,
 	},
 	"multi_everything.yaml": {
@@ -278,7 +278,7 @@ var invalidWant = map[string][]string{
 	},
 	"unknown_source_type.yaml": {
 		`4:11: sources.in.type: unknown source type "fiel" (did you mean "file"?)`,
-		`7:11: sources.other.type: unknown source type "kafka" (valid: file, generate, stdin)`,
+		`7:11: sources.other.type: unknown source type "kafka" (valid: file, generate, journald, stdin)`,
 	},
 	"unknown_step_type.yaml": {
 		`8:9: workers.w.steps[0]: unknown step type "parse_jsn" (did you mean "parse_json"?)`,

@@ -5,6 +5,7 @@ package journald
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -73,6 +74,23 @@ func (c *Config) ResolvePaths(dir string) {
 	if strings.ContainsRune(c.JournalctlPath, '/') && !filepath.IsAbs(c.JournalctlPath) {
 		c.JournalctlPath = filepath.Join(dir, c.JournalctlPath)
 	}
+}
+
+// CheckFiles implements stages.FileChecker: directory must be a
+// directory. (A missing journalctl is not a config error: the source
+// reports it as unhealthy and retries, like one that exits.)
+func (c *Config) CheckFiles() error {
+	if c.Directory == "" {
+		return nil
+	}
+	fi, err := os.Stat(c.Directory)
+	switch {
+	case err != nil:
+		return stages.FieldErr("directory", err)
+	case !fi.IsDir():
+		return stages.FieldErr("directory", fmt.Errorf("%s is not a directory", c.Directory))
+	}
+	return nil
 }
 
 // Finite implements stages.Finiter: the source ends only when it does not

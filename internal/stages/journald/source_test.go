@@ -349,6 +349,25 @@ func TestValidate(t *testing.T) {
 	}
 }
 
+func TestCheckFiles(t *testing.T) {
+	dir := t.TempDir()
+	c := NewConfig()
+	if err := c.CheckFiles(); err != nil {
+		t.Errorf("no directory: %v", err)
+	}
+	c.Directory = dir
+	if err := c.CheckFiles(); err != nil {
+		t.Errorf("%s: %v", dir, err)
+	}
+	for _, bad := range []string{filepath.Join(dir, "missing"), script(t, "")} {
+		c.Directory = bad
+		var fe *stages.FieldError
+		if err := c.CheckFiles(); !errors.As(err, &fe) || fe.Field != "directory" {
+			t.Errorf("directory %s: %v, want an error at directory", bad, err)
+		}
+	}
+}
+
 func TestRestoreRejectsGarbage(t *testing.T) {
 	s := newSource(testSettings(t), NewConfig())
 	for _, st := range []string{`{"cursor":"--boot"}`, `{"cursor":"nonsense"}`, `not json`} {
