@@ -230,9 +230,6 @@ func (s *source) run(ctx context.Context, p *pump) {
 			}
 			return
 		}
-		if err == nil {
-			err = errors.New("journalctl exited while following the journal")
-		}
 		if p.stable.Load() {
 			delay = backoffMin
 		}
