@@ -33,6 +33,29 @@ var sourceFixtures = map[string]func(t *testing.T, f stages.Factory) stagetest.S
 			Want:   want,
 		}
 	},
+	"journald": func(t *testing.T, f stages.Factory) stagetest.SourceCase {
+		// A stand-in for journalctl that prints fixed entries, from the
+		// one --cursor names when given, then follows (waits): real
+		// journalctl prints an entry's fields in a different order on
+		// every run. internal/stages/journald and e2e test real journals.
+		dir := t.TempDir()
+		want := make([]string, 2500)
+		for i := range want {
+			want[i] = fmt.Sprintf(`{"__CURSOR":"s=e71d;i=%x","MESSAGE":"entry %d","_SYSTEMD_UNIT":"etld-test.service"}`, i+1, i)
+		}
+		writeLines(t, filepath.Join(dir, "entries.jsonl"), want)
+		script := `#!/bin/sh
+cd "$(dirname "$0")"
+cur=
+for a; do case $a in --cursor=*) cur=${a#--cursor=};; esac; done
+if [ -z "$cur" ]; then cat entries.jsonl; else grep -F -A 1000000 "\"__CURSOR\":\"$cur\"" entries.jsonl; fi
+exec sleep 1000000
+`
+		if err := os.WriteFile(filepath.Join(dir, "journalctl"), []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return stagetest.SourceCase{Config: stagetest.Config(t, f, dir, "journalctl_path: ./journalctl"), Want: want}
+	},
 	"generate": func(t *testing.T, f stages.Factory) stagetest.SourceCase {
 		want := make([]string, 2500)
 		for i := range want {
