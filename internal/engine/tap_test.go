@@ -1,0 +1,268 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/etld/etld/internal/stages"
+	"github.com/etld/etld/internal/stages/steps"
+)
+
+// tapEmitter is an emitter with one output edge, tapped at point tp.
+func tapEmitter(t testing.TB) (*emitter, *tapPoint, chan msg, chan msg) {
+	t.Helper()
+	out, dl := newEdge(), newEdge()
+	tp := &tapPoint{}
+	e := &emitter{stage: "w", outs: []chan msg{out}, dl: dl, hard: context.Background(),
+		m: NewMetrics().stage("p", "w"), badLog: zerolog.Nop(), tp: tp}
+	return e, tp, out, dl
+}
+
+// drainTap reads a tap until it has nothing more for a moment's wait: it
+// returns the records and the total of the missed counts.
+func drainTap(t testing.TB, tap *Tap) (recs []string, missed uint64) {
+	t.Helper()
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		r, m, ok := tap.Next(ctx)
+		cancel()
+		if !ok {
+			return recs, missed
+		}
+		missed += m
+		if r != nil {
+			recs = append(recs, string(r))
+		}
+	}
+}
+
+func newTestTap(sel uint64, filter string) (*Tap, *tapSub) {
+	sub := &tapSub{sel: sel, ch: make(chan []tapped, tapBatches)}
+	t := &Tap{sub: sub, detach: func() {}, hub: &tapHub{}}
+	if filter != "" {
+		r, err := steps.NewRouter([]string{"filter"}, []string{filter})
+		if err != nil {
+			panic(err)
+		}
+		t.filter = r
+	}
+	t.hub.active.Add(1)
+	return t, sub
+}
+
+// TestTapSeesOutputRouteAndDeadLetters: a stage tap gets every record the
+// emitter sends, a route tap only that route's, a dead-letter tap the
+// dead-letter lines; the downstream edge still gets the whole batch,
+// whose bytes the tap does not share.
+func TestTapSeesOutputRouteAndDeadLetters(t *testing.T) {
+	e, tp, out, dl := tapEmitter(t)
+	all, allSub := newTestTap(0, "")
+	errs, errsSub := newTestTap(1<<1, "")
+	dead, deadSub := newTestTap(0, "")
+	tp.attach(&tp.out, allSub)
+	tp.attach(&tp.out, errsSub)
+	tp.attach(&tp.dl, deadSub)
+
+	o := &stages.Origin{Source: "in", Path: "in.log"}
+	b := &stages.Batch{
+		Records: []stages.Record{rec(o, 0, `{"n":1}`), rec(o, 1, `{"n":2}`), rec(o, 2, `{"n":3}`)},
+		Rejects: []stages.Reject{{Record: rec(o, 3, `{"n":`), Err: errors.New("truncated")}},
+	}
+	if !e.emit(msg{b: b, routes: []uint64{1, 1 << 1, steps.Unmatched}}) {
+		t.Fatal("emit = false")
+	}
+	got := <-out
+	got.b.Records[0].Raw[2] = 'X' // the downstream owns its batch
+	if n := len(got.b.Records); n != 3 {
+		t.Errorf("downstream got %d records, want 3", n)
+	}
+	if d := <-dl; len(d.b.Records) != 1 {
+		t.Errorf("dead-letter edge got %d records, want 1", len(d.b.Records))
+	}
+
+	if recs, missed := drainTap(t, all); !slices.Equal(recs, []string{`{"n":1}`, `{"n":2}`, `{"n":3}`}) || missed != 0 {
+		t.Errorf("stage tap: %q, missed %d", recs, missed)
+	}
+	if recs, _ := drainTap(t, errs); !slices.Equal(recs, []string{`{"n":2}`}) {
+		t.Errorf("route tap: %q, want the record of route bit 1", recs)
+	}
+	recs, _ := drainTap(t, dead)
+	if len(recs) != 1 || !strings.Contains(recs[0], `"error":"truncated"`) || !strings.Contains(recs[0], `"origin":"in.log:3"`) {
+		t.Errorf("dead-letter tap: %q", recs)
+	}
+
+	tp.detach(&tp.out, allSub)
+	tp.detach(&tp.out, errsSub)
+	tp.detach(&tp.dl, deadSub)
+	if tp.out.Load() != nil || tp.dl.Load() != nil {
+		t.Error("after the last detach the tap point is not back to nil")
+	}
+}
+
+// TestTapSlowReaderMissed: an unread tap keeps what fits and counts the
+// rest; every record is either read or counted, never both; the emitter
+// never blocks on it.
+func TestTapSlowReaderMissed(t *testing.T) {
+	e, tp, out, _ := tapEmitter(t)
+	tap, sub := newTestTap(0, "")
+	tp.attach(&tp.out, sub)
+	const batches, per = 3 * tapBatches, 10
+	for i := range batches {
+		recs := make([]stages.Record, per)
+		for j := range recs {
+			recs[j] = stages.Record{Raw: fmt.Appendf(nil, `{"i":%d}`, i*per+j), Parsed: true}
+		}
+		if !e.emit(msg{b: &stages.Batch{Records: recs}}) {
+			t.Fatal("emit = false")
+		}
+		(<-out).release() // the pipeline goes on; the tap is not read
+	}
+	recs, missed := drainTap(t, tap)
+	if len(recs) != tapBatches*per {
+		t.Errorf("read %d records, want the %d that fit", len(recs), tapBatches*per)
+	}
+	if int(missed)+len(recs) != batches*per {
+		t.Errorf("read %d + missed %d = %d, want %d", len(recs), missed, int(missed)+len(recs), batches*per)
+	}
+	if sub.bytes.Load() != 0 {
+		t.Errorf("buffered bytes = %d after draining, want 0", sub.bytes.Load())
+	}
+}
+
+// TestTapBufferBytesBound: a batch larger than the tap's byte budget is
+// counted as missed, not buffered.
+func TestTapBufferBytesBound(t *testing.T) {
+	tap, sub := newTestTap(0, "")
+	big := stages.Record{Raw: make([]byte, TapBufferBytes/2+1)}
+	sub.offer([]stages.Record{big}, nil)
+	sub.offer([]stages.Record{big}, nil) // over the budget
+	if got := sub.bytes.Load(); got != int64(len(big.Raw)) {
+		t.Errorf("buffered %d bytes, want %d", got, len(big.Raw))
+	}
+	recs, missed := drainTap(t, tap)
+	if len(recs) != 1 || missed != 1 {
+		t.Errorf("read %d, missed %d; want 1 and 1", len(recs), missed)
+	}
+}
+
+// TestTapFilter: the filter keeps the records its expression holds for,
+// with the filter step's engine; a record it fails on is not kept.
+func TestTapFilter(t *testing.T) {
+	tap, sub := newTestTap(0, `level == "error" && amount > 10`)
+	sub.offer([]stages.Record{
+		{Raw: []byte(`{"level":"error","amount":11}`), Parsed: true},
+		{Raw: []byte(`{"level":"error","amount":9}`), Parsed: true},
+		{Raw: []byte(`{"level":"info","amount":99}`), Parsed: true},
+		{Raw: []byte(`not json`)},
+		{Raw: []byte(`{"level":"error","amount":12}`), Parsed: true},
+	}, nil)
+	recs, _ := drainTap(t, tap)
+	want := []string{`{"level":"error","amount":11}`, `{"level":"error","amount":12}`}
+	if !slices.Equal(recs, want) {
+		t.Errorf("filtered: %q, want %q", recs, want)
+	}
+}
+
+// TestRuntimeTap: Tap checks its request against the running pipeline,
+// attaches to the stage's tap point, and refuses a tap beyond MaxTaps.
+func TestRuntimeTap(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "in.jsonl"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pipes := loadPipeline(t, dir, "p", `version: 1
+sources:
+  in: { type: file, path: in.jsonl, follow: true }
+workers:
+  w:
+    inputs: [in]
+    steps: [ parse_json: {} ]
+    routes:
+      errors: 'level == "error"'
+sinks:
+  out: { type: file, inputs: [w.errors], path: out.jsonl }
+  dead: { type: file, path: dead.jsonl }
+dead_letter: dead
+`, nil)
+	rt, err := New(Options{Logger: nopLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Stop()
+	if _, err := rt.Apply(context.Background(), pipes); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		req  TapRequest
+		want string
+	}{
+		{TapRequest{Pipeline: "nope", Stage: "w"}, `no pipeline "nope"`},
+		{TapRequest{Pipeline: "p", Stage: "nope"}, `no stage "nope"`},
+		{TapRequest{Pipeline: "p", Stage: "w", Route: "nope"}, `no route "nope"`},
+		{TapRequest{Pipeline: "p", Stage: "out"}, `is a sink`},
+		{TapRequest{Pipeline: "p", Stage: "w", Filter: "level =="}, `filter:`},
+	} {
+		if _, err := rt.Tap(c.req); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Tap(%+v) = %v, want an error with %q", c.req, err, c.want)
+		}
+	}
+	var taps []*Tap
+	for i := range MaxTaps {
+		req := []TapRequest{
+			{Pipeline: "p", Stage: "w"}, {Pipeline: "p", Stage: "w", Route: "errors"},
+			{Pipeline: "p", Stage: "w", Route: "_unmatched"}, {Pipeline: "p", DeadLetter: true},
+		}[i%4]
+		tap, err := rt.Tap(req)
+		if err != nil {
+			t.Fatalf("tap %d (%+v): %v", i, req, err)
+		}
+		taps = append(taps, tap)
+	}
+	if _, err := rt.Tap(TapRequest{Pipeline: "p", Stage: "in"}); !errors.Is(err, ErrTooManyTaps) {
+		t.Fatalf("tap %d: %v, want ErrTooManyTaps", MaxTaps+1, err)
+	}
+	taps[0].Close()
+	taps[0].Close() // twice is fine, and frees one place only
+	extra, err := rt.Tap(TapRequest{Pipeline: "p", Stage: "in"})
+	if err != nil {
+		t.Fatalf("a tap after one closed: %v", err)
+	}
+	if _, err := rt.Tap(TapRequest{Pipeline: "p", Stage: "in"}); !errors.Is(err, ErrTooManyTaps) {
+		t.Fatalf("Close freed more than one place: %v", err)
+	}
+	extra.Close()
+	for _, tap := range taps[1:] {
+		tap.Close()
+	}
+	hub := &rt.Metrics().taps
+	for _, id := range []string{"in", "w", "out", "dead"} {
+		tp := hub.point("p", id)
+		if tp.out.Load() != nil || tp.dl.Load() != nil {
+			t.Errorf("stage %s: still tapped after every tap closed", id)
+		}
+	}
+}
+
+// BenchmarkPipelineW2Tap is BenchmarkPipelineW2 with an unread tap on its
+// worker: compare the two for the overhead of a tap nobody reads (its
+// buffer is full after the first batches: every later batch is counted,
+// not copied).
+func BenchmarkPipelineW2Tap(b *testing.B) {
+	mx := NewMetrics()
+	tp := mx.taps.point("bench", "w2")
+	sub := &tapSub{ch: make(chan []tapped, tapBatches)}
+	tp.attach(&tp.out, sub)
+	benchPipelineWith(b, mx, benchW2, func(lines, debug int) int { return lines - debug })
+	if sub.missed.Load() == 0 {
+		b.Fatal("the tap missed nothing: it was not attached")
+	}
+}
