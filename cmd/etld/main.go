@@ -1,11 +1,12 @@
 // Command etld runs ETL pipelines declared in YAML.
 //
-//	etld run      [-c PATH] [--state-dir DIR] [--admin ADDR] [--no-watch]
+//	etld run      [-c PATH] [--state-dir DIR] [--admin ADDR] [--admin-token-file FILE] [--no-watch]
 //	              [--shutdown-timeout DURATION]
 //	              [--log-level debug|info|warn|error] [--log-format json|console]
 //	etld validate [-c PATH]
 //	etld graph    [-c PATH] [--format dot|mermaid]
 //	etld status   [--admin ADDR] [--watch] [--interval DURATION]
+//	etld tap      PIPELINE STAGE[.ROUTE] [--dead-letter] [--limit N] [--filter EXPR]
 //	etld version
 //
 // Exit codes: 0 success; 1 runtime failure; 2 usage error or invalid config.
@@ -36,12 +37,14 @@ const (
 const usage = `etld runs ETL pipelines declared in YAML.
 
 Usage:
-  etld run      [-c PATH] [--state-dir DIR] [--admin ADDR] [--no-watch]
+  etld run      [-c PATH] [--state-dir DIR] [--admin ADDR] [--admin-token-file FILE] [--no-watch]
                 [--shutdown-timeout DURATION]
                 [--log-level debug|info|warn|error] [--log-format json|console]
   etld validate [-c PATH]
   etld graph    [-c PATH] [--format dot|mermaid]
   etld status   [--admin ADDR] [--watch] [--interval DURATION]
+  etld tap      PIPELINE STAGE[.ROUTE] [--dead-letter] [--limit N] [--filter EXPR]
+                [--admin ADDR] [--admin-token-file FILE]
   etld version
 
 PATH is one pipeline file or a directory of them (default: $ETLD_CONFIG,
@@ -70,6 +73,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdGraph(rest, stdout, stderr)
 	case "status":
 		return cmdStatus(rest, stdout, stderr)
+	case "tap":
+		return cmdTap(rest, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionString())
 		return exitOK

@@ -66,6 +66,8 @@ func startOps(ctx context.Context, rt *engine.Runtime, f runFlags, log zerolog.L
 			Reloads:  o.reloads,
 			Build:    admin.BuildInfo{Version: version},
 			Logger:   log,
+
+			TokenFile: f.adminTokenFile,
 		})
 		if err == nil {
 			err = srv.Start(ctx, f.admin)

@@ -22,6 +22,7 @@ type runFlags struct {
 	path            *string
 	stateDir        string
 	admin           string
+	adminTokenFile  string
 	noWatch         bool
 	watchMode       string
 	reloadDebounce  time.Duration
@@ -35,6 +36,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	f := runFlags{path: path}
 	fs.StringVar(&f.stateDir, "state-dir", "", "checkpoint directory (default: $STATE_DIRECTORY, else .etld-state)")
 	fs.StringVar(&f.admin, "admin", "127.0.0.1:9300", `admin HTTP address, or "off"`)
+	fs.StringVar(&f.adminTokenFile, "admin-token-file", "", "file holding the bearer token that /api/tap requires (needed to tap off loopback)")
 	fs.BoolVar(&f.noWatch, "no-watch", false, "do not watch the config for changes (SIGHUP still reloads)")
 	fs.StringVar(&f.watchMode, "watch", watchAuto, `how to notice changes of the config and of followed files: "auto" (inotify, polling when it cannot be had) or "poll"`)
 	fs.DurationVar(&f.reloadDebounce, "reload-debounce", 250*time.Millisecond, "quiet period after a config change before reloading")

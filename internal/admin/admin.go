@@ -6,9 +6,13 @@
 //	                    cleanly) and no sink is failing, else 503 and the reason
 //	GET /api/pipelines  JSON: every pipeline's graph, per-stage counters and
 //	                    queue lengths, state, and last reload (see Snapshot)
+//	GET /api/graph      JSON: every pipeline's graph drawn as SVG (live page)
+//	GET /api/tap        NDJSON: records leaving a stage (see tap); guarded
+//	GET /               the live page: graphs and counters, refreshed
 //
-// It has no authentication: it binds exactly the address it is given, which
-// is a loopback address unless the operator says otherwise.
+// It binds exactly the address it is given, which is a loopback address
+// unless the operator says otherwise. Only the tap, which shows record
+// contents, is guarded (see requireToken).
 package admin
 
 import (
@@ -57,6 +61,9 @@ type Options struct {
 	Reloads *ReloadTracker
 	Build   BuildInfo
 	Logger  zerolog.Logger
+	// TokenFile holds the bearer token of the guarded endpoints (see
+	// requireToken); "" means none.
+	TokenFile string
 }
 
 // Phases of the process, as /readyz sees them.
@@ -73,6 +80,12 @@ type Server struct {
 	mux   *http.ServeMux
 	phase atomic.Int32
 	watch atomic.Value // string: Snapshot.ConfigWatch
+	// exposed is set when the listener is not a loopback address.
+	exposed atomic.Bool
+	// streams is the context of long requests (the tap), cancelled when
+	// Shutdown begins: they end instead of holding it up.
+	streams    context.Context
+	endStreams context.CancelFunc
 
 	mu   sync.Mutex
 	srv  *http.Server
@@ -87,10 +100,16 @@ func New(opts Options) (*Server, error) {
 	if opts.Runtime == nil || opts.Registry == nil {
 		return nil, errors.New("admin: Runtime and Registry are required")
 	}
+	if opts.TokenFile != "" {
+		if _, err := readToken(opts.TokenFile); err != nil {
+			return nil, err
+		}
+	}
 	if err := RegisterProcessMetrics(opts.Registry, opts.Build); err != nil {
 		return nil, err
 	}
 	s := &Server{opts: opts, log: opts.Logger.With().Str("component", "admin").Logger(), mux: http.NewServeMux()}
+	s.streams, s.endStreams = context.WithCancel(context.Background())
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{
 		ErrorHandling: promhttp.ContinueOnError, // a broken collector must not hide the others
 		ErrorLog:      promLogger{s.log},
@@ -98,7 +117,10 @@ func New(opts Options) (*Server, error) {
 	s.mux.HandleFunc("GET /healthz", s.healthz)
 	s.mux.HandleFunc("GET /readyz", s.readyz)
 	s.mux.HandleFunc("GET /api/pipelines", s.pipelines)
+	s.mux.HandleFunc("GET /api/graph", s.graphs)
+	s.mux.HandleFunc("GET /api/tap", s.requireToken(s.streaming(s.tap)))
 	s.mux.HandleFunc("GET /{$}", s.index)
+	s.mux.Handle("GET /live/", http.FileServerFS(liveFiles))
 	return s, nil
 }
 
@@ -175,8 +197,12 @@ func (s *Server) Start(ctx context.Context, addr string) error {
 		return listenError(addr, err)
 	}
 	if !isLoopback(ln.Addr()) {
-		s.log.Warn().Str("addr", ln.Addr().String()).
-			Msg("admin HTTP is reachable from other hosts and has no authentication")
+		s.exposed.Store(true)
+		msg := "admin HTTP is reachable from other hosts and has no authentication; /api/tap is disabled"
+		if s.opts.TokenFile != "" {
+			msg = "admin HTTP is reachable from other hosts; /api/tap needs the bearer token, the rest has no authentication"
+		}
+		s.log.Warn().Str("addr", ln.Addr().String()).Msg(msg)
 	}
 	s.ln = ln
 	s.srv = &http.Server{
@@ -234,6 +260,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	srv, done := s.srv, s.done
 	s.mu.Unlock()
+	s.endStreams()
 	if srv == nil {
 		return nil
 	}
@@ -327,12 +354,16 @@ func (s *Server) pipelines(w http.ResponseWriter, _ *http.Request) {
 	w.Write(append(b, '\n'))
 }
 
-func (s *Server) index(w http.ResponseWriter, _ *http.Request) {
-	text(w, http.StatusOK, `etld admin
-  /metrics        Prometheus metrics
-  /healthz        liveness
-  /readyz         readiness, with the reason when not ready
-  /api/pipelines  pipelines, stages and counters as JSON`)
+// streaming runs h with a request context that also ends when Shutdown
+// begins.
+func (s *Server) streaming(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithCancel(r.Context())
+		defer cancel()
+		stop := context.AfterFunc(s.streams, cancel)
+		defer stop()
+		h(w, r.WithContext(ctx))
+	}
 }
 
 func text(w http.ResponseWriter, code int, body string) {

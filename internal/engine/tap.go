@@ -25,6 +25,16 @@ const (
 // ErrTooManyTaps is Tap's error when MaxTaps taps are attached already.
 var ErrTooManyTaps = errors.New("too many taps: at most 8 at once")
 
+// ErrNoTapTarget matches (errors.Is) Tap's error for an unknown
+// pipeline, stage or route.
+var ErrNoTapTarget = errors.New("no such pipeline, stage or route")
+
+// notFound is an error naming what Tap could not find.
+type notFound string
+
+func (e notFound) Error() string        { return string(e) }
+func (e notFound) Is(target error) bool { return target == ErrNoTapTarget }
+
 // TapRequest says what to tap: the records leaving stage Stage of
 // pipeline Pipeline (only those of its route Route when set), or, with
 // DeadLetter, the dead-letter lines of that stage (of every stage when
@@ -76,51 +86,92 @@ type tapped struct {
 	parsed bool
 }
 
+// tapBatch is what a tap buffers per batch offered: the records copied,
+// after the number of records missed just before them.
+type tapBatch struct {
+	missed uint64
+	recs   []tapped
+	size   int
+}
+
 // tapSub is one attached tap: a bounded buffer the emitting goroutines
 // fill without blocking, and a count of what did not fit.
 type tapSub struct {
-	sel    uint64 // route bits of the records taken; 0: every record
-	ch     chan []tapped
-	bytes  atomic.Int64  // bytes in ch
-	missed atomic.Uint64 // records that did not fit
+	sel   uint64 // route bits of the records taken; 0: every record
+	ch    chan tapBatch
+	bytes atomic.Int64 // record bytes in ch
+	// missed counts the records that did not fit since the last batch
+	// put in ch: a batch takes the count along, so that the reader
+	// learns of a gap where it was.
+	missed atomic.Uint64
+	// poke wakes a reader waiting on an empty ch when records are
+	// missed (a batch too large for the whole budget).
+	poke chan struct{}
 }
 
-// offer copies the records of b (those whose route bits meet s.sel)
-// into s's buffer, as many as fit; the others are counted as missed. It
-// never blocks.
+func newTapSub(sel uint64) *tapSub {
+	return &tapSub{sel: sel, ch: make(chan tapBatch, tapBatches), poke: make(chan struct{}, 1)}
+}
+
+func (s *tapSub) takes(routes []uint64, j int) bool {
+	return s.sel == 0 || (j < len(routes) && routes[j]&s.sel != 0)
+}
+
+// offer copies the records of recs whose route bits meet s.sel into s's
+// buffer: as many as fit in its byte budget, when it has room for a
+// batch; the others are counted as missed. It never blocks.
 func (s *tapSub) offer(recs []stages.Record, routes []uint64) {
-	budget := TapBufferBytes - s.bytes.Load()
-	n, size := 0, 0
+	budget := TapBufferBytes - int(s.bytes.Load())
+	n, size, fit := 0, 0, 0 // records taken, bytes of the first fit of them
 	for j := range recs {
-		if s.sel != 0 && (j >= len(routes) || routes[j]&s.sel == 0) {
+		if !s.takes(routes, j) {
 			continue
 		}
 		n++
-		size += len(recs[j].Raw)
+		if l := len(recs[j].Raw); size+l <= budget && fit == n-1 {
+			size += l
+			fit++
+		}
 	}
 	if n == 0 {
 		return
 	}
-	if int64(size) > budget || len(s.ch) == cap(s.ch) {
-		s.missed.Add(uint64(n)) // a sample: later batches get in once the reader caught up
+	if fit == 0 || len(s.ch) == cap(s.ch) {
+		s.miss(n) // the reader is behind: it gets a later sample
 		return
 	}
+	b := tapBatch{recs: make([]tapped, 0, fit), size: size}
 	buf := make([]byte, 0, size)
-	out := make([]tapped, 0, n)
 	for j := range recs {
-		if s.sel != 0 && (j >= len(routes) || routes[j]&s.sel == 0) {
+		if len(b.recs) == fit {
+			break
+		}
+		if !s.takes(routes, j) {
 			continue
 		}
 		start := len(buf)
 		buf = append(buf, recs[j].Raw...)
-		out = append(out, tapped{raw: buf[start:len(buf):len(buf)], parsed: recs[j].Parsed})
+		b.recs = append(b.recs, tapped{raw: buf[start:len(buf):len(buf)], parsed: recs[j].Parsed})
 	}
 	s.bytes.Add(int64(size))
+	b.missed = s.missed.Swap(0)
 	select {
-	case s.ch <- out:
-	default:
+	case s.ch <- b:
+		if fit < n {
+			s.miss(n - fit) // the rest of the batch, after those kept
+		}
+	default: // another goroutine of the stage filled ch meanwhile
 		s.bytes.Add(-int64(size))
-		s.missed.Add(uint64(n))
+		s.missed.Add(b.missed)
+		s.miss(n)
+	}
+}
+
+func (s *tapSub) miss(n int) {
+	s.missed.Add(uint64(n))
+	select {
+	case s.poke <- struct{}{}:
+	default:
 	}
 }
 
@@ -167,6 +218,7 @@ type Tap struct {
 	hub    *tapHub
 
 	pending []tapped
+	missed  uint64 // reported before pending
 	masks   []uint64
 	batch   stages.Batch
 }
@@ -179,7 +231,7 @@ func (rt *Runtime) Tap(req TapRequest) (*Tap, error) {
 	p := rt.pipes[req.Pipeline]
 	rt.mu.Unlock()
 	if p == nil {
-		return nil, fmt.Errorf("no pipeline %q", req.Pipeline)
+		return nil, notFound(fmt.Sprintf("no pipeline %q", req.Pipeline))
 	}
 	cfg := p.config()
 	var sel uint64
@@ -195,7 +247,7 @@ func (rt *Runtime) Tap(req TapRequest) (*Tap, error) {
 	default:
 		st := cfg.Stage(req.Stage)
 		if st == nil {
-			return nil, fmt.Errorf("pipeline %q has no stage %q", req.Pipeline, req.Stage)
+			return nil, notFound(fmt.Sprintf("pipeline %q has no stage %q", req.Pipeline, req.Stage))
 		}
 		if req.DeadLetter {
 			if req.Route != "" {
@@ -213,7 +265,7 @@ func (rt *Runtime) Tap(req TapRequest) (*Tap, error) {
 				bit = st.Worker.RouteIndex(req.Route)
 			}
 			if bit < 0 {
-				return nil, fmt.Errorf("stage %q has no route %q", req.Stage, req.Route)
+				return nil, notFound(fmt.Sprintf("stage %q has no route %q", req.Stage, req.Route))
 			}
 			sel = 1 << bit
 		}
@@ -232,7 +284,7 @@ func (rt *Runtime) Tap(req TapRequest) (*Tap, error) {
 		hub.active.Add(-1)
 		return nil, ErrTooManyTaps
 	}
-	t.sub = &tapSub{sel: sel, ch: make(chan []tapped, tapBatches)}
+	t.sub = newTapSub(sel)
 	var undo []func()
 	for _, id := range stageIDs {
 		tp := hub.point(req.Pipeline, id)
@@ -252,12 +304,13 @@ func (rt *Runtime) Tap(req TapRequest) (*Tap, error) {
 }
 
 // Next returns the next record that passes the filter, waiting for one
-// until ctx is done (then ok is false). missed is the number of records
-// the tap could not keep since the last call, because its reader was
-// slow; the record is valid until the next call.
+// until ctx is done (then ok is false), or, with rec nil, the number of
+// records the tap missed (its reader was slow) at that point of the
+// stream. rec is valid until the next call.
 func (t *Tap) Next(ctx context.Context) (rec []byte, missed uint64, ok bool) {
 	for {
-		if n := t.sub.missed.Swap(0); n > 0 {
+		if n := t.missed; n > 0 {
+			t.missed = 0
 			return nil, n, true
 		}
 		for len(t.pending) > 0 {
@@ -267,16 +320,20 @@ func (t *Tap) Next(ctx context.Context) (rec []byte, missed uint64, ok bool) {
 				return r.raw, 0, true
 			}
 		}
+		if len(t.sub.ch) == 0 {
+			// Misses not yet taken by a batch came after every
+			// batch buffered.
+			if n := t.sub.missed.Swap(0); n > 0 {
+				return nil, n, true
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return nil, 0, false
+		case <-t.sub.poke:
 		case b := <-t.sub.ch:
-			size := 0
-			for _, r := range b {
-				size += len(r.raw)
-			}
-			t.sub.bytes.Add(-int64(size))
-			t.pending = b
+			t.sub.bytes.Add(-int64(b.size))
+			t.pending, t.missed = b.recs, b.missed
 		}
 	}
 }
@@ -291,6 +348,12 @@ func (t *Tap) keep(r tapped) bool {
 	t.batch.Rejects = t.batch.Rejects[:0]
 	t.masks = t.filter.Route(&t.batch, t.masks)
 	return len(t.masks) == 1 && t.masks[0]&1 != 0
+}
+
+// Buffered reports whether Next has a record or a count ready without
+// waiting.
+func (t *Tap) Buffered() bool {
+	return t.missed > 0 || len(t.pending) > 0 || len(t.sub.ch) > 0 || t.sub.missed.Load() > 0
 }
 
 // Close detaches the tap; it is safe to call more than once.

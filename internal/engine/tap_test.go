@@ -46,7 +46,7 @@ func drainTap(t testing.TB, tap *Tap) (recs []string, missed uint64) {
 }
 
 func newTestTap(sel uint64, filter string) (*Tap, *tapSub) {
-	sub := &tapSub{sel: sel, ch: make(chan []tapped, tapBatches)}
+	sub := newTapSub(sel)
 	t := &Tap{sub: sub, detach: func() {}, hub: &tapHub{}}
 	if filter != "" {
 		r, err := steps.NewRouter([]string{"filter"}, []string{filter})
@@ -109,29 +109,66 @@ func TestTapSeesOutputRouteAndDeadLetters(t *testing.T) {
 }
 
 // TestTapSlowReaderMissed: an unread tap keeps what fits and counts the
-// rest; every record is either read or counted, never both; the emitter
-// never blocks on it.
+// rest, and the reader learns of each gap where it was: replaying the
+// records read and the counts gives every record once, in order. The
+// emitter never blocks on the tap.
 func TestTapSlowReaderMissed(t *testing.T) {
 	e, tp, out, _ := tapEmitter(t)
 	tap, sub := newTestTap(0, "")
 	tp.attach(&tp.out, sub)
-	const batches, per = 3 * tapBatches, 10
-	for i := range batches {
-		recs := make([]stages.Record, per)
-		for j := range recs {
-			recs[j] = stages.Record{Raw: fmt.Appendf(nil, `{"i":%d}`, i*per+j), Parsed: true}
+	const per = 10
+	seq := 0
+	emit := func(batches int) {
+		for range batches {
+			recs := make([]stages.Record, per)
+			for j := range recs {
+				recs[j] = stages.Record{Raw: fmt.Appendf(nil, `{"i":%d}`, seq), Parsed: true}
+				seq++
+			}
+			if !e.emit(msg{b: &stages.Batch{Records: recs}}) {
+				t.Fatal("emit = false")
+			}
+			(<-out).release() // the pipeline goes on whether the tap is read or not
 		}
-		if !e.emit(msg{b: &stages.Batch{Records: recs}}) {
-			t.Fatal("emit = false")
+	}
+	next := 0              // the record the replay expects
+	gaps := 0              // missed counts seen
+	read := 0              // records read
+	check := func(n int) { // reads n items (records or counts)
+		t.Helper()
+		for range n {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			r, missed, ok := tap.Next(ctx)
+			cancel()
+			if !ok {
+				t.Fatalf("Next: nothing after record %d", next)
+			}
+			if r == nil {
+				next += int(missed)
+				gaps++
+				continue
+			}
+			var i int
+			if _, err := fmt.Sscanf(string(r), `{"i":%d}`, &i); err != nil || i != next {
+				t.Fatalf("read %s, want record %d (after %d gaps)", r, next, gaps)
+			}
+			next++
+			read++
 		}
-		(<-out).release() // the pipeline goes on; the tap is not read
 	}
-	recs, missed := drainTap(t, tap)
-	if len(recs) != tapBatches*per {
-		t.Errorf("read %d records, want the %d that fit", len(recs), tapBatches*per)
+	emit(tapBatches + 5) // 5 batches do not fit
+	check(3)             // the reader took the first batch: one slot is free
+	emit(tapBatches)     // one fits, after the gap of 5 batches; the rest are missed
+	check(per - 3)       // the rest of the first batch
+	emit(3)              // missed: the buffer is full again
+	for next < seq {
+		check(1)
 	}
-	if int(missed)+len(recs) != batches*per {
-		t.Errorf("read %d + missed %d = %d, want %d", len(recs), missed, int(missed)+len(recs), batches*per)
+	if want := (tapBatches + 1) * per; read != want {
+		t.Errorf("read %d records, want the %d that fit", read, want)
+	}
+	if gaps != 2 {
+		t.Errorf("%d gaps reported, want 2 (before the batch that fit late, and at the end)", gaps)
 	}
 	if sub.bytes.Load() != 0 {
 		t.Errorf("buffered bytes = %d after draining, want 0", sub.bytes.Load())
@@ -259,7 +296,7 @@ dead_letter: dead
 func BenchmarkPipelineW2Tap(b *testing.B) {
 	mx := NewMetrics()
 	tp := mx.taps.point("bench", "w2")
-	sub := &tapSub{ch: make(chan []tapped, tapBatches)}
+	sub := newTapSub(0)
 	tp.attach(&tp.out, sub)
 	benchPipelineWith(b, mx, benchW2, func(lines, debug int) int { return lines - debug })
 	if sub.missed.Load() == 0 {
