@@ -110,7 +110,8 @@ func cmdTap(args []string, stdout, stderr io.Writer) int {
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		fmt.Fprintf(stderr, "etld tap: %s (HTTP %d)\n", strings.TrimSpace(string(body)), resp.StatusCode)
+		msg := strings.TrimPrefix(strings.TrimSpace(string(body)), "tap: ")
+		fmt.Fprintf(stderr, "etld tap: %s (HTTP %d)\n", msg, resp.StatusCode)
 		if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusBadRequest {
 			return exitUsage
 		}

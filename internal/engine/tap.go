@@ -273,9 +273,13 @@ func (rt *Runtime) Tap(req TapRequest) (*Tap, error) {
 	}
 	t := &Tap{hub: &rt.opts.Metrics.taps}
 	if req.Filter != "" {
-		r, err := steps.NewRouter([]string{"filter"}, []string{req.Filter})
+		c, err := steps.CompileRoute(req.Filter)
 		if err != nil {
 			return nil, fmt.Errorf("filter: %w", err)
+		}
+		r, err := steps.RouterOf([]string{"filter"}, []*steps.CompiledRoute{c})
+		if err != nil {
+			return nil, err
 		}
 		t.filter = r
 	}
