@@ -9,7 +9,7 @@ import (
 
 // SVG layout, in pixels.
 const (
-	svgNodeW   = 240
+	svgNodeW   = 280
 	svgGapX    = 90
 	svgGapY    = 26
 	svgLineH   = 17
@@ -96,8 +96,14 @@ func WriteSVG(w io.Writer, p *Pipeline) error {
 			x2, y2 = to.x+svgNodeW/2, to.y+to.h
 		}
 		dx := max((x2-x1)/2, 30)
+		c1x, c1y := x1+dx, y1
+		if marker == "arrow-dl" && to.rank > from.rank {
+			// Bad records leave from below, under the data flow.
+			x1, y1 = from.x+svgNodeW/2, from.y+from.h
+			c1x, c1y = x1, y2
+		}
 		fmt.Fprintf(&b, `<path class="%s" d="M%d,%d C%d,%d %d,%d %d,%d" marker-end="url(#%s)"/>`+"\n",
-			class, x1, y1, x1+dx, y1, x2-dx, y2, x2, y2, marker)
+			class, x1, y1, c1x, c1y, x2-dx, y2, x2, y2, marker)
 		if label != "" {
 			fmt.Fprintf(&b, `<text class="edge-label" x="%d" y="%d" text-anchor="middle">%s</text>`+"\n", (x1+x2)/2, (y1+y2)/2-4, esc(label))
 		}

@@ -4,7 +4,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-let prev = null;        // the previous /api/pipelines snapshot
+let history = [];      // recent /api/pipelines snapshots, oldest first: rates span them
 let shapes = "";        // the graphs drawn, as shapeOf compares them
 let fetchingGraphs = null;
 
@@ -147,7 +147,12 @@ function fillPage(snap) {
   const lr = snap.last_reload;
   $("reload").textContent = lr ? "last reload " + fmtTime(lr.time) + ": " + lr.result + (lr.error ? " – " + lr.error : "") : "";
   $("updated").textContent = "updated " + fmtTime(snap.time) + (snap.config_watch ? " · config watch: " + snap.config_watch : "");
-  const dt = prev ? (new Date(snap.time) - new Date(prev.time)) / 1000 : 0;
+  // Rates over the last few seconds: steadier than from one second to
+  // the next, when records come in batches.
+  const now = new Date(snap.time);
+  history = history.filter((h) => now - new Date(h.time) <= 5000);
+  const prev = history.length ? history[0] : null;
+  const dt = prev ? (now - new Date(prev.time)) / 1000 : 0;
   for (const p of snap.pipelines) {
     const sec = document.querySelector('section.pipeline[data-pipeline="' + CSS.escape(p.name) + '"]');
     if (!sec) continue;
@@ -177,7 +182,7 @@ async function tick() {
       await fetchingGraphs;
     }
     fillPage(snap);
-    prev = snap;
+    history.push(snap);
     $("error").hidden = true;
   } catch (e) {
     $("error").hidden = false;
