@@ -113,6 +113,14 @@ func newTapSub(sel uint64) *tapSub {
 	return &tapSub{sel: sel, ch: make(chan tapBatch, tapBatches), poke: make(chan struct{}, 1)}
 }
 
+// count is the number of records of recs the tap takes.
+func (s *tapSub) count(recs []stages.Record, routes []uint64) int {
+	if s.sel == 0 {
+		return len(recs)
+	}
+	return selected(routes, s.sel, nil)
+}
+
 func (s *tapSub) takes(routes []uint64, j int) bool {
 	return s.sel == 0 || (j < len(routes) && routes[j]&s.sel != 0)
 }
@@ -121,23 +129,33 @@ func (s *tapSub) takes(routes []uint64, j int) bool {
 // buffer: as many as fit in its byte budget, when it has room for a
 // batch; the others are counted as missed. It never blocks.
 func (s *tapSub) offer(recs []stages.Record, routes []uint64) {
+	if len(s.ch) == cap(s.ch) { // the reader is behind: count, copy nothing
+		if n := s.count(recs, routes); n > 0 {
+			s.miss(n)
+		}
+		return
+	}
+	n := s.count(recs, routes)
+	if n == 0 {
+		return
+	}
+	// The first records that fit in the byte budget (none when it is
+	// spent: then this loop stops at once).
 	budget := TapBufferBytes - int(s.bytes.Load())
-	n, size, fit := 0, 0, 0 // records taken, bytes of the first fit of them
+	size, fit := 0, 0
 	for j := range recs {
 		if !s.takes(routes, j) {
 			continue
 		}
-		n++
-		if l := len(recs[j].Raw); size+l <= budget && fit == n-1 {
-			size += l
-			fit++
+		l := len(recs[j].Raw)
+		if size+l > budget {
+			break
 		}
+		size += l
+		fit++
 	}
-	if n == 0 {
-		return
-	}
-	if fit == 0 || len(s.ch) == cap(s.ch) {
-		s.miss(n) // the reader is behind: it gets a later sample
+	if fit == 0 { // over the byte budget: the reader gets a later sample
+		s.miss(n)
 		return
 	}
 	b := tapBatch{recs: make([]tapped, 0, fit), size: size}
