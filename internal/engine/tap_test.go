@@ -339,3 +339,55 @@ func BenchmarkEmitTap(b *testing.B) {
 		})
 	}
 }
+
+// TestTapSurvivesReload: a tap on a worker goes on seeing its records
+// when a reload rebuilds the worker with other steps.
+func TestTapSurvivesReload(t *testing.T) {
+	dir := t.TempDir()
+	src := func(v int) string {
+		return fmt.Sprintf(`version: 1
+sources:
+  gen: { type: generate, interval: 1ms }
+workers:
+  w:
+    inputs: [gen]
+    steps: [ parse_json: {}, set: { v: %d } ]
+sinks:
+  out: { type: file, inputs: [w], path: out.jsonl }
+`, v)
+	}
+	rt, err := New(Options{Logger: nopLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Stop()
+	if _, err := rt.Apply(context.Background(), loadPipeline(t, dir, "p", src(1), nil)); err != nil {
+		t.Fatal(err)
+	}
+	tap, err := rt.Tap(TapRequest{Pipeline: "p", Stage: "w"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tap.Close()
+	waitV := func(want string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		for {
+			r, _, ok := tap.Next(ctx)
+			if !ok {
+				t.Fatalf("no record with %s through the tap", want)
+			}
+			if strings.Contains(string(r), want) {
+				return
+			}
+		}
+	}
+	waitV(`"v":1`)
+	changes, err := rt.Apply(context.Background(), loadPipeline(t, dir, "p", src(2), nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("reload: %+v", changes)
+	waitV(`"v":2`)
+}
