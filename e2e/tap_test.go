@@ -61,6 +61,15 @@ func startTapDaemon(t *testing.T, rate, badEvery int, extra ...string) *tapDaemo
 	if _, port, err := net.SplitHostPort(d.addr); err == nil {
 		d.addr = net.JoinHostPort("127.0.0.1", port) // also when it listens on every address
 	}
+	// The admin server listens before the pipelines start: wait for them.
+	d.p.eventually("/readyz: ready", func() bool {
+		resp, err := http.Get("http://" + d.addr + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
 	d.w = rlStartWriterOpts(t, filepath.Join(d.dir, "in.jsonl"), "f", rate, rlWriterOpts{badEvery: badEvery})
 	return d
 }
