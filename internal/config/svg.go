@@ -24,6 +24,7 @@ type svgNode struct {
 	label   []string
 	x, y, h int
 	rank    int
+	below   bool // another node is below it in its column
 }
 
 // WriteSVG draws one pipeline as an SVG graph, left to right like `etld
@@ -71,6 +72,7 @@ func WriteSVG(w io.Writer, p *Pipeline) error {
 		last = dl.rank
 	}
 	colY := make([]int, last+1)
+	bottom := make([]*svgNode, last+1) // the lowest node of each column so far
 	width, height := 0, 0
 	for _, n := range order {
 		n.h = (len(n.label)+svgStatsN)*svgLineH + 2*svgPadding
@@ -80,6 +82,10 @@ func WriteSVG(w io.Writer, p *Pipeline) error {
 		}
 		n.y = colY[n.rank]
 		colY[n.rank] += n.h + svgGapY
+		if above := bottom[n.rank]; above != nil {
+			above.below = true
+		}
+		bottom[n.rank] = n
 		width = max(width, n.x+svgNodeW+svgMargin)
 		height = max(height, n.y+n.h+svgMargin)
 	}
@@ -98,9 +104,14 @@ func WriteSVG(w io.Writer, p *Pipeline) error {
 		dx := max((x2-x1)/2, 30)
 		c1x, c1y := x1+dx, y1
 		if marker == "arrow-dl" && to.rank > from.rank {
-			// Bad records leave from below, under the data flow.
+			// Bad records leave from below, under the data flow; from
+			// the right of the bottom edge when a node is below.
 			x1, y1 = from.x+svgNodeW/2, from.y+from.h
 			c1x, c1y = x1, y2
+			if from.below {
+				x1, y1 = from.x+svgNodeW, from.y+from.h-6
+				c1x, c1y = x1+dx, y1
+			}
 		}
 		fmt.Fprintf(&b, `<path class="%s" d="M%d,%d C%d,%d %d,%d %d,%d" marker-end="url(#%s)"/>`+"\n",
 			class, x1, y1, c1x, c1y, x2-dx, y2, x2, y2, marker)

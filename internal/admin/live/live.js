@@ -123,9 +123,9 @@ function fillMerges(box, p) {
   for (const s of p.stages || []) {
     if (!s.merge) continue;
     const m = s.merge;
-    const t = el("table", { class: "merge", "data-stage": s.id });
-    t.append(el("caption", {}, "merge " + s.id + " by " + m.order_by + ": newest written " +
+    box.append(el("div", { class: "merge-title" }, "merge " + s.id + " by " + m.order_by + ": newest written " +
       (m.newest_written || "–") + ", " + m.buffered_records + " buffered, " + m.late_records + " late"));
+    const t = el("table", { class: "merge", "data-stage": s.id });
     const head = el("tr");
     for (const c of ["feed", "watermark", "buffered", "late"]) head.append(el("th", {}, c));
     t.append(head);
