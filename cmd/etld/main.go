@@ -8,6 +8,7 @@
 //	etld status   [--admin ADDR] [--watch] [--interval DURATION]
 //	etld test     [-c PATH] [--timeout DURATION] [FILE|DIR...]
 //	etld plan     [-c PATH] [--admin ADDR] [--admin-token-file FILE]
+//	etld tap      PIPELINE STAGE[.ROUTE] [--dead-letter] [--limit N] [--filter EXPR]
 //	etld version
 //
 // Exit codes: 0 success; 1 runtime failure; 2 usage error or invalid config.
@@ -46,6 +47,8 @@ Usage:
   etld status   [--admin ADDR] [--watch] [--interval DURATION]
   etld test     [-c PATH] [--timeout DURATION] [FILE|DIR...]
   etld plan     [-c PATH] [--admin ADDR] [--admin-token-file FILE]
+  etld tap      PIPELINE STAGE[.ROUTE] [--dead-letter] [--limit N] [--filter EXPR]
+                [--admin ADDR] [--admin-token-file FILE]
   etld version
 
 PATH is one pipeline file or a directory of them (default: $ETLD_CONFIG,
@@ -85,6 +88,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdTest(rest, stdout, stderr)
 	case "plan":
 		return cmdPlan(rest, stdout, stderr)
+	case "tap":
+		return cmdTap(rest, stdout, stderr)
 	case "version", "--version", "-version":
 		if len(rest) > 0 && (rest[0] == "-h" || rest[0] == "-help" || rest[0] == "--help") {
 			printHelp(stdout, "version", nil)

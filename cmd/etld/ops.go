@@ -65,13 +65,13 @@ func startOps(ctx context.Context, rt *engine.Runtime, f runFlags, log zerolog.L
 			pl.path = *f.path
 		}
 		srv, err := admin.New(admin.Options{
-			Runtime:  rt,
-			Registry: rt.Metrics().Registry,
-			Reloads:  o.reloads,
-			Build:    admin.BuildInfo{Version: version},
-			Logger:   log,
-			Plan:     pl.plan,
-			Token:    f.adminToken,
+			Runtime:   rt,
+			Registry:  rt.Metrics().Registry,
+			Reloads:   o.reloads,
+			Build:     admin.BuildInfo{Version: version},
+			Logger:    log,
+			Plan:      pl.plan,
+			TokenFile: f.adminTokenFile,
 		})
 		if err == nil {
 			err = srv.Start(ctx, f.admin)

@@ -24,13 +24,13 @@ type runFlags struct {
 	path            *string
 	stateDir        string
 	admin           string
+	adminTokenFile  string
 	noWatch         bool
 	watchMode       string
 	reloadDebounce  time.Duration
 	shutdownTimeout time.Duration
 	logLevel        string
 	logFormat       string
-	adminToken      []byte // the content of --admin-token-file
 }
 
 func cmdRun(args []string, stdout, stderr io.Writer) int {
@@ -44,17 +44,15 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "bound on a graceful stop")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "json", "json or console")
-	tokenFile := fs.String("admin-token-file", "", "file holding the bearer token of the admin endpoints that show more than counters (etld plan); needed for them when --admin is not a loopback address")
+	fs.StringVar(&f.adminTokenFile, "admin-token-file", "", "file holding the bearer token of the admin endpoints that show more than counters (etld plan, etld tap), read at each request; needed for them when --admin is not a loopback address")
 	if err := parseFlags(fs, args); err != nil {
 		return flagExit(err)
 	}
-	if *tokenFile != "" {
-		token, err := readToken(*tokenFile)
-		if err != nil {
+	if f.adminTokenFile != "" {
+		if _, err := readToken(f.adminTokenFile); err != nil {
 			fmt.Fprintf(stderr, "etld run: %v\n", err)
 			return exitUsage
 		}
-		f.adminToken = token
 	}
 	log, err := newLogger(stderr, f.logLevel, f.logFormat)
 	if err != nil {

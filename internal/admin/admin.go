@@ -8,10 +8,13 @@
 //	                    queue lengths, state, and last reload (see Snapshot)
 //	POST /api/plan      JSON: what a reload of a config path would do (see
 //	                    PlanResult); behind the Guard
+//	GET /api/graph      JSON: every pipeline's graph drawn as SVG (live page)
+//	GET /api/tap        NDJSON: records leaving a stage (see tap); behind the Guard
+//	GET /               the live page: graphs and counters, refreshed
 //
 // It binds exactly the address it is given, which is a loopback address
 // unless the operator says otherwise. Only the endpoints that reveal more
-// than counters have authentication (see Guard).
+// than counters (the plan, the tap) have authentication (see Guard).
 package admin
 
 import (
@@ -62,8 +65,10 @@ type Options struct {
 	Logger  zerolog.Logger
 	// Plan, when set, serves POST /api/plan behind the Guard.
 	Plan Planner
-	// Token is the bearer token of guarded endpoints (--admin-token-file).
-	Token []byte
+	// Token is the bearer token of guarded endpoints; TokenFile, when
+	// set, holds it instead (--admin-token-file), read at every request.
+	Token     []byte
+	TokenFile string
 }
 
 // Phases of the process, as /readyz sees them.
@@ -80,6 +85,12 @@ type Server struct {
 	mux   *http.ServeMux
 	phase atomic.Int32
 	watch atomic.Value // string: Snapshot.ConfigWatch
+	// exposed is set when the listener is not a loopback address.
+	exposed atomic.Bool
+	// streams is the context of long requests (the tap), cancelled when
+	// Shutdown begins: they end instead of holding it up.
+	streams    context.Context
+	endStreams context.CancelFunc
 
 	mu   sync.Mutex
 	srv  *http.Server
@@ -94,10 +105,16 @@ func New(opts Options) (*Server, error) {
 	if opts.Runtime == nil || opts.Registry == nil {
 		return nil, errors.New("admin: Runtime and Registry are required")
 	}
+	if opts.TokenFile != "" {
+		if _, err := readToken(opts.TokenFile); err != nil {
+			return nil, err
+		}
+	}
 	if err := RegisterProcessMetrics(opts.Registry, opts.Build); err != nil {
 		return nil, err
 	}
 	s := &Server{opts: opts, log: opts.Logger.With().Str("component", "admin").Logger(), mux: http.NewServeMux()}
+	s.streams, s.endStreams = context.WithCancel(context.Background())
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{
 		ErrorHandling: promhttp.ContinueOnError, // a broken collector must not hide the others
 		ErrorLog:      promLogger{s.log},
@@ -105,17 +122,23 @@ func New(opts Options) (*Server, error) {
 	s.mux.HandleFunc("GET /healthz", s.healthz)
 	s.mux.HandleFunc("GET /readyz", s.readyz)
 	s.mux.HandleFunc("GET /api/pipelines", s.pipelines)
+	s.mux.HandleFunc("GET /api/graph", s.graphs)
+	s.mux.Handle("GET /api/tap", s.Guard().Wrap(http.HandlerFunc(s.streaming(s.tap))))
 	s.mux.HandleFunc("GET /{$}", s.index)
 	if opts.Plan != nil {
 		s.mux.Handle("POST /api/plan", s.Guard().Wrap(http.HandlerFunc(s.plan)))
 	}
+	s.mux.Handle("GET /live/", http.FileServerFS(liveFiles))
 	return s, nil
 }
 
 // Guard is the guard of the server's protected endpoints: its token, and
 // the address it listens on (once started; before, each request's).
 func (s *Server) Guard() Guard {
-	return Guard{Token: s.opts.Token, Loopback: func(r *http.Request) bool {
+	return Guard{Token: s.opts.Token, TokenFile: s.opts.TokenFile, Loopback: func(r *http.Request) bool {
+		if s.exposed.Load() {
+			return false
+		}
 		s.mu.Lock()
 		ln := s.ln
 		s.mu.Unlock()
@@ -199,8 +222,12 @@ func (s *Server) Start(ctx context.Context, addr string) error {
 		return listenError(addr, err)
 	}
 	if !isLoopback(ln.Addr()) {
-		s.log.Warn().Str("addr", ln.Addr().String()).
-			Msg("admin HTTP is reachable from other hosts and has no authentication")
+		s.exposed.Store(true)
+		msg := "admin HTTP is reachable from other hosts and has no authentication; /api/tap is disabled"
+		if s.opts.TokenFile != "" {
+			msg = "admin HTTP is reachable from other hosts; /api/tap needs the bearer token, the rest has no authentication"
+		}
+		s.log.Warn().Str("addr", ln.Addr().String()).Msg(msg)
 	}
 	s.ln = ln
 	s.srv = &http.Server{
@@ -258,6 +285,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	srv, done := s.srv, s.done
 	s.mu.Unlock()
+	s.endStreams()
 	if srv == nil {
 		return nil
 	}
@@ -356,12 +384,16 @@ func writeJSON(w http.ResponseWriter, v any) {
 	w.Write(append(b, '\n'))
 }
 
-func (s *Server) index(w http.ResponseWriter, _ *http.Request) {
-	text(w, http.StatusOK, `etld admin
-  /metrics        Prometheus metrics
-  /healthz        liveness
-  /readyz         readiness, with the reason when not ready
-  /api/pipelines  pipelines, stages and counters as JSON`)
+// streaming runs h with a request context that also ends when Shutdown
+// begins.
+func (s *Server) streaming(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithCancel(r.Context())
+		defer cancel()
+		stop := context.AfterFunc(s.streams, cancel)
+		defer stop()
+		h(w, r.WithContext(ctx))
+	}
 }
 
 func text(w http.ResponseWriter, code int, body string) {

@@ -3,8 +3,10 @@ package admin
 import (
 	"crypto/sha256"
 	"crypto/subtle"
+	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 )
 
@@ -14,9 +16,12 @@ import (
 // token of --admin-token-file, and without one they are disabled.
 // /metrics, /healthz and /readyz are never guarded.
 type Guard struct {
-	// Token is the bearer token; empty disables guarded endpoints off
-	// loopback.
+	// Token is the bearer token; empty (and no TokenFile) disables
+	// guarded endpoints off loopback.
 	Token []byte
+	// TokenFile, when set, holds the token instead: it is read at every
+	// request, so that a new token takes effect without a restart.
+	TokenFile string
 	// Loopback reports whether the server listens on a loopback
 	// address; nil judges each request by the address it came in on.
 	Loopback func(*http.Request) bool
@@ -29,13 +34,22 @@ func (g Guard) Wrap(h http.Handler) http.Handler {
 			h.ServeHTTP(w, r)
 			return
 		}
-		if len(g.Token) == 0 {
+		want := g.Token
+		if g.TokenFile != "" {
+			tok, err := readToken(g.TokenFile)
+			if err != nil {
+				text(w, http.StatusServiceUnavailable, "admin token unavailable: "+err.Error())
+				return
+			}
+			want = []byte(tok)
+		}
+		if len(want) == 0 {
 			text(w, http.StatusForbidden, "disabled: the admin address is not a loopback address and etld runs without --admin-token-file")
 			return
 		}
 		auth := r.Header.Get("Authorization")
 		token, ok := strings.CutPrefix(auth, "Bearer ")
-		if !ok || !g.matches(token) {
+		if !ok || !matches(want, token) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="etld"`)
 			text(w, http.StatusUnauthorized, "unauthorized: want the token of --admin-token-file as Authorization: Bearer TOKEN")
 			return
@@ -45,10 +59,24 @@ func (g Guard) Wrap(h http.Handler) http.Handler {
 }
 
 // matches compares in constant time; hashing first hides the length too.
-func (g Guard) matches(token string) bool {
-	want := sha256.Sum256(g.Token)
-	got := sha256.Sum256([]byte(strings.TrimSpace(token)))
+func matches(token []byte, given string) bool {
+	want := sha256.Sum256(token)
+	got := sha256.Sum256([]byte(strings.TrimSpace(given)))
 	return subtle.ConstantTimeCompare(want[:], got[:]) == 1
+}
+
+// readToken reads a bearer token file: its content, surrounding white
+// space removed, must not be empty.
+func readToken(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("admin token: %w", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", fmt.Errorf("admin token: %s is empty", path)
+	}
+	return tok, nil
 }
 
 func (g Guard) loopback(r *http.Request) bool {

@@ -100,6 +100,12 @@ func writeBenchFeeds(b *testing.B, dir string) (lines, size, debug int) {
 // benchPipeline runs the pipeline file src b.N times over fresh output
 // and reports records read per second.
 func benchPipeline(b *testing.B, src string, wantOut func(lines, debug int) int) {
+	benchPipelineWith(b, nil, src, wantOut)
+}
+
+// benchPipelineWith is benchPipeline with the runtime's Metrics mx (nil:
+// a new one per run).
+func benchPipelineWith(b *testing.B, mx *Metrics, src string, wantOut func(lines, debug int) int) {
 	dir := b.TempDir()
 	in := filepath.Join(dir, "in")
 	if err := os.MkdirAll(in, 0o755); err != nil {
@@ -117,7 +123,7 @@ func benchPipeline(b *testing.B, src string, wantOut func(lines, debug int) int)
 			b.Fatal(err)
 		}
 		b.StartTimer()
-		if err := Run(context.Background(), pipes, Options{Logger: nopLogger()}); err != nil {
+		if err := Run(context.Background(), pipes, Options{Logger: nopLogger(), Metrics: mx}); err != nil {
 			b.Fatal(err)
 		}
 		if i == 0 {
@@ -144,7 +150,10 @@ sinks:
 
 // BenchmarkPipelineW2 parses, filters and enriches every record.
 func BenchmarkPipelineW2(b *testing.B) {
-	benchPipeline(b, `version: 1
+	benchPipeline(b, benchW2, func(lines, debug int) int { return lines - debug })
+}
+
+const benchW2 = `version: 1
 sources:
   feeds: { type: file, path: in/feed-*.jsonl, follow: false }
 workers:
@@ -156,5 +165,4 @@ workers:
       - set: { pipeline: w2 }
 sinks:
   out: { type: file, inputs: [w2], path: out/out.jsonl }
-`, func(lines, debug int) int { return lines - debug })
-}
+`

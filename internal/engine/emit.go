@@ -31,6 +31,9 @@ type emitter struct {
 	hard   context.Context
 	m      *stageMetrics
 	badLog zerolog.Logger // sampled: bad records are logged rate-limited
+	// tp is where taps see the stage's output (see tap.go); nil in
+	// tests that build an emitter by hand.
+	tp *tapPoint
 }
 
 // emit sends m's batch downstream; it reports false when the hard stop
@@ -48,6 +51,11 @@ func (e *emitter) emit(m msg) bool {
 	if n == 0 {
 		m.release() // nothing left to send: its buffers can be reused
 		return true
+	}
+	if e.tp != nil {
+		if ts := e.tp.out.Load(); ts != nil { // one atomic load when untapped
+			offerAll(ts, b.Records, m.routes)
+		}
 	}
 	if len(outs) == 0 {
 		e.m.noOutput.Add(float64(n))
@@ -268,6 +276,11 @@ func (e *emitter) deadLetter(dl chan msg, rs []stages.Reject) bool {
 	for i := range rs {
 		recs[i] = stages.Record{Raw: buf[start:ends[i]:ends[i]], Parsed: true, Origin: rs[i].Record.Origin, Offset: rs[i].Record.Offset}
 		start = ends[i]
+	}
+	if e.tp != nil {
+		if ts := e.tp.dl.Load(); ts != nil {
+			offerAll(ts, recs, nil)
+		}
 	}
 	return send(e.hard, dl, msg{b: &stages.Batch{Records: recs}})
 }

@@ -29,6 +29,7 @@ type Metrics struct {
 	reloads            *prometheus.CounterVec
 	collector          *runtimeCollector
 	vecs               stageVecs // what stages ask for through stages.Meter
+	taps               tapHub    // where `etld tap` attaches (tap.go)
 }
 
 // NewMetrics creates the collectors and registers them in a new registry.

@@ -253,7 +253,7 @@ func (p *pipeline) build(cfg *config.Pipeline, st *config.Stage, edges map[edgeK
 	b := &built{id: st.ID, m: sm}
 	newEmitter := func() *emitter {
 		return &emitter{
-			stage: st.ID, outs: outs, sels: sels, dl: dl, hard: p.hard, m: sm,
+			stage: st.ID, outs: outs, sels: sels, dl: dl, hard: p.hard, m: sm, tp: p.mx.taps.point(cfg.Name, st.ID),
 			badLog: slog.Sample(&zerolog.BurstSampler{Burst: 5, Period: time.Second}),
 		}
 	}

@@ -34,7 +34,10 @@ type StageStatus struct {
 	DeadLettered uint64   `json:"records_dead_lettered"`
 	Errors       uint64   `json:"errors"`
 	QueueLength  int      `json:"queue_length"`
-	Healthy      bool     `json:"healthy"`
+	// QueueCapacity is how many batches the stage's input edges hold
+	// in all: QueueLength/QueueCapacity is how full its queue is.
+	QueueCapacity int  `json:"queue_capacity,omitempty"`
+	Healthy       bool `json:"healthy"`
 	// Problem says why the stage is unhealthy, when it says so itself
 	// (stages.HealthReporter).
 	Problem string `json:"problem,omitempty"`
@@ -137,7 +140,7 @@ func (p *pipeline) status() PipelineStatus {
 				}
 			}
 		}
-		ss.QueueLength = p.queueLength(s.ID)
+		ss.QueueLength, ss.QueueCapacity = p.queueFill(s.ID)
 		if s.Merge != nil {
 			for _, r := range p.sinkList() {
 				if r.id == s.ID && r.merge != nil {
@@ -153,15 +156,21 @@ func (p *pipeline) status() PipelineStatus {
 
 // queueLength is the number of batches waiting on a stage's input edges.
 func (p *pipeline) queueLength(id string) int {
+	n, _ := p.queueFill(id)
+	return n
+}
+
+// queueFill is queueLength and the number of batches those edges hold.
+func (p *pipeline) queueFill(id string) (n, capacity int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	n := 0
 	for k, e := range p.edges {
 		if k.to == id {
 			n += len(e)
+			capacity += cap(e)
 		}
 	}
-	return n
+	return n, capacity
 }
 
 func counterValue(c prometheus.Counter) uint64 {
