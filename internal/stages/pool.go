@@ -109,5 +109,6 @@ func (b *Batch) Release() {
 		recs = recs[:0]
 		recPools[idx].Put(&recs)
 	}
+	b.DropFields()
 	b.Records, b.Rejects = nil, nil
 }
