@@ -480,7 +480,9 @@ func (h *feedHeap) Pop() any {
 }
 
 // setKeys computes the merge keys of m's records for field (see
-// msg.keys); the merge reads unusable ones again for the error.
+// msg.keys), finding the field with the batch's field index when the
+// steps left one (stages.Batch.Fields); the merge reads unusable ones
+// again for the error.
 func setKeys(m *msg, field string) {
 	b := m.b
 	if len(b.Records) == 0 {
@@ -488,13 +490,29 @@ func setKeys(m *msg, field string) {
 	}
 	keys := make([]int64, len(b.Records))
 	for i := range b.Records {
-		k, err := orderKey(b.Records[i].Raw, field)
+		var k int64
+		var err error
+		if ms, _, ok := b.Fields(i); ok {
+			k, err = indexedKey(b.Records[i].Raw, ms, field)
+		} else {
+			k, err = orderKey(b.Records[i].Raw, field)
+		}
 		if err != nil {
 			k = noKey
 		}
 		keys[i] = k
 	}
 	m.keys, m.keysOf = keys, field
+}
+
+// indexedKey is orderKey for an object whose members ms are known.
+func indexedKey(obj []byte, ms []jsonrec.Member, field string) (int64, error) {
+	for i := range ms {
+		if ms[i].KeyIs(obj, field) {
+			return memberKey(obj, &ms[i])
+		}
+	}
+	return 0, errors.New("missing")
 }
 
 // orderKey reads the order_by field of a JSON object: an RFC 3339 time or
@@ -507,6 +525,11 @@ func orderKey(obj []byte, field string) (int64, error) {
 	if !found {
 		return 0, errors.New("missing")
 	}
+	return memberKey(obj, &m)
+}
+
+// memberKey reads member m of obj as orderKey does.
+func memberKey(obj []byte, m *jsonrec.Member) (int64, error) {
 	v := obj[m.Val:m.End]
 	switch c := v[0]; {
 	case c == '"':

@@ -42,6 +42,9 @@ func (w *workerRunner) process(m *msg) {
 	if w.orderBy != "" {
 		setKeys(m, w.orderBy)
 	}
+	// The steps' field index has served: recycle it before the batch
+	// waits in channels and in the merge.
+	b.DropFields()
 }
 
 // run returns once its inputs are closed and everything is emitted, or

@@ -98,7 +98,16 @@ func EditedMembers(out []Member, ms []Member, closeBrace int, edits []Edit, add 
 	for ei < len(edits) && edits[ei].Member < firstKept {
 		ei++
 	}
-	for i := firstKept; i < len(ms); i++ {
+	i := firstKept
+	if delta == 0 { // members before the first edit stay where they are
+		j := len(ms)
+		if ei < len(edits) {
+			j = edits[ei].Member
+		}
+		out = append(out, ms[i:j]...)
+		i = j
+	}
+	for ; i < len(ms); i++ {
 		m := ms[i]
 		if ei < len(edits) && edits[ei].Member == i {
 			e := &edits[ei]

@@ -8,6 +8,7 @@
 package stages
 
 import (
+	"slices"
 	"strconv"
 	"sync"
 	"unsafe"
@@ -148,7 +149,7 @@ func NewFieldIndex() *FieldIndex {
 
 // Add records that ms (whose offsets are into raw) are the members of
 // raw, the Raw of record i, and closeBrace the offset of its closing
-// brace. ms is copied.
+// brace. ms is copied, unless it was appended to Spare.
 func (x *FieldIndex) Add(i int, raw []byte, ms []jsonrec.Member, closeBrace int) {
 	if len(raw) == 0 {
 		return
@@ -157,8 +158,21 @@ func (x *FieldIndex) Add(i int, raw []byte, ms []jsonrec.Member, closeBrace int)
 		x.ents = append(x.ents, fieldEntry{})
 	}
 	lo := len(x.ms)
-	x.ms = append(x.ms, ms...)
+	if len(ms) > 0 && len(ms) <= cap(x.ms)-lo && &ms[0] == &x.ms[:lo+1][lo] {
+		x.ms = x.ms[:lo+len(ms)] // built in place (Spare)
+	} else {
+		x.ms = append(x.ms, ms...)
+	}
 	x.ents[i] = fieldEntry{raw: unsafe.SliceData(raw), n: len(raw), closeBrace: closeBrace, lo: lo, hi: len(x.ms)}
+}
+
+// Spare returns empty room for at least n members at the end of x's
+// storage: members appended to it and passed to Add are not copied again.
+func (x *FieldIndex) Spare(n int) []jsonrec.Member {
+	if cap(x.ms)-len(x.ms) < n {
+		x.ms = slices.Grow(x.ms, max(n, 2*len(x.ms), 64))
+	}
+	return x.ms[len(x.ms):]
 }
 
 // maxPooledMembers bounds the members a recycled index keeps room for,

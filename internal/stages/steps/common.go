@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"unsafe"
 
 	"gopkg.in/yaml.v3"
 
@@ -36,6 +37,18 @@ func (a *arena) reserve(n, hint int) {
 // since returns the bytes appended since offset start, capped.
 func (a *arena) since(start int) []byte {
 	return a.buf[start:len(a.buf):len(a.buf)]
+}
+
+// members returns the members of record i of b and the offset of its
+// closing brace: from the batch's field index when the step that wrote
+// the record indexed it (then ms aliases the index: read it before the
+// batch gets a new one), else walked, into *scratch.
+func members(b *stages.Batch, i int, scratch *[]jsonrec.Member) (ms []jsonrec.Member, closeBrace int, err error) {
+	if ms, closeBrace, ok := b.Fields(i); ok {
+		return ms, closeBrace, nil
+	}
+	*scratch, closeBrace, err = jsonrec.Members(b.Records[i].Raw, (*scratch)[:0])
+	return *scratch, closeBrace, err
 }
 
 // rejectErr wraps a per-record error with the step type, since the
@@ -259,6 +272,12 @@ type compactor struct {
 func (c *compactor) keep(r *stages.Record) {
 	if dst := &c.b.Records[c.w]; dst != r {
 		*dst = *r
+		// r is an element of b.Records (every caller's loop variable):
+		// its field index entry moves with it.
+		i := int((uintptr(unsafe.Pointer(r)) - uintptr(unsafe.Pointer(&c.b.Records[0]))) / unsafe.Sizeof(*r))
+		if i > c.w && i < len(c.b.Records) && &c.b.Records[i] == r {
+			c.b.MoveFields(i, c.w)
+		}
 	}
 	c.w++
 }

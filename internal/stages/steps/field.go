@@ -1,6 +1,7 @@
 package steps
 
 import (
+	"bytes"
 	"fmt"
 	"sync"
 	"time"
@@ -133,6 +134,11 @@ type parsedFields struct {
 	// encOnly: the fields go into a record that has none yet, so only
 	// enc is needed: fields added with beginUnique are not recorded.
 	encOnly bool
+	// spans are where every field is, in order (duplicates too), as
+	// jsonrec.Members would find them in the object "{"+enc+"}": the
+	// record's field index (see recordWriter.write). Their escape flags
+	// are filled in by members.
+	spans []jsonrec.Member
 }
 
 // manyFields is where parsedFields stops comparing keys one by one and indexes
@@ -144,6 +150,7 @@ const manyFields = 32
 // needs every field's key.
 func (p *parsedFields) reset(merge bool) {
 	p.keys, p.enc, p.fields, p.dups = p.keys[:0], p.enc[:0], p.fields[:0], 0
+	p.spans = p.spans[:0]
 	p.encOnly = !merge
 	if p.index != nil {
 		clear(p.index)
@@ -192,7 +199,9 @@ func (p *parsedFields) find(key string) int {
 // `"key":` to enc; the caller appends the value, then calls end.
 func (p *parsedFields) begin(key []byte) {
 	p.add(key)
+	k := len(p.enc)
 	p.enc = jsonrec.AppendKey(p.enc, unsafe.String(unsafe.SliceData(key), len(key)))
+	p.spans = append(p.spans, jsonrec.Member{Key: k + 1, KeyEnd: len(p.enc), Val: len(p.enc) + 1})
 }
 
 // add records a new field named key, starting at the end of enc, and
@@ -214,6 +223,7 @@ func (p *parsedFields) end() {
 	n := len(p.fields) - 1
 	f := &p.fields[n]
 	f.p1 = len(p.enc)
+	p.spans[len(p.spans)-1].End = len(p.enc) + 1
 	// find sees only fields[:n] as candidates: hide the new one meanwhile.
 	p.fields = p.fields[:n]
 	if old := p.find(p.keyAt(f.k0, f.k1)); old >= 0 {
@@ -255,15 +265,17 @@ func (p *parsedFields) beginUnique(key, prefix []byte) {
 		if len(p.enc) > 0 {
 			p.enc = append(p.enc, ',')
 		}
-		p.enc = append(p.enc, prefix...)
-		return
+	} else {
+		p.add(key)
 	}
-	p.add(key)
+	k := len(p.enc)
 	p.enc = append(p.enc, prefix...)
+	p.spans = append(p.spans, jsonrec.Member{Key: k + 1, KeyEnd: len(p.enc), Val: len(p.enc) + 1})
 }
 
 // endUnique closes the field begun last with beginUnique.
 func (p *parsedFields) endUnique() {
+	p.spans[len(p.spans)-1].End = len(p.enc) + 1
 	if p.encOnly {
 		return
 	}
@@ -281,6 +293,23 @@ func (p *parsedFields) addStringUnique(key, prefix, val []byte) {
 	p.beginUnique(key, prefix)
 	p.enc = jsonrec.AppendString(p.enc, unsafe.String(unsafe.SliceData(val), len(val)))
 	p.endUnique()
+}
+
+// members returns the members of the object "{" + p.enc + "}" (p
+// without duplicates), with their escape flags: the escapes are found
+// with one fast scan of enc, instead of a walk of the object. They alias
+// p.
+func (p *parsedFields) members() []jsonrec.Member {
+	if bytes.IndexByte(p.enc, '\\') < 0 {
+		return p.spans
+	}
+	for i := range p.spans {
+		m := &p.spans[i]
+		k, v := p.enc[m.Key-1:m.KeyEnd-1], p.enc[m.Val-1:m.End-1]
+		m.Escaped = bytes.IndexByte(k, '\\') >= 0
+		m.ValEscaped = v[0] == '"' && bytes.IndexByte(v, '\\') >= 0
+	}
+	return p.spans
 }
 
 // appendPairs appends the fields that are not duplicates, joined by
@@ -318,16 +347,18 @@ type parseScratch struct {
 }
 
 // recordWriter writes parsed fields into the records of one batch, their
-// new texts in one arena, and compacts the batch.
+// new texts in one arena, and compacts the batch. It indexes the members
+// of the records it writes, for the steps after it (stages.FieldIndex).
 type recordWriter struct {
 	s *parseScratch
 	a arena
 	c compactor
+	x *stages.FieldIndex
 	n int // records seen, for the arena's size hint
 }
 
 func (s *parseScratch) writer(b *stages.Batch) recordWriter {
-	return recordWriter{s: s, a: arena{b: b}, c: compactor{b: b}}
+	return recordWriter{s: s, a: arena{b: b}, c: compactor{b: b}, x: stages.NewFieldIndex()}
 }
 
 // reject moves r to the batch's rejects with the step's name on err.
@@ -351,20 +382,21 @@ func (w *recordWriter) write(r *stages.Record, step string, p *parsedFields) {
 		w.a.buf = p.appendPairs(w.a.buf)
 		w.a.buf = append(w.a.buf, '}')
 		r.SetParsed(w.a.since(start))
+		if p.dups == 0 {
+			w.x.Add(w.c.w, r.Raw, p.members(), len(r.Raw)-1)
+		}
 		w.c.keep(r)
 		return
 	}
 	s := w.s
-	var closeBrace int
-	var err error
-	s.members, closeBrace, err = jsonrec.Members(r.Raw, s.members[:0])
+	ms, closeBrace, err := members(w.c.b, w.n-1, &s.members)
 	if err != nil {
 		w.c.reject(r, rejectErr(step, fmt.Errorf("malformed JSON record: %w", err)))
 		return
 	}
 	s.edits = s.edits[:0]
-	for i := range s.members {
-		m := &s.members[i]
+	for i := range ms {
+		m := &ms[i]
 		if p.findMember(r.Raw, m) {
 			s.edits = append(s.edits, jsonrec.Edit{Member: i, Remove: true})
 		}
@@ -373,9 +405,18 @@ func (w *recordWriter) write(r *stages.Record, step string, p *parsedFields) {
 	need := len(r.Raw) + 1 + len(s.add)
 	w.a.reserve(need, need*left)
 	start := len(w.a.buf)
-	w.a.buf = jsonrec.AppendEdited(w.a.buf, r.Raw, s.members, closeBrace, s.edits, s.add)
+	w.a.buf = jsonrec.AppendEdited(w.a.buf, r.Raw, ms, closeBrace, s.edits, s.add)
 	r.Raw = w.a.since(start)
+	w.index(r.Raw, ms, closeBrace, s.edits, s.add)
 	w.c.keep(r)
+}
+
+// index adds the members of raw, the record about to be kept, which
+// jsonrec.AppendEdited wrote from an object with members ms.
+func (w *recordWriter) index(raw []byte, ms []jsonrec.Member, closeBrace int, edits []jsonrec.Edit, add []byte) {
+	if out, closeBrace, ok := jsonrec.EditedMembers(w.x.Spare(len(ms)+4), ms, closeBrace, edits, add); ok {
+		w.x.Add(w.c.w, raw, out, closeBrace)
+	}
 }
 
 // findMember reports whether p has a field named like member m of obj.
@@ -394,8 +435,11 @@ func (p *parsedFields) findMember(obj []byte, m *jsonrec.Member) bool {
 	return p.find(v.(string)) >= 0
 }
 
-// done compacts the batch.
-func (w *recordWriter) done() { w.c.done() }
+// done compacts the batch and gives it the index of its records.
+func (w *recordWriter) done() {
+	w.c.done()
+	w.c.b.SetFieldIndex(w.x)
+}
 
 // textStep is a parsing step: parse fills s.out from one text (the line or
 // the field's string) or returns what it wanted at which byte (see

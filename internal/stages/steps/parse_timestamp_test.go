@@ -200,3 +200,31 @@ func benchRecords(b *testing.B, st stages.Step, recs []stages.Record) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(recs)), "ns/record")
 	b.ReportMetric(float64(b.N*len(recs))/b.Elapsed().Seconds(), "lines/s")
 }
+
+// TestParseTimestampRepeatedText: records whose time text repeats reuse
+// the previous value; a different or bad text in between must not leak
+// into the next record.
+func TestParseTimestampRepeatedText(t *testing.T) {
+	st := newStep(t, "parse_timestamp", `{field: t, format: '%d/%b/%Y:%H:%M:%S %z', target: ts}`)
+	b := parsed(t,
+		`{"t":"10/Oct/2000:13:55:36 -0700"}`,
+		`{"t":"10/Oct/2000:13:55:36 -0700"}`,
+		`{"t":"10/Oct/2000:13:55:37 -0700"}`,
+		`{"t":"10/Oct/2000:13:55:36 -0700"}`,
+		`{"t":"99/Oct/2000:13:55:36 -0700"}`,
+		`{"t":"10/Oct/2000:13:55:36 -0700"}`,
+		`{"t":"10/Oct/2000:13:55:36 +0000"}`,
+		`{"t":"10/Oct/2000:13:55:36 +0000"}`,
+	)
+	st.Process(b)
+	want := []string{"2000-10-10T20:55:36Z", "2000-10-10T20:55:36Z", "2000-10-10T20:55:37Z", "2000-10-10T20:55:36Z",
+		"2000-10-10T20:55:36Z", "2000-10-10T13:55:36Z", "2000-10-10T13:55:36Z"}
+	if len(b.Records) != len(want) || len(b.Rejects) != 1 {
+		t.Fatalf("kept %d, rejected %d: %v", len(b.Records), len(b.Rejects), rejectErrors(b.Rejects))
+	}
+	for i, w := range want {
+		if got := decodeRecord(t, b.Records[i].Raw)["ts"]; got != w {
+			t.Errorf("record %d: ts %v, want %s", i, got, w)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package steps
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"strings"
@@ -75,63 +76,73 @@ const removedName = "\x00"
 // field named old exists, a field already named new is removed and old
 // takes its place under the new name, keeping its position. A record none
 // of whose fields is renamed is left as is. Records not Parsed are
-// rejected.
+// rejected. It finds the fields, and indexes its output, with the
+// batch's field index (stages.FieldIndex).
 func (st *rename) Process(b *stages.Batch) {
 	s := st.pool.Get().(*renameScratch)
 	defer st.pool.Put(s)
 	a := arena{b: b}
 	c := compactor{b: b}
+	x := stages.NewFieldIndex()
 	for i := range b.Records {
 		r := &b.Records[i]
 		if !r.Parsed {
 			c.reject(r, errNotParsed("rename"))
 			continue
 		}
-		var err error
-		s.members, _, err = jsonrec.Members(r.Raw, s.members[:0])
+		ms, closeBrace, err := members(b, i, &s.members)
 		if err != nil {
 			c.reject(r, rejectErr("rename", fmt.Errorf("malformed JSON record: %w", err)))
 			continue
 		}
-		if !st.plan(r.Raw, s) {
+		if !st.plan(r.Raw, ms, s) {
+			x.Add(c.w, r.Raw, ms, closeBrace)
 			c.keep(r)
 			continue
 		}
 		s.out = append(s.out[:0], '{')
-		first := true
-		for k := range s.members {
-			m := &s.members[k]
+		outMs := x.Spare(len(ms))
+		for k := range ms {
+			m := ms[k]
 			name := s.names[k]
 			if name == removedName {
 				continue
 			}
-			if !first {
+			if len(outMs) > 0 {
 				s.out = append(s.out, ',')
 			}
-			first = false
+			key := len(s.out)
 			if m.Escaped || name != unsafe.String(unsafe.SliceData(m.RawKey(r.Raw)), m.KeyEnd-m.Key-2) {
+				val := r.Raw[m.Val:m.End]
 				s.out = jsonrec.AppendKey(s.out, name)
-				s.out = append(s.out, r.Raw[m.Val:m.End]...)
+				m.Key, m.KeyEnd, m.Val = key, len(s.out)-1, len(s.out)
+				m.Escaped = bytes.IndexByte(s.out[m.Key:m.KeyEnd], '\\') >= 0
+				s.out = append(s.out, val...)
+				m.End = len(s.out)
 			} else {
 				s.out = append(s.out, r.Raw[m.Key:m.End]...)
+				m.Key, m.KeyEnd, m.Val, m.End = key, key+m.KeyEnd-m.Key, key+m.Val-m.Key, key+m.End-m.Key
 			}
+			outMs = append(outMs, m)
 		}
 		s.out = append(s.out, '}')
 		a.reserve(len(s.out), len(s.out)*(len(b.Records)-i))
 		start := len(a.buf)
 		a.buf = append(a.buf, s.out...)
 		r.Raw = a.since(start)
+		x.Add(c.w, r.Raw, outMs, len(r.Raw)-1)
 		c.keep(r)
 	}
 	c.done()
+	b.SetFieldIndex(x)
 }
 
 // plan sets s.names to the final name of each member and reports whether
 // any member was renamed or removed.
-func (st *rename) plan(obj []byte, s *renameScratch) bool {
+func (st *rename) plan(obj []byte, ms []jsonrec.Member, s *renameScratch) bool {
 	s.names = s.names[:0]
-	for k := range s.members {
-		m := &s.members[k]
+	for k := range ms {
+		m := &ms[k]
 		raw := m.RawKey(obj)
 		switch {
 		case m.Escaped:
