@@ -492,8 +492,11 @@ func setKeys(m *msg, field string) {
 	for i := range b.Records {
 		var k int64
 		var err error
-		if ms, _, ok := b.Fields(i); ok {
-			k, err = indexedKey(b.Records[i].Raw, ms, field)
+		if m, found, ok := b.Field(i, field); ok {
+			err = errMissing
+			if found {
+				k, err = memberKey(b.Records[i].Raw, &m)
+			}
 		} else {
 			k, err = orderKey(b.Records[i].Raw, field)
 		}
@@ -505,15 +508,7 @@ func setKeys(m *msg, field string) {
 	m.keys, m.keysOf = keys, field
 }
 
-// indexedKey is orderKey for an object whose members ms are known.
-func indexedKey(obj []byte, ms []jsonrec.Member, field string) (int64, error) {
-	for i := range ms {
-		if ms[i].KeyIs(obj, field) {
-			return memberKey(obj, &ms[i])
-		}
-	}
-	return 0, errors.New("missing")
-}
+var errMissing = errors.New("missing")
 
 // orderKey reads the order_by field of a JSON object: an RFC 3339 time or
 // a number of Unix seconds (fractions allowed), as Unix nanoseconds.
@@ -523,7 +518,7 @@ func orderKey(obj []byte, field string) (int64, error) {
 		return 0, fmt.Errorf("record is not a JSON object: %w", err)
 	}
 	if !found {
-		return 0, errors.New("missing")
+		return 0, errMissing
 	}
 	return memberKey(obj, &m)
 }

@@ -33,7 +33,7 @@ func TestSetKeysFieldIndex(t *testing.T) {
 		}
 	}
 	b.SetFieldIndex(x)
-	if _, _, ok := b.Fields(0); !ok {
+	if _, _, ok := b.Fields(0, nil); !ok {
 		t.Fatal("record 0 is not indexed: the test would check nothing")
 	}
 	m := msg{b: b}

@@ -42,9 +42,11 @@ func (w *workerRunner) process(m *msg) {
 	if w.orderBy != "" {
 		setKeys(m, w.orderBy)
 	}
-	// The steps' field index has served: recycle it before the batch
-	// waits in channels and in the merge.
+	// The steps' field index has served, and so have the buffers of
+	// records the steps rewrote: recycle them before the batch waits in
+	// channels and in the merge.
 	b.DropFields()
+	b.ReleaseUnused()
 }
 
 // run returns once its inputs are closed and everything is emitted, or

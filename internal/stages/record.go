@@ -126,15 +126,30 @@ func (b *Batch) Len() int { return len(b.Records) }
 // FieldIndex holds the top-level members of some records of one batch
 // (see SetFieldIndex). Get one from NewFieldIndex.
 type FieldIndex struct {
-	ents []fieldEntry // by record index; raw nil when unset
-	ms   []jsonrec.Member
+	ents  []fieldEntry // by record index; raw nil when unset
+	spans []span
 }
 
 type fieldEntry struct {
-	raw        *byte // &Raw[0] of the record the entry describes
-	n          int   // len(Raw)
-	closeBrace int
-	lo, hi     int // its members, in FieldIndex.ms
+	raw        *byte  // &Raw[0] of the record the entry describes
+	n          uint32 // len(Raw)
+	closeBrace uint32
+	lo, hi     uint32 // its members, in FieldIndex.spans
+}
+
+// span is a jsonrec.Member in 16 bytes instead of 40: the index of a
+// batch of wide records is a few hundred KiB less, per batch in a worker.
+// The escape flags are the top bits of keyEnd and end.
+type span struct{ key, keyEnd, val, end uint32 }
+
+const (
+	spanFlag  = 1 << 31
+	spanLimit = spanFlag // offsets must stay below it
+)
+
+func (sp span) member() jsonrec.Member {
+	return jsonrec.Member{Key: int(sp.key), KeyEnd: int(sp.keyEnd &^ spanFlag), Val: int(sp.val), End: int(sp.end &^ spanFlag),
+		Escaped: sp.keyEnd&spanFlag != 0, ValEscaped: sp.end&spanFlag != 0}
 }
 
 var fieldIndexes sync.Pool // of *FieldIndex
@@ -149,42 +164,40 @@ func NewFieldIndex() *FieldIndex {
 
 // Add records that ms (whose offsets are into raw) are the members of
 // raw, the Raw of record i, and closeBrace the offset of its closing
-// brace. ms is copied, unless it was appended to Spare.
+// brace. ms is copied.
 func (x *FieldIndex) Add(i int, raw []byte, ms []jsonrec.Member, closeBrace int) {
-	if len(raw) == 0 {
+	if len(raw) == 0 || len(raw) >= spanLimit {
 		return
 	}
 	for len(x.ents) <= i {
 		x.ents = append(x.ents, fieldEntry{})
 	}
-	lo := len(x.ms)
-	if len(ms) > 0 && len(ms) <= cap(x.ms)-lo && &ms[0] == &x.ms[:lo+1][lo] {
-		x.ms = x.ms[:lo+len(ms)] // built in place (Spare)
-	} else {
-		x.ms = append(x.ms, ms...)
+	lo := len(x.spans)
+	x.spans = slices.Grow(x.spans, len(ms))[:lo+len(ms)]
+	dst := x.spans[lo:]
+	for k := range dst {
+		m, sp := &ms[k], &dst[k]
+		sp.key, sp.keyEnd, sp.val, sp.end = uint32(m.Key), uint32(m.KeyEnd), uint32(m.Val), uint32(m.End)
+		if m.Escaped {
+			sp.keyEnd |= spanFlag
+		}
+		if m.ValEscaped {
+			sp.end |= spanFlag
+		}
 	}
-	x.ents[i] = fieldEntry{raw: unsafe.SliceData(raw), n: len(raw), closeBrace: closeBrace, lo: lo, hi: len(x.ms)}
+	x.ents[i] = fieldEntry{raw: unsafe.SliceData(raw), n: uint32(len(raw)), closeBrace: uint32(closeBrace), lo: uint32(lo), hi: uint32(len(x.spans))}
 }
 
-// Spare returns empty room for at least n members at the end of x's
-// storage: members appended to it and passed to Add are not copied again.
-func (x *FieldIndex) Spare(n int) []jsonrec.Member {
-	if cap(x.ms)-len(x.ms) < n {
-		x.ms = slices.Grow(x.ms, max(n, 2*len(x.ms), 64))
-	}
-	return x.ms[len(x.ms):]
-}
-
-// maxPooledMembers bounds the members a recycled index keeps room for,
-// so that one batch of very wide records does not pin its memory.
-const maxPooledMembers = 1 << 15
+// maxPooledSpans bounds the members a recycled index keeps room for, so
+// that one batch of very wide records does not pin its memory.
+const maxPooledSpans = 1 << 16
 
 // reset empties x for reuse.
 func (x *FieldIndex) reset() {
 	clear(x.ents) // drop the pointers into released buffers
-	x.ents, x.ms = x.ents[:0], x.ms[:0]
-	if cap(x.ms) > maxPooledMembers {
-		x.ms = nil
+	x.ents, x.spans = x.ents[:0], x.spans[:0]
+	if cap(x.spans) > maxPooledSpans {
+		x.spans = nil
 	}
 }
 
@@ -195,21 +208,62 @@ func (b *Batch) SetFieldIndex(x *FieldIndex) {
 	b.fields = x
 }
 
-// Fields returns the members of record i and the offset of its closing
-// brace, as jsonrec.Members would find them in its Raw, when the step that
-// wrote that Raw indexed it; ok is false otherwise, and the caller scans.
-// ms aliases the index: read it before the next SetFieldIndex.
-func (b *Batch) Fields(i int) (ms []jsonrec.Member, closeBrace int, ok bool) {
+// entry returns record i's index entry, or nil when it has none that
+// describes its current Raw.
+func (b *Batch) entry(i int) *fieldEntry {
 	x := b.fields
 	if x == nil || i >= len(x.ents) || i >= len(b.Records) {
-		return nil, 0, false
+		return nil
 	}
 	e := &x.ents[i]
 	raw := b.Records[i].Raw
-	if e.raw == nil || e.raw != unsafe.SliceData(raw) || e.n != len(raw) {
-		return nil, 0, false
+	if e.raw == nil || e.raw != unsafe.SliceData(raw) || int(e.n) != len(raw) {
+		return nil
 	}
-	return x.ms[e.lo:e.hi:e.hi], e.closeBrace, true
+	return e
+}
+
+// Fields appends the members of record i to dst, and returns it with
+// the offset of the record's closing brace, as jsonrec.Members would find
+// them in its Raw, when the step that wrote that Raw indexed it; ok is
+// false otherwise (dst unchanged), and the caller walks Raw.
+func (b *Batch) Fields(i int, dst []jsonrec.Member) (ms []jsonrec.Member, closeBrace int, ok bool) {
+	e := b.entry(i)
+	if e == nil {
+		return dst, 0, false
+	}
+	spans := b.fields.spans[e.lo:e.hi]
+	n := len(dst)
+	dst = slices.Grow(dst, len(spans))[:n+len(spans)]
+	out := dst[n:]
+	for k := range out {
+		sp, m := &spans[k], &out[k]
+		m.Key, m.KeyEnd, m.Val, m.End = int(sp.key), int(sp.keyEnd&^spanFlag), int(sp.val), int(sp.end&^spanFlag)
+		m.Escaped, m.ValEscaped = sp.keyEnd&spanFlag != 0, sp.end&spanFlag != 0
+	}
+	return dst, int(e.closeBrace), true
+}
+
+// Field finds the first member of record i named name, as jsonrec.Find
+// would, when record i is indexed (ok); found is false when it has none.
+func (b *Batch) Field(i int, name string) (m jsonrec.Member, found, ok bool) {
+	e := b.entry(i)
+	if e == nil {
+		return jsonrec.Member{}, false, false
+	}
+	raw := b.Records[i].Raw
+	for _, sp := range b.fields.spans[e.lo:e.hi] {
+		if sp.keyEnd&spanFlag == 0 { // a key without escapes: compare it as is
+			if int(sp.keyEnd-sp.key-2) != len(name) || string(raw[sp.key+1:sp.keyEnd-1]) != name {
+				continue
+			}
+			return sp.member(), true, true
+		}
+		if m := sp.member(); m.KeyIs(raw, name) {
+			return m, true, true
+		}
+	}
+	return jsonrec.Member{}, false, true
 }
 
 // MoveFields moves record from's index entry to record to, for a step

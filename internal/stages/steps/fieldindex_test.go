@@ -15,7 +15,7 @@ func checkIndex(t *testing.T, what string, b *stages.Batch) int {
 	t.Helper()
 	n := 0
 	for i := range b.Records {
-		ms, closeBrace, ok := b.Fields(i)
+		ms, closeBrace, ok := b.Fields(i, nil)
 		if !ok {
 			continue
 		}

@@ -122,6 +122,8 @@ type tsScratch struct {
 	val  []byte
 	vals [][]byte // val, as planSet takes
 	str  []byte   // the field's string, when it has escapes
+	// edited are the members of a rewritten record.
+	edited []jsonrec.Member
 	// memoIn and memoStr are the text that gave val; memo says whether
 	// val may be reused for the same text (see value).
 	memoIn  []byte
@@ -185,8 +187,9 @@ func (st *parseTimestamp) Process(b *stages.Batch) {
 		start := len(a.buf)
 		a.buf = jsonrec.AppendEdited(a.buf, r.Raw, ms, closeBrace, s.set.edits, s.set.add)
 		r.Raw = a.since(start)
-		if out, closeBrace, ok := jsonrec.EditedMembers(x.Spare(len(ms)+1), ms, closeBrace, s.set.edits, s.set.add); ok {
-			x.Add(c.w, r.Raw, out, closeBrace)
+		var ok bool
+		if s.edited, closeBrace, ok = jsonrec.EditedMembers(s.edited[:0], ms, closeBrace, s.set.edits, s.set.add); ok {
+			x.Add(c.w, r.Raw, s.edited, closeBrace)
 		}
 		c.keep(r)
 	}

@@ -66,6 +66,7 @@ type renameScratch struct {
 	members []jsonrec.Member
 	names   []string // current name of each member; "\x00" once removed
 	out     []byte
+	outMs   []jsonrec.Member // out's members
 }
 
 // removedName marks a member that a rename replaced; Validate keeps NUL
@@ -101,7 +102,7 @@ func (st *rename) Process(b *stages.Batch) {
 			continue
 		}
 		s.out = append(s.out[:0], '{')
-		outMs := x.Spare(len(ms))
+		outMs := s.outMs[:0]
 		for k := range ms {
 			m := ms[k]
 			name := s.names[k]
@@ -131,6 +132,7 @@ func (st *rename) Process(b *stages.Batch) {
 		a.buf = append(a.buf, s.out...)
 		r.Raw = a.since(start)
 		x.Add(c.w, r.Raw, outMs, len(r.Raw)-1)
+		s.outMs = outMs
 		c.keep(r)
 	}
 	c.done()
