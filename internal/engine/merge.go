@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -205,6 +206,9 @@ func (mg *merger) add1(k feedKey, m msg, now time.Time, bad *[]stages.Reject) {
 		if !f.seen || key > f.wm {
 			f.wm, f.seen = key, true
 		}
+	}
+	if keys != nil {
+		putKeys(keys)
 	}
 	f.last = now
 	mg.buffered += hb.left
@@ -491,7 +495,7 @@ func setKeys(m *msg, field string) {
 	if len(b.Records) == 0 {
 		return
 	}
-	keys := make([]int64, len(b.Records))
+	keys := newKeys(len(b.Records))
 	for i := range b.Records {
 		var k int64
 		var err error
@@ -512,6 +516,23 @@ func setKeys(m *msg, field string) {
 }
 
 var errMissing = errors.New("missing")
+
+// keyPool recycles the key slices of msg.keys: the merge is done with
+// them once add1 has queued the batch (copies of a msg have their own).
+var keyPool sync.Pool // of *[]int64
+
+func newKeys(n int) []int64 {
+	if p, _ := keyPool.Get().(*[]int64); p != nil && cap(*p) >= n {
+		return (*p)[:n]
+	}
+	return make([]int64, n, max(n, 1024))
+}
+
+func putKeys(keys []int64) {
+	if cap(keys) >= 1024 && cap(keys) <= 4096 {
+		keyPool.Put(&keys)
+	}
+}
 
 // orderKey reads the order_by field of a JSON object: an RFC 3339 time or
 // a number of Unix seconds (fractions allowed), as Unix nanoseconds.

@@ -27,7 +27,7 @@ func TestSetKeysFieldIndex(t *testing.T) {
 		`{"ts":"2026-01-01T00:00:0\u0037Z"}`,
 	}
 	b := &stages.Batch{}
-	x := stages.NewFieldIndex()
+	x := stages.NewFieldIndex(len(objs))
 	for i, o := range objs {
 		b.Records = append(b.Records, stages.Record{Raw: []byte(o), Parsed: true})
 		if i != 1 && i != 5 { // leave some to a walk

@@ -126,8 +126,9 @@ func (b *Batch) Len() int { return len(b.Records) }
 // FieldIndex holds the top-level members of some records of one batch
 // (see SetFieldIndex). Get one from NewFieldIndex.
 type FieldIndex struct {
-	ents  []fieldEntry // by record index; raw nil when unset
-	spans []span
+	ents    []fieldEntry // by record index; raw nil when unset
+	spans   []span
+	records int // how many records the index is for, to size spans
 }
 
 type fieldEntry struct {
@@ -154,12 +155,16 @@ func (sp span) member() jsonrec.Member {
 
 var fieldIndexes sync.Pool // of *FieldIndex
 
-// NewFieldIndex returns an empty index, reusing one a batch let go.
-func NewFieldIndex() *FieldIndex {
-	if x, _ := fieldIndexes.Get().(*FieldIndex); x != nil {
-		return x
+// NewFieldIndex returns an empty index for a batch of records records,
+// reusing one a batch let go.
+func NewFieldIndex(records int) *FieldIndex {
+	x, _ := fieldIndexes.Get().(*FieldIndex)
+	if x == nil {
+		x = new(FieldIndex)
 	}
-	return new(FieldIndex)
+	x.records = records
+	x.ents = slices.Grow(x.ents, records)
+	return x
 }
 
 // Add records that ms (whose offsets are into raw) are the members of
@@ -173,7 +178,12 @@ func (x *FieldIndex) Add(i int, raw []byte, ms []jsonrec.Member, closeBrace int)
 		x.ents = append(x.ents, fieldEntry{})
 	}
 	lo := len(x.spans)
-	x.spans = slices.Grow(x.spans, len(ms))[:lo+len(ms)]
+	if cap(x.spans)-lo < len(ms) {
+		// Room for as many members in each record left: records of one
+		// feed look alike.
+		x.spans = slices.Grow(x.spans, len(ms)*max(1, x.records-i))
+	}
+	x.spans = x.spans[:lo+len(ms)]
 	dst := x.spans[lo:]
 	for k := range dst {
 		m, sp := &ms[k], &dst[k]

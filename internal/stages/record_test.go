@@ -13,7 +13,7 @@ import (
 func indexed(t *testing.T, objs ...string) *Batch {
 	t.Helper()
 	b := &Batch{}
-	x := NewFieldIndex()
+	x := NewFieldIndex(len(objs))
 	for i, o := range objs {
 		b.Records = append(b.Records, Record{Raw: []byte(o), Parsed: true})
 		ms, closeBrace, err := jsonrec.Members(b.Records[i].Raw, nil)
@@ -93,7 +93,7 @@ func TestFieldIndex(t *testing.T) {
 	// A new index replaces the old one; records it does not cover have
 	// no entry.
 	b = indexed(t, `{"a":1}`, `{"b":2}`)
-	x := NewFieldIndex()
+	x := NewFieldIndex(2)
 	b.Records[1].Raw = []byte(`{"b":2,"c":3}`)
 	ms, closeBrace, _ := jsonrec.Members(b.Records[1].Raw, nil)
 	x.Add(1, b.Records[1].Raw, ms, closeBrace)

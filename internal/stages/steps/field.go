@@ -370,7 +370,7 @@ type recordWriter struct {
 }
 
 func (s *parseScratch) writer(b *stages.Batch) recordWriter {
-	return recordWriter{s: s, a: arena{b: b}, c: compactor{b: b}, x: stages.NewFieldIndex()}
+	return recordWriter{s: s, a: arena{b: b}, c: compactor{b: b}, x: stages.NewFieldIndex(len(b.Records))}
 }
 
 // reject moves r to the batch's rejects with the step's name on err.

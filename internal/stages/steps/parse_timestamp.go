@@ -157,7 +157,7 @@ func (st *parseTimestamp) Process(b *stages.Batch) {
 	}
 	a := arena{b: b}
 	c := compactor{b: b}
-	x := stages.NewFieldIndex()
+	x := stages.NewFieldIndex(len(b.Records))
 	s.memo = false
 	for i := range b.Records {
 		r := &b.Records[i]
