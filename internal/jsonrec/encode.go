@@ -29,13 +29,7 @@ type Edit struct {
 func AppendEdited(dst, obj []byte, ms []Member, closeBrace int, edits []Edit, add []byte) []byte {
 	// Members 0..firstKept-1 are all removed: their run is cut from the
 	// first key up to the first kept key, taking the commas with it.
-	firstKept := 0
-	for _, e := range edits {
-		if e.Member != firstKept || !e.Remove {
-			break
-		}
-		firstKept++
-	}
+	firstKept := leadingRemovals(edits)
 	pos := 0
 	if firstKept > 0 {
 		dst = append(dst, obj[:ms[0].Key]...)
@@ -70,6 +64,19 @@ func AppendEdited(dst, obj []byte, ms []Member, closeBrace int, edits []Edit, ad
 	return append(dst, obj[closeBrace:]...)
 }
 
+// leadingRemovals counts the edits that remove members 0, 1, 2, ... in a
+// row.
+func leadingRemovals(edits []Edit) int {
+	n := 0
+	for _, e := range edits {
+		if e.Member != n || !e.Remove {
+			break
+		}
+		n++
+	}
+	return n
+}
+
 // EditedMembers appends to out the members of the object that
 // AppendEdited(dst, obj, ms, closeBrace, edits, add) writes, with offsets
 // into that object (dst's bytes from where AppendEdited started), and
@@ -78,13 +85,7 @@ func AppendEdited(dst, obj []byte, ms []Member, closeBrace int, edits []Edit, ad
 // add is not valid `"key":value` pairs (out is then unchanged).
 func EditedMembers(out []Member, ms []Member, closeBrace int, edits []Edit, add []byte) (_ []Member, newClose int, ok bool) {
 	n0 := len(out)
-	firstKept := 0
-	for _, e := range edits {
-		if e.Member != firstKept || !e.Remove {
-			break
-		}
-		firstKept++
-	}
+	firstKept := leadingRemovals(edits) // cut as AppendEdited cuts them
 	// delta is the new offset minus the old one of the bytes being copied.
 	delta := 0
 	if firstKept > 0 {
