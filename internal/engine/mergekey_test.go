@@ -7,8 +7,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/etld/etld/internal/config"
+	"github.com/rs/zerolog"
 
+	"github.com/etld/etld/internal/config"
 	"github.com/etld/etld/internal/jsonrec"
 	"github.com/etld/etld/internal/stages"
 )
@@ -142,6 +143,43 @@ func TestMergerStateEncoding(t *testing.T) {
 		}
 		if len(gs.Feeds) != 2 || len(gs.Feeds[1].Records) != 3 {
 			t.Fatalf("state %s: want 2 feeds, 3 records in s", got)
+		}
+	}
+}
+
+// flagStep records the batch's IndexFields at each call.
+type flagStep struct{ got *[]bool }
+
+func (s flagStep) Process(b *stages.Batch) { *s.got = append(*s.got, b.IndexFields) }
+
+// TestWorkerIndexFields: a worker asks its steps for a field index only
+// when something reads it after them: a later step, or the merge key;
+// and the batch leaves the worker without one.
+func TestWorkerIndexFields(t *testing.T) {
+	for _, tc := range []struct {
+		orderBy string
+		want    []bool
+	}{{"", []bool{true, true, false}}, {"ts", []bool{true, true, true}}} {
+		var got []bool
+		w := &workerRunner{id: "w", steps: []stages.Step{flagStep{&got}, flagStep{&got}, flagStep{&got}}, orderBy: tc.orderBy,
+			out: &emitter{stage: "w", m: NewMetrics().stage("p", "w"), badLog: zerolog.Nop()}}
+		b := &stages.Batch{Records: []stages.Record{{Raw: []byte(`{"ts":1}`), Parsed: true}}}
+		x := stages.NewFieldIndex(1)
+		x.Add(0, b.Records[0].Raw, []jsonrec.Member{{Key: 1, KeyEnd: 5, Val: 6, End: 7}}, 7)
+		b.SetFieldIndex(x)
+		m := msg{b: b}
+		w.process(&m)
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("order_by %q: IndexFields %v, want %v", tc.orderBy, got, tc.want)
+		}
+		if b.IndexFields {
+			t.Error("IndexFields still set after the steps")
+		}
+		if _, _, ok := b.Fields(0, nil); ok {
+			t.Error("the batch left the worker with its field index")
+		}
+		if tc.orderBy != "" && (len(m.keys) != 1 || m.keys[0] != 1e9) {
+			t.Errorf("keys %v", m.keys)
 		}
 	}
 }

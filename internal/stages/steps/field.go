@@ -136,9 +136,10 @@ type parsedFields struct {
 	encOnly bool
 	// spans are where every field is, in order (duplicates too), as
 	// jsonrec.Members would find them in the object "{"+enc+"}": the
-	// record's field index (see recordWriter.write). Their escape flags
-	// are filled in by members.
-	spans []jsonrec.Member
+	// record's field index (see recordWriter.write), kept when
+	// keepSpans is set. Their escape flags are filled in by members.
+	spans     []jsonrec.Member
+	keepSpans bool
 }
 
 // manyFields is where parsedFields stops comparing keys one by one and indexes
@@ -147,8 +148,9 @@ const manyFields = 32
 
 // reset empties p for the next record; merge tells whether its fields
 // will be merged into a parsed record (see recordWriter.write), which
-// needs every field's key.
-func (p *parsedFields) reset(merge bool) {
+// needs every field's key, index whether to keep their spans.
+func (p *parsedFields) reset(merge, index bool) {
+	p.keepSpans = index
 	p.keys, p.enc, p.fields, p.dups = p.keys[:0], p.enc[:0], p.fields[:0], 0
 	p.spans = p.spans[:0]
 	p.encOnly = !merge
@@ -201,7 +203,9 @@ func (p *parsedFields) begin(key []byte) {
 	p.add(key)
 	k := len(p.enc)
 	p.enc = jsonrec.AppendKey(p.enc, unsafe.String(unsafe.SliceData(key), len(key)))
-	p.span(k)
+	if p.keepSpans {
+		p.span(k)
+	}
 }
 
 // add records a new field named key, starting at the end of enc, and
@@ -234,7 +238,9 @@ func (p *parsedFields) end() {
 	n := len(p.fields) - 1
 	f := &p.fields[n]
 	f.p1 = len(p.enc)
-	p.spans[len(p.spans)-1].End = len(p.enc) + 1
+	if p.keepSpans {
+		p.spans[len(p.spans)-1].End = len(p.enc) + 1
+	}
 	// find sees only fields[:n] as candidates: hide the new one meanwhile.
 	p.fields = p.fields[:n]
 	if old := p.find(p.keyAt(f.k0, f.k1)); old >= 0 {
@@ -281,12 +287,16 @@ func (p *parsedFields) beginUnique(key, prefix []byte) {
 	}
 	k := len(p.enc)
 	p.enc = append(p.enc, prefix...)
-	p.span(k)
+	if p.keepSpans {
+		p.span(k)
+	}
 }
 
 // endUnique closes the field begun last with beginUnique.
 func (p *parsedFields) endUnique() {
-	p.spans[len(p.spans)-1].End = len(p.enc) + 1
+	if p.keepSpans {
+		p.spans[len(p.spans)-1].End = len(p.enc) + 1
+	}
 	if p.encOnly {
 		return
 	}
@@ -370,7 +380,11 @@ type recordWriter struct {
 }
 
 func (s *parseScratch) writer(b *stages.Batch) recordWriter {
-	return recordWriter{s: s, a: arena{b: b}, c: compactor{b: b}, x: stages.NewFieldIndex(len(b.Records))}
+	w := recordWriter{s: s, a: arena{b: b}, c: compactor{b: b}}
+	if b.IndexFields {
+		w.x = stages.NewFieldIndex(len(b.Records))
+	}
+	return w
 }
 
 // reject moves r to the batch's rejects with the step's name on err.
@@ -394,7 +408,7 @@ func (w *recordWriter) write(r *stages.Record, step string, p *parsedFields) {
 		w.a.buf = p.appendPairs(w.a.buf)
 		w.a.buf = append(w.a.buf, '}')
 		r.SetParsed(w.a.since(start))
-		if p.dups == 0 {
+		if p.dups == 0 && w.x != nil {
 			w.x.Add(w.c.w, r.Raw, p.members(), len(r.Raw)-1)
 		}
 		w.c.keep(r)
@@ -419,7 +433,9 @@ func (w *recordWriter) write(r *stages.Record, step string, p *parsedFields) {
 	start := len(w.a.buf)
 	w.a.buf = jsonrec.AppendEdited(w.a.buf, r.Raw, ms, closeBrace, s.edits, s.add)
 	r.Raw = w.a.since(start)
-	w.index(r.Raw, ms, closeBrace, s.edits, s.add)
+	if w.x != nil {
+		w.index(r.Raw, ms, closeBrace, s.edits, s.add)
+	}
 	w.c.keep(r)
 }
 
@@ -489,7 +505,7 @@ func (st *textStep) Process(b *stages.Batch) {
 		r := &b.Records[i]
 		text, err := st.src.text(r, s)
 		if err == nil {
-			s.out.reset(r.Parsed)
+			s.out.reset(r.Parsed, w.x != nil)
 			err = st.parse(text, s)
 		}
 		if err != nil {

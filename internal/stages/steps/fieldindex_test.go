@@ -127,7 +127,17 @@ func TestFieldIndexChains(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			// Without IndexFields the steps index nothing; the output is
+			// the same either way.
+			plain := readBatch(t, tc.lines...)
+			for _, sc := range tc.steps {
+				newStep(t, sc.typ, sc.cfg).Process(plain)
+				if n := checkIndex(t, sc.typ, plain); n != 0 {
+					t.Fatalf("%s indexed %d records without IndexFields", sc.typ, n)
+				}
+			}
 			b := readBatch(t, tc.lines...)
+			b.IndexFields = true
 			for k, sc := range tc.steps {
 				newStep(t, sc.typ, sc.cfg).Process(b)
 				what := sc.typ + " " + sc.cfg
@@ -142,6 +152,9 @@ func TestFieldIndexChains(t *testing.T) {
 			if len(b.Records) == 0 {
 				t.Fatal("no record left: the chain checks nothing")
 			}
+			if got, want := rawLines(b.Records), rawLines(plain.Records); !slices.Equal(got, want) {
+				t.Fatalf("with the index:\n%q\nwithout:\n%q", got, want)
+			}
 		})
 	}
 }
@@ -151,6 +164,7 @@ func TestFieldIndexChains(t *testing.T) {
 // must then walk the record and get it right.
 func TestFieldIndexRewriteInvalidates(t *testing.T) {
 	b := readBatch(t, `ts=2026-01-01T00:00:00Z a=1`, `ts=2026-01-01T00:00:02Z a=2`)
+	b.IndexFields = true
 	newStep(t, "parse_logfmt", `{}`).Process(b)
 	if checkIndex(t, "parse_logfmt", b) != 2 {
 		t.Fatal("parse_logfmt did not index its records")
@@ -177,6 +191,7 @@ func TestFieldIndexRewriteInvalidates(t *testing.T) {
 // would write it keeps its record's text (no copy), indexed.
 func TestParseTimestampKeepsNormalised(t *testing.T) {
 	b := readBatch(t, `ts=2026-01-01T00:00:00.015Z a=1`, `ts=2026-01-01T00:00:00.010Z a=2`)
+	b.IndexFields = true
 	newStep(t, "parse_logfmt", `{}`).Process(b)
 	before := []*byte{&b.Records[0].Raw[0], &b.Records[1].Raw[0]}
 	newStep(t, "parse_timestamp", `{field: ts}`).Process(b)

@@ -157,7 +157,10 @@ func (st *parseTimestamp) Process(b *stages.Batch) {
 	}
 	a := arena{b: b}
 	c := compactor{b: b}
-	x := stages.NewFieldIndex(len(b.Records))
+	var x *stages.FieldIndex
+	if b.IndexFields {
+		x = stages.NewFieldIndex(len(b.Records))
+	}
 	s.memo = false
 	for i := range b.Records {
 		r := &b.Records[i]
@@ -187,9 +190,11 @@ func (st *parseTimestamp) Process(b *stages.Batch) {
 		start := len(a.buf)
 		a.buf = jsonrec.AppendEdited(a.buf, r.Raw, ms, closeBrace, s.set.edits, s.set.add)
 		r.Raw = a.since(start)
-		var ok bool
-		if s.edited, closeBrace, ok = jsonrec.EditedMembers(s.edited[:0], ms, closeBrace, s.set.edits, s.set.add); ok {
-			x.Add(c.w, r.Raw, s.edited, closeBrace)
+		if x != nil {
+			var ok bool
+			if s.edited, closeBrace, ok = jsonrec.EditedMembers(s.edited[:0], ms, closeBrace, s.set.edits, s.set.add); ok {
+				x.Add(c.w, r.Raw, s.edited, closeBrace)
+			}
 		}
 		c.keep(r)
 	}

@@ -84,7 +84,10 @@ func (st *rename) Process(b *stages.Batch) {
 	defer st.pool.Put(s)
 	a := arena{b: b}
 	c := compactor{b: b}
-	x := stages.NewFieldIndex(len(b.Records))
+	var x *stages.FieldIndex
+	if b.IndexFields {
+		x = stages.NewFieldIndex(len(b.Records))
+	}
 	for i := range b.Records {
 		r := &b.Records[i]
 		if !r.Parsed {

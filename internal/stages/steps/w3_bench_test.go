@@ -61,7 +61,7 @@ func BenchmarkW3Steps(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				copy(own, src)
-				batch := &stages.Batch{Records: own}
+				batch := &stages.Batch{Records: own, IndexFields: true} // as before a merge
 				for _, st := range sts {
 					st.Process(batch)
 				}
