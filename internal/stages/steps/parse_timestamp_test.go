@@ -228,3 +228,17 @@ func TestParseTimestampRepeatedText(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkParseTimestampDistinct is BenchmarkParseTimestamp/strftime
+// with a different second on every line, so that no time is reused from
+// the line before (see parseTimestamp.value).
+func BenchmarkParseTimestampDistinct(b *testing.B) {
+	st := newStep(b, "parse_timestamp", `{field: time, format: '%d/%b/%Y:%H:%M:%S %z'}`)
+	lines := make([]string, 256)
+	t0 := time.Date(2000, 10, 10, 13, 55, 36, 0, time.FixedZone("", -7*3600))
+	for i := range lines {
+		lines[i] = `{"remote":"203.0.113.9","time":"` + t0.Add(time.Duration(i)*time.Second).Format("02/Jan/2006:15:04:05 -0700") +
+			`","request":"GET / HTTP/1.1","status":200}`
+	}
+	benchRecords(b, st, parsed(b, lines...).Records)
+}
