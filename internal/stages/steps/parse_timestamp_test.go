@@ -187,6 +187,7 @@ func benchRecords(b *testing.B, st stages.Step, recs []stages.Record) {
 		n += len(r.Raw)
 	}
 	b.SetBytes(int64(n))
+	cpu0 := processCPU()
 	for b.Loop() {
 		copy(own, recs)
 		batch := &stages.Batch{Records: own}
@@ -199,6 +200,15 @@ func benchRecords(b *testing.B, st stages.Step, recs []stages.Record) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(recs)), "ns/record")
 	b.ReportMetric(float64(b.N*len(recs))/b.Elapsed().Seconds(), "lines/s")
+	reportCPU(b, cpu0, b.N*len(recs))
+}
+
+// reportCPU reports the process's CPU time since cpu0 per record, when
+// it is measured (see processCPU).
+func reportCPU(b *testing.B, cpu0 int64, records int) {
+	if cpu1 := processCPU(); cpu0 > 0 && cpu1 > cpu0 {
+		b.ReportMetric(float64(cpu1-cpu0)/float64(records), "cpu-ns/record")
+	}
 }
 
 // TestParseTimestampRepeatedText: records whose time text repeats reuse

@@ -59,6 +59,7 @@ func BenchmarkW3Steps(b *testing.B) {
 			}
 			b.SetBytes(int64(n))
 			b.ReportAllocs()
+			cpu0 := processCPU()
 			for b.Loop() {
 				copy(own, src)
 				batch := &stages.Batch{Records: own, IndexFields: true} // as before a merge
@@ -81,6 +82,7 @@ func BenchmarkW3Steps(b *testing.B) {
 				batch.Release()
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(src)), "ns/record")
+			reportCPU(b, cpu0, b.N*len(src))
 		})
 	}
 }
