@@ -316,10 +316,10 @@ func (p *parsedFields) addStringUnique(key, prefix, val []byte) {
 	p.endUnique()
 }
 
-// members returns the members of the object "{" + p.enc + "}" (p
-// without duplicates), with their escape flags: the escapes are found
-// with one fast scan of enc, instead of a walk of the object. They alias
-// p.
+// members returns the members of the object "{" + p.enc + "}", with
+// their escape flags, when p has no duplicates (else enc is not what is
+// written): the escapes are found with one fast scan of enc, instead of a
+// walk of the object. They alias p.
 func (p *parsedFields) members() []jsonrec.Member {
 	if bytes.IndexByte(p.enc, '\\') < 0 {
 		return p.spans
