@@ -106,28 +106,38 @@ func (st *rename) Process(b *stages.Batch) {
 		}
 		s.out = append(s.out[:0], '{')
 		outMs := s.outMs[:0]
+		first := true
 		for k := range ms {
-			m := ms[k]
+			m := &ms[k]
 			name := s.names[k]
 			if name == removedName {
 				continue
 			}
-			if len(outMs) > 0 {
+			if !first {
 				s.out = append(s.out, ',')
 			}
+			first = false
 			key := len(s.out)
-			if m.Escaped || name != unsafe.String(unsafe.SliceData(m.RawKey(r.Raw)), m.KeyEnd-m.Key-2) {
-				val := r.Raw[m.Val:m.End]
+			renamed := m.Escaped || name != unsafe.String(unsafe.SliceData(m.RawKey(r.Raw)), m.KeyEnd-m.Key-2)
+			if renamed {
 				s.out = jsonrec.AppendKey(s.out, name)
-				m.Key, m.KeyEnd, m.Val = key, len(s.out)-1, len(s.out)
-				m.Escaped = bytes.IndexByte(s.out[m.Key:m.KeyEnd], '\\') >= 0
-				s.out = append(s.out, val...)
-				m.End = len(s.out)
 			} else {
-				s.out = append(s.out, r.Raw[m.Key:m.End]...)
-				m.Key, m.KeyEnd, m.Val, m.End = key, key+m.KeyEnd-m.Key, key+m.Val-m.Key, key+m.End-m.Key
+				s.out = append(s.out, r.Raw[m.Key:m.Val]...)
 			}
-			outMs = append(outMs, m)
+			val := len(s.out)
+			s.out = append(s.out, r.Raw[m.Val:m.End]...)
+			if x == nil {
+				continue
+			}
+			outMs = append(outMs, jsonrec.Member{})
+			o := &outMs[len(outMs)-1]
+			o.Key, o.Val, o.End, o.ValEscaped = key, val, len(s.out), m.ValEscaped
+			if renamed {
+				o.KeyEnd = val - 1 // before the colon AppendKey wrote
+				o.Escaped = bytes.IndexByte(s.out[key:o.KeyEnd], '\\') >= 0
+			} else {
+				o.KeyEnd, o.Escaped = key+m.KeyEnd-m.Key, m.Escaped
+			}
 		}
 		s.out = append(s.out, '}')
 		a.reserve(len(s.out), len(s.out)*(len(b.Records)-i))
