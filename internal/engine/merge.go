@@ -1,13 +1,17 @@
 package engine
 
 import (
+	"bytes"
 	"container/heap"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -202,6 +206,9 @@ func (mg *merger) add1(k feedKey, m msg, now time.Time, bad *[]stages.Reject) {
 		if !f.seen || key > f.wm {
 			f.wm, f.seen = key, true
 		}
+	}
+	if keys != nil {
+		putKeys(keys)
 	}
 	f.last = now
 	mg.buffered += hb.left
@@ -480,21 +487,51 @@ func (h *feedHeap) Pop() any {
 }
 
 // setKeys computes the merge keys of m's records for field (see
-// msg.keys); the merge reads unusable ones again for the error.
+// msg.keys), finding the field with the batch's field index when the
+// steps left one (stages.Batch.Fields); the merge reads unusable ones
+// again for the error.
 func setKeys(m *msg, field string) {
 	b := m.b
 	if len(b.Records) == 0 {
 		return
 	}
-	keys := make([]int64, len(b.Records))
+	keys := newKeys(len(b.Records))
 	for i := range b.Records {
-		k, err := orderKey(b.Records[i].Raw, field)
+		var k int64
+		var err error
+		if m, found, ok := b.Field(i, field); ok {
+			err = errMissing
+			if found {
+				k, err = memberKey(b.Records[i].Raw, &m)
+			}
+		} else {
+			k, err = orderKey(b.Records[i].Raw, field)
+		}
 		if err != nil {
 			k = noKey
 		}
 		keys[i] = k
 	}
 	m.keys, m.keysOf = keys, field
+}
+
+var errMissing = errors.New("missing")
+
+// keyPool recycles the key slices of msg.keys: the merge is done with
+// them once add1 has queued the batch (copies of a msg have their own).
+var keyPool sync.Pool // of *[]int64
+
+func newKeys(n int) []int64 {
+	if p, _ := keyPool.Get().(*[]int64); p != nil && cap(*p) >= n {
+		return (*p)[:n]
+	}
+	return make([]int64, n, max(n, 1024))
+}
+
+func putKeys(keys []int64) {
+	if cap(keys) >= 1024 && cap(keys) <= 4096 {
+		keyPool.Put(&keys)
+	}
 }
 
 // orderKey reads the order_by field of a JSON object: an RFC 3339 time or
@@ -505,8 +542,13 @@ func orderKey(obj []byte, field string) (int64, error) {
 		return 0, fmt.Errorf("record is not a JSON object: %w", err)
 	}
 	if !found {
-		return 0, errors.New("missing")
+		return 0, errMissing
 	}
+	return memberKey(obj, &m)
+}
+
+// memberKey reads member m of obj as orderKey does.
+func memberKey(obj []byte, m *jsonrec.Member) (int64, error) {
 	v := obj[m.Val:m.End]
 	switch c := v[0]; {
 	case c == '"':
@@ -557,34 +599,107 @@ type mergeRecord struct {
 	Orig []byte `json:"orig,omitempty"`
 }
 
-// state encodes the merge state (see mergeState).
+// state encodes the merge state (see mergeState) as encoding/json would
+// encode it (a parsed record's JSON compacted, lines in base64), with
+// one allocation of the right size: a checkpoint every second of a merge
+// holding thousands of records made encoding/json's intermediate copies
+// a good part of W3's peak memory.
 func (mg *merger) state() ([]byte, error) {
-	st := mergeState{OrderBy: mg.spec.OrderBy}
-	if mg.written {
-		n := mg.newest
-		st.Newest = &n
-	}
+	size := 64 + len(mg.spec.OrderBy)*6
+	var held []*mfeed
 	for _, f := range mg.feeds {
 		if f.head == len(f.q) {
 			continue
 		}
-		fs := mergeFeedState{Source: f.key.source, Path: f.key.path}
+		held = append(held, f)
+		size += 64 + (len(f.key.source)+len(f.key.path))*6
 		for _, it := range f.q[f.head:] {
 			r := &it.hb.b.Records[it.i]
-			if fs.Origin == "" && r.Origin != nil {
-				fs.Origin = r.Origin.Path
+			if r.Origin != nil {
+				size += len(r.Origin.Path) * 6 // at most once per feed; an upper bound
 			}
-			mr := mergeRecord{Offset: r.Offset}
-			if r.Parsed && json.Valid(r.Raw) {
-				mr.JSON, mr.Orig = r.Raw, r.Line
-			} else {
-				mr.Line, mr.Raw = r.Raw, true
-			}
-			fs.Records = append(fs.Records, mr)
+			size += 64 + base64.StdEncoding.EncodedLen(len(r.Raw)) + base64.StdEncoding.EncodedLen(len(r.Line))
 		}
-		st.Feeds = append(st.Feeds, fs)
 	}
-	return json.Marshal(&st)
+	buf := bytes.NewBuffer(make([]byte, 0, size))
+	buf.WriteString(`{"order_by":`)
+	buf.Write(jsonrec.AppendString(buf.AvailableBuffer(), mg.spec.OrderBy))
+	if mg.written {
+		buf.WriteString(`,"newest":`)
+		buf.Write(strconv.AppendInt(buf.AvailableBuffer(), mg.newest, 10))
+	}
+	if len(held) > 0 {
+		buf.WriteString(`,"feeds":[`)
+	}
+	for n, f := range held {
+		if n > 0 {
+			buf.WriteByte(',')
+		}
+		origin := ""
+		for _, it := range f.q[f.head:] {
+			if o := it.hb.b.Records[it.i].Origin; o != nil {
+				origin = o.Path
+				break
+			}
+		}
+		buf.WriteString(`{"source":`)
+		buf.Write(jsonrec.AppendString(buf.AvailableBuffer(), f.key.source))
+		if f.key.path != "" {
+			buf.WriteString(`,"path":`)
+			buf.Write(jsonrec.AppendString(buf.AvailableBuffer(), f.key.path))
+		}
+		if origin != "" {
+			buf.WriteString(`,"origin":`)
+			buf.Write(jsonrec.AppendString(buf.AvailableBuffer(), origin))
+		}
+		buf.WriteString(`,"records":[`)
+		for k, it := range f.q[f.head:] {
+			r := &it.hb.b.Records[it.i]
+			if k > 0 {
+				buf.WriteByte(',')
+			}
+			start := buf.Len()
+			buf.WriteString(`{"json":`)
+			if r.Parsed && json.Compact(buf, r.Raw) == nil {
+				writeOffset(buf, r.Offset)
+				if len(r.Line) > 0 {
+					buf.WriteString(`,"orig":`)
+					writeBase64(buf, r.Line)
+				}
+			} else {
+				buf.Truncate(start)
+				buf.WriteString(`{`)
+				if len(r.Raw) > 0 {
+					buf.WriteString(`"line":`)
+					writeBase64(buf, r.Raw)
+					buf.WriteByte(',')
+				}
+				buf.WriteString(`"offset":`)
+				buf.Write(strconv.AppendInt(buf.AvailableBuffer(), r.Offset, 10))
+				buf.WriteString(`,"unparsed":true`)
+			}
+			buf.WriteByte('}')
+		}
+		buf.WriteString(`]}`)
+	}
+	if len(held) > 0 {
+		buf.WriteByte(']')
+	}
+	buf.WriteByte('}')
+	return buf.Bytes(), nil
+}
+
+func writeOffset(buf *bytes.Buffer, off int64) {
+	buf.WriteString(`,"offset":`)
+	buf.Write(strconv.AppendInt(buf.AvailableBuffer(), off, 10))
+}
+
+// writeBase64 writes b as a JSON string in standard base64, as
+// encoding/json writes a []byte.
+func writeBase64(buf *bytes.Buffer, b []byte) {
+	buf.WriteByte('"')
+	buf.Write(base64.StdEncoding.AppendEncode(buf.AvailableBuffer(), b))
+	buf.WriteByte('"')
 }
 
 // restore queues the records of a committed merge state (before the

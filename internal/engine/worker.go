@@ -25,12 +25,16 @@ func (w *workerRunner) process(m *msg) {
 	b := m.b
 	n := len(b.Records)
 	w.out.m.in.Add(float64(n))
-	for _, st := range w.steps {
+	for k, st := range w.steps {
 		if len(b.Records) == 0 {
 			break
 		}
+		// Index the fields a step writes when a step or the merge key
+		// reads them next.
+		b.IndexFields = k < len(w.steps)-1 || w.orderBy != ""
 		st.Process(b)
 	}
+	b.IndexFields = false
 	if f := n - len(b.Records) - len(b.Rejects); f > 0 {
 		w.out.m.filtered.Add(float64(f))
 	}
@@ -42,6 +46,11 @@ func (w *workerRunner) process(m *msg) {
 	if w.orderBy != "" {
 		setKeys(m, w.orderBy)
 	}
+	// The steps' field index has served, and so have the buffers of
+	// records the steps rewrote: recycle them before the batch waits in
+	// channels and in the merge.
+	b.DropFields()
+	b.ReleaseUnused()
 }
 
 // run returns once its inputs are closed and everything is emitted, or

@@ -1,6 +1,7 @@
 package jsonrec
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -28,13 +29,7 @@ type Edit struct {
 func AppendEdited(dst, obj []byte, ms []Member, closeBrace int, edits []Edit, add []byte) []byte {
 	// Members 0..firstKept-1 are all removed: their run is cut from the
 	// first key up to the first kept key, taking the commas with it.
-	firstKept := 0
-	for _, e := range edits {
-		if e.Member != firstKept || !e.Remove {
-			break
-		}
-		firstKept++
-	}
+	firstKept := leadingRemovals(edits)
 	pos := 0
 	if firstKept > 0 {
 		dst = append(dst, obj[:ms[0].Key]...)
@@ -67,6 +62,125 @@ func AppendEdited(dst, obj []byte, ms []Member, closeBrace int, edits []Edit, ad
 		dst = append(dst, add...)
 	}
 	return append(dst, obj[closeBrace:]...)
+}
+
+// leadingRemovals counts the edits that remove members 0, 1, 2, ... in a
+// row.
+func leadingRemovals(edits []Edit) int {
+	n := 0
+	for _, e := range edits {
+		if e.Member != n || !e.Remove {
+			break
+		}
+		n++
+	}
+	return n
+}
+
+// EditedMembers appends to out the members of the object that
+// AppendEdited(dst, obj, ms, closeBrace, edits, add) writes, with offsets
+// into that object (dst's bytes from where AppendEdited started), and
+// returns them with the offset of its closing brace: what Members would
+// find in it, without walking it. Only add is scanned; ok is false when
+// add is not valid `"key":value` pairs (out is then unchanged).
+func EditedMembers(out []Member, ms []Member, closeBrace int, edits []Edit, add []byte) (_ []Member, newClose int, ok bool) {
+	n0 := len(out)
+	firstKept := leadingRemovals(edits) // cut as AppendEdited cuts them
+	// delta is the new offset minus the old one of the bytes being copied.
+	delta := 0
+	if firstKept > 0 {
+		if firstKept < len(ms) {
+			delta = ms[0].Key - ms[firstKept].Key
+		} else {
+			delta = ms[0].Key - ms[len(ms)-1].End
+		}
+	}
+	ei := 0
+	for ei < len(edits) && edits[ei].Member < firstKept {
+		ei++
+	}
+	i := firstKept
+	if delta == 0 { // members before the first edit stay where they are
+		j := len(ms)
+		if ei < len(edits) {
+			j = edits[ei].Member
+		}
+		out = append(out, ms[i:j]...)
+		i = j
+	}
+	for ; i < len(ms); i++ {
+		m := ms[i]
+		if ei < len(edits) && edits[ei].Member == i {
+			e := &edits[ei]
+			ei++
+			if e.Remove { // cut from the previous value's end
+				delta -= m.End - ms[i-1].End
+				continue
+			}
+			nm := Member{Key: m.Key + delta, KeyEnd: m.KeyEnd + delta, Val: m.Val + delta, Escaped: m.Escaped}
+			nm.End = nm.Val + len(e.Value)
+			nm.ValEscaped = len(e.Value) > 0 && e.Value[0] == '"' && bytes.IndexByte(e.Value, '\\') >= 0
+			delta += len(e.Value) - (m.End - m.Val)
+			out = append(out, nm)
+			continue
+		}
+		m.Key, m.KeyEnd, m.Val, m.End = m.Key+delta, m.KeyEnd+delta, m.Val+delta, m.End+delta
+		out = append(out, m)
+	}
+	newClose = closeBrace + delta
+	if len(add) == 0 {
+		return out, newClose, true
+	}
+	base := newClose
+	if firstKept < len(ms) {
+		base++ // the comma
+	}
+	out, ok = pairMembers(out, add, base)
+	if !ok {
+		return out[:n0], 0, false
+	}
+	return out, base + len(add), true
+}
+
+// pairMembers appends the members of pairs (`"key":value` joined by
+// commas, no whitespace needed), placed at offset base, to out.
+func pairMembers(out []Member, pairs []byte, base int) ([]Member, bool) {
+	b := pairs
+	for i := 0; ; {
+		if i >= len(b) || b[i] != '"' {
+			return out, false
+		}
+		var m Member
+		var err error
+		m.Key = i
+		if m.KeyEnd, m.Escaped, err = scanString(b, i); err != nil {
+			return out, false
+		}
+		i = skipWS(b, m.KeyEnd)
+		if i >= len(b) || b[i] != ':' {
+			return out, false
+		}
+		m.Val = skipWS(b, i+1)
+		if m.Val < len(b) && b[m.Val] == '"' {
+			m.End, m.ValEscaped, err = scanString(b, m.Val)
+		} else {
+			m.End, err = scanValue(b, m.Val, 1)
+		}
+		if err != nil {
+			return out, false
+		}
+		m.Key, m.KeyEnd, m.Val = m.Key+base, m.KeyEnd+base, m.Val+base
+		i = skipWS(b, m.End)
+		m.End += base
+		out = append(out, m)
+		if i == len(b) {
+			return out, true
+		}
+		if b[i] != ',' {
+			return out, false
+		}
+		i = skipWS(b, i+1)
+	}
 }
 
 // AppendMembers appends to dst the object obj with add (`"key":value`

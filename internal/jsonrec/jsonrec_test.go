@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -311,6 +313,7 @@ func TestAppendEdited(t *testing.T) {
 			if !json.Valid(got) {
 				t.Fatalf("invalid JSON %s", got)
 			}
+			checkEditedMembers(t, ms, closeBrace, tt.edits, []byte(tt.add), got)
 			removalsOnly := tt.add == ""
 			for _, e := range tt.edits {
 				removalsOnly = removalsOnly && e.Remove
@@ -419,4 +422,69 @@ func FuzzFind(f *testing.F) {
 		f.Add([]byte(s), "level")
 	}
 	f.Fuzz(func(t *testing.T, obj []byte, name string) { checkFind(t, obj, name) })
+}
+
+// checkEditedMembers fails t unless EditedMembers gives what Members finds
+// in got, the object AppendEdited wrote.
+func checkEditedMembers(t *testing.T, ms []Member, closeBrace int, edits []Edit, add, got []byte) {
+	t.Helper()
+	want, wantClose, err := Members(got, nil)
+	if err != nil {
+		t.Fatalf("Members(%s): %v", got, err)
+	}
+	prefix := []Member{{Key: -1}} // EditedMembers appends after what is there
+	em, emClose, ok := EditedMembers(prefix, ms, closeBrace, edits, add)
+	if !ok {
+		t.Fatalf("EditedMembers of %s: not ok", got)
+	}
+	if !slices.Equal(em[1:], want) || emClose != wantClose {
+		t.Fatalf("EditedMembers of %s:\n got %+v close %d\nwant %+v close %d", got, em[1:], emClose, want, wantClose)
+	}
+}
+
+// TestEditedMembersRandom compares EditedMembers with a walk of the
+// edited object over random objects (spacing, escaped keys and values)
+// and random edits.
+func TestEditedMembersRandom(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	keys := []string{`"a"`, `"b\"q"`, `"long_key_name"`, `"\u00e9t\u00e9"`, `""`}
+	vals := []string{`1`, `-2.5e3`, `"x"`, `"esc\n\"aped"`, `[1,{"n":"}"}]`, `{"a":[]}`, `true`, `null`, `"héllo"`}
+	ws := []string{``, ` `, "\n\t"}
+	pick := func(xs []string) string { return xs[rng.IntN(len(xs))] }
+	for range 3000 {
+		n := rng.IntN(6)
+		obj := "{" + pick(ws)
+		for i := range n {
+			if i > 0 {
+				obj += pick(ws) + "," + pick(ws)
+			}
+			obj += pick(keys) + pick(ws) + ":" + pick(ws) + pick(vals)
+		}
+		obj += pick(ws) + "}" + pick(ws)
+		ms, closeBrace, err := Members([]byte(obj), nil)
+		if err != nil {
+			t.Fatalf("%s: %v", obj, err)
+		}
+		var edits []Edit
+		for i := range n {
+			switch rng.IntN(3) {
+			case 1:
+				edits = append(edits, Edit{Member: i, Remove: true})
+			case 2:
+				edits = append(edits, Edit{Member: i, Value: []byte(pick(vals))})
+			}
+		}
+		var add []byte
+		for i := range rng.IntN(3) {
+			if i > 0 {
+				add = append(add, ',')
+			}
+			add = append(add, pick(keys)+":"+pick(vals)...)
+		}
+		got := AppendEdited([]byte("prefix"), []byte(obj), ms, closeBrace, edits, add)[len("prefix"):]
+		checkEditedMembers(t, ms, closeBrace, edits, add, got)
+	}
+	if _, _, ok := EditedMembers(nil, nil, 1, nil, []byte(`"k":`)); ok {
+		t.Error("EditedMembers accepted a pair without a value")
+	}
 }

@@ -3,6 +3,7 @@ package stages
 import (
 	"math/bits"
 	"sync"
+	"unsafe"
 )
 
 // Buffer recycling.
@@ -87,6 +88,72 @@ func NewRecords(n int) []Record {
 // point into it, so Release may reuse it once b is consumed.
 func (b *Batch) Own(buf []byte) { b.owned = append(b.owned, buf) }
 
+// ReleaseUnused hands back to the pools the buffers b owns that no record
+// or reject of b points into any more (by Raw or Line): those whose
+// records a step has since rewritten into new buffers. A batch that then
+// waits (in channels, in an ordered merge) holds only the bytes it can
+// still write. The runtime calls it after a worker's steps, when nothing
+// but the batch points into its buffers.
+func (b *Batch) ReleaseUnused() {
+	if len(b.owned) < 2 {
+		return // nothing was rewritten, or there is nothing else
+	}
+	var small [16]bool
+	used := small[:0]
+	if len(b.owned) > len(small) {
+		used = make([]bool, len(b.owned))
+	} else {
+		used = small[:len(b.owned)]
+	}
+	last := -1 // the buffer of the previous record: most records follow it
+	mark := func(p []byte) {
+		if len(p) == 0 {
+			return
+		}
+		a := uintptr(unsafe.Pointer(unsafe.SliceData(p)))
+		if last >= 0 && within(a, b.owned[last]) {
+			return
+		}
+		for i, buf := range b.owned {
+			if within(a, buf) {
+				used[i], last = true, i
+				return
+			}
+		}
+	}
+	for i := range b.Records {
+		mark(b.Records[i].Raw)
+		mark(b.Records[i].Line)
+	}
+	for i := range b.Rejects {
+		mark(b.Rejects[i].Record.Raw)
+		mark(b.Rejects[i].Record.Line)
+	}
+	kept := b.owned[:0]
+	for i, buf := range b.owned {
+		if used[i] {
+			kept = append(kept, buf)
+			continue
+		}
+		if idx, ok := pooledClass(cap(buf), minBufShift, maxBufShift); ok {
+			buf = buf[:0]
+			poison(buf[:cap(buf)])
+			bufPools[idx].Put(&buf)
+		}
+	}
+	clear(b.owned[len(kept):])
+	b.owned = kept
+}
+
+// within reports whether address a is in buf's memory.
+func within(a uintptr, buf []byte) bool {
+	if cap(buf) == 0 {
+		return false
+	}
+	lo := uintptr(unsafe.Pointer(unsafe.SliceData(buf[:1])))
+	return a >= lo && a < lo+uintptr(cap(buf))
+}
+
 // Release hands the buffers b owns and its Records array (which b owns
 // too, see Batch) back to the pools. The runtime calls it once b is
 // consumed: after its sink wrote it, or when it has no record left to
@@ -109,5 +176,6 @@ func (b *Batch) Release() {
 		recs = recs[:0]
 		recPools[idx].Put(&recs)
 	}
+	b.DropFields()
 	b.Records, b.Rejects = nil, nil
 }

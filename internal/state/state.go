@@ -84,19 +84,21 @@ func (s *Store) Load(pipeline string) (*Checkpoint, error) {
 // Save replaces the pipeline's checkpoint atomically and durably.
 func (s *Store) Save(c *Checkpoint) error {
 	c.Version = Version
-	b, err := json.Marshal(c)
-	if err != nil {
-		return fmt.Errorf("encode checkpoint: %w", err)
-	}
 	final := s.path(c.Pipeline)
 	tmp, err := os.CreateTemp(s.Dir, "."+c.Pipeline+".json.tmp-*")
 	if err != nil {
 		return fmt.Errorf("write checkpoint: %w", err)
 	}
 	defer os.Remove(tmp.Name()) // a no-op after the rename
-	if _, err := tmp.Write(append(b, '\n')); err != nil {
+	// Encode writes from its own buffer, with the newline: the checkpoint
+	// (an ordered merge's can hold thousands of records) is not copied
+	// twice more, as json.Marshal and an append did.
+	if err := json.NewEncoder(tmp).Encode(c); err != nil {
 		tmp.Close()
-		return fmt.Errorf("write checkpoint: %w", err)
+		if pe := (*os.PathError)(nil); errors.As(err, &pe) {
+			return fmt.Errorf("write checkpoint: %w", err)
+		}
+		return fmt.Errorf("encode checkpoint: %w", err)
 	}
 	if err := tmp.Sync(); err != nil {
 		tmp.Close()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"unsafe"
 
 	"gopkg.in/yaml.v3"
 
@@ -24,18 +25,37 @@ type arena struct {
 	buf []byte
 }
 
-// reserve makes room for n more bytes, starting a new chunk of at least
-// hint bytes when the current one is too small.
+// reserve makes room for n more bytes, starting a new chunk of hint
+// bytes (at most arenaChunk, at least n) when the current one is too
+// small.
 func (a *arena) reserve(n, hint int) {
 	if cap(a.buf)-len(a.buf) < n {
-		a.buf = stages.NewBuffer(max(n, hint))
+		a.buf = stages.NewBuffer(max(n, min(hint, arenaChunk)))
 		a.b.Own(a.buf)
 	}
 }
 
+// arenaChunk bounds an arena's chunks. Pooled buffers come in powers of
+// two, so one chunk for a whole batch left up to half of it unused, held
+// as long as the batch (in an ordered merge, until its last record is
+// written); chunks of this size waste at most the tail of the last one.
+const arenaChunk = 64 << 10
+
 // since returns the bytes appended since offset start, capped.
 func (a *arena) since(start int) []byte {
 	return a.buf[start:len(a.buf):len(a.buf)]
+}
+
+// members returns the members of record i of b, in *scratch, and the
+// offset of its closing brace: from the batch's field index when the step
+// that wrote the record indexed it, else walked.
+func members(b *stages.Batch, i int, scratch *[]jsonrec.Member) (ms []jsonrec.Member, closeBrace int, err error) {
+	var ok bool
+	if *scratch, closeBrace, ok = b.Fields(i, (*scratch)[:0]); ok {
+		return *scratch, closeBrace, nil
+	}
+	*scratch, closeBrace, err = jsonrec.Members(b.Records[i].Raw, (*scratch)[:0])
+	return *scratch, closeBrace, err
 }
 
 // rejectErr wraps a per-record error with the step type, since the
@@ -259,6 +279,12 @@ type compactor struct {
 func (c *compactor) keep(r *stages.Record) {
 	if dst := &c.b.Records[c.w]; dst != r {
 		*dst = *r
+		// r is an element of b.Records (every caller's loop variable):
+		// its field index entry moves with it.
+		i := int((uintptr(unsafe.Pointer(r)) - uintptr(unsafe.Pointer(&c.b.Records[0]))) / unsafe.Sizeof(*r))
+		if i > c.w && i < len(c.b.Records) && &c.b.Records[i] == r {
+			c.b.MoveFields(i, c.w)
+		}
 	}
 	c.w++
 }

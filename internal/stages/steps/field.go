@@ -1,6 +1,7 @@
 package steps
 
 import (
+	"bytes"
 	"fmt"
 	"sync"
 	"time"
@@ -133,6 +134,12 @@ type parsedFields struct {
 	// encOnly: the fields go into a record that has none yet, so only
 	// enc is needed: fields added with beginUnique are not recorded.
 	encOnly bool
+	// spans are where every field is, in order (duplicates too), as
+	// jsonrec.Members would find them in the object "{"+enc+"}": the
+	// record's field index (see recordWriter.write), kept when
+	// keepSpans is set. Their escape flags are filled in by members.
+	spans     []jsonrec.Member
+	keepSpans bool
 }
 
 // manyFields is where parsedFields stops comparing keys one by one and indexes
@@ -141,9 +148,11 @@ const manyFields = 32
 
 // reset empties p for the next record; merge tells whether its fields
 // will be merged into a parsed record (see recordWriter.write), which
-// needs every field's key.
-func (p *parsedFields) reset(merge bool) {
+// needs every field's key, index whether to keep their spans.
+func (p *parsedFields) reset(merge, index bool) {
+	p.keepSpans = index
 	p.keys, p.enc, p.fields, p.dups = p.keys[:0], p.enc[:0], p.fields[:0], 0
+	p.spans = p.spans[:0]
 	p.encOnly = !merge
 	if p.index != nil {
 		clear(p.index)
@@ -192,7 +201,11 @@ func (p *parsedFields) find(key string) int {
 // `"key":` to enc; the caller appends the value, then calls end.
 func (p *parsedFields) begin(key []byte) {
 	p.add(key)
+	k := len(p.enc)
 	p.enc = jsonrec.AppendKey(p.enc, unsafe.String(unsafe.SliceData(key), len(key)))
+	if p.keepSpans {
+		p.span(k)
+	}
 }
 
 // add records a new field named key, starting at the end of enc, and
@@ -205,7 +218,18 @@ func (p *parsedFields) add(key []byte) {
 		p.enc = append(p.enc, ',')
 		p0++
 	}
-	p.fields = append(p.fields, parsedField{k0: k0, k1: len(p.keys), p0: p0})
+	p.fields = append(p.fields, parsedField{})
+	f := &p.fields[len(p.fields)-1]
+	f.k0, f.k1, f.p0 = k0, len(p.keys), p0
+}
+
+// span starts the span of a field whose key begins at enc[k] and was
+// just written, with its colon. (Field by field: a composite literal of
+// the 40-byte Member was a tenth of an access log's parse.)
+func (p *parsedFields) span(k int) {
+	p.spans = append(p.spans, jsonrec.Member{})
+	m := &p.spans[len(p.spans)-1]
+	m.Key, m.KeyEnd, m.Val = k+1, len(p.enc), len(p.enc)+1
 }
 
 // end closes the field begun last, marking an earlier one of the same key
@@ -214,6 +238,9 @@ func (p *parsedFields) end() {
 	n := len(p.fields) - 1
 	f := &p.fields[n]
 	f.p1 = len(p.enc)
+	if p.keepSpans {
+		p.spans[len(p.spans)-1].End = len(p.enc) + 1
+	}
 	// find sees only fields[:n] as candidates: hide the new one meanwhile.
 	p.fields = p.fields[:n]
 	if old := p.find(p.keyAt(f.k0, f.k1)); old >= 0 {
@@ -255,15 +282,21 @@ func (p *parsedFields) beginUnique(key, prefix []byte) {
 		if len(p.enc) > 0 {
 			p.enc = append(p.enc, ',')
 		}
-		p.enc = append(p.enc, prefix...)
-		return
+	} else {
+		p.add(key)
 	}
-	p.add(key)
+	k := len(p.enc)
 	p.enc = append(p.enc, prefix...)
+	if p.keepSpans {
+		p.span(k)
+	}
 }
 
 // endUnique closes the field begun last with beginUnique.
 func (p *parsedFields) endUnique() {
+	if p.keepSpans {
+		p.spans[len(p.spans)-1].End = len(p.enc) + 1
+	}
 	if p.encOnly {
 		return
 	}
@@ -281,6 +314,23 @@ func (p *parsedFields) addStringUnique(key, prefix, val []byte) {
 	p.beginUnique(key, prefix)
 	p.enc = jsonrec.AppendString(p.enc, unsafe.String(unsafe.SliceData(val), len(val)))
 	p.endUnique()
+}
+
+// members returns the members of the object "{" + p.enc + "}", with
+// their escape flags, when p has no duplicates (else enc is not what is
+// written): the escapes are found with one fast scan of enc, instead of a
+// walk of the object. They alias p.
+func (p *parsedFields) members() []jsonrec.Member {
+	if bytes.IndexByte(p.enc, '\\') < 0 {
+		return p.spans
+	}
+	for i := range p.spans {
+		m := &p.spans[i]
+		k, v := p.enc[m.Key-1:m.KeyEnd-1], p.enc[m.Val-1:m.End-1]
+		m.Escaped = bytes.IndexByte(k, '\\') >= 0
+		m.ValEscaped = v[0] == '"' && bytes.IndexByte(v, '\\') >= 0
+	}
+	return p.spans
 }
 
 // appendPairs appends the fields that are not duplicates, joined by
@@ -310,6 +360,7 @@ type parseScratch struct {
 	text    []byte // a field's unescaped text
 	out     parsedFields
 	members []jsonrec.Member
+	edited  []jsonrec.Member // the members of a rewritten record
 	edits   []jsonrec.Edit
 	add     []byte
 	spare   []byte    // free for the step's own use (unquoting)
@@ -318,16 +369,22 @@ type parseScratch struct {
 }
 
 // recordWriter writes parsed fields into the records of one batch, their
-// new texts in one arena, and compacts the batch.
+// new texts in one arena, and compacts the batch. It indexes the members
+// of the records it writes, for the steps after it (stages.FieldIndex).
 type recordWriter struct {
 	s *parseScratch
 	a arena
 	c compactor
+	x *stages.FieldIndex
 	n int // records seen, for the arena's size hint
 }
 
 func (s *parseScratch) writer(b *stages.Batch) recordWriter {
-	return recordWriter{s: s, a: arena{b: b}, c: compactor{b: b}}
+	w := recordWriter{s: s, a: arena{b: b}, c: compactor{b: b}}
+	if b.IndexFields {
+		w.x = stages.NewFieldIndex(len(b.Records))
+	}
+	return w
 }
 
 // reject moves r to the batch's rejects with the step's name on err.
@@ -351,20 +408,21 @@ func (w *recordWriter) write(r *stages.Record, step string, p *parsedFields) {
 		w.a.buf = p.appendPairs(w.a.buf)
 		w.a.buf = append(w.a.buf, '}')
 		r.SetParsed(w.a.since(start))
+		if p.dups == 0 && w.x != nil {
+			w.x.Add(w.c.w, r.Raw, p.members(), len(r.Raw)-1)
+		}
 		w.c.keep(r)
 		return
 	}
 	s := w.s
-	var closeBrace int
-	var err error
-	s.members, closeBrace, err = jsonrec.Members(r.Raw, s.members[:0])
+	ms, closeBrace, err := members(w.c.b, w.n-1, &s.members)
 	if err != nil {
 		w.c.reject(r, rejectErr(step, fmt.Errorf("malformed JSON record: %w", err)))
 		return
 	}
 	s.edits = s.edits[:0]
-	for i := range s.members {
-		m := &s.members[i]
+	for i := range ms {
+		m := &ms[i]
 		if p.findMember(r.Raw, m) {
 			s.edits = append(s.edits, jsonrec.Edit{Member: i, Remove: true})
 		}
@@ -373,9 +431,21 @@ func (w *recordWriter) write(r *stages.Record, step string, p *parsedFields) {
 	need := len(r.Raw) + 1 + len(s.add)
 	w.a.reserve(need, need*left)
 	start := len(w.a.buf)
-	w.a.buf = jsonrec.AppendEdited(w.a.buf, r.Raw, s.members, closeBrace, s.edits, s.add)
+	w.a.buf = jsonrec.AppendEdited(w.a.buf, r.Raw, ms, closeBrace, s.edits, s.add)
 	r.Raw = w.a.since(start)
+	if w.x != nil {
+		w.index(r.Raw, ms, closeBrace, s.edits, s.add)
+	}
 	w.c.keep(r)
+}
+
+// index adds the members of raw, the record about to be kept, which
+// jsonrec.AppendEdited wrote from an object with members ms.
+func (w *recordWriter) index(raw []byte, ms []jsonrec.Member, closeBrace int, edits []jsonrec.Edit, add []byte) {
+	var ok bool
+	if w.s.edited, closeBrace, ok = jsonrec.EditedMembers(w.s.edited[:0], ms, closeBrace, edits, add); ok {
+		w.x.Add(w.c.w, raw, w.s.edited, closeBrace)
+	}
 }
 
 // findMember reports whether p has a field named like member m of obj.
@@ -394,8 +464,11 @@ func (p *parsedFields) findMember(obj []byte, m *jsonrec.Member) bool {
 	return p.find(v.(string)) >= 0
 }
 
-// done compacts the batch.
-func (w *recordWriter) done() { w.c.done() }
+// done compacts the batch and gives it the index of its records.
+func (w *recordWriter) done() {
+	w.c.done()
+	w.c.b.SetFieldIndex(w.x)
+}
 
 // textStep is a parsing step: parse fills s.out from one text (the line or
 // the field's string) or returns what it wanted at which byte (see
@@ -432,7 +505,7 @@ func (st *textStep) Process(b *stages.Batch) {
 		r := &b.Records[i]
 		text, err := st.src.text(r, s)
 		if err == nil {
-			s.out.reset(r.Parsed)
+			s.out.reset(r.Parsed, w.x != nil)
 			err = st.parse(text, s)
 		}
 		if err != nil {

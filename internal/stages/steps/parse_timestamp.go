@@ -1,6 +1,7 @@
 package steps
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math"
@@ -121,6 +122,13 @@ type tsScratch struct {
 	val  []byte
 	vals [][]byte // val, as planSet takes
 	str  []byte   // the field's string, when it has escapes
+	// edited are the members of a rewritten record.
+	edited []jsonrec.Member
+	// memoIn and memoStr are the text that gave val; memo says whether
+	// val may be reused for the same text (see value).
+	memoIn  []byte
+	memoStr bool
+	memo    bool
 }
 
 func newParseTimestamp(cfg *ParseTimestampConfig, now func() time.Time) *parseTimestamp {
@@ -132,8 +140,11 @@ func newParseTimestamp(cfg *ParseTimestampConfig, now func() time.Time) *parseTi
 // Process parses the field of every Parsed record and writes the time to
 // the target field. A record without the field, or whose value does not
 // match the format, is a bad record; so are records not Parsed. The new
-// record texts share one allocation per batch. Safe for concurrent calls
-// on different batches.
+// record texts share one allocation per batch; a record whose target
+// already holds the value written (a time already normalised) keeps its
+// text. It finds the field, and indexes its output, with the batch's
+// field index (stages.FieldIndex). Safe for concurrent calls on different
+// batches.
 func (st *parseTimestamp) Process(b *stages.Batch) {
 	s := st.pool.Get().(*tsScratch)
 	defer st.pool.Put(s)
@@ -146,6 +157,11 @@ func (st *parseTimestamp) Process(b *stages.Batch) {
 	}
 	a := arena{b: b}
 	c := compactor{b: b}
+	var x *stages.FieldIndex
+	if b.IndexFields {
+		x = stages.NewFieldIndex(len(b.Records))
+	}
+	s.memo = false
 	for i := range b.Records {
 		r := &b.Records[i]
 		need := len(r.Raw) + extra
@@ -154,37 +170,76 @@ func (st *parseTimestamp) Process(b *stages.Batch) {
 			c.reject(r, errNotParsed("parse_timestamp"))
 			continue
 		}
-		var closeBrace int
-		var err error
-		s.set.members, closeBrace, err = jsonrec.Members(r.Raw, s.set.members[:0])
+		ms, closeBrace, err := members(b, i, &s.set.members)
 		if err != nil {
 			c.reject(r, rejectErr("parse_timestamp", fmt.Errorf("malformed JSON record: %w", err)))
 			continue
 		}
-		t, err := st.parse(s, r.Raw, s.set.members)
-		if err != nil {
+		if err := st.value(s, r.Raw, ms); err != nil {
 			c.reject(r, rejectErr("parse_timestamp", err))
 			continue
 		}
-		s.val = appendTime(s.val[:0], t, cfg.to)
 		s.vals[0] = s.val
+		planSet(&s.set, r.Raw, ms, cfg.target, s.vals)
+		if unchanged(r.Raw, ms, s.set.edits, s.set.add) {
+			x.Add(c.w, r.Raw, ms, closeBrace)
+			c.keep(r)
+			continue
+		}
 		a.reserve(need, total+need)
 		start := len(a.buf)
-		planSet(&s.set, r.Raw, s.set.members, cfg.target, s.vals)
-		a.buf = jsonrec.AppendEdited(a.buf, r.Raw, s.set.members, closeBrace, s.set.edits, s.set.add)
+		a.buf = jsonrec.AppendEdited(a.buf, r.Raw, ms, closeBrace, s.set.edits, s.set.add)
 		r.Raw = a.since(start)
+		if x != nil {
+			var ok bool
+			if s.edited, closeBrace, ok = jsonrec.EditedMembers(s.edited[:0], ms, closeBrace, s.set.edits, s.set.add); ok {
+				x.Add(c.w, r.Raw, s.edited, closeBrace)
+			}
+		}
 		c.keep(r)
 	}
 	c.done()
+	b.SetFieldIndex(x)
 }
 
-// parse reads the configured field of obj as a time.
-func (st *parseTimestamp) parse(s *tsScratch, obj []byte, ms []jsonrec.Member) (time.Time, error) {
-	cfg := st.cfg
+// unchanged reports whether edits and add (from planSet) leave obj as it
+// is: they only set one member to the value it has.
+func unchanged(obj []byte, ms []jsonrec.Member, edits []jsonrec.Edit, add []byte) bool {
+	if len(add) > 0 || len(edits) != 1 || edits[0].Remove {
+		return false
+	}
+	m := &ms[edits[0].Member]
+	return bytes.Equal(obj[m.Val:m.End], edits[0].Value)
+}
+
+// value sets s.val to the value to write for the configured field of obj
+// (members ms). Within a batch, a field whose text is the previous
+// record's gives the previous value without parsing it again: logs
+// written at one-second resolution repeat their time for every line of
+// that second. (Not for formats without a year, whose result depends on
+// the time of day.)
+func (st *parseTimestamp) value(s *tsScratch, obj []byte, ms []jsonrec.Member) error {
 	v, isStr, err := st.src.member(obj, ms, &s.str)
 	if err != nil {
-		return time.Time{}, err
+		return err
 	}
+	if s.memo && isStr == s.memoStr && bytes.Equal(v, s.memoIn) {
+		return nil
+	}
+	t, err := st.parse(v, isStr)
+	if err != nil {
+		return err
+	}
+	s.val = appendTime(s.val[:0], t, st.cfg.to)
+	s.memoIn, s.memoStr = append(s.memoIn[:0], v...), isStr
+	s.memo = st.cfg.layout == nil || st.cfg.layout.HasYear
+	return nil
+}
+
+// parse reads v, the configured field's text (a string's contents when
+// isStr), as a time.
+func (st *parseTimestamp) parse(v []byte, isStr bool) (time.Time, error) {
+	cfg := st.cfg
 	if cfg.unix >= 0 {
 		t, err := parseUnix(v, cfg.unix)
 		if err != nil {

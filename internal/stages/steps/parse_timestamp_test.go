@@ -187,6 +187,7 @@ func benchRecords(b *testing.B, st stages.Step, recs []stages.Record) {
 		n += len(r.Raw)
 	}
 	b.SetBytes(int64(n))
+	cpu0 := processCPU()
 	for b.Loop() {
 		copy(own, recs)
 		batch := &stages.Batch{Records: own}
@@ -199,4 +200,55 @@ func benchRecords(b *testing.B, st stages.Step, recs []stages.Record) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(recs)), "ns/record")
 	b.ReportMetric(float64(b.N*len(recs))/b.Elapsed().Seconds(), "lines/s")
+	reportCPU(b, cpu0, b.N*len(recs))
+}
+
+// reportCPU reports the process's CPU time since cpu0 per record, when
+// it is measured (see processCPU).
+func reportCPU(b *testing.B, cpu0 int64, records int) {
+	if cpu1 := processCPU(); cpu0 > 0 && cpu1 > cpu0 {
+		b.ReportMetric(float64(cpu1-cpu0)/float64(records), "cpu-ns/record")
+	}
+}
+
+// TestParseTimestampRepeatedText: records whose time text repeats reuse
+// the previous value; a different or bad text in between must not leak
+// into the next record.
+func TestParseTimestampRepeatedText(t *testing.T) {
+	st := newStep(t, "parse_timestamp", `{field: t, format: '%d/%b/%Y:%H:%M:%S %z', target: ts}`)
+	b := parsed(t,
+		`{"t":"10/Oct/2000:13:55:36 -0700"}`,
+		`{"t":"10/Oct/2000:13:55:36 -0700"}`,
+		`{"t":"10/Oct/2000:13:55:37 -0700"}`,
+		`{"t":"10/Oct/2000:13:55:36 -0700"}`,
+		`{"t":"99/Oct/2000:13:55:36 -0700"}`,
+		`{"t":"10/Oct/2000:13:55:36 -0700"}`,
+		`{"t":"10/Oct/2000:13:55:36 +0000"}`,
+		`{"t":"10/Oct/2000:13:55:36 +0000"}`,
+	)
+	st.Process(b)
+	want := []string{"2000-10-10T20:55:36Z", "2000-10-10T20:55:36Z", "2000-10-10T20:55:37Z", "2000-10-10T20:55:36Z",
+		"2000-10-10T20:55:36Z", "2000-10-10T13:55:36Z", "2000-10-10T13:55:36Z"}
+	if len(b.Records) != len(want) || len(b.Rejects) != 1 {
+		t.Fatalf("kept %d, rejected %d: %v", len(b.Records), len(b.Rejects), rejectErrors(b.Rejects))
+	}
+	for i, w := range want {
+		if got := decodeRecord(t, b.Records[i].Raw)["ts"]; got != w {
+			t.Errorf("record %d: ts %v, want %s", i, got, w)
+		}
+	}
+}
+
+// BenchmarkParseTimestampDistinct is BenchmarkParseTimestamp/strftime
+// with a different second on every line, so that no time is reused from
+// the line before (see parseTimestamp.value).
+func BenchmarkParseTimestampDistinct(b *testing.B) {
+	st := newStep(b, "parse_timestamp", `{field: time, format: '%d/%b/%Y:%H:%M:%S %z'}`)
+	lines := make([]string, 256)
+	t0 := time.Date(2000, 10, 10, 13, 55, 36, 0, time.FixedZone("", -7*3600))
+	for i := range lines {
+		lines[i] = `{"remote":"203.0.113.9","time":"` + t0.Add(time.Duration(i)*time.Second).Format("02/Jan/2006:15:04:05 -0700") +
+			`","request":"GET / HTTP/1.1","status":200}`
+	}
+	benchRecords(b, st, parsed(b, lines...).Records)
 }

@@ -1,6 +1,7 @@
 package steps
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"strings"
@@ -65,6 +66,7 @@ type renameScratch struct {
 	members []jsonrec.Member
 	names   []string // current name of each member; "\x00" once removed
 	out     []byte
+	outMs   []jsonrec.Member // out's members
 }
 
 // removedName marks a member that a rename replaced; Validate keeps NUL
@@ -75,32 +77,38 @@ const removedName = "\x00"
 // field named old exists, a field already named new is removed and old
 // takes its place under the new name, keeping its position. A record none
 // of whose fields is renamed is left as is. Records not Parsed are
-// rejected.
+// rejected. It finds the fields, and indexes its output, with the
+// batch's field index (stages.FieldIndex).
 func (st *rename) Process(b *stages.Batch) {
 	s := st.pool.Get().(*renameScratch)
 	defer st.pool.Put(s)
 	a := arena{b: b}
 	c := compactor{b: b}
+	var x *stages.FieldIndex
+	if b.IndexFields {
+		x = stages.NewFieldIndex(len(b.Records))
+	}
 	for i := range b.Records {
 		r := &b.Records[i]
 		if !r.Parsed {
 			c.reject(r, errNotParsed("rename"))
 			continue
 		}
-		var err error
-		s.members, _, err = jsonrec.Members(r.Raw, s.members[:0])
+		ms, closeBrace, err := members(b, i, &s.members)
 		if err != nil {
 			c.reject(r, rejectErr("rename", fmt.Errorf("malformed JSON record: %w", err)))
 			continue
 		}
-		if !st.plan(r.Raw, s) {
+		if !st.plan(r.Raw, ms, s) {
+			x.Add(c.w, r.Raw, ms, closeBrace)
 			c.keep(r)
 			continue
 		}
 		s.out = append(s.out[:0], '{')
+		outMs := s.outMs[:0]
 		first := true
-		for k := range s.members {
-			m := &s.members[k]
+		for k := range ms {
+			m := &ms[k]
 			name := s.names[k]
 			if name == removedName {
 				continue
@@ -109,11 +117,26 @@ func (st *rename) Process(b *stages.Batch) {
 				s.out = append(s.out, ',')
 			}
 			first = false
-			if m.Escaped || name != unsafe.String(unsafe.SliceData(m.RawKey(r.Raw)), m.KeyEnd-m.Key-2) {
+			key := len(s.out)
+			renamed := m.Escaped || name != unsafe.String(unsafe.SliceData(m.RawKey(r.Raw)), m.KeyEnd-m.Key-2)
+			if renamed {
 				s.out = jsonrec.AppendKey(s.out, name)
-				s.out = append(s.out, r.Raw[m.Val:m.End]...)
 			} else {
-				s.out = append(s.out, r.Raw[m.Key:m.End]...)
+				s.out = append(s.out, r.Raw[m.Key:m.Val]...)
+			}
+			val := len(s.out)
+			s.out = append(s.out, r.Raw[m.Val:m.End]...)
+			if x == nil {
+				continue
+			}
+			outMs = append(outMs, jsonrec.Member{})
+			o := &outMs[len(outMs)-1]
+			o.Key, o.Val, o.End, o.ValEscaped = key, val, len(s.out), m.ValEscaped
+			if renamed {
+				o.KeyEnd = val - 1 // before the colon AppendKey wrote
+				o.Escaped = bytes.IndexByte(s.out[key:o.KeyEnd], '\\') >= 0
+			} else {
+				o.KeyEnd, o.Escaped = key+m.KeyEnd-m.Key, m.Escaped
 			}
 		}
 		s.out = append(s.out, '}')
@@ -121,17 +144,20 @@ func (st *rename) Process(b *stages.Batch) {
 		start := len(a.buf)
 		a.buf = append(a.buf, s.out...)
 		r.Raw = a.since(start)
+		x.Add(c.w, r.Raw, outMs, len(r.Raw)-1)
+		s.outMs = outMs
 		c.keep(r)
 	}
 	c.done()
+	b.SetFieldIndex(x)
 }
 
 // plan sets s.names to the final name of each member and reports whether
 // any member was renamed or removed.
-func (st *rename) plan(obj []byte, s *renameScratch) bool {
+func (st *rename) plan(obj []byte, ms []jsonrec.Member, s *renameScratch) bool {
 	s.names = s.names[:0]
-	for k := range s.members {
-		m := &s.members[k]
+	for k := range ms {
+		m := &ms[k]
 		raw := m.RawKey(obj)
 		switch {
 		case m.Escaped:
