@@ -233,6 +233,9 @@ func (r *reload) quiesce(timeout time.Duration) error {
 		}
 		w := make(chan struct{})
 		r.wake[s.id] = w
+		if !r.kept(s.id) {
+			s.drainFirst.Store(true) // a Drainer going away empties itself before the barrier
+		}
 		s.hold(epoch, w)
 	}
 	select {

@@ -45,6 +45,11 @@ type sourceRunner struct {
 	// then makes it return instead of reading on.
 	park atomic.Pointer[parkRequest]
 	quit atomic.Bool
+	// drainFirst, set by a reload that replaces or removes the source,
+	// makes a stages.Drainer empty itself before the barrier that parks
+	// it; drained records that it was (run goroutine only).
+	drainFirst atomic.Bool
+	drained    bool
 }
 
 type parkRequest struct {
@@ -105,6 +110,11 @@ func (s *sourceRunner) run(stop context.Context) error {
 	}
 	for {
 		s.commits.deliver(s.out.hard, s.out.m, s.log)
+		if s.drainFirst.Load() && s.park.Load() != nil {
+			if !s.drain() {
+				return nil
+			}
+		}
 		if req := s.barrierReq.Load(); req > s.injected {
 			// Inject every epoch requested since the last one, even when
 			// several piled up while Read or emit was blocked: aligners
@@ -133,6 +143,7 @@ func (s *sourceRunner) run(stop context.Context) error {
 			}
 		}
 		if stop.Err() != nil {
+			s.drain()
 			return nil
 		}
 		rctx, cancel := context.WithCancel(stop)
@@ -155,19 +166,8 @@ func (s *sourceRunner) run(stop context.Context) error {
 		s.cancelRead = nil
 		s.mu.Unlock()
 		cancel()
-		var tk *ticket
-		switch {
-		case s.gate == nil:
-		case s.gated:
-			tk = s.gate.claim(b)
-		case b != nil:
-			tk = s.gate.take("", b)
-		}
-		if b != nil {
-			s.out.m.in.Add(float64(len(b.Records) + len(b.Rejects)))
-			if !s.out.emit(msg{b: b, t: tk}) {
-				return nil
-			}
+		if !s.emitRead(b) {
+			return nil
 		}
 		switch {
 		case err == nil:
@@ -179,6 +179,59 @@ func (s *sourceRunner) run(stop context.Context) error {
 		default:
 			s.out.m.errors.Inc()
 			return fmt.Errorf("read: %w", err)
+		}
+	}
+}
+
+// emitRead passes on what a Read returned (b may be nil), through the
+// merge's gate when there is one; false at the hard stop.
+func (s *sourceRunner) emitRead(b *stages.Batch) bool {
+	var tk *ticket
+	switch {
+	case s.gate == nil:
+	case s.gated:
+		tk = s.gate.claim(b)
+	case b != nil:
+		tk = s.gate.take("", b)
+	}
+	if b == nil {
+		return true
+	}
+	s.out.m.in.Add(float64(len(b.Records) + len(b.Rejects)))
+	return s.out.emit(msg{b: b, t: tk})
+}
+
+// drain empties a stages.Drainer that is going away cleanly: Drain, then
+// Read until ErrEndOfInput, emitting everything (see stages.Drainer).
+// Only the hard stop or a failing Read cut it short; false at the hard
+// stop. Other sources, and a second call, do nothing.
+func (s *sourceRunner) drain() bool {
+	d, ok := s.src.(stages.Drainer)
+	if !ok || s.drained {
+		return true
+	}
+	s.drained = true
+	d.Drain()
+	n := 0
+	for {
+		b, err := s.src.Read(s.out.hard)
+		if b != nil {
+			n += len(b.Records) + len(b.Rejects)
+		}
+		if !s.emitRead(b) {
+			return false
+		}
+		switch {
+		case err == nil:
+		case errors.Is(err, stages.ErrEndOfInput):
+			s.log.Info().Int("records", n).Msg("source drained")
+			return true
+		case s.out.hard.Err() != nil:
+			return false
+		default:
+			s.out.m.errors.Inc()
+			s.log.Error().Err(err).Int("records", n).Msg("source failed while draining; what it still held is lost")
+			return true
 		}
 	}
 }

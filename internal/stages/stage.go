@@ -188,6 +188,25 @@ type (
 	InputMatcher interface{ MatchesInput(path string) bool }
 )
 
+// Drainer is implemented by sources that hold input they accepted from
+// the outside and cannot give back: a listener's queued messages (syslog
+// has no acknowledgement to make the sender send them again). Without
+// it, what such a source holds when it goes away is lost.
+//
+// When the source is about to go away cleanly (a graceful stop, or a
+// reload that replaces or removes it) the runtime calls Drain once, from
+// the Read goroutine between two Reads. The source then stops accepting
+// input (closes its listeners, stops reading its connections) and its
+// following Reads return what it still holds, then ErrEndOfInput. The
+// runtime reads it to the end before the barrier that parks it for the
+// reload (so the reload's checkpoint covers what was drained) or before
+// its edges close at a stop; their ctx is cancelled only at the hard stop.
+// A source that gives input back on its own (an HTTP request answered
+// 503, a broker redelivering an unacknowledged message) does not need it.
+type Drainer interface {
+	Drain()
+}
+
 // Stateful is implemented by sources and sinks whose position can be
 // checkpointed, which makes them exactly-once across restarts (SPEC §3.1).
 //

@@ -52,6 +52,10 @@ type source struct {
 	out  chan *stages.Batch
 	done chan struct{}
 	wg   sync.WaitGroup
+	// draining is closed by Drain: no new input; drained is closed once
+	// every receiving goroutine has queued what it held.
+	draining, drained chan struct{}
+	drainOnce         sync.Once
 
 	mu     sync.Mutex
 	ln     net.Listener
@@ -75,8 +79,10 @@ func newSource(s stages.Settings, c *Config) (*source, error) {
 		cfg:   c,
 		id:    s.ID,
 		log:   s.Logger,
-		out:   make(chan *stages.Batch, queued),
-		done:  make(chan struct{}),
+		out:      make(chan *stages.Batch, queued),
+		done:     make(chan struct{}),
+		draining: make(chan struct{}),
+		drained:  make(chan struct{}),
 		conns: map[net.Conn]struct{}{},
 
 		open:           s.Gauge("etld_syslog_connections", "Connections open now to a syslog source."),
@@ -208,7 +214,8 @@ func removeStaleSocket(path string) {
 }
 
 // Read returns the next batch received, waiting for one; ctx.Err() when
-// ctx is done first (queued batches stay for the next Read).
+// ctx is done first (queued batches stay for the next Read). After Drain
+// it returns what is queued, then stages.ErrEndOfInput.
 func (s *source) Read(ctx context.Context) (*stages.Batch, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -218,9 +225,43 @@ func (s *source) Read(ctx context.Context) (*stages.Batch, error) {
 		return b, nil
 	case <-s.done:
 		return nil, errClosed
+	case <-s.drained:
+		select {
+		case b := <-s.out:
+			return b, nil
+		default:
+			return nil, stages.ErrEndOfInput
+		}
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+// Drain implements stages.Drainer: the listener closes, each connection
+// stops reading (what the kernel buffered and etld did not read yet is
+// not taken; a message cut in the middle is rejected, not lost silently)
+// and queues what it framed; Read then returns the queue and ends. So a
+// graceful stop or a reload that replaces the source loses nothing etld
+// received.
+func (s *source) Drain() {
+	s.drainOnce.Do(func() {
+		s.mu.Lock()
+		close(s.draining)
+		if s.ln != nil {
+			_ = s.ln.Close()
+		}
+		if s.pc != nil {
+			_ = s.pc.Close() // datagrams not read yet were never received
+		}
+		for c := range s.conns {
+			_ = c.SetReadDeadline(time.Now())
+		}
+		s.mu.Unlock()
+		go func() {
+			s.wg.Wait()
+			close(s.drained)
+		}()
+	})
 }
 
 // Close stops the listener and the connections, waits for the receiving
@@ -260,10 +301,8 @@ func (s *source) accept() {
 	for {
 		c, err := s.ln.Accept()
 		if err != nil {
-			select {
-			case <-s.done:
+			if s.stopping() {
 				return
-			default:
 			}
 			err = fmt.Errorf("syslog source: accept: %w", err)
 			s.acceptErr.Store(&err)
@@ -292,7 +331,7 @@ func (s *source) accept() {
 func (s *source) track(c net.Conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	if s.closed || s.stopping() {
 		return false
 	}
 	if len(s.conns) >= s.cfg.MaxConnections {
@@ -378,12 +417,23 @@ func (s *source) serve(c net.Conn) {
 	}
 }
 
+// closing reports whether Close was called (what is held is dropped).
 func (s *source) closing() bool {
 	select {
 	case <-s.done:
 		return true
 	default:
 		return false
+	}
+}
+
+// stopping reports whether Close or Drain was called: no new input.
+func (s *source) stopping() bool {
+	select {
+	case <-s.draining:
+		return true
+	default:
+		return s.closing()
 	}
 }
 
@@ -421,7 +471,10 @@ func (s *source) receiveUDP() {
 				}
 				continue
 			}
-			if s.closing() || errors.Is(err, net.ErrClosed) {
+			if s.stopping() || errors.Is(err, net.ErrClosed) {
+				if !s.closing() {
+					bt.send() // drained: what is batched goes, then no more
+				}
 				return
 			}
 			s.log.Warn().Err(err).Msg("syslog udp receive failed")

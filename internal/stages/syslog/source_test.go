@@ -372,3 +372,84 @@ func TestHealthReportsBadRenewedTLSFiles(t *testing.T) {
 	}
 	t.Logf("unhealthy: %v", s.Health())
 }
+
+// readToEnd reads a drained source until ErrEndOfInput.
+func readToEnd(t *testing.T, s *source) got {
+	t.Helper()
+	var g got
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for {
+		b, err := s.Read(ctx)
+		if errors.Is(err, stages.ErrEndOfInput) {
+			return g
+		}
+		if err != nil {
+			t.Fatalf("Read after %d records: %v", len(g.records), err)
+		}
+		for _, r := range b.Records {
+			g.records = append(g.records, string(r.Raw))
+		}
+		for _, r := range b.Rejects {
+			r.Record.Raw = []byte(string(r.Record.Raw))
+			g.rejects = append(g.rejects, r)
+		}
+		b.Release()
+	}
+}
+
+// TestDrainKeepsWhatWasReceived: messages etld received but the
+// pipeline has not read yet (queued for Read) all come out after Drain,
+// then the end; the listener is closed and new input is refused. Close
+// instead would drop them.
+func TestDrainKeepsWhatWasReceived(t *testing.T) {
+	for _, mode := range []string{"tcp", "udp"} {
+		t.Run(mode, func(t *testing.T) {
+			s := open(t, func(c *Config) { c.Mode = mode; c.Parse = false })
+			conns, per := 3, 300
+			var sent int
+			for k := range conns {
+				c := dial(t, mode, s.addr())
+				for i := range per {
+					msg := fmt.Sprintf("<13>Dec  4 10:00:01 h t: c%d m%d\n", k, i)
+					send(t, c, msg)
+					sent += len(msg)
+				}
+			}
+			// Wait until the queue is full: etld holds received messages
+			// that nothing read yet (and the kernel may hold more).
+			deadline := time.Now().Add(20 * time.Second)
+			for len(s.out) < cap(s.out) {
+				if time.Now().After(deadline) {
+					t.Fatalf("the queue holds %d batches, want %d", len(s.out), cap(s.out))
+				}
+				time.Sleep(time.Millisecond)
+			}
+			s.Drain()
+			g := readToEnd(t, s)
+			// Every byte etld received comes out: each message plus its
+			// newline, nothing rejected.
+			var out int
+			for _, r := range g.records {
+				out += len(r) + 1
+			}
+			if received := int(value(t, s.bytesIn)); out != received || len(g.rejects) != 0 || out == 0 {
+				t.Fatalf("drained %d records (%d bytes with newlines) and %d rejects; etld received %d of %d bytes sent",
+					len(g.records), out, len(g.rejects), received, sent)
+			}
+			seen := map[string]bool{}
+			for _, r := range g.records {
+				if seen[r] {
+					t.Fatalf("twice: %s", r)
+				}
+				seen[r] = true
+			}
+			if mode == "tcp" {
+				if c, err := net.DialTimeout("tcp", s.addr(), time.Second); err == nil {
+					c.Close()
+					t.Error("the listener still accepts after Drain")
+				}
+			}
+		})
+	}
+}
