@@ -49,8 +49,8 @@ etld run -c /etc/etld/pipelines --admin 127.0.0.1:9300   # the service: every *.
 	},
 	"tap": {
 		synopsis: "PIPELINE STAGE[.ROUTE] [flags]  |  etld tap PIPELINE [STAGE] --dead-letter [flags]",
-		summary: `Prints, one JSON value a line, the records leaving a stage of the running etld (or one route of a worker, or the dead letters). A slow reader is sent a sample, with {"_tap_missed":N} lines counting what it missed; the pipeline never waits for a tap.`,
-		example: `etld tap orders parse.errors --limit 10 --filter 'amount > 100'`,
+		summary:  `Prints, one JSON value a line, the records leaving a stage of the running etld (or one route of a worker, or the dead letters). A slow reader is sent a sample, with {"_tap_missed":N} lines counting what it missed; the pipeline never waits for a tap.`,
+		example:  `etld tap orders parse.errors --limit 10 --filter 'amount > 100'`,
 	},
 	"version": {
 		summary: "Prints the version, the Go version and the commit.",

@@ -16,7 +16,6 @@ import (
 	"syscall"
 )
 
-
 // cmdTap is `etld tap PIPELINE STAGE[.ROUTE]`: it streams /api/tap.
 func cmdTap(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("etld tap", flag.ContinueOnError)

@@ -23,8 +23,8 @@ type drainSource struct {
 }
 
 func (s *drainSource) Open(context.Context) error { return nil }
-func (s *drainSource) Close() error                { return nil }
-func (s *drainSource) Drain()                      { s.once.Do(func() { close(s.drained) }) }
+func (s *drainSource) Close() error               { return nil }
+func (s *drainSource) Drain()                     { s.once.Do(func() { close(s.drained) }) }
 func (s *drainSource) Read(ctx context.Context) (*stages.Batch, error) {
 	select {
 	case <-ctx.Done():

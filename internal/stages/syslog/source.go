@@ -76,14 +76,14 @@ type source struct {
 
 func newSource(s stages.Settings, c *Config) (*source, error) {
 	src := &source{
-		cfg:   c,
-		id:    s.ID,
-		log:   s.Logger,
+		cfg:      c,
+		id:       s.ID,
+		log:      s.Logger,
 		out:      make(chan *stages.Batch, queued),
 		done:     make(chan struct{}),
 		draining: make(chan struct{}),
 		drained:  make(chan struct{}),
-		conns: map[net.Conn]struct{}{},
+		conns:    map[net.Conn]struct{}{},
 
 		open:           s.Gauge("etld_syslog_connections", "Connections open now to a syslog source."),
 		connsTotal:     s.Counter("etld_syslog_connections_total", "Connections accepted by a syslog source."),
