@@ -9,6 +9,7 @@ import (
 	"fmt"
 
 	"github.com/etld/etld/internal/stages"
+	"github.com/etld/etld/internal/stages/nats"
 	"github.com/etld/etld/internal/stages/sinks"
 	"github.com/etld/etld/internal/stages/sources"
 	"github.com/etld/etld/internal/stages/steps"
@@ -17,7 +18,7 @@ import (
 // Registry returns a new registry with every built-in stage type.
 func Registry() *stages.Registry {
 	r := stages.NewRegistry()
-	for _, list := range [][]stages.Factory{sources.All(), steps.All(), sinks.All()} {
+	for _, list := range [][]stages.Factory{sources.All(), steps.All(), sinks.All(), nats.All()} {
 		for _, f := range list {
 			if err := r.Add(f); err != nil {
 				// Two built-ins with one name is a programming error that

@@ -1,0 +1,359 @@
+package nats
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/etld/etld/internal/stages"
+	"github.com/etld/etld/internal/tlsconf"
+)
+
+// SinkConfig is the config of the `nats` sink.
+type SinkConfig struct {
+	URL      string               `yaml:"url" doc:"server URL(s), comma-separated (nats://host:4222, tls://host:4222)"`
+	Creds    string               `yaml:"creds" doc:"NATS credentials file (JWT and NKey seed); relative to the pipeline file's directory"`
+	User     string               `yaml:"user" doc:"user name, with password"`
+	Password string               `yaml:"password" doc:"password of user; write ${VAR} to keep it out of the file"`
+	Token    string               `yaml:"token" doc:"authentication token; write ${VAR} to keep it out of the file"`
+	TLS      tlsconf.ClientConfig `yaml:"tls" doc:"TLS to the server (on with any of its options, or with a tls:// URL)"`
+	Timeout  time.Duration        `yaml:"timeout" doc:"bound on connecting, on the stream lookup and on each publish ack (an unacked publish is sent again)"`
+
+	Subject    string `yaml:"subject" doc:"subject to publish to (required, no wildcards); a JetStream stream must capture it"`
+	MaxPending int    `yaml:"max_pending" doc:"publishes in flight, not acked yet: the window of asynchronous publishing"`
+	MsgID      bool   `yaml:"msg_id" doc:"give each publish a Nats-Msg-Id made of the pipeline, the sink, the source and the record's origin, so that the stream drops a re-send within its duplicate window (exactly once); false publishes at least once, for records that share an origin (one input line routed twice into this sink)"`
+}
+
+// NewSinkConfig returns a SinkConfig with its defaults.
+func NewSinkConfig() *SinkConfig {
+	return &SinkConfig{URL: defaultURL, Timeout: defaultTimeout, MaxPending: 16384, MsgID: true}
+}
+
+func (c *SinkConfig) conn() *ConnConfig {
+	return &ConnConfig{URL: c.URL, Creds: c.Creds, User: c.User, Password: c.Password, Token: c.Token, TLS: c.TLS, Timeout: c.Timeout}
+}
+
+// Validate implements stages.Validator.
+func (c *SinkConfig) Validate() error {
+	errs := []error{c.conn().validate()}
+	switch {
+	case c.Subject == "":
+		errs = append(errs, stages.FieldErr("subject", errors.New("required")))
+	case strings.ContainsAny(c.Subject, "*> \t") || strings.HasPrefix(c.Subject, ".") || strings.HasSuffix(c.Subject, ".") || strings.Contains(c.Subject, ".."):
+		errs = append(errs, stages.FieldErr("subject", fmt.Errorf("%q is not a subject to publish to (no wildcards, spaces or empty tokens)", c.Subject)))
+	}
+	if c.MaxPending < 1 || c.MaxPending > 1_000_000 {
+		errs = append(errs, stages.FieldErr("max_pending", fmt.Errorf("must be between 1 and 1000000, got %d", c.MaxPending)))
+	}
+	return errors.Join(errs...)
+}
+
+// ResolvePaths implements stages.PathResolver.
+func (c *SinkConfig) ResolvePaths(dir string) { resolvePaths(dir, &c.Creds, &c.TLS) }
+
+// CheckFiles implements stages.FileChecker.
+func (c *SinkConfig) CheckFiles() error { return c.conn().checkFiles() }
+
+func sinkFactory() stages.Factory {
+	return stages.Factory{
+		Kind:      stages.KindSink,
+		Type:      "nats",
+		Doc:       "Publishes records to a NATS JetStream subject, each with a stable Nats-Msg-Id so that the stream keeps a re-sent record once.",
+		NewConfig: func() any { return NewSinkConfig() },
+		NewSink: func(s stages.Settings, cfg any) (stages.Sink, error) {
+			c, ok := cfg.(*SinkConfig)
+			if !ok {
+				return nil, fmt.Errorf("nats sink %q: config is %T, want *SinkConfig", s.ID, cfg)
+			}
+			return newSink(s, c), nil
+		},
+	}
+}
+
+// Sink is the `nats` sink. Every method runs on the sink's writer
+// goroutine.
+type Sink struct {
+	cfg  *SinkConfig
+	set  stages.Settings
+	what string
+	c    conn
+
+	ready   bool
+	stream  string
+	flyErr  atomic.Pointer[error] // why the last Flush failed
+	queue   []jetstream.PubAckFuture
+	head    int
+	retry   []*nats.Msg // publishes to send again (failed or timed out)
+	slab    []byte      // payload copies of publishes in flight
+	idbuf   []byte
+	lastErr error
+
+	published, duplicates, resent prometheus.Counter
+}
+
+const slabSize = 1 << 20
+
+func newSink(s stages.Settings, c *SinkConfig) *Sink {
+	what := fmt.Sprintf("nats sink %q", s.ID)
+	return &Sink{
+		cfg: c, set: s, what: what, c: conn{what: what},
+		published: s.Counter("etld_nats_published_total",
+			"Records published to NATS and acknowledged by the stream."),
+		duplicates: s.Counter("etld_nats_duplicates_total",
+			"Publishes the stream dropped as duplicates of a Nats-Msg-Id it holds (re-sends after a restart)."),
+		resent: s.Counter("etld_nats_resent_total",
+			"Publishes sent again after a failure or a missing ack."),
+	}
+}
+
+// Health implements stages.HealthReporter.
+func (s *Sink) Health() error {
+	if err := s.c.healthErr(); err != nil {
+		return err
+	}
+	if p := s.flyErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Open connects and checks that a stream captures the subject. A server
+// that cannot be reached is not an error (Write retries).
+func (s *Sink) Open(ctx context.Context) error {
+	err := s.c.dial(ctx, s.cfg.conn(), s.set,
+		jetstream.WithPublishAsyncMaxPending(s.cfg.MaxPending),
+		jetstream.WithPublishAsyncTimeout(s.cfg.Timeout))
+	if err != nil {
+		return err
+	}
+	if err := s.setup(ctx); err != nil && !down(s.c.nc, err) {
+		s.c.close()
+		s.c.nc = nil
+		return err
+	}
+	return nil
+}
+
+func (s *Sink) setup(ctx context.Context) error {
+	tctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	name, err := s.c.js.StreamNameBySubject(tctx, s.cfg.Subject)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		err = fmt.Errorf("%s: no stream captures subject %q", s.what, s.cfg.Subject)
+	} else if err != nil {
+		err = fmt.Errorf("%s: looking up the stream of subject %q: %w", s.what, s.cfg.Subject, err)
+	}
+	if err != nil {
+		s.flyErr.Store(&err)
+		return err
+	}
+	s.flyErr.Store(nil)
+	s.stream, s.ready = name, true
+	return nil
+}
+
+// Write publishes every record asynchronously; at most max_pending wait
+// for their acks at a time.
+func (s *Sink) Write(ctx context.Context, b *stages.Batch) error {
+	if s.c.nc == nil {
+		return errors.New(s.what + ": write before open")
+	}
+	if !s.ready {
+		if err := s.setup(ctx); err != nil {
+			return err
+		}
+	}
+	if err := s.resend(); err != nil {
+		return err
+	}
+	for i := range b.Records {
+		r := &b.Records[i]
+		if len(s.slab)+len(r.Raw) > cap(s.slab) {
+			s.slab = make([]byte, 0, max(slabSize, len(r.Raw)))
+		}
+		n := len(s.slab)
+		s.slab = append(s.slab, r.Raw...)
+		m := &nats.Msg{Subject: s.cfg.Subject, Data: s.slab[n:len(s.slab):len(s.slab)]}
+		if id := s.msgID(r); id != "" {
+			m.Header = nats.Header{jetstream.MsgIDHeader: []string{id}}
+		}
+		if err := s.publish(m); err != nil {
+			b.Records = b.Records[i:]
+			if errors.Is(err, nats.ErrMaxPayload) {
+				return stages.Permanent(fmt.Errorf("%s: %w", s.what, err))
+			}
+			return fmt.Errorf("%s: publish: %w", s.what, err)
+		}
+	}
+	b.Records = b.Records[:0]
+	return nil
+}
+
+// msgID is the record's Nats-Msg-Id: the pipeline, the sink, the source
+// and the record's place in it (file and offset, or the stream sequence
+// of an upstream nats source). Records without a place get none (they
+// are published at least once).
+func (s *Sink) msgID(r *stages.Record) string {
+	if !s.cfg.MsgID || r.Origin == nil || r.Offset < 0 {
+		return ""
+	}
+	b := append(s.idbuf[:0], s.set.Pipeline...)
+	b = append(b, '/')
+	b = append(b, s.set.ID...)
+	b = append(b, '/')
+	b = append(b, r.Origin.Source...)
+	b = append(b, '/')
+	b = append(b, r.Origin.Path...)
+	b = append(b, ':')
+	b = strconv.AppendInt(b, r.Offset, 10)
+	s.idbuf = b
+	return string(b)
+}
+
+// publish sends m and queues its ack, reaping the acks that came.
+func (s *Sink) publish(m *nats.Msg) error {
+	s.reap()
+	f, err := s.c.js.PublishMsgAsync(m, jetstream.WithStallWait(s.cfg.Timeout))
+	if err != nil {
+		return err
+	}
+	s.queue = append(s.queue, f)
+	return nil
+}
+
+// reap takes the acks that came, in order, without waiting; failed
+// publishes are kept for resend.
+func (s *Sink) reap() {
+	for s.head < len(s.queue) {
+		if !s.settle(s.queue[s.head], false, nil) {
+			break
+		}
+		s.queue[s.head] = nil
+		s.head++
+	}
+	if s.head == len(s.queue) {
+		s.queue, s.head = s.queue[:0], 0
+	} else if s.head > 4096 && s.head > len(s.queue)/2 {
+		n := copy(s.queue, s.queue[s.head:])
+		clear(s.queue[n:])
+		s.queue, s.head = s.queue[:n], 0
+	}
+}
+
+// settle takes f's outcome: without block, only when it is there (ok
+// reports whether it was); with block, until it is there or done is
+// closed.
+func (s *Sink) settle(f jetstream.PubAckFuture, block bool, done <-chan struct{}) bool {
+	if !block {
+		select {
+		case ack := <-f.Ok():
+			s.acked(ack)
+			return true
+		case err := <-f.Err():
+			s.failed(f, err)
+			return true
+		default:
+			return false
+		}
+	}
+	select {
+	case ack := <-f.Ok():
+		s.acked(ack)
+		return true
+	case err := <-f.Err():
+		s.failed(f, err)
+		return true
+	case <-done:
+		return false
+	}
+}
+
+func (s *Sink) acked(ack *jetstream.PubAck) {
+	s.published.Inc()
+	if ack != nil && ack.Duplicate {
+		s.duplicates.Inc()
+	}
+}
+
+func (s *Sink) failed(f jetstream.PubAckFuture, err error) {
+	old := f.Msg()
+	s.retry = append(s.retry, &nats.Msg{Subject: old.Subject, Data: old.Data, Header: old.Header})
+	s.lastErr = err
+}
+
+// resend publishes the failed publishes again (their Nats-Msg-Id makes a
+// publish that did reach the stream a duplicate it drops).
+func (s *Sink) resend() error {
+	for len(s.retry) > 0 {
+		m := s.retry[0]
+		f, err := s.c.js.PublishMsgAsync(m, jetstream.WithStallWait(s.cfg.Timeout))
+		if err != nil {
+			return fmt.Errorf("%s: publish again: %w", s.what, err)
+		}
+		s.resent.Inc()
+		s.queue = append(s.queue, f)
+		s.retry[0] = nil
+		s.retry = s.retry[1:]
+	}
+	s.retry = nil
+	return nil
+}
+
+// Flush waits for the ack of every publish, sending the failed ones
+// again: once it returns nil, the stream holds every record written.
+func (s *Sink) Flush(ctx context.Context) error {
+	if s.c.nc == nil {
+		return nil
+	}
+	for round := 0; ; round++ {
+		if err := s.resend(); err != nil {
+			s.setFlushErr(err)
+			return err
+		}
+		for s.head < len(s.queue) {
+			if !s.settle(s.queue[s.head], true, ctx.Done()) {
+				return ctx.Err()
+			}
+			s.queue[s.head] = nil
+			s.head++
+		}
+		s.queue, s.head = s.queue[:0], 0
+		if len(s.retry) == 0 {
+			s.flyErr.Store(nil)
+			s.slab = s.slab[:0] // nothing in flight references it any more
+			return nil
+		}
+		if round > 0 {
+			err := fmt.Errorf("%s: %d publishes not acknowledged: %v; sending them again", s.what, len(s.retry), s.lastErr)
+			s.setFlushErr(err)
+			return err
+		}
+	}
+}
+
+func (s *Sink) setFlushErr(err error) { s.flyErr.Store(&err) }
+
+// Close flushes what it can and disconnects. What was not acked is sent
+// again by the next run (from the sources' last checkpoint).
+func (s *Sink) Close(ctx context.Context) error {
+	if s.c.nc == nil {
+		return nil
+	}
+	var err error
+	if s.c.nc.IsConnected() {
+		fctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+		err = s.Flush(fctx)
+		cancel()
+	}
+	s.c.close()
+	s.c.nc = nil
+	return err
+}
