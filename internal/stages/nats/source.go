@@ -146,16 +146,17 @@ type Source struct {
 	what   string
 	origin *stages.Origin
 
-	set   stages.Settings
-	c     conn
-	cons  jetstream.Consumer
+	set  stages.Settings
+	c    conn
+	cons jetstream.Consumer
 	// fetches is the pull request in flight (one: the server shares
 	// messages among a consumer's waiting requests, which would mix up
 	// their order).
-	fetches []jetstream.MessageBatch
-	unfetch context.CancelFunc // ends the pull request in flight
-	ready bool
-	tries int
+	fetches  []jetstream.MessageBatch
+	unfetch  context.CancelFunc // ends the pull request in flight
+	ready    bool
+	tries    int       // failed attempts in a row
+	nextTry  time.Time // when to try again after a failure
 	setupErr atomic.Pointer[error]
 
 	mu     sync.Mutex
@@ -328,6 +329,9 @@ func (s *Source) next(ctx context.Context) (jetstream.Msg, error) {
 			if err != nil {
 				return nil, err
 			}
+			if s.setupErr.Load() != nil {
+				s.setupErr.Store(nil) // the server answers again
+			}
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
@@ -343,7 +347,12 @@ func (s *Source) Read(ctx context.Context) (*stages.Batch, error) {
 		return nil, err
 	}
 	for !s.ready {
-		t := time.NewTimer(backoff(s.tries))
+		// An absolute time: Reads are interrupted at every checkpoint,
+		// which must not restart the wait.
+		if s.nextTry.IsZero() {
+			s.nextTry = time.Now().Add(backoff(s.tries))
+		}
+		t := time.NewTimer(time.Until(s.nextTry))
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -351,6 +360,7 @@ func (s *Source) Read(ctx context.Context) (*stages.Batch, error) {
 		case <-t.C:
 		}
 		s.tries++
+		s.nextTry = time.Time{}
 		if err := s.setup(ctx); err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
@@ -383,19 +393,23 @@ func (s *Source) Read(ctx context.Context) (*stages.Batch, error) {
 			if len(held) > 0 || !s.ready {
 				break
 			}
-			t := time.NewTimer(backoff(s.tries))
-			s.tries++
+			if s.nextTry.IsZero() {
+				s.nextTry = time.Now().Add(backoff(s.tries))
+			}
+			t := time.NewTimer(time.Until(s.nextTry))
 			select {
 			case <-ctx.Done():
 				t.Stop()
 				return nil, ctx.Err()
 			case <-t.C:
 			}
+			s.tries++
+			s.nextTry = time.Time{}
 			continue
 		}
-		if s.tries > 0 {
+		if s.tries > 0 || s.setupErr.Load() != nil {
 			s.tries = 0
-			s.setupErr.Store(nil)
+			s.setupErr.Store(nil) // works again
 		}
 		hm, ok := s.parseReply(m.Reply())
 		if !ok {
