@@ -105,8 +105,9 @@ func (c *ConnConfig) checkFiles() error {
 type conn struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream
-	health atomic.Pointer[error]
-	what   string // "nats source \"in\"", for errors
+	health atomic.Pointer[error] // the connection's
+	fault  atomic.Pointer[error] // the stage's (see setFault)
+	what   string                // "nats source \"in\"", for errors
 }
 
 // setHealth records why the stage does not work (nil: it does).
@@ -118,8 +119,25 @@ func (c *conn) setHealth(err error) {
 	c.health.Store(&err)
 }
 
-func (c *conn) healthErr() error {
+// setFault records why the stage's own work fails while the connection
+// is up (a missing stream, a failing read or publish); nil: it works.
+func (c *conn) setFault(err error) {
+	if err == nil {
+		if c.fault.Load() != nil {
+			c.fault.Store(nil)
+		}
+		return
+	}
+	c.fault.Store(&err)
+}
+
+// report is the stage's Health: the connection's state first, then the
+// stage's fault.
+func (c *conn) report() error {
 	if p := c.health.Load(); p != nil {
+		return *p
+	}
+	if p := c.fault.Load(); p != nil {
 		return *p
 	}
 	return nil

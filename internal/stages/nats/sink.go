@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -88,7 +87,6 @@ type Sink struct {
 
 	ready   bool
 	stream  string
-	flyErr  atomic.Pointer[error] // why the last Flush failed
 	queue   []jetstream.PubAckFuture
 	head    int
 	retry   []*nats.Msg // publishes to send again (failed or timed out)
@@ -115,15 +113,7 @@ func newSink(s stages.Settings, c *SinkConfig) *Sink {
 }
 
 // Health implements stages.HealthReporter.
-func (s *Sink) Health() error {
-	if err := s.c.healthErr(); err != nil {
-		return err
-	}
-	if p := s.flyErr.Load(); p != nil {
-		return *p
-	}
-	return nil
-}
+func (s *Sink) Health() error { return s.c.report() }
 
 // Open connects and checks that a stream captures the subject. A server
 // that cannot be reached is not an error (Write retries).
@@ -152,10 +142,10 @@ func (s *Sink) setup(ctx context.Context) error {
 		err = fmt.Errorf("%s: looking up the stream of subject %q: %w", s.what, s.cfg.Subject, err)
 	}
 	if err != nil {
-		s.flyErr.Store(&err)
+		s.c.setFault(err)
 		return err
 	}
-	s.flyErr.Store(nil)
+	s.c.setFault(nil)
 	s.stream, s.ready = name, true
 	return nil
 }
@@ -315,7 +305,7 @@ func (s *Sink) Flush(ctx context.Context) error {
 	}
 	for round := 0; ; round++ {
 		if err := s.resend(); err != nil {
-			s.setFlushErr(err)
+			s.c.setFault(err)
 			return err
 		}
 		for s.head < len(s.queue) {
@@ -327,19 +317,17 @@ func (s *Sink) Flush(ctx context.Context) error {
 		}
 		s.queue, s.head = s.queue[:0], 0
 		if len(s.retry) == 0 {
-			s.flyErr.Store(nil)
+			s.c.setFault(nil)
 			s.slab = s.slab[:0] // nothing in flight references it any more
 			return nil
 		}
 		if round > 0 {
 			err := fmt.Errorf("%s: %d publishes not acknowledged: %v; sending them again", s.what, len(s.retry), s.lastErr)
-			s.setFlushErr(err)
+			s.c.setFault(err)
 			return err
 		}
 	}
 }
-
-func (s *Sink) setFlushErr(err error) { s.flyErr.Store(&err) }
 
 // Close flushes what it can and disconnects. What was not acked is sent
 // again by the next run (from the sources' last checkpoint).

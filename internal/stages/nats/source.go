@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -152,12 +151,11 @@ type Source struct {
 	// fetches is the pull request in flight (one: the server shares
 	// messages among a consumer's waiting requests, which would mix up
 	// their order).
-	fetches  []jetstream.MessageBatch
-	unfetch  context.CancelFunc // ends the pull request in flight
-	ready    bool
-	tries    int       // failed attempts in a row
-	nextTry  time.Time // when to try again after a failure
-	setupErr atomic.Pointer[error]
+	fetches []jetstream.MessageBatch
+	unfetch context.CancelFunc // ends the pull request in flight
+	ready   bool
+	tries   int       // failed attempts in a row
+	nextTry time.Time // when to try again after a failure
 
 	mu     sync.Mutex
 	held   []*heldBatch
@@ -195,15 +193,7 @@ func newSource(s stages.Settings, c *SourceConfig) *Source {
 }
 
 // Health implements stages.HealthReporter.
-func (s *Source) Health() error {
-	if err := s.c.healthErr(); err != nil {
-		return err
-	}
-	if p := s.setupErr.Load(); p != nil {
-		return *p
-	}
-	return nil
-}
+func (s *Source) Health() error { return s.c.report() }
 
 // Restore implements stages.Stateful: the restored state's messages are
 // in the committed output; when the server delivers them again (they
@@ -252,10 +242,10 @@ func (s *Source) setup(ctx context.Context) error {
 	err := s.trySetup(tctx)
 	if err != nil {
 		err = fmt.Errorf("%s: %w", s.what, err)
-		s.setupErr.Store(&err)
+		s.c.setFault(err)
 		return err
 	}
-	s.setupErr.Store(nil)
+	s.c.setFault(nil)
 	s.ready, s.tries = true, 0
 	return nil
 }
@@ -329,9 +319,7 @@ func (s *Source) next(ctx context.Context) (jetstream.Msg, error) {
 			if err != nil {
 				return nil, err
 			}
-			if s.setupErr.Load() != nil {
-				s.setupErr.Store(nil) // the server answers again
-			}
+			s.c.setFault(nil) // the server answers again
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
@@ -347,20 +335,9 @@ func (s *Source) Read(ctx context.Context) (*stages.Batch, error) {
 		return nil, err
 	}
 	for !s.ready {
-		// An absolute time: Reads are interrupted at every checkpoint,
-		// which must not restart the wait.
-		if s.nextTry.IsZero() {
-			s.nextTry = time.Now().Add(backoff(s.tries))
+		if err := s.pause(ctx); err != nil {
+			return nil, err
 		}
-		t := time.NewTimer(time.Until(s.nextTry))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, ctx.Err()
-		case <-t.C:
-		}
-		s.tries++
-		s.nextTry = time.Time{}
 		if err := s.setup(ctx); err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
@@ -388,29 +365,18 @@ func (s *Source) Read(ctx context.Context) (*stages.Batch, error) {
 				s.ready = false
 			}
 			err = fmt.Errorf("%s: %w", s.what, err)
-			s.setupErr.Store(&err)
+			s.c.setFault(err)
 			s.log.Warn().Err(err).Msg("nats: reading failed; retrying")
 			if len(held) > 0 || !s.ready {
 				break
 			}
-			if s.nextTry.IsZero() {
-				s.nextTry = time.Now().Add(backoff(s.tries))
+			if err := s.pause(ctx); err != nil {
+				return nil, err
 			}
-			t := time.NewTimer(time.Until(s.nextTry))
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return nil, ctx.Err()
-			case <-t.C:
-			}
-			s.tries++
-			s.nextTry = time.Time{}
 			continue
 		}
-		if s.tries > 0 || s.setupErr.Load() != nil {
-			s.tries = 0
-			s.setupErr.Store(nil) // works again
-		}
+		s.tries = 0
+		s.c.setFault(nil) // works again
 		hm, ok := s.parseReply(m.Reply())
 		if !ok {
 			s.log.Warn().Str("reply", m.Reply()).Msg("nats: a message without a JetStream ack subject; ignored")
@@ -484,6 +450,25 @@ func (s *Source) Read(ctx context.Context) (*stages.Batch, error) {
 		}
 	}
 	return b, nil
+}
+
+// pause waits before the next attempt after a failure, backing off. The
+// time is absolute: Reads are interrupted at every checkpoint, which must
+// not restart the wait.
+func (s *Source) pause(ctx context.Context) error {
+	if s.nextTry.IsZero() {
+		s.nextTry = time.Now().Add(backoff(s.tries))
+	}
+	t := time.NewTimer(time.Until(s.nextTry))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+	}
+	s.tries++
+	s.nextTry = time.Time{}
+	return nil
 }
 
 // holds reports whether m is held already (delivered again before its ack).
