@@ -21,7 +21,7 @@ import (
 // directory): file -> nats sink (every record published and acked), then
 // nats source -> file (every record of the stream written, acks after
 // checkpoints). The server's own CPU and memory are this process's, not
-// etld's: the RSS reported is etld's.
+// etld's: the RSS reported is etld's (VmHWM, see finish).
 //
 //	go run ./bench -workloads W5-NATS -runs 3
 
@@ -151,6 +151,7 @@ func measureRun(cmd *exec.Cmd, timeout time.Duration, count func() (int, error),
 	var r result
 	deadline := time.Now().Add(timeout)
 	for {
+		r.rssKiB = max(r.rssKiB, vmHWM(cmd.Process.Pid))
 		n, err := count()
 		if err == nil && n >= want {
 			r.wall, r.lines = time.Since(start), n
@@ -175,6 +176,7 @@ func measureRun(cmd *exec.Cmd, timeout time.Duration, count func() (int, error),
 			return r, fmt.Errorf("%d of %d records after %v", n, want, timeout)
 		}
 	}
+	r.rssKiB = max(r.rssKiB, vmHWM(cmd.Process.Pid))
 	if live {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 	}
@@ -184,10 +186,26 @@ func measureRun(cmd *exec.Cmd, timeout time.Duration, count func() (int, error),
 	return finish(r, cmd), nil
 }
 
+// finish adds etld's CPU time. Its peak RSS is VmHWM, polled while it
+// runs: the rusage of a child started from this process counts the
+// memory of this process (and of the server in it) from before the exec.
 func finish(r result, cmd *exec.Cmd) result {
 	r.cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		r.rssKiB = ru.Maxrss
-	}
 	return r
+}
+
+// vmHWM is the peak RSS of process pid in KiB (0 when unknown).
+func vmHWM(pid int) int64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(data)) {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			var kib int64
+			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), &kib)
+			return kib
+		}
+	}
+	return 0
 }

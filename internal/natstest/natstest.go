@@ -234,15 +234,17 @@ func (s *Server) Publish(t testing.TB, subject string, payloads []string) {
 	t.Helper()
 	nc, js := s.connect(t)
 	defer nc.Close()
-	for _, p := range payloads {
+	for i, p := range payloads {
 		if _, err := js.PublishAsync(subject, []byte(p)); err != nil {
 			t.Fatalf("natstest: publish: %v", err)
 		}
-	}
-	select {
-	case <-js.PublishAsyncComplete():
-	case <-time.After(30 * time.Second):
-		t.Fatalf("natstest: publish acks did not come")
+		if i%1000 == 999 || i == len(payloads)-1 {
+			select {
+			case <-js.PublishAsyncComplete():
+			case <-time.After(30 * time.Second):
+				t.Fatalf("natstest: publish acks did not come")
+			}
+		}
 	}
 }
 

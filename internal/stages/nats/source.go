@@ -25,6 +25,9 @@ const (
 	// batchLinger is how long Read waits for more messages once it has
 	// one, before returning a partial batch.
 	batchLinger = 5 * time.Millisecond
+	// metaRoom is the room Read keeps for a record's _meta (a larger one,
+	// with many headers, still works: the buffer grows).
+	metaRoom = 1 << 10
 )
 
 // SourceConfig is the config of the `nats` source.
@@ -348,7 +351,7 @@ func (s *Source) Read(ctx context.Context) (*stages.Batch, error) {
 	b := &stages.Batch{}
 	var held []heldMsg
 	var seqs seqSet
-	var meta []byte
+	var buf []byte
 	size := 0
 	// Wait for the first message as long as ctx allows, then for the
 	// rest of the batch batchLinger at most.
@@ -402,36 +405,43 @@ func (s *Source) Read(ctx context.Context) (*stages.Batch, error) {
 		}
 		held = append(held, hm)
 		seqs.add(hm.sseq)
+		// Records get a copy in a buffer the batch owns (and pools): the
+		// client's message goes to the garbage collector at once.
 		data := m.Data()
 		size += len(data)
-		rec := stages.Record{Raw: data, Origin: s.origin, Offset: int64(hm.sseq)}
-		if len(data) > int(s.cfg.MaxLineBytes) {
-			rec.Raw = data[:s.cfg.MaxLineBytes]
+		keep := min(len(data), int(s.cfg.MaxLineBytes))
+		if cap(buf)-len(buf) < keep+metaRoom {
+			if buf != nil {
+				b.Own(buf)
+			}
+			buf = stages.NewBuffer(max(batchMaxBytes, keep+metaRoom))
+		}
+		start := len(buf)
+		buf = append(buf, data[:keep]...)
+		rec := stages.Record{Raw: buf[start:len(buf):len(buf)], Origin: s.origin, Offset: int64(hm.sseq)}
+		if keep < len(data) {
 			b.Rejects = append(b.Rejects, stages.Reject{Record: rec, Length: int64(len(data)),
 				Err: fmt.Errorf("message of %d bytes is over max_line_bytes (%d)", len(data), int64(s.cfg.MaxLineBytes))})
 			continue
 		}
 		if s.cfg.Metadata {
-			if meta == nil {
-				meta = stages.NewBuffer(batchMaxBytes + 64<<10)
-			}
-			start := len(meta)
+			start := len(buf)
 			var err error
-			meta, err = appendWithMeta(meta, m, hm)
+			buf, err = appendWithMeta(buf, m, hm)
 			if err != nil {
-				meta = meta[:start]
+				buf = buf[:start]
 				b.Rejects = append(b.Rejects, stages.Reject{Record: rec, Err: err})
 				continue
 			}
-			rec.SetParsed(meta[start:len(meta):len(meta)])
+			rec.SetParsed(buf[start:len(buf):len(buf)])
 		}
 		if b.Records == nil {
 			b.Records = stages.NewRecords(batchMaxRecords)
 		}
 		b.Records = append(b.Records, rec)
 	}
-	if meta != nil {
-		b.Own(meta)
+	if buf != nil {
+		b.Own(buf)
 	}
 	if len(held) > 0 {
 		s.mu.Lock()
