@@ -283,3 +283,21 @@ sinks:
 	checkExactlyOnce(t, "records through a broker that went down twice", want, outputKeys(t, out))
 	checkExactlyOnce(t, "the stream", want, natsStreamKeys(t, srv, stream))
 }
+
+// TestNATSMisconfiguredAtStart: a stream that does not exist is a start
+// error naming the stage, with exit 2 as for an invalid config.
+func TestNATSMisconfiguredAtStart(t *testing.T) {
+	srv := natstest.Start(t)
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, "central.yaml", fmt.Sprintf(`version: 1
+sources:
+  bus: { type: nats, url: %s, stream: NOSUCH, durable: d }
+sinks:
+  out: { type: file, inputs: [bus], path: out/central.jsonl }
+`, srv.URL))
+	p := startEtld(t, dir, nil, runArgs(cfg, filepath.Join(dir, "state"))...)
+	p.expectExit(p.wait(), 2, "a missing stream at start")
+	if s := p.stderr.String(); !strings.Contains(s, `nats source \"bus\"`) || !strings.Contains(s, `stream \"NOSUCH\" not found`) {
+		t.Errorf("the error does not name the stage and the stream:\n%s", tail(s, 2048))
+	}
+}

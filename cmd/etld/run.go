@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/etld/etld/internal/engine"
+	"github.com/etld/etld/internal/stages"
 	"github.com/fsnotify/fsnotify"
 	"github.com/rs/zerolog"
 )
@@ -150,6 +151,9 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		log.Error().Err(err).Msg("cannot start")
 		if rt != nil {
 			rt.Stop()
+		}
+		if stages.IsConfigError(err) {
+			return exitUsage // the outside world refused the config (a missing stream, ...)
 		}
 		return exitFailure
 	}

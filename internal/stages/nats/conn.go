@@ -248,6 +248,15 @@ func (c *conn) close() {
 	}
 }
 
+// openErr is an Open failure: a configuration error (exit 2 at start)
+// unless Open was cancelled.
+func openErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return err
+	}
+	return stages.Misconfigured(err)
+}
+
 // backoff returns the wait before retry n (0-based): 100ms doubling to 5s.
 func backoff(n int) time.Duration {
 	d := 100 * time.Millisecond << min(n, 6)

@@ -122,12 +122,12 @@ func (s *Sink) Open(ctx context.Context) error {
 		jetstream.WithPublishAsyncMaxPending(s.cfg.MaxPending),
 		jetstream.WithPublishAsyncTimeout(s.cfg.Timeout))
 	if err != nil {
-		return err
+		return openErr(ctx, err)
 	}
 	if err := s.setup(ctx); err != nil && !down(s.c.nc, err) {
 		s.c.close()
 		s.c.nc = nil
-		return err
+		return openErr(ctx, err)
 	}
 	return nil
 }

@@ -226,12 +226,12 @@ func (s *Source) State() ([]byte, error) {
 // credentials or TLS are.
 func (s *Source) Open(ctx context.Context) error {
 	if err := s.c.dial(ctx, s.cfg.conn(), s.set); err != nil {
-		return err
+		return openErr(ctx, err)
 	}
 	if err := s.setup(ctx); err != nil && !down(s.c.nc, err) {
 		s.c.close()
 		s.c.nc = nil
-		return err
+		return openErr(ctx, err)
 	}
 	s.kept.Add(1)
 	go s.keep()
