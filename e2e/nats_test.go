@@ -301,3 +301,32 @@ sinks:
 		t.Errorf("the error does not name the stage and the stream:\n%s", tail(s, 2048))
 	}
 }
+
+// TestNATSMisconfiguredReload: a reload to a stream that does not exist
+// fails with the stage named, and the running pipeline goes on.
+func TestNATSMisconfiguredReload(t *testing.T) {
+	srv := natstest.Start(t)
+	stream := srv.Stream(t, "e2ereload")
+	dir := t.TempDir()
+	text := `version: 1
+checkpoint_interval: 100ms
+sources:
+  bus: { type: nats, url: %s, stream: %s, durable: d }
+sinks:
+  out: { type: file, inputs: [bus], path: out/central.jsonl }
+`
+	cfg := writeConfig(t, dir, "central.yaml", fmt.Sprintf(text, srv.URL, stream))
+	out := filepath.Join(dir, "out", "central.jsonl")
+	p := startEtld(t, dir, nil, runArgs(cfg, filepath.Join(dir, "state"))...)
+	want := natsPublishFeed(t, srv, stream+".in", "reload", 0, 1000)
+	p.eventually("the first records written", func() bool { return countLines(out) >= len(want) })
+	writeConfig(t, dir, "central.yaml", fmt.Sprintf(text, srv.URL, "NOSUCH"))
+	p.eventually(`a failed reload naming the stage and the stream`, func() bool {
+		s := p.stderr.String()
+		return strings.Contains(s, `"message":"config reloaded"`) && strings.Contains(s, `stream \"NOSUCH\" not found`)
+	})
+	want = append(want, natsPublishFeed(t, srv, stream+".in", "reload", 1000, 1000)...)
+	p.eventually("the old pipeline goes on", func() bool { return countLines(out) >= len(want) })
+	p.expectExit(p.stop(), 0, "a graceful stop")
+	checkExactlyOnce(t, "records across a failed reload", want, outputKeys(t, out))
+}
