@@ -33,6 +33,9 @@ type Server struct {
 	srv  *server.Server // nil for an external server
 	dir  string
 	port int
+	// child is the stdin of Shared's server process, which exits when
+	// it closes (an *os.File is closed when collected: keep it).
+	child io.Closer
 }
 
 var streamSeq atomic.Int64
@@ -81,20 +84,16 @@ var Shared = sync.OnceValues(func() (*Server, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	_ = in // kept open for the life of the process
-	sharedStdin = in
 	line, err := bufio.NewReader(out).ReadString('\n')
 	if err != nil {
 		_ = cmd.Process.Kill()
 		return nil, fmt.Errorf("the server process did not start: %v", err)
 	}
-	return &Server{URL: strings.TrimSpace(line)}, nil
+	return &Server{URL: strings.TrimSpace(line), child: in}, nil
 })
 
 // envServe makes the test binary a NATS server (see init).
 const envServe = "ETLD_NATSTEST_SERVE"
-
-var sharedStdin io.WriteCloser
 
 // init turns a test binary started by Shared into the server: it runs
 // before the test package's own initialisation and never returns.
