@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -77,21 +78,21 @@ func sinkFactory() stages.Factory {
 	}
 }
 
-// Sink is the `nats` sink. Every method runs on the sink's writer
-// goroutine.
+// Sink is the `nats` sink. Its methods run on the sink's writer
+// goroutine; the client's ack and error callbacks on its own.
 type Sink struct {
 	cfg  *SinkConfig
 	set  stages.Settings
 	what string
 	c    conn
 
-	ready   bool
-	stream  string
-	queue   []jetstream.PubAckFuture
-	head    int
-	retry   []*nats.Msg // publishes to send again (failed or timed out)
-	slab    []byte      // payload copies of publishes in flight
-	idbuf   []byte
+	ready  bool
+	stream string
+	slab   []byte // payload copies of publishes in flight
+	idbuf  []byte
+
+	mu      sync.Mutex
+	failed  []*nats.Msg // publishes to send again (refused, timed out, lost in a reconnect)
 	lastErr error
 
 	published, duplicates, resent prometheus.Counter
@@ -120,7 +121,9 @@ func (s *Sink) Health() error { return s.c.report() }
 func (s *Sink) Open(ctx context.Context) error {
 	err := s.c.dial(ctx, s.cfg.conn(), s.set,
 		jetstream.WithPublishAsyncMaxPending(s.cfg.MaxPending),
-		jetstream.WithPublishAsyncTimeout(s.cfg.Timeout))
+		jetstream.WithPublishAsyncTimeout(s.cfg.Timeout),
+		jetstream.WithPublishAsyncAckHandler(s.onAck),
+		jetstream.WithPublishAsyncErrHandler(s.onErr))
 	if err != nil {
 		return openErr(ctx, err)
 	}
@@ -208,97 +211,51 @@ func (s *Sink) msgID(r *stages.Record) string {
 	return string(b)
 }
 
-// publish sends m and queues its ack, reaping the acks that came.
+// publish sends m; its ack comes to onAck or onErr.
 func (s *Sink) publish(m *nats.Msg) error {
-	s.reap()
-	f, err := s.c.js.PublishMsgAsync(m, jetstream.WithStallWait(s.cfg.Timeout))
-	if err != nil {
-		return err
-	}
-	s.queue = append(s.queue, f)
-	return nil
+	_, err := s.c.js.PublishMsgAsync(m, jetstream.WithStallWait(s.cfg.Timeout))
+	return err
 }
 
-// reap takes the acks that came, in order, without waiting; failed
-// publishes are kept for resend.
-func (s *Sink) reap() {
-	for s.head < len(s.queue) {
-		if !s.settle(s.queue[s.head], false, nil) {
-			break
-		}
-		s.queue[s.head] = nil
-		s.head++
-	}
-	if s.head == len(s.queue) {
-		s.queue, s.head = s.queue[:0], 0
-	} else if s.head > 4096 && s.head > len(s.queue)/2 {
-		n := copy(s.queue, s.queue[s.head:])
-		clear(s.queue[n:])
-		s.queue, s.head = s.queue[:n], 0
-	}
-}
-
-// settle takes f's outcome: without block, only when it is there (ok
-// reports whether it was); with block, until it is there or done is
-// closed.
-func (s *Sink) settle(f jetstream.PubAckFuture, block bool, done <-chan struct{}) bool {
-	if !block {
-		select {
-		case ack := <-f.Ok():
-			s.acked(ack)
-			return true
-		case err := <-f.Err():
-			s.failed(f, err)
-			return true
-		default:
-			return false
-		}
-	}
-	select {
-	case ack := <-f.Ok():
-		s.acked(ack)
-		return true
-	case err := <-f.Err():
-		s.failed(f, err)
-		return true
-	case <-done:
-		return false
-	}
-}
-
-func (s *Sink) acked(ack *jetstream.PubAck) {
+// onAck counts an acked publish (the client's goroutine).
+func (s *Sink) onAck(_ jetstream.JetStream, _ *nats.Msg, ack *jetstream.PubAck) {
 	s.published.Inc()
 	if ack != nil && ack.Duplicate {
 		s.duplicates.Inc()
 	}
 }
 
-func (s *Sink) failed(f jetstream.PubAckFuture, err error) {
-	old := f.Msg()
-	s.retry = append(s.retry, &nats.Msg{Subject: old.Subject, Data: old.Data, Header: old.Header})
+// onErr keeps a failed publish for resend (the client's goroutine).
+func (s *Sink) onErr(_ jetstream.JetStream, m *nats.Msg, err error) {
+	s.mu.Lock()
+	s.failed = append(s.failed, &nats.Msg{Subject: m.Subject, Data: m.Data, Header: m.Header})
 	s.lastErr = err
+	s.mu.Unlock()
 }
 
 // resend publishes the failed publishes again (their Nats-Msg-Id makes a
 // publish that did reach the stream a duplicate it drops).
 func (s *Sink) resend() error {
-	for len(s.retry) > 0 {
-		m := s.retry[0]
-		f, err := s.c.js.PublishMsgAsync(m, jetstream.WithStallWait(s.cfg.Timeout))
-		if err != nil {
+	s.mu.Lock()
+	failed := s.failed
+	s.failed = nil
+	s.mu.Unlock()
+	for i, m := range failed {
+		if err := s.publish(m); err != nil {
+			s.mu.Lock()
+			s.failed = append(failed[i:], s.failed...)
+			s.mu.Unlock()
 			return fmt.Errorf("%s: publish again: %w", s.what, err)
 		}
 		s.resent.Inc()
-		s.queue = append(s.queue, f)
-		s.retry[0] = nil
-		s.retry = s.retry[1:]
 	}
-	s.retry = nil
 	return nil
 }
 
 // Flush waits for the ack of every publish, sending the failed ones
 // again: once it returns nil, the stream holds every record written.
+// The client runs the ack and error callbacks of a publish before it
+// counts it as complete.
 func (s *Sink) Flush(ctx context.Context) error {
 	if s.c.nc == nil {
 		return nil
@@ -308,21 +265,21 @@ func (s *Sink) Flush(ctx context.Context) error {
 			s.c.setFault(err)
 			return err
 		}
-		for s.head < len(s.queue) {
-			if !s.settle(s.queue[s.head], true, ctx.Done()) {
-				return ctx.Err()
-			}
-			s.queue[s.head] = nil
-			s.head++
+		select {
+		case <-s.c.js.PublishAsyncComplete():
+		case <-ctx.Done():
+			return ctx.Err()
 		}
-		s.queue, s.head = s.queue[:0], 0
-		if len(s.retry) == 0 {
+		s.mu.Lock()
+		n, lastErr := len(s.failed), s.lastErr
+		s.mu.Unlock()
+		if n == 0 {
 			s.c.setFault(nil)
 			s.slab = s.slab[:0] // nothing in flight references it any more
 			return nil
 		}
 		if round > 0 {
-			err := fmt.Errorf("%s: %d publishes not acknowledged: %v; sending them again", s.what, len(s.retry), s.lastErr)
+			err := fmt.Errorf("%s: %d publishes not acknowledged: %v; sending them again", s.what, n, lastErr)
 			s.c.setFault(err)
 			return err
 		}
