@@ -133,7 +133,7 @@ var invalidWant = map[string][]string{
 	"merge_key.yaml": {
 		`2:1: unknown top-level key "defaults" (valid: version, sources, workers, sinks, dead_letter, checkpoint_interval)`,
 		`6:5: sources.in: YAML merge keys (<<) are not supported`,
-		`6:5: sources.in: missing required key "type" (valid: file, generate, stdin)`,
+		`6:5: sources.in: missing required key "type" (valid: file, generate, nats, stdin)`,
 	},
 	"merge_options.yaml": {
 		`15:7: sinks.a.merge: missing required key "order_by" (the field to merge by)`,
@@ -157,8 +157,8 @@ var invalidWant = map[string][]string{
 		`8:5: sinks.out.path: required`,
 	},
 	"missing_type.yaml": {
-		`4:5: sources.in: missing required key "type" (valid: file, generate, stdin)`,
-		`7:5: sinks.out: missing required key "type" (valid: file, stdout)`,
+		`4:5: sources.in: missing required key "type" (valid: file, generate, nats, stdin)`,
+		`7:5: sinks.out: missing required key "type" (valid: file, nats, stdout)`,
 	},
 	"multi_everything.yaml": {
 		`2:10: version: unsupported schema version 3 (this etld reads version: 1)`,
@@ -185,7 +185,7 @@ var invalidWant = map[string][]string{
 		`6:9: sources.also: want a mapping, got a list`,
 		`8:6: workers.w: want a mapping, got nothing (null)`,
 		`9:6: workers.v: want a mapping, got "parse_json"`,
-		`15:5: sinks.out: missing required key "type" (valid: file, stdout)`,
+		`15:5: sinks.out: missing required key "type" (valid: file, nats, stdout)`,
 		"18:14: warning: sinks.merged.inputs: worker \"u\" is not `ordered: true`, so each feed may reach the merge out of order",
 		`20:12: sinks.merged.merge: missing required key "order_by" (the field to merge by)`,
 		`21:39: sinks.bad: unknown option "extra" for stdout sink (valid: type, inputs, merge, encoding, template, columns, header)`,
@@ -278,7 +278,7 @@ var invalidWant = map[string][]string{
 	},
 	"unknown_source_type.yaml": {
 		`4:11: sources.in.type: unknown source type "fiel" (did you mean "file"?)`,
-		`7:11: sources.other.type: unknown source type "kafka" (valid: file, generate, stdin)`,
+		`7:11: sources.other.type: unknown source type "kafka" (valid: file, generate, nats, stdin)`,
 	},
 	"unknown_step_type.yaml": {
 		`8:9: workers.w.steps[0]: unknown step type "parse_jsn" (did you mean "parse_json"?)`,
