@@ -74,7 +74,10 @@ func runW5NATS(c w5Config) error {
 			return err
 		}
 		state := filepath.Join(c.work, fmt.Sprintf("w5-state-pub-%d", i))
-		cfg := filepath.Join(c.work, "w5pub.yaml")
+		// A pipeline name of its own per run: the records' Nats-Msg-Ids
+		// name the pipeline, and the stream drops a second run's records
+		// as duplicates of the first's within its duplicate window.
+		cfg := filepath.Join(c.work, fmt.Sprintf("w5pub-%d.yaml", i))
 		if err := os.WriteFile(cfg, []byte(`version: 1
 sources:
   feeds: {type: file, path: "`+glob+`", follow: false}
