@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -148,14 +149,18 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		started, err = rt.Apply(ctx, pipes)
 	}
 	if err != nil {
-		log.Error().Err(err).Msg("cannot start")
+		code := exitFailure
+		var mis *stages.MisconfiguredError
+		if errors.As(err, &mis) {
+			code = exitUsage // the config names something the outside world refuses
+			log.Error().Err(err).Msg("cannot start: invalid configuration")
+		} else {
+			log.Error().Err(err).Msg("cannot start")
+		}
 		if rt != nil {
 			rt.Stop()
 		}
-		if stages.IsConfigError(err) {
-			return exitUsage // the outside world refused the config (a missing stream, ...)
-		}
-		return exitFailure
+		return code
 	}
 	o.Started(started)
 	d := &daemon{path: *f.path, rt: rt, log: log, changed: changed, hup: hup,

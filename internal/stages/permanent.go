@@ -44,3 +44,29 @@ func IsPermanent(err error) bool {
 	var pe *PermanentError
 	return errors.As(err, &pe)
 }
+
+// MisconfiguredError is what Open returns when the outside world says the
+// stage's configuration is wrong and retrying cannot help: a wrong
+// password, a topic or stream that does not exist, a certificate the
+// server refuses. At start, `etld run` then exits 2 (an invalid config),
+// not 1; on a reload the old pipeline keeps running, as for any failed
+// Open. A server that cannot be reached is not misconfiguration: the
+// stage retries with backoff and reports it through HealthReporter.
+//
+// Wrap the cause with Misconfigured; match it with errors.As.
+type MisconfiguredError struct {
+	Err error
+}
+
+func (e *MisconfiguredError) Error() string { return e.Err.Error() }
+
+func (e *MisconfiguredError) Unwrap() error { return e.Err }
+
+// Misconfigured marks err as a configuration error found at Open (see
+// MisconfiguredError). Misconfigured(nil) is nil.
+func Misconfigured(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &MisconfiguredError{Err: err}
+}
