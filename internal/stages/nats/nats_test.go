@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -454,5 +455,28 @@ func TestSeqSet(t *testing.T) {
 	}
 	if _, err := decodeState([]byte(`{"gen":1,"seqs":[[5,3]]}`)); err == nil {
 		t.Error("a bad range decodes")
+	}
+}
+
+// TestWrongCredentials: a server that refuses the credentials is a
+// configuration error at Open (exit 2 at start), not a retry.
+func TestWrongCredentials(t *testing.T) {
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true, Username: "etld", Password: "right"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
+	if !srv.ReadyForConnections(hang) {
+		t.Fatal("server did not start")
+	}
+	cfg := NewSinkConfig()
+	cfg.URL, cfg.Subject, cfg.User, cfg.Password = srv.ClientURL(), "a.b", "etld", "wrong"
+	s := newSink(settings(t, "out"), cfg)
+	err = s.Open(context.Background())
+	_ = s.Close(context.Background())
+	var mis *stages.MisconfiguredError
+	if !errors.As(err, &mis) || !strings.Contains(err.Error(), `nats sink "out"`) || !strings.Contains(strings.ToLower(err.Error()), "authorization") {
+		t.Errorf("Open with a wrong password: %v, want a MisconfiguredError naming the stage", err)
 	}
 }
