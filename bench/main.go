@@ -74,7 +74,7 @@ func main() {
 	feeds := flag.Int("feeds", 4, "number of feeds")
 	lines := flag.Int("lines", 500000, "lines per feed")
 	runs := flag.Int("runs", 3, "runs per workload; the fastest is reported (WM: median and range)")
-	workloads := flag.String("workloads", "W1,W2", "comma-separated workloads: W1, W2 (over -feeds), WM (ordered merge, over -merge-feeds), W3 (text logs merged by time, over -feeds text feeds), W5-Kafka (file -> kafka sink and kafka source -> file, see w5kafka.go), W4 (TCP syslog ingest, -feeds connections x -lines messages)")
+	workloads := flag.String("workloads", "W1,W2", "comma-separated workloads: W1, W2 (over -feeds), WM (ordered merge, over -merge-feeds), W3 (text logs merged by time, over -feeds text feeds), W5-Kafka (file -> kafka sink and kafka source -> file, see w5kafka.go), W4 (TCP syslog ingest, -feeds connections x -lines messages), W5-NATS (W2's feeds through NATS JetStream each way)")
 	mergeFeeds := flag.Int("merge-feeds", 8, "number of feeds for WM (and the W2 it is compared with)")
 	mergeData := flag.String("merge-data", "", "where WM's feeds are generated (default "+filepath.Join(base, "etld-bench-data-MERGEFEEDSxLINES")+")")
 	timeout := flag.Duration("timeout", 10*time.Minute, "bound on one etld run of the WM group (a stuck merge fails instead of hanging)")
@@ -97,11 +97,11 @@ func main() {
 	for _, w := range strings.Split(*workloads, ",") {
 		w = strings.ToUpper(strings.TrimSpace(w))
 		switch w {
-		case "W1", "W2", "WM", "W3", "WH", "W4", "W5-KAFKA":
+		case "W1", "W2", "WM", "W3", "WH", "W4", "W5-KAFKA", "W5-NATS":
 			sel[w] = true
 		case "":
 		default:
-			fmt.Fprintf(os.Stderr, "bench: unknown workload %q in -workloads (valid: W1, W2, WM, W3, W4, WH, W5-Kafka)\n", w)
+			fmt.Fprintf(os.Stderr, "bench: unknown workload %q in -workloads (valid: W1, W2, WM, W3, W4, WH, W5-Kafka, W5-NATS)\n", w)
 			os.Exit(2)
 		}
 	}
@@ -176,6 +176,12 @@ func main() {
 			}
 			sc := syslogConfig{data: *syslogData, work: w, bin: bin, conns: *feeds, msgs: *lines, runs: *runs, timeout: *timeout}
 			if err := runSyslog(sc); err != nil {
+				return err
+			}
+		}
+		if sel["W5-NATS"] {
+			fmt.Println()
+			if err := runW5NATS(w5Config{shared: *shared, data: *data, work: w, bin: bin, feeds: *feeds, lines: *lines, runs: *runs, timeout: *timeout}); err != nil {
 				return err
 			}
 		}

@@ -12,6 +12,7 @@ import (
 	"github.com/etld/etld/internal/stages/httpsrc"
 	"github.com/etld/etld/internal/stages/journald"
 	"github.com/etld/etld/internal/stages/kafka"
+	"github.com/etld/etld/internal/stages/nats"
 	"github.com/etld/etld/internal/stages/sinks"
 	"github.com/etld/etld/internal/stages/sources"
 	"github.com/etld/etld/internal/stages/steps"
@@ -21,7 +22,7 @@ import (
 // Registry returns a new registry with every built-in stage type.
 func Registry() *stages.Registry {
 	r := stages.NewRegistry()
-	for _, list := range [][]stages.Factory{sources.All(), steps.All(), sinks.All(), httpsrc.All(), journald.All(), kafka.All(), syslog.Factories()} {
+	for _, list := range [][]stages.Factory{sources.All(), steps.All(), sinks.All(), httpsrc.All(), journald.All(), kafka.All(), nats.All(), syslog.Factories()} {
 		for _, f := range list {
 			if err := r.Add(f); err != nil {
 				// Two built-ins with one name is a programming error that

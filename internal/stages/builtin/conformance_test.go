@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/etld/etld/internal/kafkatest"
+	"github.com/etld/etld/internal/natstest"
 	"github.com/etld/etld/internal/stages"
 	"github.com/etld/etld/internal/stages/stagetest"
 )
@@ -82,6 +83,16 @@ exec sleep 1000000
 			Want:     want,
 		}
 	},
+	"nats": func(t *testing.T, f stages.Factory) stagetest.SourceCase {
+		srv := sharedNATS(t)
+		stream := srv.Stream(t, "conf")
+		want := stagetest.Lines(3000)
+		srv.Publish(t, stream+".in", want)
+		return stagetest.SourceCase{
+			Config: stagetest.Config(t, f, t.TempDir(), "url: "+srv.URL+"\nstream: "+stream+"\ndurable: conf\nack_wait: 1s"),
+			Want:   want,
+		}
+	},
 	"stdin": func(t *testing.T, f stages.Factory) stagetest.SourceCase {
 		want := stagetest.Lines(3000)
 		return stagetest.SourceCase{
@@ -90,6 +101,17 @@ exec sleep 1000000
 			Want:     want,
 		}
 	},
+}
+
+// natsServer is started with the package, before the checks, whose leak
+// check would take the server's goroutines for the stage's.
+var natsServer, natsErr = natstest.Shared()
+
+func sharedNATS(t *testing.T) *natstest.Server {
+	if natsErr != nil {
+		t.Fatalf("nats server: %v", natsErr)
+	}
+	return natsServer
 }
 
 // stepFixtures are each step type's value in a worker's steps, applied
@@ -154,6 +176,16 @@ var sinkFixtures = map[string]func(t *testing.T, f stages.Factory) stagetest.Sin
 		return stagetest.SinkCase{
 			Config: stagetest.Config(t, f, t.TempDir(), fmt.Sprintf("brokers: [%s]\ntopic: %s", strings.Join(kafkaCluster.Brokers, ", "), topic)),
 			Output: func(t *testing.T) []string { return kafkatest.Values(kafkaCluster.ReadAll(t, topic)) },
+		}
+	},
+	"nats": func(t *testing.T, f stages.Factory) stagetest.SinkCase {
+		// msg_id off: the suite's batches reuse origins and offsets, which
+		// the ids would take for re-sends.
+		srv := sharedNATS(t)
+		stream := srv.Stream(t, "conf")
+		return stagetest.SinkCase{
+			Config: stagetest.Config(t, f, t.TempDir(), "url: "+srv.URL+"\nsubject: "+stream+".out\nmsg_id: false"),
+			Output: func(t *testing.T) []string { return srv.Messages(t, stream) },
 		}
 	},
 	"stdout": func(t *testing.T, f stages.Factory) stagetest.SinkCase {
