@@ -87,7 +87,7 @@ func TestEveryStageTypeHasAnExample(t *testing.T) {
 // unending are source types that wait for clients or read a broker and
 // never end by themselves: an example using one says how to feed it and
 // stop it.
-var unending = map[string]bool{"http_server": true, "kafka": true, "nats": true, "syslog": true}
+var unending = map[string]bool{"http_server": true, "journald": true, "kafka": true, "nats": true, "syslog": true}
 
 // TestExamplesAreFinite keeps `etld run -c examples/` ending by itself,
 // except for the examples of unending source types.
