@@ -203,18 +203,11 @@ func sampleHWM(pid int) func() int64 {
 	go func() {
 		defer close(done)
 		for {
-			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-			if err != nil {
-				return
+			kib := vmHWM(pid)
+			if kib == 0 {
+				return // exited
 			}
-			for _, l := range strings.Split(string(b), "\n") {
-				if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
-					var kib int64
-					if _, err := fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(v), " kB"), &kib); err == nil {
-						last.Store(kib)
-					}
-				}
-			}
+			last.Store(kib)
 			time.Sleep(20 * time.Millisecond)
 		}
 	}()

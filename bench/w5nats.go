@@ -154,7 +154,7 @@ func measureRun(cmd *exec.Cmd, timeout time.Duration, count func() (int, error),
 	var r result
 	deadline := time.Now().Add(timeout)
 	for {
-		r.rssKiB = max(r.rssKiB, natsPeakRSS(cmd.Process.Pid))
+		r.rssKiB = max(r.rssKiB, vmHWM(cmd.Process.Pid))
 		n, err := count()
 		if err == nil && n >= want {
 			r.wall, r.lines = time.Since(start), n
@@ -183,7 +183,7 @@ func measureRun(cmd *exec.Cmd, timeout time.Duration, count func() (int, error),
 			return r, fmt.Errorf("%d of %d records after %v", n, want, timeout)
 		}
 	}
-	r.rssKiB = max(r.rssKiB, natsPeakRSS(cmd.Process.Pid))
+	r.rssKiB = max(r.rssKiB, vmHWM(cmd.Process.Pid))
 	if live {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 	}
@@ -199,22 +199,4 @@ func measureRun(cmd *exec.Cmd, timeout time.Duration, count func() (int, error),
 func finish(r result, cmd *exec.Cmd) result {
 	r.cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	return r
-}
-
-// natsPeakRSS is the peak RSS (VmHWM) of process pid in KiB, 0 when
-// unknown. (Main has the same as vmHWM in bench/http.go: use that one
-// once both are merged.)
-func natsPeakRSS(pid int) int64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for line := range strings.Lines(string(data)) {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			var kib int64
-			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), &kib)
-			return kib
-		}
-	}
-	return 0
 }
