@@ -311,13 +311,19 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 
 // ready reports readiness and, when not ready, why.
 func (s *Server) ready() (bool, string) {
+	return s.readyOf(s.opts.Runtime.Status())
+}
+
+// readyOf judges readiness from one status snapshot, so that
+// /api/pipelines says ready from the very stages it shows.
+func (s *Server) readyOf(status []engine.PipelineStatus) (bool, string) {
 	switch s.phase.Load() {
 	case phaseStarting:
 		return false, "starting: the pipelines are not running yet"
 	case phaseStopping:
 		return false, "stopping"
 	}
-	if reason := engine.NotReady(s.opts.Runtime.Status()); reason != "" {
+	if reason := engine.NotReady(status); reason != "" {
 		return false, reason
 	}
 	return true, ""
@@ -347,7 +353,8 @@ type Pipeline struct {
 // Snapshot returns what /api/pipelines serves.
 func (s *Server) Snapshot() Snapshot {
 	snap := Snapshot{Version: s.opts.Build.complete().Version, Time: time.Now()}
-	snap.Ready, snap.NotReady = s.ready()
+	status := s.opts.Runtime.Status()
+	snap.Ready, snap.NotReady = s.readyOf(status)
 	snap.ConfigWatch, _ = s.watch.Load().(string)
 	var reloads map[string]Reload
 	if s.opts.Reloads != nil {
@@ -356,7 +363,6 @@ func (s *Server) Snapshot() Snapshot {
 		}
 		reloads = s.opts.Reloads.Pipelines()
 	}
-	status := s.opts.Runtime.Status()
 	snap.Pipelines = make([]Pipeline, 0, len(status))
 	for _, p := range status {
 		pl := Pipeline{PipelineStatus: p}

@@ -498,3 +498,32 @@ func TestReloadTracker(t *testing.T) {
 		t.Fatalf("Pipelines = %+v", per)
 	}
 }
+
+// flipRuntime answers Status with a healthy and a failing sink in turn.
+type flipRuntime struct {
+	mu sync.Mutex
+	n  int
+}
+
+func (f *flipRuntime) Status() []engine.PipelineStatus {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.n++
+	return []engine.PipelineStatus{{Name: "p", State: engine.StateRunning,
+		Stages: []engine.StageStatus{{ID: "out", Kind: "sink", Healthy: f.n%2 == 0}}}}
+}
+
+// TestSnapshotReadyMatchesItsStages: /api/pipelines judges readiness
+// from the same status it shows, so ready and the stages never disagree
+// (it used to take two snapshots).
+func TestSnapshotReadyMatchesItsStages(t *testing.T) {
+	s := newServer(t, &flipRuntime{}, nil)
+	s.SetRunning()
+	for range 4 {
+		snap := s.Snapshot()
+		healthy := snap.Pipelines[0].Stages[0].Healthy
+		if snap.Ready != healthy {
+			t.Fatalf("ready %v, but the sink it shows is healthy=%v (%q)", snap.Ready, healthy, snap.NotReady)
+		}
+	}
+}
