@@ -35,14 +35,24 @@ func chromium(t *testing.T, bin, url string, args ...string) []byte {
 		"--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
 		"--user-data-dir=" + t.TempDir(), "--virtual-time-budget=4000", "--window-size=1280,560",
 	}, args...)
-	cmd := exec.CommandContext(ctx, bin, append(all, url)...)
-	cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("chromium %s: %v\n%s", strings.Join(args, " "), err, tail(stderr.String(), 4096))
+	// Headless Chromium sometimes dies of a signal on a loaded machine
+	// (a segmentation fault while taking a screenshot): that is the
+	// browser's crash, not the page's, so it gets two more tries.
+	for attempt := 1; ; attempt++ {
+		cmd := exec.CommandContext(ctx, bin, append(all, url)...)
+		cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		if err == nil {
+			return stdout.Bytes()
+		}
+		crashed := cmd.ProcessState != nil && !cmd.ProcessState.Exited() && ctx.Err() == nil
+		if !crashed || attempt == 3 {
+			t.Fatalf("chromium %s: %v\n%s", strings.Join(args, " "), err, tail(stderr.String(), 4096))
+		}
+		t.Logf("chromium %s crashed (%v), trying again", strings.Join(args, " "), err)
 	}
-	return stdout.Bytes()
 }
 
 // liveNode returns the attributes the page set on a stage's node: the
