@@ -113,12 +113,12 @@ Flags:
 	})
 	var token []byte
 	if *tokenFile != "" {
-		t, err := readToken(*tokenFile)
+		t, err := admin.ReadToken(*tokenFile)
 		if err != nil {
 			fmt.Fprintf(stderr, "etld plan: %v\n", err)
 			return exitUsage
 		}
-		token = t
+		token = []byte(t)
 	}
 	res, err := requestPlan(adminURL(*addr)+"/api/plan", req, token)
 	if err != nil {
@@ -179,18 +179,4 @@ func requestPlan(url string, req admin.PlanRequest, token []byte) (*admin.PlanRe
 		return nil, fmt.Errorf("%s: not an etld plan: %w", url, err)
 	}
 	return &res, nil
-}
-
-// readToken reads an admin token file: its content without surrounding
-// white space, which must not be empty.
-func readToken(path string) ([]byte, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("admin token file: %w", err)
-	}
-	t := bytes.TrimSpace(b)
-	if len(t) == 0 {
-		return nil, fmt.Errorf("admin token file %s is empty", path)
-	}
-	return t, nil
 }

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/etld/etld/internal/admin"
 	"github.com/etld/etld/internal/engine"
 	"github.com/etld/etld/internal/stages"
 	"github.com/fsnotify/fsnotify"
@@ -49,7 +50,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		return flagExit(err)
 	}
 	if f.adminTokenFile != "" {
-		if _, err := readToken(f.adminTokenFile); err != nil {
+		if _, err := admin.ReadToken(f.adminTokenFile); err != nil {
 			fmt.Fprintf(stderr, "etld run: %v\n", err)
 			return exitUsage
 		}

@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/etld/etld/internal/admin"
 )
 
 // cmdTap is `etld tap PIPELINE STAGE[.ROUTE]`: it streams /api/tap.
@@ -75,12 +77,12 @@ func cmdTap(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	if *tokenFile != "" {
-		b, err := os.ReadFile(*tokenFile)
+		tok, err := admin.ReadToken(*tokenFile)
 		if err != nil {
 			fmt.Fprintf(stderr, "etld tap: %v\n", err)
 			return exitUsage
 		}
-		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(b)))
+		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

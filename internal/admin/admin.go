@@ -106,7 +106,7 @@ func New(opts Options) (*Server, error) {
 		return nil, errors.New("admin: Runtime and Registry are required")
 	}
 	if opts.TokenFile != "" {
-		if _, err := readToken(opts.TokenFile); err != nil {
+		if _, err := ReadToken(opts.TokenFile); err != nil {
 			return nil, err
 		}
 	}

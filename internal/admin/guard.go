@@ -36,7 +36,7 @@ func (g Guard) Wrap(h http.Handler) http.Handler {
 		}
 		want := g.Token
 		if g.TokenFile != "" {
-			tok, err := readToken(g.TokenFile)
+			tok, err := ReadToken(g.TokenFile)
 			if err != nil {
 				text(w, http.StatusServiceUnavailable, "admin token unavailable: "+err.Error())
 				return
@@ -65,16 +65,17 @@ func matches(token []byte, given string) bool {
 	return subtle.ConstantTimeCompare(want[:], got[:]) == 1
 }
 
-// readToken reads a bearer token file: its content, surrounding white
-// space removed, must not be empty.
-func readToken(path string) (string, error) {
+// ReadToken reads a bearer token file (--admin-token-file): its content,
+// surrounding white space removed, must not be empty. The daemon and the
+// commands that talk to it (etld plan, etld tap) read it alike.
+func ReadToken(path string) (string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return "", fmt.Errorf("admin token: %w", err)
+		return "", fmt.Errorf("admin token file: %w", err)
 	}
 	tok := strings.TrimSpace(string(b))
 	if tok == "" {
-		return "", fmt.Errorf("admin token: %s is empty", path)
+		return "", fmt.Errorf("admin token file %s is empty", path)
 	}
 	return tok, nil
 }
