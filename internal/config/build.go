@@ -221,7 +221,7 @@ func (b *builder) typed(st *Stage, v *yaml.Node, path string) {
 				unknown = append(unknown, k)
 				continue
 			}
-			if !d.decode(val, rv.Elem().Field(idx), path+"."+k.Value) {
+			if !d.decode(val, rv.Elem().FieldByIndex(idx), path+"."+k.Value) {
 				failed[k.Value] = true
 			}
 		}

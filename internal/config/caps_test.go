@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/etld/etld/internal/stages"
@@ -123,5 +124,44 @@ sinks:
 	got := diagLines(ds)
 	if len(got) != 1 || got[0] != "fields.yaml:5:11: sources.in.cert: no such file: c.pem" {
 		t.Fatalf("diagnostics = %q, want only the file check at the cert option", got)
+	}
+}
+
+// InlineShared is a group of options shared by two stage types.
+type InlineShared struct {
+	URL  string `yaml:"url"`
+	User string `yaml:"user"`
+}
+
+type inlineConfig struct {
+	InlineShared `yaml:",inline"`
+	Stream       string `yaml:"stream"`
+}
+
+// TestInlineOptions: the options of an inline struct are decoded at the
+// level of the stage's own, and listed with them for an unknown option.
+func TestInlineOptions(t *testing.T) {
+	opts := capsOptions(t)
+	var got *inlineConfig
+	if err := opts.Registry.Add(stages.Factory{
+		Kind: stages.KindSource, Type: "inline_fake", Doc: "fake",
+		NewConfig: func() any { got = &inlineConfig{}; return got },
+		NewSource: func(stages.Settings, any) (stages.Source, error) { return nil, errors.New("never built") },
+	}); err != nil {
+		t.Fatal(err)
+	}
+	const src = `version: 1
+sources:
+  in: {type: inline_fake, url: "nats://x", user: u, stream: s, usr: v}
+sinks:
+  out: {type: stdout, inputs: [in]}
+`
+	_, ds := Parse("inline.yaml", []byte(src), opts)
+	lines := diagLines(ds)
+	if len(lines) != 1 || !strings.Contains(lines[0], `unknown option "usr"`) || !strings.Contains(lines[0], `"user"`) {
+		t.Fatalf("diagnostics = %q, want only the unknown usr, suggesting user", lines)
+	}
+	if got.URL != "nats://x" || got.User != "u" || got.Stream != "s" {
+		t.Fatalf("decoded %+v", *got)
 	}
 }

@@ -80,7 +80,7 @@ func (d decoder) structure(n *yaml.Node, v reflect.Value, path string) bool {
 			ok = false
 			return
 		}
-		if !d.decode(val, v.Field(idx), join(path, k.Value)) {
+		if !d.decode(val, v.FieldByIndex(idx), join(path, k.Value)) {
 			ok = false
 		}
 	})
@@ -198,33 +198,50 @@ func forEachPair(n *yaml.Node, r reporter, path string, fn func(k, v *yaml.Node)
 	}
 }
 
-// structFields maps yaml tag names to field indexes.
-func structFields(t reflect.Type) map[string]int {
-	m := map[string]int{}
-	for i := 0; i < t.NumField(); i++ {
-		if name := YAMLKey(t.Field(i)); name != "" {
-			m[name] = i
-		}
-	}
+// structFields maps yaml tag names to field index paths (for
+// reflect.Value.FieldByIndex): an inline struct's fields are the
+// enclosing struct's options (see Inline).
+func structFields(t reflect.Type) map[string][]int {
+	m := map[string][]int{}
+	eachOption(t, nil, func(name string, index []int) { m[name] = index })
 	return m
 }
 
 func fieldNames(t reflect.Type) []string {
 	var out []string
-	for i := 0; i < t.NumField(); i++ {
-		if name := YAMLKey(t.Field(i)); name != "" {
-			out = append(out, name)
-		}
-	}
+	eachOption(t, nil, func(name string, _ []int) { out = append(out, name) })
 	return out
 }
 
+// eachOption calls fn with every option of struct type t, in field
+// order, descending into inline structs.
+func eachOption(t reflect.Type, at []int, fn func(name string, index []int)) {
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		index := append(append([]int(nil), at...), i)
+		if Inline(f) {
+			eachOption(f.Type, index, fn)
+		} else if name := YAMLKey(f); name != "" {
+			fn(name, index)
+		}
+	}
+}
+
+// Inline reports whether a config struct field is tagged `yaml:",inline"`:
+// a struct whose options are written at the level of the enclosing one,
+// so that stage types can share a group of options (a broker connection)
+// without nesting them in the file.
+func Inline(f reflect.StructField) bool {
+	_, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+	return f.IsExported() && f.Type.Kind() == reflect.Struct && opts == "inline"
+}
+
 // YAMLKey is the key the loader decodes a config struct field from: its
-// yaml tag name, else its lowercased name; "" for unexported and
+// yaml tag name, else its lowercased name; "" for unexported, inline and
 // `yaml:"-"` fields. The reference (internal/refdoc) documents options by
 // it.
 func YAMLKey(f reflect.StructField) string {
-	if !f.IsExported() {
+	if !f.IsExported() || Inline(f) {
 		return ""
 	}
 	name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")

@@ -63,6 +63,10 @@ func walk(v reflect.Value, prefix, goPrefix string, req map[string]bool, out *[]
 	t := v.Type()
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
+		if config.Inline(f) {
+			walk(v.Field(i), prefix, goPrefix+f.Name+".", req, out)
+			continue
+		}
 		name := config.YAMLKey(f)
 		if name == "" {
 			continue

@@ -151,9 +151,13 @@ func checkFields(where string, t reflect.Type, goPrefix string, valueForm bool) 
 		if !f.IsExported() {
 			continue
 		}
+		field := goPrefix + f.Name
+		if config.Inline(f) {
+			out = append(out, checkFields(where, f.Type, field+".", false)...)
+			continue
+		}
 		tag, hasTag := f.Tag.Lookup("yaml")
 		name, _, _ := strings.Cut(tag, ",")
-		field := goPrefix + f.Name
 		switch {
 		case !hasTag || name == "":
 			name = strings.ToLower(f.Name)
