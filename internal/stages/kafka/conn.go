@@ -60,38 +60,43 @@ func (c *SASLConfig) mechanism() sasl.Mechanism {
 	return nil
 }
 
-// conn is what the source and the sink share: how to reach the cluster.
-// The configs hold these options as their own fields (the reference
-// lists each option of a stage under its name), and hand them over here.
-type conn struct {
-	brokers []string
-	tls     *tlsconf.ClientConfig
-	sasl    *SASLConfig
+// ClusterConfig is what the source and the sink share: how to reach the
+// cluster, inline in their configs (written next to their own options).
+type ClusterConfig struct {
+	Brokers []string             `yaml:"brokers" doc:"seed brokers, host:port (required)"`
+	TLS     tlsconf.ClientConfig `yaml:"tls" doc:"TLS to the brokers"`
+	SASL    SASLConfig           `yaml:"sasl" doc:"SASL authentication"`
 }
 
-func (c conn) validate() error {
+// ResolvePaths implements stages.PathResolver (promoted to the configs).
+func (c *ClusterConfig) ResolvePaths(dir string) { c.TLS.ResolvePaths(dir) }
+
+// CheckFiles implements stages.FileChecker (promoted to the configs).
+func (c *ClusterConfig) CheckFiles() error { return c.TLS.CheckFiles() }
+
+func (c *ClusterConfig) validate() error {
 	var errs []error
-	if len(c.brokers) == 0 {
+	if len(c.Brokers) == 0 {
 		errs = append(errs, stages.FieldErr("brokers", errors.New("is required: list host:port seeds")))
 	}
-	for _, b := range c.brokers {
+	for _, b := range c.Brokers {
 		if _, port, err := net.SplitHostPort(b); err != nil || port == "" {
 			errs = append(errs, stages.FieldErr("brokers", fmt.Errorf("%q is not host:port", b)))
 		}
 	}
-	errs = append(errs, c.tls.Validate(), c.sasl.validate())
+	errs = append(errs, c.TLS.Validate(), c.SASL.validate())
 	return errors.Join(errs...)
 }
 
 // opts are the client options of the connection; health gets told when
 // a broker connection fails or succeeds.
-func (c conn) opts(h *health, clientID string) ([]kgo.Opt, error) {
-	t, err := c.tls.Build()
+func (c *ClusterConfig) opts(h *health, clientID string) ([]kgo.Opt, error) {
+	t, err := c.TLS.Build()
 	if err != nil {
 		return nil, err
 	}
 	o := []kgo.Opt{
-		kgo.SeedBrokers(c.brokers...),
+		kgo.SeedBrokers(c.Brokers...),
 		kgo.ClientID(clientID),
 		kgo.WithHooks(h),
 		// Reconnects back off up to 5s, so that a broker that is down is
@@ -101,7 +106,7 @@ func (c conn) opts(h *health, clientID string) ([]kgo.Opt, error) {
 	if t != nil {
 		o = append(o, kgo.DialTLSConfig(t))
 	}
-	if m := c.sasl.mechanism(); m != nil {
+	if m := c.SASL.mechanism(); m != nil {
 		o = append(o, kgo.SASL(m))
 	}
 	return o, nil

@@ -16,29 +16,25 @@ import (
 
 	"github.com/etld/etld/internal/jsonrec"
 	"github.com/etld/etld/internal/stages"
-	"github.com/etld/etld/internal/tlsconf"
 )
 
 // SinkConfig is the config of the `kafka` sink.
 type SinkConfig struct {
-	Brokers         []string             `yaml:"brokers" doc:"seed brokers, host:port (required)"`
-	Topic           string               `yaml:"topic" doc:"topic to produce to (required)"`
-	Key             string               `yaml:"key" doc:"field whose value is the message key (records in one partition keep their order); empty or missing: no key"`
-	Transactional   bool                 `yaml:"transactional" doc:"behind a kafka source: commit the messages and the source's consumed offsets in one Kafka transaction per checkpoint, exactly once for read_committed readers"`
-	TransactionalID string               `yaml:"transactional_id" doc:"transactional: the producer's transactional id, unique per instance and stable across its restarts (default etld-HOST-PIPELINE-SINK)"`
-	MaxMessageBytes stages.ByteSize      `yaml:"max_message_bytes" doc:"largest message the topic accepts; a larger record is a bad record (dead letter)"`
-	TLS             tlsconf.ClientConfig `yaml:"tls" doc:"TLS to the brokers"`
-	SASL            SASLConfig           `yaml:"sasl" doc:"SASL authentication"`
+	ClusterConfig `yaml:",inline"`
+
+	Topic           string          `yaml:"topic" doc:"topic to produce to (required)"`
+	Key             string          `yaml:"key" doc:"field whose value is the message key (records in one partition keep their order); empty or missing: no key"`
+	Transactional   bool            `yaml:"transactional" doc:"behind a kafka source: commit the messages and the source's consumed offsets in one Kafka transaction per checkpoint, exactly once for read_committed readers"`
+	TransactionalID string          `yaml:"transactional_id" doc:"transactional: the producer's transactional id, unique per instance and stable across its restarts (default etld-HOST-PIPELINE-SINK)"`
+	MaxMessageBytes stages.ByteSize `yaml:"max_message_bytes" doc:"largest message the topic accepts; a larger record is a bad record (dead letter)"`
 }
 
 // NewSinkConfig returns a SinkConfig with its defaults.
 func NewSinkConfig() *SinkConfig { return &SinkConfig{MaxMessageBytes: 1000000} }
 
-func (c *SinkConfig) conn() conn { return conn{brokers: c.Brokers, tls: &c.TLS, sasl: &c.SASL} }
-
 // Validate implements stages.Validator.
 func (c *SinkConfig) Validate() error {
-	errs := []error{c.conn().validate()}
+	errs := []error{c.ClusterConfig.validate()}
 	if c.Topic == "" {
 		errs = append(errs, stages.FieldErr("topic", errors.New("is required")))
 	}
@@ -50,12 +46,6 @@ func (c *SinkConfig) Validate() error {
 	}
 	return errors.Join(errs...)
 }
-
-// ResolvePaths implements stages.PathResolver.
-func (c *SinkConfig) ResolvePaths(dir string) { c.TLS.ResolvePaths(dir) }
-
-// CheckFiles implements stages.FileChecker.
-func (c *SinkConfig) CheckFiles() error { return c.TLS.CheckFiles() }
 
 // Sink is the `kafka` sink: an idempotent producer with acks from every
 // in-sync replica. Write hands records to the client, which batches them;
@@ -119,7 +109,7 @@ func (s *Sink) Open(ctx context.Context) error {
 	if s.closed {
 		return errors.New("kafka sink: open after close")
 	}
-	opts, err := s.c.conn().opts(&s.h, "etld-"+s.s.Pipeline+"-"+s.s.ID)
+	opts, err := s.c.ClusterConfig.opts(&s.h, "etld-"+s.s.Pipeline+"-"+s.s.ID)
 	if err != nil {
 		return fmt.Errorf("kafka sink %q: %w", s.s.ID, err)
 	}

@@ -19,7 +19,6 @@ import (
 
 	"github.com/etld/etld/internal/jsonrec"
 	"github.com/etld/etld/internal/stages"
-	"github.com/etld/etld/internal/tlsconf"
 )
 
 const (
@@ -33,15 +32,14 @@ const (
 
 // SourceConfig is the config of the `kafka` source.
 type SourceConfig struct {
-	Brokers        []string             `yaml:"brokers" doc:"seed brokers, host:port (required)"`
-	Topics         []string             `yaml:"topics" doc:"topics to consume (required)"`
-	Group          string               `yaml:"group" doc:"consumer group (required); instances with the same group share the partitions"`
-	StartAt        string               `yaml:"start_at" doc:"where a partition without a committed offset starts: beginning or end"`
-	SessionTimeout time.Duration        `yaml:"session_timeout" doc:"how long a member that stopped heartbeating (killed) keeps its partitions before the group hands them over: lower fails over faster, too low evicts a live member that pauses"`
-	Metadata       bool                 `yaml:"metadata" doc:"add topic, partition, offset, key, headers and timestamp under _meta; the values must then be JSON objects (others are bad records)"`
-	MaxLineBytes   stages.ByteSize      `yaml:"max_line_bytes" doc:"largest message value; a larger one is a bad record that keeps its first max_line_bytes bytes"`
-	TLS            tlsconf.ClientConfig `yaml:"tls" doc:"TLS to the brokers"`
-	SASL           SASLConfig           `yaml:"sasl" doc:"SASL authentication"`
+	ClusterConfig `yaml:",inline"`
+
+	Topics         []string        `yaml:"topics" doc:"topics to consume (required)"`
+	Group          string          `yaml:"group" doc:"consumer group (required); instances with the same group share the partitions"`
+	StartAt        string          `yaml:"start_at" doc:"where a partition without a committed offset starts: beginning or end"`
+	SessionTimeout time.Duration   `yaml:"session_timeout" doc:"how long a member that stopped heartbeating (killed) keeps its partitions before the group hands them over: lower fails over faster, too low evicts a live member that pauses"`
+	Metadata       bool            `yaml:"metadata" doc:"add topic, partition, offset, key, headers and timestamp under _meta; the values must then be JSON objects (others are bad records)"`
+	MaxLineBytes   stages.ByteSize `yaml:"max_line_bytes" doc:"largest message value; a larger one is a bad record that keeps its first max_line_bytes bytes"`
 }
 
 // NewSourceConfig returns a SourceConfig with its defaults.
@@ -49,11 +47,9 @@ func NewSourceConfig() *SourceConfig {
 	return &SourceConfig{StartAt: "beginning", SessionTimeout: defaultSessionTimeout, MaxLineBytes: defaultMaxLineBytes}
 }
 
-func (c *SourceConfig) conn() conn { return conn{brokers: c.Brokers, tls: &c.TLS, sasl: &c.SASL} }
-
 // Validate implements stages.Validator.
 func (c *SourceConfig) Validate() error {
-	errs := []error{c.conn().validate()}
+	errs := []error{c.ClusterConfig.validate()}
 	if len(c.Topics) == 0 {
 		errs = append(errs, stages.FieldErr("topics", errors.New("is required")))
 	}
@@ -71,12 +67,6 @@ func (c *SourceConfig) Validate() error {
 	}
 	return errors.Join(errs...)
 }
-
-// ResolvePaths implements stages.PathResolver.
-func (c *SourceConfig) ResolvePaths(dir string) { c.TLS.ResolvePaths(dir) }
-
-// CheckFiles implements stages.FileChecker.
-func (c *SourceConfig) CheckFiles() error { return c.TLS.CheckFiles() }
 
 // ProducesFields implements stages.FieldsProducer: with metadata, records
 // are JSON objects with _meta.
@@ -192,7 +182,7 @@ func (s *Source) Open(ctx context.Context) error {
 	if s.closed {
 		return errors.New("kafka source: open after close")
 	}
-	opts, err := s.c.conn().opts(&s.h, "etld-"+s.s.Pipeline+"-"+s.s.ID)
+	opts, err := s.c.ClusterConfig.opts(&s.h, "etld-"+s.s.Pipeline+"-"+s.s.ID)
 	if err != nil {
 		return fmt.Errorf("kafka source %q: %w", s.s.ID, err)
 	}

@@ -27,17 +27,16 @@ import (
 	"github.com/etld/etld/internal/tlsconf"
 )
 
-// ConnConfig are the connection options both stages have. The loader
-// decodes no embedded structs, so each stage's config declares them (same
-// yaml keys, same docs) and hands them over with its conn method.
+// ConnConfig are the connection options both stages have, inline in
+// their configs (the options are written next to the stage's own).
 type ConnConfig struct {
-	URL      string
-	Creds    string
-	User     string
-	Password string
-	Token    string
-	TLS      tlsconf.ClientConfig
-	Timeout  time.Duration
+	URL      string               `yaml:"url" doc:"server URL(s), comma-separated (nats://host:4222, tls://host:4222)"`
+	Creds    string               `yaml:"creds" doc:"NATS credentials file (JWT and NKey seed); relative to the pipeline file's directory"`
+	User     string               `yaml:"user" doc:"user name, with password"`
+	Password string               `yaml:"password" doc:"password of user; write ${VAR} to keep it out of the file"`
+	Token    string               `yaml:"token" doc:"authentication token; write ${VAR} to keep it out of the file"`
+	TLS      tlsconf.ClientConfig `yaml:"tls" doc:"TLS to the server (on with any of its options, or with a tls:// URL)"`
+	Timeout  time.Duration        `yaml:"timeout" doc:"bound on connecting and on each request to the server: stream and consumer lookups, the source's ack confirmations, the sink's publish acks (an unacked publish is sent again)"`
 }
 
 const (

@@ -7,25 +7,17 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/etld/etld/internal/stages"
-	"github.com/etld/etld/internal/tlsconf"
 )
 
 // SinkConfig is the config of the `nats` sink.
 type SinkConfig struct {
-	URL      string               `yaml:"url" doc:"server URL(s), comma-separated (nats://host:4222, tls://host:4222)"`
-	Creds    string               `yaml:"creds" doc:"NATS credentials file (JWT and NKey seed); relative to the pipeline file's directory"`
-	User     string               `yaml:"user" doc:"user name, with password"`
-	Password string               `yaml:"password" doc:"password of user; write ${VAR} to keep it out of the file"`
-	Token    string               `yaml:"token" doc:"authentication token; write ${VAR} to keep it out of the file"`
-	TLS      tlsconf.ClientConfig `yaml:"tls" doc:"TLS to the server (on with any of its options, or with a tls:// URL)"`
-	Timeout  time.Duration        `yaml:"timeout" doc:"bound on connecting, on the stream lookup and on each publish ack (an unacked publish is sent again)"`
+	ConnConfig `yaml:",inline"`
 
 	Subject    string `yaml:"subject" doc:"subject to publish to (required, no wildcards); a JetStream stream must capture it"`
 	MaxPending int    `yaml:"max_pending" doc:"publishes in flight, not acked yet: the window of asynchronous publishing"`
@@ -34,16 +26,12 @@ type SinkConfig struct {
 
 // NewSinkConfig returns a SinkConfig with its defaults.
 func NewSinkConfig() *SinkConfig {
-	return &SinkConfig{URL: defaultURL, Timeout: defaultTimeout, MaxPending: 16384, MsgID: true}
-}
-
-func (c *SinkConfig) conn() *ConnConfig {
-	return &ConnConfig{URL: c.URL, Creds: c.Creds, User: c.User, Password: c.Password, Token: c.Token, TLS: c.TLS, Timeout: c.Timeout}
+	return &SinkConfig{ConnConfig: ConnConfig{URL: defaultURL, Timeout: defaultTimeout}, MaxPending: 16384, MsgID: true}
 }
 
 // Validate implements stages.Validator.
 func (c *SinkConfig) Validate() error {
-	errs := []error{c.conn().validate()}
+	errs := []error{c.ConnConfig.validate()}
 	switch {
 	case c.Subject == "":
 		errs = append(errs, stages.FieldErr("subject", errors.New("required")))
@@ -60,7 +48,7 @@ func (c *SinkConfig) Validate() error {
 func (c *SinkConfig) ResolvePaths(dir string) { resolvePaths(dir, &c.Creds, &c.TLS) }
 
 // CheckFiles implements stages.FileChecker.
-func (c *SinkConfig) CheckFiles() error { return c.conn().checkFiles() }
+func (c *SinkConfig) CheckFiles() error { return c.ConnConfig.checkFiles() }
 
 func sinkFactory() stages.Factory {
 	return stages.Factory{
@@ -119,7 +107,7 @@ func (s *Sink) Health() error { return s.c.report() }
 // Open connects and checks that a stream captures the subject. A server
 // that cannot be reached is not an error (Write retries).
 func (s *Sink) Open(ctx context.Context) error {
-	err := s.c.dial(ctx, s.cfg.conn(), s.set,
+	err := s.c.dial(ctx, &s.cfg.ConnConfig, s.set,
 		jetstream.WithPublishAsyncMaxPending(s.cfg.MaxPending),
 		jetstream.WithPublishAsyncTimeout(s.cfg.Timeout),
 		jetstream.WithPublishAsyncAckHandler(s.onAck),

@@ -15,7 +15,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/etld/etld/internal/stages"
-	"github.com/etld/etld/internal/tlsconf"
 )
 
 // Batch limits of Read, like the line sources'.
@@ -32,13 +31,7 @@ const (
 
 // SourceConfig is the config of the `nats` source.
 type SourceConfig struct {
-	URL      string               `yaml:"url" doc:"server URL(s), comma-separated (nats://host:4222, tls://host:4222)"`
-	Creds    string               `yaml:"creds" doc:"NATS credentials file (JWT and NKey seed); relative to the pipeline file's directory"`
-	User     string               `yaml:"user" doc:"user name, with password"`
-	Password string               `yaml:"password" doc:"password of user; write ${VAR} to keep it out of the file"`
-	Token    string               `yaml:"token" doc:"authentication token; write ${VAR} to keep it out of the file"`
-	TLS      tlsconf.ClientConfig `yaml:"tls" doc:"TLS to the server (on with any of its options, or with a tls:// URL)"`
-	Timeout  time.Duration        `yaml:"timeout" doc:"bound on connecting and on each JetStream request (stream and consumer lookups, the ack confirmation)"`
+	ConnConfig `yaml:",inline"`
 
 	Stream        string          `yaml:"stream" doc:"JetStream stream to read (required); it must exist"`
 	Subject       string          `yaml:"subject" doc:"read only the stream's messages whose subject matches this filter (wildcards * and >); default: all of them"`
@@ -60,19 +53,15 @@ const (
 // NewSourceConfig returns a SourceConfig with its defaults.
 func NewSourceConfig() *SourceConfig {
 	return &SourceConfig{
-		URL: defaultURL, Timeout: defaultTimeout,
-		StartAt: StartBeginning, AckWait: 30 * time.Second, MaxAckPending: 200_000, PullBatch: 4096,
+		ConnConfig: ConnConfig{URL: defaultURL, Timeout: defaultTimeout},
+		StartAt:    StartBeginning, AckWait: 30 * time.Second, MaxAckPending: 200_000, PullBatch: 4096,
 		MaxLineBytes: 1 << 20,
 	}
 }
 
-func (c *SourceConfig) conn() *ConnConfig {
-	return &ConnConfig{URL: c.URL, Creds: c.Creds, User: c.User, Password: c.Password, Token: c.Token, TLS: c.TLS, Timeout: c.Timeout}
-}
-
 // Validate implements stages.Validator.
 func (c *SourceConfig) Validate() error {
-	errs := []error{c.conn().validate()}
+	errs := []error{c.ConnConfig.validate()}
 	if c.Stream == "" {
 		errs = append(errs, stages.FieldErr("stream", errors.New("required")))
 	} else if strings.ContainsAny(c.Stream, ". *>") {
@@ -105,7 +94,7 @@ func (c *SourceConfig) Validate() error {
 func (c *SourceConfig) ResolvePaths(dir string) { resolvePaths(dir, &c.Creds, &c.TLS) }
 
 // CheckFiles implements stages.FileChecker.
-func (c *SourceConfig) CheckFiles() error { return c.conn().checkFiles() }
+func (c *SourceConfig) CheckFiles() error { return c.ConnConfig.checkFiles() }
 
 // ProducesFields implements stages.FieldsProducer: with metadata, records
 // are JSON objects already.
@@ -225,7 +214,7 @@ func (s *Source) State() ([]byte, error) {
 // be reached is not an error (Read retries); a missing stream, refused
 // credentials or TLS are.
 func (s *Source) Open(ctx context.Context) error {
-	if err := s.c.dial(ctx, s.cfg.conn(), s.set); err != nil {
+	if err := s.c.dial(ctx, &s.cfg.ConnConfig, s.set); err != nil {
 		return openErr(ctx, err)
 	}
 	if err := s.setup(ctx); err != nil && !down(s.c.nc, err) {
