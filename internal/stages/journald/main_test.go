@@ -2,7 +2,6 @@ package journald
 
 import (
 	"context"
-	"errors"
 	"path/filepath"
 	"testing"
 	"time"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/etld/etld/internal/stages"
 	"github.com/etld/etld/internal/stages/journald/journaltest"
+	"github.com/etld/etld/internal/stages/stagetest"
 )
 
 func TestMain(m *testing.M) {
@@ -124,19 +124,9 @@ func readN(t testing.TB, src stages.Source, g *got, n int) {
 // readToEnd reads a finite source until ErrEndOfInput.
 func readToEnd(t testing.TB, src stages.Source) *got {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
 	g := &got{}
-	for {
-		b, err := src.Read(ctx)
-		if errors.Is(err, stages.ErrEndOfInput) {
-			return g
-		}
-		if err != nil {
-			t.Fatalf("Read: %v", err)
-		}
-		g.add(t, b)
-	}
+	stagetest.ReadToEnd(t, src, testTimeout, func(b *stages.Batch) { g.add(t, b) })
+	return g
 }
 
 func tailKeys(k []string) []string { return k[max(0, len(k)-5):] }

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/etld/etld/internal/stages"
+	"github.com/etld/etld/internal/stages/stagetest"
 )
 
 func TestMain(m *testing.M) {
@@ -48,22 +49,14 @@ func (g *got) add(b *stages.Batch) {
 // readToEnd reads a finite source until ErrEndOfInput.
 func readToEnd(t testing.TB, src stages.Source) *got {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
 	g := &got{}
-	for {
-		b, err := src.Read(ctx)
-		if errors.Is(err, stages.ErrEndOfInput) {
-			return g
-		}
-		if err != nil {
-			t.Fatalf("Read: %v", err)
-		}
+	stagetest.ReadToEnd(t, src, testTimeout, func(b *stages.Batch) {
 		if b == nil || (len(b.Records) == 0 && len(b.Rejects) == 0) {
 			t.Fatalf("Read returned an empty batch")
 		}
 		g.add(b)
-	}
+	})
+	return g
 }
 
 // readUntil reads a following source until done(g) holds, failing after

@@ -12,6 +12,7 @@ package stagetest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -207,5 +208,25 @@ func checkCommitter(t *testing.T, stage any) {
 	}
 	if _, ok := stage.(stages.Stateful); !ok {
 		t.Errorf("%T implements stages.Committer but not stages.Stateful: only stateful stages are told of commits, so it never would be", stage)
+	}
+}
+
+// ReadToEnd reads a finite source until stages.ErrEndOfInput, handing
+// each batch to each. Another error fails the test, and so does an end
+// that does not come within timeout (a hang detector, not a timing
+// assertion). Stage packages' tests share it.
+func ReadToEnd(t testing.TB, src stages.Source, timeout time.Duration, each func(*stages.Batch)) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	for {
+		b, err := src.Read(ctx)
+		if errors.Is(err, stages.ErrEndOfInput) {
+			return
+		}
+		if err != nil {
+			t.Fatalf("Read: %v", err)
+		}
+		each(b)
 	}
 }

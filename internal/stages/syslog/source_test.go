@@ -17,6 +17,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/etld/etld/internal/stages"
+	"github.com/etld/etld/internal/stages/stagetest"
 	"github.com/etld/etld/internal/tlsconf/tlsconftest"
 )
 
@@ -377,16 +378,7 @@ func TestHealthReportsBadRenewedTLSFiles(t *testing.T) {
 func readToEnd(t *testing.T, s *source) got {
 	t.Helper()
 	var g got
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	for {
-		b, err := s.Read(ctx)
-		if errors.Is(err, stages.ErrEndOfInput) {
-			return g
-		}
-		if err != nil {
-			t.Fatalf("Read after %d records: %v", len(g.records), err)
-		}
+	stagetest.ReadToEnd(t, s, 20*time.Second, func(b *stages.Batch) {
 		for _, r := range b.Records {
 			g.records = append(g.records, string(r.Raw))
 		}
@@ -395,7 +387,8 @@ func readToEnd(t *testing.T, s *source) got {
 			g.rejects = append(g.rejects, r)
 		}
 		b.Release()
-	}
+	})
+	return g
 }
 
 // TestDrainKeepsWhatWasReceived: messages etld received but the
@@ -416,12 +409,14 @@ func TestDrainKeepsWhatWasReceived(t *testing.T) {
 					sent += len(msg)
 				}
 			}
-			// Wait until the queue is full: etld holds received messages
-			// that nothing read yet (and the kernel may hold more).
+			// Wait until etld holds received messages that nothing read
+			// yet: everything sent was received (and is queued or held by
+			// the connections' goroutines), or the queue is full (and the
+			// kernel may hold more).
 			deadline := time.Now().Add(20 * time.Second)
-			for len(s.out) < cap(s.out) {
+			for value(t, s.bytesIn) < float64(sent) && len(s.out) < cap(s.out) {
 				if time.Now().After(deadline) {
-					t.Fatalf("the queue holds %d batches, want %d", len(s.out), cap(s.out))
+					t.Fatalf("received %v of %d bytes, the queue holds %d batches", value(t, s.bytesIn), sent, len(s.out))
 				}
 				time.Sleep(time.Millisecond)
 			}
