@@ -291,19 +291,7 @@ sources:
 sinks:
   out: {type: file, inputs: [feeds], path: "` + filepath.Join(work, "out.jsonl") + `", fsync: checkpoint}
 `,
-		"W2": `version: 1
-sources:
-  feeds: {type: file, path: "` + glob + `", follow: false}
-workers:
-  w2:
-    inputs: [feeds]
-    steps:
-      - parse_json: {}
-      - filter: 'level != "debug"'
-      - set: {pipeline: w2}
-sinks:
-  out: {type: file, inputs: [w2], path: "` + filepath.Join(work, "out.jsonl") + `", fsync: checkpoint}
-`,
+		"W2": w2Pipeline(glob, "", `{type: file, inputs: [w2], path: "`+filepath.Join(work, "out.jsonl")+`", fsync: checkpoint}`),
 	}
 	loadBefore := loadavg()
 	var results []result
@@ -437,6 +425,14 @@ func mergePipeline(glob, out string, ordered, merge bool) string {
 	if merge {
 		sink = `{type: file, inputs: [w2], path: "` + out + `", fsync: checkpoint, merge: {order_by: ts}}`
 	}
+	return w2Pipeline(glob, worker, sink)
+}
+
+// w2Pipeline is workload W2 (parse_json, drop debug records, set
+// pipeline) over the feeds matching glob, in worker w2, into sink out:
+// sink is its flow mapping, worker extra lines of the worker's options
+// (indented by 4), or "".
+func w2Pipeline(glob, worker, sink string) string {
 	return `version: 1
 sources:
   feeds: {type: file, path: "` + glob + `", follow: false}

@@ -105,19 +105,7 @@ func w5Once(kc kafkaConfig, glob string, kept, round int) (w5Result, error) {
 	list := "[" + brokers + "]"
 
 	sinkCfg := filepath.Join(kc.work, "w5-sink.yaml")
-	if err := os.WriteFile(sinkCfg, []byte(`version: 1
-sources:
-  feeds: {type: file, path: "`+glob+`", follow: false}
-workers:
-  w2:
-    inputs: [feeds]
-    steps:
-      - parse_json: {}
-      - filter: 'level != "debug"'
-      - set: {pipeline: w2}
-sinks:
-  out: {type: kafka, inputs: [w2], brokers: `+list+`, topic: `+topic+`}
-`), 0o644); err != nil {
+	if err := os.WriteFile(sinkCfg, []byte(w2Pipeline(glob, "", `{type: kafka, inputs: [w2], brokers: `+list+`, topic: `+topic+`}`)), 0o644); err != nil {
 		return w5Result{}, err
 	}
 	cmd := exec.Command(kc.bin, "run", "-c", sinkCfg, "--state-dir", filepath.Join(state, "sink"),
