@@ -347,7 +347,9 @@ sinks:
 	if err != nil {
 		return err
 	}
-	if feeds == 4 && lines == 500000 && debug != 199921 {
+	// The external generator's seed-1 feeds have a known mix; a different
+	// count means stale data from another generator or version.
+	if shared != "" && feeds == 4 && lines == 500000 && debug != 199921 {
 		return fmt.Errorf("the feeds in %s have %d debug records, want 199,921 (seed 1): delete the directory to regenerate them", data, debug)
 	}
 	want := map[string]int{"cat (reference)": total, "etld W1": total, "etld W2": total - debug}
