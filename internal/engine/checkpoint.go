@@ -41,6 +41,12 @@ type checkpointer struct {
 	// a saveQueued that finds nothing queued returns only once the save in
 	// progress (perhaps of its own cut) is over.
 	saveMu sync.Mutex
+	// saved is the checkpoint on disk (saved, or loaded at start; under
+	// saveMu): a cut whose stage states equal its own is not written
+	// again, so an idle pipeline does not rewrite and fsync its state
+	// file every interval (hundreds of idle pipelines would keep the
+	// disk busy for nothing).
+	saved *state.Checkpoint
 
 	mu          sync.Mutex
 	liveSinks   map[string]bool // running sinks: each must ack an epoch
@@ -120,6 +126,9 @@ func (c *checkpointer) load() (*state.Checkpoint, error) {
 	}
 	c.committed = *cp
 	c.committed.Pipeline = c.pipeline // a renamed state file keeps its name
+	if cp.Pipeline == c.pipeline && cp.Version == state.Version {
+		c.saved = cp
+	}
 	if c.committed.Sources == nil {
 		c.committed.Sources = map[string]json.RawMessage{}
 	}
@@ -400,10 +409,13 @@ func (c *checkpointer) saveQueued() error {
 	if c.store == nil {
 		return nil
 	}
-	if err := c.store.Save(cp); err != nil {
-		c.failures.Inc()
-		c.log.Error().Err(err).Uint64("epoch", cp.Epoch).Msg("saving the checkpoint failed; the previous one stands")
-		return err
+	if c.saved == nil || !sameStates(c.saved, cp) {
+		if err := c.store.Save(cp); err != nil {
+			c.failures.Inc()
+			c.log.Error().Err(err).Uint64("epoch", cp.Epoch).Msg("saving the checkpoint failed; the previous one stands")
+			return err
+		}
+		c.saved = cp
 	}
 	c.mu.Lock()
 	c.completed = time.Now()
@@ -419,6 +431,14 @@ func (c *checkpointer) saveQueued() error {
 		b.wake()
 	}
 	return nil
+}
+
+// sameStates reports whether two checkpoints hold the same stage states
+// (epoch and time aside): the one on disk already stands for the other.
+func sameStates(a, b *state.Checkpoint) bool {
+	eq := func(x, y json.RawMessage) bool { return bytes.Equal(x, y) }
+	return maps.EqualFunc(a.Sources, b.Sources, eq) && maps.EqualFunc(a.Sinks, b.Sinks, eq) &&
+		maps.EqualFunc(a.Merge, b.Merge, eq)
 }
 
 // settle releases the waiters for epoch and older ones.
