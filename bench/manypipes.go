@@ -272,7 +272,8 @@ func manyPipesOnce(c manyPipesConfig, n int) (manyPipesResult, error) {
 		if err := os.MkdirAll(c.profiles, 0o755); err != nil {
 			return r, err
 		}
-		cmd.Env = append(cmd.Env, "ETLD_CPUPROFILE="+filepath.Join(c.profiles, fmt.Sprintf("MANYPIPES-%d.pprof", n)))
+		cmd.Env = append(cmd.Env, "ETLD_CPUPROFILE="+filepath.Join(c.profiles, fmt.Sprintf("MANYPIPES-%d.pprof", n)),
+			"ETLD_MEMPROFILE="+filepath.Join(c.profiles, fmt.Sprintf("MANYPIPES-%d.heap", n)))
 	}
 	cmd.Stderr = os.Stderr
 	start := time.Now()
