@@ -14,8 +14,9 @@ package main
 //     etld_config_reloads_total checked: success for exactly the saved
 //     pipelines, nothing for the others;
 //   - /metrics: median time of 20 scrapes and the response size;
-//   - go_goroutines, open fds, peak RSS (VmHWM) and idle CPU (user+sys
-//     over -idle seconds with nothing to read);
+//   - go_goroutines, open fds, peak RSS (VmHWM), idle CPU (user+sys
+//     over -pipe-idle with nothing to read) and how many checkpoint files
+//     were rewritten meanwhile (an idle pipeline should write none);
 //
 // and checks every output line count (lost = 0, duplicated = 0), also
 // after the reloads and a second batch of lines appended to every input.
@@ -63,6 +64,7 @@ type manyPipesResult struct {
 	goroutines, fds, thread int
 	rssKiB                  int64
 	idleCPU                 float64 // fraction of one core
+	idleSaves               int     // state files rewritten while idle
 	startCPU                time.Duration
 	load                    string
 }
@@ -91,13 +93,13 @@ func runManyPipes(c manyPipesConfig) error {
 	}
 	fmt.Printf("\nMANYPIPES: a directory of N pipeline files (file source following its own input of %d lines, parse_json+filter+set, file sink; every 10th an ordered merge of 2 inputs), %d CPUs\n\n",
 		c.lines, runtime.NumCPU())
-	fmt.Println("| pipelines | start to READY s | all outputs s | start CPU s | save to reloaded ms (median, min-max) | /metrics ms | /metrics KiB | goroutines | fds | threads | peak RSS MiB | idle CPU % of a core | load avg |")
-	fmt.Println("|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|")
+	fmt.Println("| pipelines | start to READY s | all outputs s | start CPU s | save to reloaded ms (median, min-max) | /metrics ms | /metrics KiB | goroutines | fds | threads | peak RSS MiB | idle CPU % of a core | state files rewritten while idle | load avg |")
+	fmt.Println("|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 	for _, r := range results {
-		fmt.Printf("| %d | %.2f | %.2f | %.2f | %.0f (%.0f-%.0f) | %.1f | %.0f | %d | %d | %d | %.1f | %.2f | %s |\n",
+		fmt.Printf("| %d | %.2f | %.2f | %.2f | %.0f (%.0f-%.0f) | %.1f | %.0f | %d | %d | %d | %.1f | %.2f | %d | %s |\n",
 			r.pipes, r.ready.Seconds(), r.complete.Seconds(), r.startCPU.Seconds(),
 			ms(r.reload), ms(r.reloadMin), ms(r.reloadMax), ms(r.scrape), float64(r.scrapeBytes)/1024,
-			r.goroutines, r.fds, r.thread, float64(r.rssKiB)/1024, 100*r.idleCPU, r.load)
+			r.goroutines, r.fds, r.thread, float64(r.rssKiB)/1024, 100*r.idleCPU, r.idleSaves, r.load)
 	}
 	return nil
 }
@@ -374,9 +376,15 @@ func manyPipesOnce(c manyPipesConfig, n int) (manyPipesResult, error) {
 	r.fds = countDir(fmt.Sprintf("/proc/%d/fd", cmd.Process.Pid))
 	r.thread = countDir(fmt.Sprintf("/proc/%d/task", cmd.Process.Pid))
 
+	states := statFiles(filepath.Join(dir, "state"))
 	cpu0, t0 := procCPU(cmd.Process.Pid), time.Now()
 	time.Sleep(c.idle) // measuring idle: nothing to wait for
 	r.idleCPU = (procCPU(cmd.Process.Pid) - cpu0).Seconds() / time.Since(t0).Seconds()
+	for name, fi := range statFiles(filepath.Join(dir, "state")) {
+		if prev, ok := states[name]; !ok || !os.SameFile(prev, fi) || !prev.ModTime().Equal(fi.ModTime()) {
+			r.idleSaves++
+		}
+	}
 	r.load = loadavg()
 	if err := stop(); err != nil {
 		return r, err
@@ -491,6 +499,20 @@ func procCPU(pid int) time.Duration {
 	u, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(u+st) * 10 * time.Millisecond
+}
+
+// statFiles is the metadata of the checkpoint files in dir, by name.
+func statFiles(dir string) map[string]os.FileInfo {
+	out := map[string]os.FileInfo{}
+	es, _ := os.ReadDir(dir)
+	for _, e := range es {
+		if strings.HasSuffix(e.Name(), ".json") {
+			if fi, err := os.Stat(filepath.Join(dir, e.Name())); err == nil {
+				out[e.Name()] = fi
+			}
+		}
+	}
+	return out
 }
 
 func countDir(path string) int {
