@@ -35,6 +35,7 @@ type checkpointer struct {
 	log      zerolog.Logger
 	age      prometheus.Gauge
 	failures prometheus.Counter
+	done     prometheus.Counter // completed checkpoints, written or not
 
 	// saveMu makes saves one at a time, in the order their cuts were
 	// taken, so that an older checkpoint never overwrites a newer one, and
@@ -93,6 +94,7 @@ func (c *checkpointer) init(p *pipeline, mx *Metrics, store *state.Store) {
 	c.log = p.log
 	c.age = mx.checkpointAge.WithLabelValues(p.cfg.Name)
 	c.failures = mx.checkpointFailures.WithLabelValues(p.cfg.Name)
+	c.done = mx.checkpoints.WithLabelValues(p.cfg.Name)
 	c.pending = map[uint64]*cut{}
 	c.liveSinks = map[string]bool{}
 	c.sourceFinal = map[string][]byte{}
@@ -416,6 +418,9 @@ func (c *checkpointer) saveQueued() error {
 			return err
 		}
 		c.saved = cp
+	}
+	if c.done != nil { // nil in tests that build a checkpointer by hand
+		c.done.Inc()
 	}
 	c.mu.Lock()
 	c.completed = time.Now()

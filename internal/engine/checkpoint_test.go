@@ -15,6 +15,7 @@ import (
 	"github.com/etld/etld/internal/config"
 	"github.com/etld/etld/internal/stages"
 	"github.com/etld/etld/internal/state"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 func committed(c *checkpointer) state.Checkpoint {
@@ -497,6 +498,9 @@ func TestIdleCheckpointNotRewritten(t *testing.T) {
 	}
 	if e := committed(c).Epoch; e != e3 {
 		t.Errorf("committed epoch %d, want %d", e, e3)
+	}
+	if n := testutil.ToFloat64(mx.checkpoints.WithLabelValues("p")); n != 3 {
+		t.Errorf("etld_checkpoints_total %v, want 3: the unwritten ones count too", n)
 	}
 
 	c = newC() // a restart: the loaded file stands for equal cuts too
