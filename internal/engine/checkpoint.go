@@ -129,7 +129,7 @@ func (c *checkpointer) load() (*state.Checkpoint, error) {
 	c.committed = *cp
 	c.committed.Pipeline = c.pipeline // a renamed state file keeps its name
 	if cp.Pipeline == c.pipeline && cp.Version == state.Version {
-		c.saved = cp
+		c.saved = ownStates(cp)
 	}
 	if c.committed.Sources == nil {
 		c.committed.Sources = map[string]json.RawMessage{}
@@ -417,7 +417,7 @@ func (c *checkpointer) saveQueued() error {
 			c.log.Error().Err(err).Uint64("epoch", cp.Epoch).Msg("saving the checkpoint failed; the previous one stands")
 			return err
 		}
-		c.saved = cp
+		c.saved = ownStates(cp)
 	}
 	if c.done != nil { // nil in tests that build a checkpointer by hand
 		c.done.Inc()
@@ -444,6 +444,19 @@ func sameStates(a, b *state.Checkpoint) bool {
 	eq := func(x, y json.RawMessage) bool { return bytes.Equal(x, y) }
 	return maps.EqualFunc(a.Sources, b.Sources, eq) && maps.EqualFunc(a.Sinks, b.Sinks, eq) &&
 		maps.EqualFunc(a.Merge, b.Merge, eq)
+}
+
+// ownStates copies the stage states of cp: what was written, kept apart
+// from buffers a stage might reuse.
+func ownStates(cp *state.Checkpoint) *state.Checkpoint {
+	cl := func(m map[string]json.RawMessage) map[string]json.RawMessage {
+		out := make(map[string]json.RawMessage, len(m))
+		for k, v := range m {
+			out[k] = bytes.Clone(v)
+		}
+		return out
+	}
+	return &state.Checkpoint{Sources: cl(cp.Sources), Sinks: cl(cp.Sinks), Merge: cl(cp.Merge)}
 }
 
 // settle releases the waiters for epoch and older ones.
