@@ -74,7 +74,7 @@ func main() {
 	feeds := flag.Int("feeds", 4, "number of feeds")
 	lines := flag.Int("lines", 500000, "lines per feed")
 	runs := flag.Int("runs", 3, "runs per workload; the fastest is reported (WM: median and range)")
-	workloads := flag.String("workloads", "W1,W2", "comma-separated workloads: W1, W2 (over -feeds), WM (ordered merge, over -merge-feeds), W3 (text logs merged by time, over -feeds text feeds), W5-Kafka (file -> kafka sink and kafka source -> file, see w5kafka.go), W4 (TCP syslog ingest, -feeds connections x -lines messages), W5-NATS (W2's feeds through NATS JetStream each way)")
+	workloads := flag.String("workloads", "W1,W2", "comma-separated workloads: W1, W2 (over -feeds), WM (ordered merge, over -merge-feeds), W3 (text logs merged by time, over -feeds text feeds), W5-Kafka (file -> kafka sink and kafka source -> file, see w5kafka.go), W4 (TCP syslog ingest, -feeds connections x -lines messages), W5-NATS (W2's feeds through NATS JetStream each way), MANYPIPES (a directory of -pipes pipeline files, see manypipes.go)")
 	mergeFeeds := flag.Int("merge-feeds", 8, "number of feeds for WM (and the W2 it is compared with)")
 	mergeData := flag.String("merge-data", "", "where WM's feeds are generated (default "+filepath.Join(base, "etld-bench-data-MERGEFEEDSxLINES")+")")
 	timeout := flag.Duration("timeout", 10*time.Minute, "bound on one etld run of the WM group (a stuck merge fails instead of hanging)")
@@ -83,6 +83,10 @@ func main() {
 	syslogData := flag.String("syslog-data", "", "where W4's syslog streams are generated (default "+filepath.Join(base, "etld-bench-syslog-FEEDSxLINES")+")")
 	clean := flag.Bool("clean", false, "delete the generated feeds at the end")
 	kafkaBrokers := flag.String("kafka-brokers", "", "W5-Kafka: external brokers (host:port,...) instead of an in-process kfake")
+	pipes := flag.String("pipes", "50,200,500", "MANYPIPES: the numbers of pipeline files to measure (see manypipes.go)")
+	pipeLines := flag.Int("pipe-lines", 200, "MANYPIPES: lines per input file, per batch")
+	pipeReloads := flag.Int("pipe-reloads", 5, "MANYPIPES: single-file saves measured per size")
+	pipeIdle := flag.Duration("pipe-idle", 10*time.Second, "MANYPIPES: how long idle CPU is measured")
 	flag.Parse()
 	if *data == "" {
 		*data = filepath.Join(base, fmt.Sprintf("etld-bench-data-%dx%d", *feeds, *lines))
@@ -97,11 +101,11 @@ func main() {
 	for _, w := range strings.Split(*workloads, ",") {
 		w = strings.ToUpper(strings.TrimSpace(w))
 		switch w {
-		case "W1", "W2", "WM", "W3", "WH", "W4", "W5-KAFKA", "W5-NATS":
+		case "W1", "W2", "WM", "W3", "WH", "W4", "W5-KAFKA", "W5-NATS", "MANYPIPES":
 			sel[w] = true
 		case "":
 		default:
-			fmt.Fprintf(os.Stderr, "bench: unknown workload %q in -workloads (valid: W1, W2, WM, W3, W4, WH, W5-Kafka, W5-NATS)\n", w)
+			fmt.Fprintf(os.Stderr, "bench: unknown workload %q in -workloads (valid: W1, W2, WM, W3, W4, WH, W5-Kafka, W5-NATS, MANYPIPES)\n", w)
 			os.Exit(2)
 		}
 	}
@@ -182,6 +186,16 @@ func main() {
 		if sel["W5-NATS"] {
 			fmt.Println()
 			if err := runW5NATS(w5Config{shared: *shared, data: *data, work: w, bin: bin, feeds: *feeds, lines: *lines, runs: *runs, timeout: *timeout}); err != nil {
+				return err
+			}
+		}
+		if sel["MANYPIPES"] {
+			sizes, err := parseSizes(*pipes)
+			if err != nil {
+				return err
+			}
+			if err := runManyPipes(manyPipesConfig{work: w, bin: bin, sizes: sizes, lines: *pipeLines, reloads: *pipeReloads,
+				idle: *pipeIdle, profiles: *cpuprofile, timeout: *timeout}); err != nil {
 				return err
 			}
 		}

@@ -131,11 +131,12 @@ func (d *daemon) reload(ctx context.Context, why string) {
 		}
 	}
 	changes, err := d.rt.Apply(ctx, desired)
-	var added, replaced, removed, kept []string
+	var added, replaced, removed []string
+	kept := 0 // a count: with hundreds of pipelines their names would fill the line
 	for _, c := range changes {
 		res := c.Result()
 		if res == engine.ResultUnchanged {
-			kept = append(kept, c.Pipeline)
+			kept++
 			continue
 		}
 		metrics.Reload(c.Pipeline, res)
@@ -156,7 +157,7 @@ func (d *daemon) reload(ctx context.Context, why string) {
 		ev = d.log.Error().Err(err)
 	}
 	ev.Str("trigger", why).Strs("started", added).Strs("replaced", replaced).
-		Strs("stopped", removed).Strs("unchanged", kept).Strs("invalid", l.Failed).
+		Strs("stopped", removed).Int("unchanged", kept).Strs("invalid", l.Failed).
 		Dur("took", time.Since(start)).Msg("config reloaded")
 	if d.afterReload != nil {
 		d.afterReload(changes, problems, err)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"sync"
@@ -175,6 +176,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	d := &daemon{path: *f.path, rt: rt, log: log, changed: changed, hup: hup,
 		beforeReload: o.Reloading, afterReload: o.Reloaded}
 	d.serve(ctx)
+	writeHeapProfile(stderr)
 	o.Stopping()
 	if err := rt.Stop(); err != nil {
 		log.Error().Err(err).Msg("stopped with errors")
@@ -226,4 +228,25 @@ func newLogger(w io.Writer, level, format string) (zerolog.Logger, error) {
 		return l, nil
 	}
 	return l.With().Timestamp().Logger(), nil
+}
+
+// writeHeapProfile writes the heap in use to ETLD_MEMPROFILE, when set,
+// as the stop begins (while every pipeline still runs): what the
+// per-pipeline memory of docs/scaling-pipelines.md is read from.
+func writeHeapProfile(stderr io.Writer) {
+	path := os.Getenv("ETLD_MEMPROFILE")
+	if path == "" {
+		return
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		runtime.GC() // the heap in use, not the garbage of the last cycle
+		err = pprof.WriteHeapProfile(f)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "etld run: ETLD_MEMPROFILE: %v\n", err)
+	}
 }

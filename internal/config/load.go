@@ -306,6 +306,24 @@ func checkSinkPaths(pipes []*Pipeline) Diagnostics {
 // every flush; the runtime skips such files (stages.OwnOutputs), and the
 // warning says so, naming both stages.
 func checkOwnInputs(pipes []*Pipeline) Diagnostics {
+	// Every output once, by directory: with hundreds of pipelines, a
+	// source whose glob names its directory (InputDir) is compared with
+	// the outputs there only, not with every sink of every pipeline.
+	type output struct {
+		q    *Pipeline
+		out  stages.OwnOutput
+		path string // clean
+	}
+	var all []output
+	byDir := map[string][]output{}
+	for _, q := range pipes {
+		for _, out := range q.OwnOutputs() {
+			o := output{q, out, filepath.Clean(out.Path)}
+			all = append(all, o)
+			d := filepath.Dir(o.path) // rotated segments live next to it
+			byDir[d] = append(byDir[d], o)
+		}
+	}
 	var diags Diagnostics
 	for _, p := range pipes {
 		for _, src := range p.Sources() {
@@ -313,26 +331,32 @@ func checkOwnInputs(pipes []*Pipeline) Diagnostics {
 			if !ok {
 				continue
 			}
-			for _, q := range pipes {
-				for _, out := range q.OwnOutputs() {
-					file, hit := readsOutput(m, filepath.Clean(out.Path))
-					if !hit {
-						continue
-					}
-					what := "sink"
-					if out.Stage == q.DeadLetter {
-						what = "dead-letter sink"
-					}
-					sink := q.Stage(out.Stage)
-					diags = append(diags, Diagnostic{File: src.Pos.File, Line: src.Pos.Line, Col: src.Pos.Col, Severity: Warning,
-						Msg: oneLine(fmt.Sprintf("sources.%s: can read %s, which %s %s writes (%s:%d:%d); etld never reads its own outputs and skips such files: add them to exclude or narrow path",
-							src.ID, file, what, out, sink.Pos.File, sink.Pos.Line, sink.Pos.Col))})
+			outs := all
+			if d, ok := src.Config.(inputDirer); ok && d.InputDir() != "" {
+				outs = byDir[d.InputDir()]
+			}
+			for _, o := range outs {
+				file, hit := readsOutput(m, o.path)
+				if !hit {
+					continue
 				}
+				what := "sink"
+				if o.out.Stage == o.q.DeadLetter {
+					what = "dead-letter sink"
+				}
+				sink := o.q.Stage(o.out.Stage)
+				diags = append(diags, Diagnostic{File: src.Pos.File, Line: src.Pos.Line, Col: src.Pos.Col, Severity: Warning,
+					Msg: oneLine(fmt.Sprintf("sources.%s: can read %s, which %s %s writes (%s:%d:%d); etld never reads its own outputs and skips such files: add them to exclude or narrow path",
+						src.ID, file, what, o.out, sink.Pos.File, sink.Pos.Line, sink.Pos.Col))})
 			}
 		}
 	}
 	return diags
 }
+
+// inputDirer is a source config whose files all lie in one directory
+// (InputDir; "" when its glob has wildcards in the directory part).
+type inputDirer interface{ InputDir() string }
 
 // readsOutput reports whether m reads the sink output path or one of its
 // rotated segments (the first of them stands for all), and which.

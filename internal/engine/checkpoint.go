@@ -35,12 +35,19 @@ type checkpointer struct {
 	log      zerolog.Logger
 	age      prometheus.Gauge
 	failures prometheus.Counter
+	done     prometheus.Counter // completed checkpoints, written or not
 
 	// saveMu makes saves one at a time, in the order their cuts were
 	// taken, so that an older checkpoint never overwrites a newer one, and
 	// a saveQueued that finds nothing queued returns only once the save in
 	// progress (perhaps of its own cut) is over.
 	saveMu sync.Mutex
+	// saved is the checkpoint on disk (saved, or loaded at start; under
+	// saveMu): a cut whose stage states equal its own is not written
+	// again, so an idle pipeline does not rewrite and fsync its state
+	// file every interval (hundreds of idle pipelines would keep the
+	// disk busy for nothing).
+	saved *state.Checkpoint
 
 	mu          sync.Mutex
 	liveSinks   map[string]bool // running sinks: each must ack an epoch
@@ -87,6 +94,7 @@ func (c *checkpointer) init(p *pipeline, mx *Metrics, store *state.Store) {
 	c.log = p.log
 	c.age = mx.checkpointAge.WithLabelValues(p.cfg.Name)
 	c.failures = mx.checkpointFailures.WithLabelValues(p.cfg.Name)
+	c.done = mx.checkpoints.WithLabelValues(p.cfg.Name)
 	c.pending = map[uint64]*cut{}
 	c.liveSinks = map[string]bool{}
 	c.sourceFinal = map[string][]byte{}
@@ -120,6 +128,9 @@ func (c *checkpointer) load() (*state.Checkpoint, error) {
 	}
 	c.committed = *cp
 	c.committed.Pipeline = c.pipeline // a renamed state file keeps its name
+	if cp.Pipeline == c.pipeline && cp.Version == state.Version {
+		c.saved = ownStates(cp)
+	}
 	if c.committed.Sources == nil {
 		c.committed.Sources = map[string]json.RawMessage{}
 	}
@@ -400,10 +411,16 @@ func (c *checkpointer) saveQueued() error {
 	if c.store == nil {
 		return nil
 	}
-	if err := c.store.Save(cp); err != nil {
-		c.failures.Inc()
-		c.log.Error().Err(err).Uint64("epoch", cp.Epoch).Msg("saving the checkpoint failed; the previous one stands")
-		return err
+	if c.saved == nil || !sameStates(c.saved, cp) {
+		if err := c.store.Save(cp); err != nil {
+			c.failures.Inc()
+			c.log.Error().Err(err).Uint64("epoch", cp.Epoch).Msg("saving the checkpoint failed; the previous one stands")
+			return err
+		}
+		c.saved = ownStates(cp)
+	}
+	if c.done != nil { // nil in tests that build a checkpointer by hand
+		c.done.Inc()
 	}
 	c.mu.Lock()
 	c.completed = time.Now()
@@ -419,6 +436,27 @@ func (c *checkpointer) saveQueued() error {
 		b.wake()
 	}
 	return nil
+}
+
+// sameStates reports whether two checkpoints hold the same stage states
+// (epoch and time aside): the one on disk already stands for the other.
+func sameStates(a, b *state.Checkpoint) bool {
+	eq := func(x, y json.RawMessage) bool { return bytes.Equal(x, y) }
+	return maps.EqualFunc(a.Sources, b.Sources, eq) && maps.EqualFunc(a.Sinks, b.Sinks, eq) &&
+		maps.EqualFunc(a.Merge, b.Merge, eq)
+}
+
+// ownStates copies the stage states of cp: what was written, kept apart
+// from buffers a stage might reuse.
+func ownStates(cp *state.Checkpoint) *state.Checkpoint {
+	cl := func(m map[string]json.RawMessage) map[string]json.RawMessage {
+		out := make(map[string]json.RawMessage, len(m))
+		for k, v := range m {
+			out[k] = bytes.Clone(v)
+		}
+		return out
+	}
+	return &state.Checkpoint{Sources: cl(cp.Sources), Sinks: cl(cp.Sinks), Merge: cl(cp.Merge)}
 }
 
 // settle releases the waiters for epoch and older ones.

@@ -12,8 +12,10 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/etld/etld/internal/config"
 	"github.com/etld/etld/internal/stages"
 	"github.com/etld/etld/internal/state"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 func committed(c *checkpointer) state.Checkpoint {
@@ -431,5 +433,83 @@ func TestSavesNeverGoBack(t *testing.T) {
 	}
 	if cp, err := store.Load("p"); err != nil || cp == nil || cp.Epoch != epoch {
 		t.Errorf("final checkpoint %+v (%v), want epoch %d", cp, err, epoch)
+	}
+}
+
+// TestIdleCheckpointNotRewritten: a cut whose stage states equal those on
+// disk (an idle pipeline) does not rewrite the state file, also right
+// after a restart loaded it; the checkpoint still counts as completed,
+// and a changed state is written again.
+func TestIdleCheckpointNotRewritten(t *testing.T) {
+	store, err := state.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mx := NewMetrics()
+	newC := func() *checkpointer {
+		c := &checkpointer{}
+		c.init(&pipeline{cfg: &config.Pipeline{Name: "p"}, log: nopLogger()}, mx, store)
+		if _, err := c.load(); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	file := filepath.Join(store.Dir, "p.json")
+	save := func(c *checkpointer, st string) uint64 {
+		t.Helper()
+		epoch, waited := c.pause() // a waiter for the next epoch
+		c.mu.Lock()
+		c.complete(epoch, &cut{sources: map[string][]byte{"s": []byte(st)}, sinks: map[string][]byte{"out": []byte(`"o` + st + `"`)}})
+		c.mu.Unlock()
+		if err := c.saveQueued(); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-waited:
+		default:
+			t.Fatalf("epoch %d saved but its waiters not released", epoch)
+		}
+		return epoch
+	}
+	stat := func() os.FileInfo {
+		t.Helper()
+		fi, err := os.Stat(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi
+	}
+	epochOnDisk := func() uint64 {
+		t.Helper()
+		cp, err := store.Load("p")
+		if err != nil || cp == nil {
+			t.Fatalf("load: %v %v", cp, err)
+		}
+		return cp.Epoch
+	}
+
+	c := newC()
+	e1 := save(c, "1")
+	first := stat()
+	save(c, "1")
+	e3 := save(c, "1")
+	if !os.SameFile(first, stat()) || epochOnDisk() != e1 {
+		t.Fatalf("idle cuts rewrote the state file (epoch on disk %d, want %d)", epochOnDisk(), e1)
+	}
+	if e := committed(c).Epoch; e != e3 {
+		t.Errorf("committed epoch %d, want %d", e, e3)
+	}
+	if n := testutil.ToFloat64(mx.checkpoints.WithLabelValues("p")); n != 3 {
+		t.Errorf("etld_checkpoints_total %v, want 3: the unwritten ones count too", n)
+	}
+
+	c = newC() // a restart: the loaded file stands for equal cuts too
+	save(c, "1")
+	if !os.SameFile(first, stat()) {
+		t.Fatal("an idle cut after a restart rewrote the state file")
+	}
+	e5 := save(c, "2")
+	if os.SameFile(first, stat()) || epochOnDisk() != e5 {
+		t.Fatalf("a changed state was not saved (epoch on disk %d, want %d)", epochOnDisk(), e5)
 	}
 }

@@ -26,6 +26,7 @@ type Metrics struct {
 	mergeLate      *prometheus.CounterVec
 
 	checkpointFailures *prometheus.CounterVec
+	checkpoints        *prometheus.CounterVec
 	reloads            *prometheus.CounterVec
 	collector          *runtimeCollector
 	vecs               stageVecs // what stages ask for through stages.Meter
@@ -64,6 +65,9 @@ func NewMetrics() *Metrics {
 		checkpointFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "etld_checkpoint_failures_total", Help: "Checkpoints that could not be saved.",
 		}, []string{"pipeline"}),
+		checkpoints: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "etld_checkpoints_total", Help: "Checkpoints completed; one that changed no stage state is not written to disk again.",
+		}, []string{"pipeline"}),
 	}
 	feed := []string{"pipeline", "stage", "feed"}
 	m.mergeWatermark = prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -83,7 +87,7 @@ func NewMetrics() *Metrics {
 	}, []string{"pipeline", "result"})
 	m.collector = &runtimeCollector{queue: prometheus.NewDesc("etld_stage_queue_length",
 		"Batches waiting on a stage's input channels.", []string{"pipeline", "stage"}, nil)}
-	m.Registry.MustRegister(m.checkpointFailures, m.reloads, m.collector, m.recordsIn, m.recordsOut, m.dropped, m.deadLettered,
+	m.Registry.MustRegister(m.checkpointFailures, m.checkpoints, m.reloads, m.collector, m.recordsIn, m.recordsOut, m.dropped, m.deadLettered,
 		m.errors, m.bytesWritten, m.retries, m.checkpointAge,
 		m.mergeWatermark, m.mergeLag, m.mergeBuffered, m.mergeLate)
 	m.vecs = stageVecs{reg: m.Registry, counters: map[string]*prometheus.CounterVec{},
