@@ -17,9 +17,27 @@ import (
 // of its records. A batch (at most 1024 records or 256 KiB) may go past
 // the limit, so the merge holds at most 5 x 1024 records or 1.25 MiB per
 // feed (see docs/merge.md).
+//
+// boardRecords and boardBytes bound what all the feeds of a pipeline's
+// merges may have in flight together, so that a merge of a thousand feeds
+// does not hold a thousand times one feed's credit. A feed with nothing
+// in flight may always take one batch, whatever the total: a merge must
+// see the head of every feed to decide, so the budget can slow a feed
+// down but never stall the merge. To keep that one batch per feed small
+// when there are many feeds, the board asks gated sources for batches of
+// a share of the budget (batchLimit): at least minBatchRecords records or
+// minBatchBytes bytes, at most a source's usual 1024 or 256 KiB.
 const (
 	feedCreditRecords = 4 * 1024
 	feedCreditBytes   = 1 << 20
+
+	boardRecords    = 128 * 1024
+	boardBytes      = 32 << 20
+	minBatchRecords = 32
+	minBatchBytes   = 8 << 10
+	maxBatchRecords = 1024
+	maxBatchBytes   = 256 << 10
+	batchShare      = 1 // batches per feed in the budget
 )
 
 // feedKey names a feed: a source and, for a file source, the file's path.
@@ -34,6 +52,12 @@ type feedBoard struct {
 	mu      sync.Mutex
 	feeds   map[feedKey]*feedInfo
 	changed chan struct{} // closed (and replaced) at every change
+	// dirty holds the feeds whose state changed since their merge last
+	// looked (drain), so that a merge of many feeds looks at those only.
+	dirty map[feedKey]struct{}
+	// records and bytes are in flight over all feeds (see boardRecords);
+	// open counts the feeds registered and not ended, which share it.
+	records, bytes, open int
 }
 
 // feedInfo is what the board knows of one feed.
@@ -47,7 +71,7 @@ type feedInfo struct {
 }
 
 func newFeedBoard() *feedBoard {
-	return &feedBoard{feeds: map[feedKey]*feedInfo{}, changed: make(chan struct{})}
+	return &feedBoard{feeds: map[feedKey]*feedInfo{}, changed: make(chan struct{}), dirty: map[feedKey]struct{}{}}
 }
 
 // notify wakes everybody waiting for a change. Called with mu held.
@@ -62,14 +86,28 @@ func (fb *feedBoard) changes() <-chan struct{} {
 	return fb.changed
 }
 
+// touch marks a feed as changed for its merge. Called with mu held.
+func (fb *feedBoard) touch(k feedKey) { fb.dirty[k] = struct{}{} }
+
 func (fb *feedBoard) feed(k feedKey, finite bool) *feedInfo {
 	f := fb.feeds[k]
 	if f == nil {
 		f = &feedInfo{finite: finite}
 		fb.feeds[k] = f
+		fb.open++
+		fb.touch(k)
 		fb.notify()
 	}
 	return f
+}
+
+// end marks f (of key k) ended. Called with mu held.
+func (fb *feedBoard) end(k feedKey, f *feedInfo) {
+	if !f.ended {
+		f.ended = true
+		fb.open--
+		fb.touch(k)
+	}
 }
 
 // feedView is a copy of a feed's state for the merge.
@@ -78,13 +116,26 @@ type feedView struct {
 	feedInfo
 }
 
-// snapshot returns the feeds of the given sources.
-func (fb *feedBoard) snapshot(sources map[string]int) []feedView {
+// drain appends to out the feeds of the given sources that changed since
+// the last drain (every one of them with all), and forgets that they did.
+func (fb *feedBoard) drain(sources map[string]int, all bool, out []feedView) []feedView {
 	fb.mu.Lock()
 	defer fb.mu.Unlock()
-	var out []feedView
-	for k, f := range fb.feeds {
-		if _, ok := sources[k.source]; ok {
+	if all {
+		for k, f := range fb.feeds {
+			if _, ok := sources[k.source]; ok {
+				out = append(out, feedView{k, *f})
+				delete(fb.dirty, k)
+			}
+		}
+		return out
+	}
+	for k := range fb.dirty {
+		if _, ok := sources[k.source]; !ok {
+			continue // another merge's
+		}
+		delete(fb.dirty, k)
+		if f := fb.feeds[k]; f != nil {
 			out = append(out, feedView{k, *f})
 		}
 	}
@@ -101,6 +152,7 @@ func (fb *feedBoard) forget(k feedKey) bool {
 		return f == nil
 	}
 	delete(fb.feeds, k)
+	delete(fb.dirty, k)
 	return true
 }
 
@@ -174,8 +226,10 @@ func (g *sourceGate) Register(path string) {
 	defer g.fb.mu.Unlock()
 	f := g.fb.feed(feedKey{g.source, path}, g.finite)
 	f.owner, f.finite = g, g.finite
+	g.fb.touch(feedKey{g.source, path})
 	if f.ended { // a source that replaced an ended one reads it again
 		f.ended = false
+		g.fb.open++
 		g.fb.notify()
 	}
 }
@@ -183,12 +237,31 @@ func (g *sourceGate) Register(path string) {
 func (g *sourceGate) Allow(path string) bool {
 	g.fb.mu.Lock()
 	defer g.fb.mu.Unlock()
-	return g.fb.feeds[feedKey{g.source, path}].room()
+	return g.fb.room(g.fb.feeds[feedKey{g.source, path}])
 }
 
-// room reports whether the feed may take one more batch.
-func (f *feedInfo) room() bool {
-	return f == nil || (f.records < feedCreditRecords && f.bytes < feedCreditBytes)
+// room reports whether feed f may take one more batch: it has nothing in
+// flight, or it is under its own credit and the board under its budget.
+// Called with mu held.
+func (fb *feedBoard) room(f *feedInfo) bool {
+	return f == nil || f.outstanding == 0 ||
+		(f.records < feedCreditRecords && f.bytes < feedCreditBytes && fb.records < boardRecords && fb.bytes < boardBytes)
+}
+
+var _ stages.FeedBatchLimiter = (*sourceGate)(nil)
+
+// BatchLimit implements stages.FeedBatchLimiter: a batch of one feed is
+// at most an equal share of the board's budget among the open feeds.
+func (g *sourceGate) BatchLimit() (records, bytes int) {
+	g.fb.mu.Lock()
+	open := max(1, g.fb.open)
+	g.fb.mu.Unlock()
+	return batchLimit(open)
+}
+
+func batchLimit(open int) (records, bytes int) {
+	return min(maxBatchRecords, max(minBatchRecords, boardRecords/batchShare/open)),
+		min(maxBatchBytes, max(minBatchBytes, boardBytes/batchShare/open))
 }
 
 // Take implements stages.FeedGate: the ticket waits for claim.
@@ -227,28 +300,37 @@ func (g *sourceGate) take(path string, b *stages.Batch) *ticket {
 	for i := range b.Records {
 		size += len(b.Records[i].Raw)
 	}
-	g.fb.mu.Lock()
-	f := g.fb.feed(k, g.finite)
+	fb := g.fb
+	fb.mu.Lock()
+	f := fb.feed(k, g.finite)
 	f.outstanding++
 	f.records += n
 	f.bytes += size
-	g.fb.mu.Unlock()
+	fb.records += n
+	fb.bytes += size
+	fb.mu.Unlock()
 	return newTicket(k, func() {
-		g.fb.mu.Lock()
+		fb.mu.Lock()
 		f.outstanding--
 		f.records -= n
 		f.bytes -= size
-		g.fb.notify()
-		g.fb.mu.Unlock()
+		fb.records -= n
+		fb.bytes -= size
+		if fb.feeds[k] == f {
+			fb.touch(k)
+		}
+		fb.notify()
+		fb.mu.Unlock()
 	})
 }
 
 func (g *sourceGate) End(path string) {
 	g.fb.mu.Lock()
 	defer g.fb.mu.Unlock()
-	f := g.fb.feed(feedKey{g.source, path}, g.finite)
+	k := feedKey{g.source, path}
+	f := g.fb.feed(k, g.finite)
 	if !f.ended {
-		f.ended = true
+		g.fb.end(k, f)
 		g.fb.notify()
 	}
 }
@@ -262,7 +344,7 @@ func (g *sourceGate) endAll() {
 	defer g.fb.mu.Unlock()
 	for k, f := range g.fb.feeds {
 		if k.source == g.source && (f.owner == g || f.owner == nil) && !f.ended {
-			f.ended = true
+			g.fb.end(k, f)
 		}
 	}
 	g.fb.notify()
@@ -273,7 +355,7 @@ func (g *sourceGate) full() bool {
 	g.fb.mu.Lock()
 	defer g.fb.mu.Unlock()
 	for k, f := range g.fb.feeds {
-		if k.source == g.source && !f.room() {
+		if k.source == g.source && !g.fb.room(f) {
 			return true
 		}
 	}

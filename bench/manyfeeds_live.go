@@ -1,0 +1,3 @@
+package main
+
+func runManyFeedsLive(mc manyFeedsConfig) error { return nil }
