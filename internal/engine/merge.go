@@ -56,9 +56,9 @@ type merger struct {
 	// idleQ the live ones by when they turn idle.
 	finiteHold, liveHold holdHeap
 	idleQ                idleHeap
-	rescan               bool         // look at every feed on the board again (start, reconfiguration)
-	unsettled            []*mfeed     // feeds whose queue emptied outside take (all records bad)
-	views                []feedView   // drain's buffer
+	rescan               bool       // look at every feed on the board again (start, reconfiguration)
+	unsettled            []*mfeed   // feeds whose queue emptied outside take (all records bad)
+	views                []feedView // drain's buffer
 
 	newest   int64 // newest key written, valid when written is set
 	written  bool
