@@ -80,6 +80,7 @@ type mfeed struct {
 	head  int
 	wm    int64 // newest key received
 	seen  bool  // wm is valid
+	hk    int64 // key of q[head], when q has records (feedHeap reads it)
 	last  time.Time
 	index int // in ready; -1 when not there
 
@@ -242,6 +243,7 @@ func (mg *merger) add1(k feedKey, m msg, now time.Time, bad *[]stages.Reject) {
 		f.lag.Set(max(0, now.Sub(time.Unix(0, f.wm)).Seconds()))
 	}
 	if wasEmpty && f.head < len(f.q) {
+		f.hk = f.q[f.head].key
 		heap.Push(&mg.ready, f)
 	}
 }
@@ -462,6 +464,7 @@ func (mg *merger) take(now time.Time, final bool, limit int) (wake time.Time) {
 				clear(f.q[n:])
 				f.q, f.head = f.q[:n], 0
 			}
+			f.hk = f.q[f.head].key
 			heap.Fix(&mg.ready, f.index)
 		}
 		if late {
@@ -530,7 +533,7 @@ type feedHeap []*mfeed
 func (h feedHeap) Len() int { return len(h) }
 func (h feedHeap) Less(i, j int) bool {
 	a, b := h[i], h[j]
-	ka, kb := a.q[a.head].key, b.q[b.head].key
+	ka, kb := a.hk, b.hk
 	if ka != kb {
 		return ka < kb
 	}
@@ -794,9 +797,12 @@ func (mg *merger) state() ([]byte, error) {
 			}
 			start := buf.Len()
 			buf.WriteString(`{"json":`)
-			if r.Parsed && json.Compact(buf, r.Raw) == nil {
+			if js := buf.Len(); r.Parsed && appendCompact(buf, r.Raw) {
+				compact := buf.Bytes()[js:]
 				writeOffset(buf, r.Offset)
-				if len(r.Line) > 0 {
+				// The original line, unless it is the JSON itself (a
+				// restored record without one reads its JSON as its line).
+				if len(r.Line) > 0 && !bytes.Equal(r.Line, compact) {
 					buf.WriteString(`,"orig":`)
 					writeBase64(buf, r.Line)
 				}
@@ -821,6 +827,50 @@ func (mg *merger) state() ([]byte, error) {
 	}
 	buf.WriteByte('}')
 	return buf.Bytes(), nil
+}
+
+// appendCompact writes the JSON text b to buf without insignificant
+// whitespace, as json.Compact does; false (and nothing written) if b is
+// not valid JSON. The common case, a valid object compact already
+// (parse_json keeps a compact line's bytes), is checked with jsonrec and
+// copied, which costs a fraction of json.Compact's state machine: a
+// merge holding many records encodes them all at every checkpoint.
+func appendCompact(buf *bytes.Buffer, b []byte) bool {
+	if !hasSpace(b) {
+		if _, err := jsonrec.ValidObject(b); err == nil {
+			buf.Write(b)
+			return true
+		}
+	}
+	return json.Compact(buf, b) == nil
+}
+
+// hasSpace reports whether JSON text b has whitespace outside its
+// strings (or is empty).
+func hasSpace(b []byte) bool {
+	if len(b) == 0 {
+		return true
+	}
+	in := false
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		if in {
+			switch c {
+			case '\\':
+				i++
+			case '"':
+				in = false
+			}
+			continue
+		}
+		switch c {
+		case '"':
+			in = true
+		case ' ', '\t', '\n', '\r':
+			return true
+		}
+	}
+	return false
 }
 
 func writeOffset(buf *bytes.Buffer, off int64) {
