@@ -20,13 +20,16 @@ import (
 //
 // boardRecords and boardBytes bound what all the feeds of a pipeline's
 // merges may have in flight together, so that a merge of a thousand feeds
-// does not hold a thousand times one feed's credit. A feed with nothing
-// in flight may always take one batch, whatever the total: a merge must
-// see the head of every feed to decide, so the budget can slow a feed
-// down but never stall the merge. To keep that one batch per feed small
+// does not hold a thousand times one feed's credit. A feed with fewer
+// than two batches in flight may always take one more (within its own
+// credit), whatever the total: a merge must see the head of every feed to decide, so the budget
+// can slow a feed down but never stall the merge, and the second batch is
+// on its way while the merge writes the first (with one, the merge waited
+// for the source at the end of every batch). To keep those batches small
 // when there are many feeds, the board asks gated sources for batches of
 // a share of the budget (batchLimit): at least minBatchRecords records or
-// minBatchBytes bytes, at most a source's usual 1024 or 256 KiB.
+// minBatchBytes bytes, at most a source's usual 1024 or 256 KiB. So the
+// feeds hold at most the budget plus two such batches each.
 const (
 	feedCreditRecords = 4 * 1024
 	feedCreditBytes   = 1 << 20
@@ -240,12 +243,12 @@ func (g *sourceGate) Allow(path string) bool {
 	return g.fb.room(g.fb.feeds[feedKey{g.source, path}])
 }
 
-// room reports whether feed f may take one more batch: it has nothing in
-// flight, or it is under its own credit and the board under its budget.
-// Called with mu held.
+// room reports whether feed f may take one more batch: it is under its
+// own credit, and it has fewer than two batches in flight or the board is
+// under its budget. Called with mu held.
 func (fb *feedBoard) room(f *feedInfo) bool {
-	return f == nil || f.outstanding == 0 ||
-		(f.records < feedCreditRecords && f.bytes < feedCreditBytes && fb.records < boardRecords && fb.bytes < boardBytes)
+	return f == nil || (f.records < feedCreditRecords && f.bytes < feedCreditBytes &&
+		(f.outstanding < 2 || (fb.records < boardRecords && fb.bytes < boardBytes)))
 }
 
 var _ stages.FeedBatchLimiter = (*sourceGate)(nil)

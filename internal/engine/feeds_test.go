@@ -99,10 +99,10 @@ func TestWorkerComputesMergeKeys(t *testing.T) {
 }
 
 // TestBoardBudget: the feeds of a board share one budget. Once the
-// feeds together have boardRecords in flight, a feed with a batch in
+// feeds together have boardRecords in flight, a feed with two batches in
 // flight gets no more room (though under its own credit), while a feed
-// with nothing in flight always may take one batch, so that a merge
-// waiting for it is never stalled. Batches are asked to be a share of the
+// with fewer always may take one more, so that a merge waiting for it is
+// never stalled. Batches are asked to be a share of the
 // budget among the open feeds.
 func TestBoardBudget(t *testing.T) {
 	fb := newFeedBoard()
@@ -119,32 +119,38 @@ func TestBoardBudget(t *testing.T) {
 		if r, _ := g.BatchLimit(); i == 0 && r != maxBatchRecords {
 			t.Errorf("batch limit with one open feed = %d records, want %d", r, maxBatchRecords)
 		}
-		tickets = append(tickets, g.take(p, &stages.Batch{Records: make([]stages.Record, per)}))
+		tickets = append(tickets, g.take(p, &stages.Batch{Records: make([]stages.Record, per/2)}),
+			g.take(p, &stages.Batch{Records: make([]stages.Record, per-per/2)}))
 	}
 	if r, b := g.BatchLimit(); r != max(minBatchRecords, boardRecords/feeds) || b != max(minBatchBytes, boardBytes/feeds) {
 		t.Errorf("batch limit with %d open feeds = %d records, %d bytes; want a share of the budget", feeds, r, b)
 	}
 	if g.Allow("f0") {
-		t.Error("a feed with a batch in flight got room past the board's budget")
+		t.Error("a feed with two batches in flight got room past the board's budget")
 	}
 	g.Register("late")
 	if !g.Allow("late") {
 		t.Error("a feed with nothing in flight got no room: the merge would wait for it forever")
 	}
+	late := g.take("late", &stages.Batch{Records: make([]stages.Record, per)})
+	if !g.Allow("late") {
+		t.Error("a feed with one batch in flight got no room for the next")
+	}
+	late.drop()
 	tickets[0].drop()
 	if !g.Allow("f0") {
-		t.Error("no room for a feed whose batch was consumed")
+		t.Error("no room for a feed one of whose batches was consumed")
 	}
 	if g.Allow("f1") {
 		t.Error("one batch consumed made room for every feed: the budget is not shared")
 	}
-	for i := 1; i < feeds/2; i++ {
+	for i := 1; i < feeds; i++ {
 		tickets[i].drop()
 	}
 	if !g.Allow("f199") {
 		t.Error("no room once half the budget came back")
 	}
-	for _, tk := range tickets[feeds/2:] {
+	for _, tk := range tickets[feeds:] {
 		tk.drop()
 	}
 	if fb.records != 0 || fb.bytes != 0 {
