@@ -61,11 +61,13 @@ func parseSizes(s string) ([]int, error) {
 	return out, nil
 }
 
-// manyFeedsPipeline is the merge of the files matching glob into out.
-func manyFeedsPipeline(glob, out string) string {
-	return `version: 1
+// manyFeedsPipeline is the merge of the files matching glob into out;
+// follow is the file source's follow option, merge the sink's merge
+// options after order_by.
+func manyFeedsPipeline(glob, out string, follow bool, merge string) string {
+	return fmt.Sprintf(`version: 1
 sources:
-  feeds: {type: file, path: "` + glob + `", follow: false}
+  feeds: {type: file, path: %q, follow: %v}
 workers:
   parse:
     inputs: [feeds]
@@ -73,8 +75,8 @@ workers:
     steps:
       - parse_json: {}
 sinks:
-  out: {type: file, inputs: [parse], path: "` + out + `", fsync: checkpoint, merge: {order_by: ts}}
-`
+  out: {type: file, inputs: [parse], path: %q, fsync: checkpoint, merge: {order_by: ts%s}}
+`, glob, follow, out, merge)
 }
 
 func runManyFeeds(mc manyFeedsConfig) error {
@@ -99,7 +101,7 @@ func runManyFeeds(mc manyFeedsConfig) error {
 		}
 		cfg := filepath.Join(mc.work, fmt.Sprintf("manyfeeds-%d.yaml", n))
 		out := filepath.Join(mc.work, "manyfeeds-out.jsonl")
-		if err := os.WriteFile(cfg, []byte(manyFeedsPipeline(filepath.Join(data, "feed-*.jsonl"), out)), 0o644); err != nil {
+		if err := os.WriteFile(cfg, []byte(manyFeedsPipeline(filepath.Join(data, "feed-*.jsonl"), out, false, "")), 0o644); err != nil {
 			return err
 		}
 		sizes = append(sizes, size{n, lines, data, cfg})

@@ -54,8 +54,8 @@ type merger struct {
 	// merge of a thousand feeds would otherwise look at all of them for
 	// every batch. finiteHold and liveHold are by hold mark (holdLess),
 	// idleQ the live ones by when they turn idle.
-	finiteHold, liveHold holdHeap
-	idleQ                idleHeap
+	finiteHold, liveHold feedQueue
+	idleQ                feedQueue
 	rescan               bool       // look at every feed on the board again (start, reconfiguration)
 	unsettled            []*mfeed   // feeds whose queue emptied outside take (all records bad)
 	views                []feedView // drain's buffer
@@ -84,10 +84,10 @@ type mfeed struct {
 	last  time.Time
 	index int // in ready; -1 when not there
 
-	hold   *holdHeap // the hold heap it is in, or nil
-	hindex int       // its index there
-	dindex int       // in idleQ; -1 when not there
-	done   int       // its batches in merger.done (taken, not released)
+	hold   *feedQueue // the hold heap it is in, or nil
+	hindex int        // its index there
+	dindex int        // in idleQ; -1 when not there
+	done   int        // its batches in merger.done (taken, not released)
 
 	late           prometheus.Counter
 	watermark, lag prometheus.Gauge
@@ -123,6 +123,8 @@ func newMerger(spec config.MergeSpec, board *feedBoard, upstream []string, mx *M
 			buffered:    mx.mergeBuffered.WithLabelValues(pipeline, stage),
 			lateDropped: mx.dropped.WithLabelValues(pipeline, stage, reasonLate)}}
 	mg.upstream = rankOf(upstream)
+	mg.finiteHold, mg.liveHold = holdQueue(), holdQueue()
+	mg.idleQ = feedQueue{less: idleLess, pos: func(f *mfeed) *int { return &f.dindex }}
 	return mg
 }
 
@@ -334,16 +336,13 @@ func (mg *merger) holders(now time.Time) (finite, live holdMark, idleAt time.Tim
 	}
 	if mg.rescan {
 		// Ranks or idle_timeout changed: the heaps' orders may have.
-		for _, h := range []*holdHeap{&mg.finiteHold, &mg.liveHold} {
-			for _, f := range *h {
+		for _, h := range []*feedQueue{&mg.finiteHold, &mg.liveHold} {
+			for _, f := range h.fs {
 				f.hold = nil
 			}
-			*h = (*h)[:0]
+			h.clear()
 		}
-		for _, f := range mg.idleQ {
-			f.dindex = -1
-		}
-		mg.idleQ = mg.idleQ[:0]
+		mg.idleQ.clear()
 	}
 	mg.views = mg.board.drain(mg.upstream, mg.rescan, mg.views[:0])
 	mg.rescan = false
@@ -360,11 +359,11 @@ func (mg *merger) holders(now time.Time) (finite, live holdMark, idleAt time.Tim
 	}
 	clear(mg.unsettled)
 	mg.unsettled = mg.unsettled[:0]
-	for len(mg.idleQ) > 0 && !now.Before(mg.idleAt(mg.idleQ[0])) {
-		mg.unhold(mg.idleQ[0]) // idle: holds nothing back
+	for mg.idleQ.Len() > 0 && !now.Before(mg.idleAt(mg.idleQ.fs[0])) {
+		mg.unhold(mg.idleQ.fs[0]) // idle: holds nothing back
 	}
-	if len(mg.idleQ) > 0 {
-		idleAt = mg.idleAt(mg.idleQ[0])
+	if mg.idleQ.Len() > 0 {
+		idleAt = mg.idleAt(mg.idleQ.fs[0])
 	}
 	return mg.finiteHold.mark(), mg.liveHold.mark(), idleAt
 }
@@ -454,8 +453,8 @@ func (mg *merger) take(now time.Time, final bool, limit int) (wake time.Time) {
 			mg.settle(f, v, ok, now)
 			if !final {
 				finite, live = mg.finiteHold.mark(), mg.liveHold.mark()
-				if len(mg.idleQ) > 0 {
-					idleAt = mg.idleAt(mg.idleQ[0])
+				if mg.idleQ.Len() > 0 {
+					idleAt = mg.idleAt(mg.idleQ.fs[0])
 				}
 			}
 		} else {
@@ -557,10 +556,8 @@ func (h *feedHeap) Pop() any {
 	return f
 }
 
-// holdHeap orders holding feeds by hold mark: a feed that sent nothing
+// holdLess orders holding feeds by hold mark: a feed that sent nothing
 // first (it may send anything), then by watermark, then feedLess.
-type holdHeap []*mfeed
-
 func holdLess(a, b *mfeed) bool {
 	if a.seen != b.seen {
 		return !a.seen
@@ -571,56 +568,60 @@ func holdLess(a, b *mfeed) bool {
 	return feedLess(a, b)
 }
 
-// mark is the least hold mark of the heap's feeds.
-func (h holdHeap) mark() holdMark {
-	if len(h) == 0 {
+// idleLess orders live holding feeds by when they turn idle (their last
+// record; idle_timeout is the same for all).
+func idleLess(a, b *mfeed) bool { return a.last.Before(b.last) }
+
+// feedQueue is a heap of feeds by less, which keeps each feed's index in
+// the field pos returns (-1 once it is out). The hold heaps and idleQ
+// use it; the ready heap, on the path of every record, has its own
+// (feedHeap) so that its comparisons inline.
+type feedQueue struct {
+	fs   []*mfeed
+	less func(a, b *mfeed) bool
+	pos  func(f *mfeed) *int
+}
+
+func holdQueue() feedQueue {
+	return feedQueue{less: holdLess, pos: func(f *mfeed) *int { return &f.hindex }}
+}
+
+// mark is the least hold mark of a hold heap's feeds.
+func (h *feedQueue) mark() holdMark {
+	if len(h.fs) == 0 {
 		return holdMark{}
 	}
-	f := h[0]
+	f := h.fs[0]
 	return holdMark{set: true, seen: f.seen, wm: f.wm, f: f}
 }
 
-func (h holdHeap) Len() int           { return len(h) }
-func (h holdHeap) Less(i, j int) bool { return holdLess(h[i], h[j]) }
-func (h holdHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].hindex, h[j].hindex = i, j
+func (h *feedQueue) Len() int           { return len(h.fs) }
+func (h *feedQueue) Less(i, j int) bool { return h.less(h.fs[i], h.fs[j]) }
+func (h *feedQueue) Swap(i, j int) {
+	h.fs[i], h.fs[j] = h.fs[j], h.fs[i]
+	*h.pos(h.fs[i]), *h.pos(h.fs[j]) = i, j
 }
-func (h *holdHeap) Push(x any) {
+func (h *feedQueue) Push(x any) {
 	f := x.(*mfeed)
-	f.hindex = len(*h)
-	*h = append(*h, f)
+	*h.pos(f) = len(h.fs)
+	h.fs = append(h.fs, f)
 }
-func (h *holdHeap) Pop() any {
-	old := *h
-	f := old[len(old)-1]
-	old[len(old)-1] = nil
-	*h = old[:len(old)-1]
+func (h *feedQueue) Pop() any {
+	n := len(h.fs) - 1
+	f := h.fs[n]
+	h.fs[n] = nil
+	h.fs = h.fs[:n]
+	*h.pos(f) = -1
 	return f
 }
 
-// idleHeap orders live holding feeds by when they turn idle (their last
-// record; idle_timeout is the same for all).
-type idleHeap []*mfeed
-
-func (h idleHeap) Len() int           { return len(h) }
-func (h idleHeap) Less(i, j int) bool { return h[i].last.Before(h[j].last) }
-func (h idleHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].dindex, h[j].dindex = i, j
-}
-func (h *idleHeap) Push(x any) {
-	f := x.(*mfeed)
-	f.dindex = len(*h)
-	*h = append(*h, f)
-}
-func (h *idleHeap) Pop() any {
-	old := *h
-	f := old[len(old)-1]
-	old[len(old)-1] = nil
-	f.dindex = -1
-	*h = old[:len(old)-1]
-	return f
+// clear empties the heap.
+func (h *feedQueue) clear() {
+	for _, f := range h.fs {
+		*h.pos(f) = -1
+	}
+	clear(h.fs)
+	h.fs = h.fs[:0]
 }
 
 // setKeys computes the merge keys of m's records for field (see
