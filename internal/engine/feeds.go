@@ -56,8 +56,9 @@ type feedBoard struct {
 	feeds   map[feedKey]*feedInfo
 	changed chan struct{} // closed (and replaced) at every change
 	// dirty holds the feeds whose state changed since their merge last
-	// looked (drain), so that a merge of many feeds looks at those only.
-	dirty map[feedKey]struct{}
+	// looked (drain), so that a merge of many feeds looks at those only:
+	// the paths by source, so that a merge looks at its sources' only.
+	dirty map[string]map[string]struct{}
 	// records and bytes are in flight over all feeds (see boardRecords);
 	// open counts the feeds registered and not ended, which share it.
 	records, bytes, open int
@@ -74,7 +75,7 @@ type feedInfo struct {
 }
 
 func newFeedBoard() *feedBoard {
-	return &feedBoard{feeds: map[feedKey]*feedInfo{}, changed: make(chan struct{}), dirty: map[feedKey]struct{}{}}
+	return &feedBoard{feeds: map[feedKey]*feedInfo{}, changed: make(chan struct{}), dirty: map[string]map[string]struct{}{}}
 }
 
 // notify wakes everybody waiting for a change. Called with mu held.
@@ -90,7 +91,14 @@ func (fb *feedBoard) changes() <-chan struct{} {
 }
 
 // touch marks a feed as changed for its merge. Called with mu held.
-func (fb *feedBoard) touch(k feedKey) { fb.dirty[k] = struct{}{} }
+func (fb *feedBoard) touch(k feedKey) {
+	d := fb.dirty[k.source]
+	if d == nil {
+		d = map[string]struct{}{}
+		fb.dirty[k.source] = d
+	}
+	d[k.path] = struct{}{}
+}
 
 func (fb *feedBoard) feed(k feedKey, finite bool) *feedInfo {
 	f := fb.feeds[k]
@@ -128,19 +136,21 @@ func (fb *feedBoard) drain(sources map[string]int, all bool, out []feedView) []f
 		for k, f := range fb.feeds {
 			if _, ok := sources[k.source]; ok {
 				out = append(out, feedView{k, *f})
-				delete(fb.dirty, k)
 			}
+		}
+		for src := range sources {
+			clear(fb.dirty[src])
 		}
 		return out
 	}
-	for k := range fb.dirty {
-		if _, ok := sources[k.source]; !ok {
-			continue // another merge's
+	for src := range sources {
+		for path := range fb.dirty[src] {
+			k := feedKey{src, path}
+			if f := fb.feeds[k]; f != nil {
+				out = append(out, feedView{k, *f})
+			}
 		}
-		delete(fb.dirty, k)
-		if f := fb.feeds[k]; f != nil {
-			out = append(out, feedView{k, *f})
-		}
+		clear(fb.dirty[src]) // kept: it fills again at once
 	}
 	return out
 }
@@ -155,7 +165,7 @@ func (fb *feedBoard) forget(k feedKey) bool {
 		return f == nil
 	}
 	delete(fb.feeds, k)
-	delete(fb.dirty, k)
+	delete(fb.dirty[k.source], k.path)
 	return true
 }
 
