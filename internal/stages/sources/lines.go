@@ -231,8 +231,8 @@ type batchBuilder struct {
 	b        *stages.Batch
 	segFirst int // index in b.Records of the current segment's first record
 	bytes    int // line bytes in the batch
-	// maxRecords and maxBytes, when set, are lower limits than the usual
-	// ones for this batch (see stages.FeedBatchLimiter).
+	// maxRecords and maxBytes are this batch's limits: the usual ones, or
+	// lower ones a feed gate asks for (see stages.FeedBatchLimiter).
 	maxRecords, maxBytes int
 }
 
