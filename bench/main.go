@@ -74,7 +74,7 @@ func main() {
 	feeds := flag.Int("feeds", 4, "number of feeds")
 	lines := flag.Int("lines", 500000, "lines per feed")
 	runs := flag.Int("runs", 3, "runs per workload; the fastest is reported (WM: median and range)")
-	workloads := flag.String("workloads", "W1,W2", "comma-separated workloads: W1, W2 (over -feeds), WM (ordered merge, over -merge-feeds), W3 (text logs merged by time, over -feeds text feeds), W5-Kafka (file -> kafka sink and kafka source -> file, see w5kafka.go), W4 (TCP syslog ingest, -feeds connections x -lines messages), W5-NATS (W2's feeds through NATS JetStream each way), MANYPIPES (a directory of -pipes pipeline files, see manypipes.go)")
+	workloads := flag.String("workloads", "W1,W2", "comma-separated workloads: W1, W2 (over -feeds), WM (ordered merge, over -merge-feeds), W3 (text logs merged by time, over -feeds text feeds), W5-Kafka (file -> kafka sink and kafka source -> file, see w5kafka.go), W4 (TCP syslog ingest, -feeds connections x -lines messages), W5-NATS (W2's feeds through NATS JetStream each way), MANYPIPES (a directory of -pipes pipeline files, see manypipes.go), MANYFEEDS (an ordered merge of 10, 100, 1,000 feeds, see manyfeeds.go)")
 	mergeFeeds := flag.Int("merge-feeds", 8, "number of feeds for WM (and the W2 it is compared with)")
 	mergeData := flag.String("merge-data", "", "where WM's feeds are generated (default "+filepath.Join(base, "etld-bench-data-MERGEFEEDSxLINES")+")")
 	timeout := flag.Duration("timeout", 10*time.Minute, "bound on one etld run of the WM group (a stuck merge fails instead of hanging)")
@@ -87,6 +87,11 @@ func main() {
 	pipeLines := flag.Int("pipe-lines", 200, "MANYPIPES: lines per input file, per batch")
 	pipeReloads := flag.Int("pipe-reloads", 5, "MANYPIPES: single-file saves measured per size")
 	pipeIdle := flag.Duration("pipe-idle", 10*time.Second, "MANYPIPES: how long idle CPU is measured")
+	mfSizes := flag.String("manyfeeds-sizes", "10,100,1000", "MANYFEEDS: feed counts to merge (the same records in all, see manyfeeds.go)")
+	mfRecords := flag.Int("manyfeeds-records", 4000000, "MANYFEEDS: records in all, split evenly over the feeds")
+	mfLive := flag.Int("manyfeeds-live", 1000, "MANYFEEDS: followed feeds of the live case (10% of them silent); 0 skips it")
+	mfRate := flag.Int("manyfeeds-live-rate", 50000, "MANYFEEDS: records/s written over all live feeds")
+	mfFor := flag.Duration("manyfeeds-live-for", 20*time.Second, "MANYFEEDS: how long the live feeds are written")
 	flag.Parse()
 	if *data == "" {
 		*data = filepath.Join(base, fmt.Sprintf("etld-bench-data-%dx%d", *feeds, *lines))
@@ -101,11 +106,11 @@ func main() {
 	for _, w := range strings.Split(*workloads, ",") {
 		w = strings.ToUpper(strings.TrimSpace(w))
 		switch w {
-		case "W1", "W2", "WM", "W3", "WH", "W4", "W5-KAFKA", "W5-NATS", "MANYPIPES":
+		case "W1", "W2", "WM", "W3", "WH", "W4", "W5-KAFKA", "W5-NATS", "MANYPIPES", "MANYFEEDS":
 			sel[w] = true
 		case "":
 		default:
-			fmt.Fprintf(os.Stderr, "bench: unknown workload %q in -workloads (valid: W1, W2, WM, W3, W4, WH, W5-Kafka, W5-NATS, MANYPIPES)\n", w)
+			fmt.Fprintf(os.Stderr, "bench: unknown workload %q in -workloads (valid: W1, W2, WM, W3, W4, WH, W5-Kafka, W5-NATS, MANYPIPES, MANYFEEDS)\n", w)
 			os.Exit(2)
 		}
 	}
@@ -183,6 +188,17 @@ func main() {
 				return err
 			}
 		}
+		if sel["MANYFEEDS"] { // many feeds in one merge (manyfeeds.go)
+			sizes, err := parseSizes("manyfeeds-sizes", *mfSizes)
+			if err != nil {
+				return err
+			}
+			fmt.Println()
+			if err := runManyFeeds(manyFeedsConfig{base: base, work: w, bin: bin, sizes: sizes, records: *mfRecords, runs: *runs,
+				timeout: *timeout, profiles: *cpuprofile, clean: *clean, live: *mfLive, liveRate: *mfRate, liveFor: *mfFor}); err != nil {
+				return err
+			}
+		}
 		if sel["W5-NATS"] {
 			fmt.Println()
 			if err := runW5NATS(w5Config{shared: *shared, data: *data, work: w, bin: bin, feeds: *feeds, lines: *lines, runs: *runs, timeout: *timeout}); err != nil {
@@ -190,7 +206,7 @@ func main() {
 			}
 		}
 		if sel["MANYPIPES"] {
-			sizes, err := parseSizes(*pipes)
+			sizes, err := parseSizes("pipes", *pipes)
 			if err != nil {
 				return err
 			}

@@ -69,18 +69,6 @@ type manyPipesResult struct {
 	load                    string
 }
 
-func parseSizes(s string) ([]int, error) {
-	var out []int
-	for _, f := range strings.Split(s, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n < 1 {
-			return nil, fmt.Errorf("bad -pipes entry %q", f)
-		}
-		out = append(out, n)
-	}
-	return out, nil
-}
-
 func runManyPipes(c manyPipesConfig) error {
 	var results []manyPipesResult
 	for _, n := range c.sizes {

@@ -469,3 +469,47 @@ func mergeMetricSum(addr, metric string, labels ...string) (sum float64, n int, 
 	}
 	return sum, n, nil
 }
+
+// mergeKillTwice runs etld on cfg with state dir state, kills it with -9
+// twice (once its output out has passed 5-35% of total bytes, then past
+// 45-80%, or possibly at once at the restart, during recovery) and
+// restarts it until it exits 0 by itself.
+func mergeKillTwice(t *testing.T, rng *rand.Rand, dir, cfg, state, out string, total int64) {
+	t.Helper()
+	size := func() int64 {
+		fi, err := os.Stat(out)
+		if err != nil {
+			return 0
+		}
+		return fi.Size()
+	}
+	// The kills: past 5-35% of the output, then past 45-80% or at start.
+	marks := []int64{total * (5 + rng.Int63n(31)) / 100, total * (45 + rng.Int63n(36)) / 100}
+	atStart := rng.Intn(3) == 0
+	runs := 0
+	for kills := 0; ; runs++ {
+		if runs > 10 {
+			t.Fatalf("etld did not finish in %d runs", runs)
+		}
+		p := startEtld(t, dir, nil, runArgs(cfg, state)...)
+		if kills == len(marks) {
+			p.expectExit(p.wait(), 0, "the run after the kills")
+			break
+		}
+		mark := marks[kills]
+		mode := fmt.Sprintf("output past %d of %d bytes", mark, total)
+		cond := func() bool { return size() >= mark }
+		if kills == 1 && atStart {
+			mode, cond = "at start", func() bool { return true }
+		}
+		if crashPoll(p, "the moment to kill: "+mode, crashPollEvery, cond) {
+			p.expectExit(p.exitCode(), 0, "a run that finished before its kill")
+			t.Logf("run %d finished before its kill (%s)", runs+1, mode)
+			break
+		}
+		p.kill()
+		kills++
+		t.Logf("run %d: kill -9 %s; output had %d bytes", runs+1, mode, size())
+	}
+	t.Logf("%d runs", runs+1)
+}

@@ -17,9 +17,30 @@ import (
 // of its records. A batch (at most 1024 records or 256 KiB) may go past
 // the limit, so the merge holds at most 5 x 1024 records or 1.25 MiB per
 // feed (see docs/merge.md).
+//
+// boardRecords and boardBytes bound what all the feeds of a pipeline's
+// merges may have in flight together, so that a merge of a thousand feeds
+// does not hold a thousand times one feed's credit. A feed with fewer
+// than two batches in flight may always take one more (within its own
+// credit), whatever the total: a merge must see the head of every feed to decide, so the budget
+// can slow a feed down but never stall the merge, and the second batch is
+// on its way while the merge writes the first (with one, the merge waited
+// for the source at the end of every batch). To keep those batches small
+// when there are many feeds, the board asks gated sources for batches of
+// a share of the budget (batchLimit): at least minBatchRecords records or
+// minBatchBytes bytes, at most a source's usual 1024 or 256 KiB. So the
+// feeds hold at most the budget plus two such batches each.
 const (
 	feedCreditRecords = 4 * 1024
 	feedCreditBytes   = 1 << 20
+
+	boardRecords    = 128 * 1024
+	boardBytes      = 32 << 20
+	minBatchRecords = 32
+	minBatchBytes   = 8 << 10
+	maxBatchRecords = 1024
+	maxBatchBytes   = 256 << 10
+	batchShare      = 1 // batches per feed in the budget
 )
 
 // feedKey names a feed: a source and, for a file source, the file's path.
@@ -34,6 +55,13 @@ type feedBoard struct {
 	mu      sync.Mutex
 	feeds   map[feedKey]*feedInfo
 	changed chan struct{} // closed (and replaced) at every change
+	// dirty holds the feeds whose state changed since their merge last
+	// looked (drain), so that a merge of many feeds looks at those only:
+	// the paths by source, so that a merge looks at its sources' only.
+	dirty map[string]map[string]struct{}
+	// records and bytes are in flight over all feeds (see boardRecords);
+	// open counts the feeds registered and not ended, which share it.
+	records, bytes, open int
 }
 
 // feedInfo is what the board knows of one feed.
@@ -47,7 +75,7 @@ type feedInfo struct {
 }
 
 func newFeedBoard() *feedBoard {
-	return &feedBoard{feeds: map[feedKey]*feedInfo{}, changed: make(chan struct{})}
+	return &feedBoard{feeds: map[feedKey]*feedInfo{}, changed: make(chan struct{}), dirty: map[string]map[string]struct{}{}}
 }
 
 // notify wakes everybody waiting for a change. Called with mu held.
@@ -62,14 +90,35 @@ func (fb *feedBoard) changes() <-chan struct{} {
 	return fb.changed
 }
 
+// touch marks a feed as changed for its merge. Called with mu held.
+func (fb *feedBoard) touch(k feedKey) {
+	d := fb.dirty[k.source]
+	if d == nil {
+		d = map[string]struct{}{}
+		fb.dirty[k.source] = d
+	}
+	d[k.path] = struct{}{}
+}
+
 func (fb *feedBoard) feed(k feedKey, finite bool) *feedInfo {
 	f := fb.feeds[k]
 	if f == nil {
 		f = &feedInfo{finite: finite}
 		fb.feeds[k] = f
+		fb.open++
+		fb.touch(k)
 		fb.notify()
 	}
 	return f
+}
+
+// end marks f (of key k) ended. Called with mu held.
+func (fb *feedBoard) end(k feedKey, f *feedInfo) {
+	if !f.ended {
+		f.ended = true
+		fb.open--
+		fb.touch(k)
+	}
 }
 
 // feedView is a copy of a feed's state for the merge.
@@ -78,15 +127,30 @@ type feedView struct {
 	feedInfo
 }
 
-// snapshot returns the feeds of the given sources.
-func (fb *feedBoard) snapshot(sources map[string]int) []feedView {
+// drain appends to out the feeds of the given sources that changed since
+// the last drain (every one of them with all), and forgets that they did.
+func (fb *feedBoard) drain(sources map[string]int, all bool, out []feedView) []feedView {
 	fb.mu.Lock()
 	defer fb.mu.Unlock()
-	var out []feedView
-	for k, f := range fb.feeds {
-		if _, ok := sources[k.source]; ok {
-			out = append(out, feedView{k, *f})
+	if all {
+		for k, f := range fb.feeds {
+			if _, ok := sources[k.source]; ok {
+				out = append(out, feedView{k, *f})
+			}
 		}
+		for src := range sources {
+			clear(fb.dirty[src])
+		}
+		return out
+	}
+	for src := range sources {
+		for path := range fb.dirty[src] {
+			k := feedKey{src, path}
+			if f := fb.feeds[k]; f != nil {
+				out = append(out, feedView{k, *f})
+			}
+		}
+		clear(fb.dirty[src]) // kept: it fills again at once
 	}
 	return out
 }
@@ -101,6 +165,7 @@ func (fb *feedBoard) forget(k feedKey) bool {
 		return f == nil
 	}
 	delete(fb.feeds, k)
+	delete(fb.dirty[k.source], k.path)
 	return true
 }
 
@@ -174,8 +239,10 @@ func (g *sourceGate) Register(path string) {
 	defer g.fb.mu.Unlock()
 	f := g.fb.feed(feedKey{g.source, path}, g.finite)
 	f.owner, f.finite = g, g.finite
+	g.fb.touch(feedKey{g.source, path})
 	if f.ended { // a source that replaced an ended one reads it again
 		f.ended = false
+		g.fb.open++
 		g.fb.notify()
 	}
 }
@@ -183,12 +250,31 @@ func (g *sourceGate) Register(path string) {
 func (g *sourceGate) Allow(path string) bool {
 	g.fb.mu.Lock()
 	defer g.fb.mu.Unlock()
-	return g.fb.feeds[feedKey{g.source, path}].room()
+	return g.fb.room(g.fb.feeds[feedKey{g.source, path}])
 }
 
-// room reports whether the feed may take one more batch.
-func (f *feedInfo) room() bool {
-	return f == nil || (f.records < feedCreditRecords && f.bytes < feedCreditBytes)
+// room reports whether feed f may take one more batch: it is under its
+// own credit, and it has fewer than two batches in flight or the board is
+// under its budget. Called with mu held.
+func (fb *feedBoard) room(f *feedInfo) bool {
+	return f == nil || (f.records < feedCreditRecords && f.bytes < feedCreditBytes &&
+		(f.outstanding < 2 || (fb.records < boardRecords && fb.bytes < boardBytes)))
+}
+
+var _ stages.FeedBatchLimiter = (*sourceGate)(nil)
+
+// BatchLimit implements stages.FeedBatchLimiter: a batch of one feed is
+// at most an equal share of the board's budget among the open feeds.
+func (g *sourceGate) BatchLimit() (records, bytes int) {
+	g.fb.mu.Lock()
+	open := max(1, g.fb.open)
+	g.fb.mu.Unlock()
+	return batchLimit(open)
+}
+
+func batchLimit(open int) (records, bytes int) {
+	return min(maxBatchRecords, max(minBatchRecords, boardRecords/batchShare/open)),
+		min(maxBatchBytes, max(minBatchBytes, boardBytes/batchShare/open))
 }
 
 // Take implements stages.FeedGate: the ticket waits for claim.
@@ -227,28 +313,37 @@ func (g *sourceGate) take(path string, b *stages.Batch) *ticket {
 	for i := range b.Records {
 		size += len(b.Records[i].Raw)
 	}
-	g.fb.mu.Lock()
-	f := g.fb.feed(k, g.finite)
+	fb := g.fb
+	fb.mu.Lock()
+	f := fb.feed(k, g.finite)
 	f.outstanding++
 	f.records += n
 	f.bytes += size
-	g.fb.mu.Unlock()
+	fb.records += n
+	fb.bytes += size
+	fb.mu.Unlock()
 	return newTicket(k, func() {
-		g.fb.mu.Lock()
+		fb.mu.Lock()
 		f.outstanding--
 		f.records -= n
 		f.bytes -= size
-		g.fb.notify()
-		g.fb.mu.Unlock()
+		fb.records -= n
+		fb.bytes -= size
+		if fb.feeds[k] == f {
+			fb.touch(k)
+		}
+		fb.notify()
+		fb.mu.Unlock()
 	})
 }
 
 func (g *sourceGate) End(path string) {
 	g.fb.mu.Lock()
 	defer g.fb.mu.Unlock()
-	f := g.fb.feed(feedKey{g.source, path}, g.finite)
+	k := feedKey{g.source, path}
+	f := g.fb.feed(k, g.finite)
 	if !f.ended {
-		f.ended = true
+		g.fb.end(k, f)
 		g.fb.notify()
 	}
 }
@@ -262,7 +357,7 @@ func (g *sourceGate) endAll() {
 	defer g.fb.mu.Unlock()
 	for k, f := range g.fb.feeds {
 		if k.source == g.source && (f.owner == g || f.owner == nil) && !f.ended {
-			f.ended = true
+			g.fb.end(k, f)
 		}
 	}
 	g.fb.notify()
@@ -273,7 +368,7 @@ func (g *sourceGate) full() bool {
 	g.fb.mu.Lock()
 	defer g.fb.mu.Unlock()
 	for k, f := range g.fb.feeds {
-		if k.source == g.source && !f.room() {
+		if k.source == g.source && !g.fb.room(f) {
 			return true
 		}
 	}

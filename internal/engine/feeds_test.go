@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"testing"
 
 	"github.com/etld/etld/internal/stages"
@@ -94,5 +95,71 @@ func TestWorkerComputesMergeKeys(t *testing.T) {
 	}
 	if m.t != tk {
 		t.Error("the worker lost the batch's ticket")
+	}
+}
+
+// TestBoardBudget: the feeds of a board share one budget. Once the
+// feeds together have boardRecords in flight, a feed with two batches in
+// flight gets no more room (though under its own credit), while a feed
+// with fewer always may take one more, so that a merge waiting for it is
+// never stalled. Batches are asked to be a share of the
+// budget among the open feeds.
+func TestBoardBudget(t *testing.T) {
+	fb := newFeedBoard()
+	g := fb.gate("s", true)
+	const feeds = 200
+	per := boardRecords/(feeds-1) + 1 // under a feed's credit; all but one past the budget
+	if per >= feedCreditRecords {
+		t.Fatalf("test needs feeds x credit > budget (per %d)", per)
+	}
+	var tickets []*ticket
+	for i := range feeds {
+		p := fmt.Sprint("f", i)
+		g.Register(p)
+		if r, _ := g.BatchLimit(); i == 0 && r != maxBatchRecords {
+			t.Errorf("batch limit with one open feed = %d records, want %d", r, maxBatchRecords)
+		}
+		tickets = append(tickets, g.take(p, &stages.Batch{Records: make([]stages.Record, per/2)}),
+			g.take(p, &stages.Batch{Records: make([]stages.Record, per-per/2)}))
+	}
+	if r, b := g.BatchLimit(); r != max(minBatchRecords, boardRecords/feeds) || b != max(minBatchBytes, boardBytes/feeds) {
+		t.Errorf("batch limit with %d open feeds = %d records, %d bytes; want a share of the budget", feeds, r, b)
+	}
+	if g.Allow("f0") {
+		t.Error("a feed with two batches in flight got room past the board's budget")
+	}
+	g.Register("late")
+	if !g.Allow("late") {
+		t.Error("a feed with nothing in flight got no room: the merge would wait for it forever")
+	}
+	late := g.take("late", &stages.Batch{Records: make([]stages.Record, per)})
+	if !g.Allow("late") {
+		t.Error("a feed with one batch in flight got no room for the next")
+	}
+	late.drop()
+	tickets[0].drop()
+	if !g.Allow("f0") {
+		t.Error("no room for a feed one of whose batches was consumed")
+	}
+	if g.Allow("f1") {
+		t.Error("one batch consumed made room for every feed: the budget is not shared")
+	}
+	for i := 1; i < feeds; i++ {
+		tickets[i].drop()
+	}
+	if !g.Allow("f199") {
+		t.Error("no room once half the budget came back")
+	}
+	for _, tk := range tickets[feeds:] {
+		tk.drop()
+	}
+	if fb.records != 0 || fb.bytes != 0 {
+		t.Errorf("board has %d records, %d bytes in flight after every ticket was dropped", fb.records, fb.bytes)
+	}
+	for i := range feeds {
+		g.End(fmt.Sprint("f", i))
+	}
+	if fb.open != 1 {
+		t.Errorf("%d open feeds after all but one ended, want 1", fb.open)
 	}
 }

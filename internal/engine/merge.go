@@ -49,6 +49,17 @@ type merger struct {
 	feeds map[feedKey]*mfeed
 	ready feedHeap // feeds with queued records, by head
 
+	// The feeds holding the merge (queue empty, not finished), kept up to
+	// date as feeds change rather than found by looking at every feed: a
+	// merge of a thousand feeds would otherwise look at all of them for
+	// every batch. finiteHold and liveHold are by hold mark (holdLess),
+	// idleQ the live ones by when they turn idle.
+	finiteHold, liveHold feedQueue
+	idleQ                feedQueue
+	rescan               bool       // look at every feed on the board again (start, reconfiguration)
+	unsettled            []*mfeed   // feeds whose queue emptied outside take (all records bad)
+	views                []feedView // drain's buffer
+
 	newest   int64 // newest key written, valid when written is set
 	written  bool
 	buffered int // records queued
@@ -69,8 +80,14 @@ type mfeed struct {
 	head  int
 	wm    int64 // newest key received
 	seen  bool  // wm is valid
+	hk    int64 // key of q[head], when q has records (feedHeap reads it)
 	last  time.Time
 	index int // in ready; -1 when not there
+
+	hold   *feedQueue // the hold heap it is in, or nil
+	hindex int        // its index there
+	dindex int        // in idleQ; -1 when not there
+	done   int        // its batches in merger.done (taken, not released)
 
 	late           prometheus.Counter
 	watermark, lag prometheus.Gauge
@@ -101,11 +118,13 @@ type mergeMetrics struct {
 }
 
 func newMerger(spec config.MergeSpec, board *feedBoard, upstream []string, mx *Metrics, pipeline, stage string) *merger {
-	mg := &merger{spec: spec, board: board, feeds: map[feedKey]*mfeed{}, upstreamSet: make(chan map[string]int, 1),
+	mg := &merger{spec: spec, board: board, feeds: map[feedKey]*mfeed{}, upstreamSet: make(chan map[string]int, 1), rescan: true,
 		mx: &mergeMetrics{pipeline: pipeline, stage: stage, mx: mx,
 			buffered:    mx.mergeBuffered.WithLabelValues(pipeline, stage),
 			lateDropped: mx.dropped.WithLabelValues(pipeline, stage, reasonLate)}}
 	mg.upstream = rankOf(upstream)
+	mg.finiteHold, mg.liveHold = holdQueue(), holdQueue()
+	mg.idleQ = feedQueue{less: idleLess, pos: func(f *mfeed) *int { return &f.dindex }}
 	return mg
 }
 
@@ -127,8 +146,9 @@ func (mg *merger) setUpstream(ids []string) {
 	mg.upstreamSet <- rankOf(ids)
 }
 
-// retune takes the options of a new config of the same merge.
-func (mg *merger) retune(spec config.MergeSpec) { mg.spec = spec }
+// retune takes the options of a new config of the same merge (a new
+// idle_timeout may make idle feeds hold again: look at all of them).
+func (mg *merger) retune(spec config.MergeSpec) { mg.spec, mg.rescan = spec, true }
 
 // feedLabel is a feed's value of the `feed` label: its file, or its
 // source id for a source without files.
@@ -149,7 +169,7 @@ func (mg *merger) feed(k feedKey, now time.Time) *mfeed {
 		rank = math.MaxInt32
 	}
 	lbl := feedLabel(k)
-	f = &mfeed{key: k, rank: rank, last: now, index: -1,
+	f = &mfeed{key: k, rank: rank, last: now, index: -1, dindex: -1,
 		late:      mg.mx.mx.mergeLate.WithLabelValues(mg.mx.pipeline, mg.mx.stage, lbl),
 		watermark: mg.mx.mx.mergeWatermark.WithLabelValues(mg.mx.pipeline, mg.mx.stage, lbl),
 		lag:       mg.mx.mx.mergeLag.WithLabelValues(mg.mx.pipeline, mg.mx.stage, lbl)}
@@ -182,6 +202,7 @@ func (mg *merger) add(m msg, now time.Time, bad []stages.Reject) []stages.Reject
 func (mg *merger) add1(k feedKey, m msg, now time.Time, bad *[]stages.Reject) {
 	b := m.b
 	f := mg.feed(k, now)
+	mg.unhold(f) // its last and maybe its watermark change
 	hb := &heldBatch{b: b, t: m.t, arrived: now}
 	wasEmpty := f.head == len(f.q)
 	keys := m.keys
@@ -214,13 +235,17 @@ func (mg *merger) add1(k feedKey, m msg, now time.Time, bad *[]stages.Reject) {
 	mg.buffered += hb.left
 	mg.peak = max(mg.peak, mg.buffered)
 	if hb.left == 0 {
-		mg.done = append(mg.done, hb)
+		mg.addDone(f, hb)
+	}
+	if f.head == len(f.q) {
+		mg.unsettled = append(mg.unsettled, f) // holds again, from now on
 	}
 	if f.seen {
 		f.watermark.Set(float64(f.wm) / 1e9)
 		f.lag.Set(max(0, now.Sub(time.Unix(0, f.wm)).Seconds()))
 	}
 	if wasEmpty && f.head < len(f.q) {
+		f.hk = f.q[f.head].key
 		heap.Push(&mg.ready, f)
 	}
 }
@@ -249,6 +274,7 @@ func (mg *merger) forget(f *mfeed) {
 	if !mg.board.forget(f.key) {
 		return // registered again meanwhile
 	}
+	mg.unhold(f)
 	delete(mg.feeds, f.key)
 	lbl := feedLabel(f.key)
 	mg.mx.mx.mergeLate.DeleteLabelValues(mg.mx.pipeline, mg.mx.stage, lbl)
@@ -259,6 +285,11 @@ func (mg *merger) forget(f *mfeed) {
 // releaseDone releases the batches all of whose records were taken.
 func (mg *merger) releaseDone() {
 	for i, hb := range mg.done {
+		if hb.t != nil {
+			if f := mg.feeds[hb.t.feed]; f != nil {
+				f.done--
+			}
+		}
 		hb.b.Release()
 		hb.t.drop()
 		mg.done[i] = nil
@@ -286,14 +317,10 @@ func (h *holdMark) blocks(key int64, f *mfeed) bool {
 	return h.wm == key && feedLess(h.f, f)
 }
 
-func (h *holdMark) add(f *mfeed) {
-	if !h.set || (!f.seen && h.seen) || (f.seen == h.seen && (f.wm < h.wm || (f.wm == h.wm && feedLess(f, h.f)))) {
-		*h = holdMark{set: true, seen: f.seen, wm: f.wm, f: f}
-	}
-}
-
-// holders computes the marks of the finite and the live feeds holding the
-// merge at now, and the earliest time a live one turns idle.
+// holders returns the marks of the finite and the live feeds holding the
+// merge at now, and the earliest time a live one turns idle. It looks at
+// the feeds that changed since it last looked only (and at every feed
+// after a reconfiguration).
 func (mg *merger) holders(now time.Time) (finite, live holdMark, idleAt time.Time) {
 	select {
 	case u := <-mg.upstreamSet:
@@ -304,34 +331,77 @@ func (mg *merger) holders(now time.Time) (finite, live holdMark, idleAt time.Tim
 			}
 		}
 		heap.Init(&mg.ready)
+		mg.rescan = true
 	default:
 	}
-	views := mg.board.snapshot(mg.upstream)
-	for _, v := range views {
-		f := mg.feed(v.key, now) // a registered feed that sent nothing yet holds too
-		if f.head < len(f.q) {
-			continue // has records: not holding
-		}
-		if mg.finished(f, v.feedInfo) {
-			if v.outstanding == 0 {
-				mg.forget(f) // finished for good: keep no state for it
+	if mg.rescan {
+		// Ranks or idle_timeout changed: the heaps' orders may have.
+		for _, h := range []*feedQueue{&mg.finiteHold, &mg.liveHold} {
+			for _, f := range h.fs {
+				f.hold = nil
 			}
-			continue
+			h.clear()
 		}
-		if v.finite {
-			finite.add(f)
-			continue
-		}
-		idle := f.last.Add(mg.spec.IdleTimeout)
-		if !now.Before(idle) {
-			continue
-		}
-		live.add(f)
-		if idleAt.IsZero() || idle.Before(idleAt) {
-			idleAt = idle
+		mg.idleQ.clear()
+	}
+	mg.views = mg.board.drain(mg.upstream, mg.rescan, mg.views[:0])
+	mg.rescan = false
+	for _, v := range mg.views {
+		// A registered feed that sent nothing yet holds too.
+		mg.settle(mg.feed(v.key, now), v.feedInfo, true, now)
+	}
+	clear(mg.views)
+	for _, f := range mg.unsettled {
+		if mg.feeds[f.key] == f {
+			v, ok := mg.board.status(f.key)
+			mg.settle(f, v, ok, now)
 		}
 	}
-	return finite, live, idleAt
+	clear(mg.unsettled)
+	mg.unsettled = mg.unsettled[:0]
+	for mg.idleQ.Len() > 0 && !now.Before(mg.idleAt(mg.idleQ.fs[0])) {
+		mg.unhold(mg.idleQ.fs[0]) // idle: holds nothing back
+	}
+	if mg.idleQ.Len() > 0 {
+		idleAt = mg.idleAt(mg.idleQ.fs[0])
+	}
+	return mg.finiteHold.mark(), mg.liveHold.mark(), idleAt
+}
+
+func (mg *merger) idleAt(f *mfeed) time.Time { return f.last.Add(mg.spec.IdleTimeout) }
+
+// settle puts f where it belongs now that its board state is v (ok:
+// it is on the board): in a hold heap if its queue is empty and it may
+// still send a record, else in none. A finished feed with nothing in
+// flight is forgotten.
+func (mg *merger) settle(f *mfeed, v feedInfo, ok bool, now time.Time) {
+	mg.unhold(f)
+	switch {
+	case f.head < len(f.q) || !ok:
+		// Has records (not holding), or not a feed of the board.
+	case mg.finished(f, v):
+		if v.outstanding == 0 {
+			mg.forget(f) // finished for good: keep no state for it
+		}
+	case v.finite:
+		f.hold = &mg.finiteHold
+		heap.Push(f.hold, f)
+	case now.Before(mg.idleAt(f)):
+		f.hold = &mg.liveHold
+		heap.Push(f.hold, f)
+		heap.Push(&mg.idleQ, f)
+	}
+}
+
+// unhold takes f out of the hold heaps.
+func (mg *merger) unhold(f *mfeed) {
+	if f.hold != nil {
+		heap.Remove(f.hold, f.hindex)
+		f.hold = nil
+	}
+	if f.dindex >= 0 {
+		heap.Remove(&mg.idleQ, f.dindex)
+	}
 }
 
 // take moves the records that may be written at now into mg.out (and late
@@ -372,21 +442,19 @@ func (mg *merger) take(now time.Time, final bool, limit int) (wake time.Time) {
 		mg.buffered--
 		hb.left--
 		if hb.left == 0 {
-			mg.done = append(mg.done, hb)
+			mg.addDone(f, hb)
 		}
 		if f.head == len(f.q) {
 			f.q, f.head = f.q[:0], 0
 			heap.Pop(&mg.ready)
+			// f holds from now on, at its watermark, unless it is
+			// finished.
+			v, ok := mg.board.status(f.key)
+			mg.settle(f, v, ok, now)
 			if !final {
-				// f holds from now on, at its watermark, unless it is
-				// finished.
-				v, ok := mg.board.status(f.key)
-				switch {
-				case !ok || mg.finished(f, v):
-				case v.finite:
-					finite.add(f)
-				default:
-					live.add(f)
+				finite, live = mg.finiteHold.mark(), mg.liveHold.mark()
+				if mg.idleQ.Len() > 0 {
+					idleAt = mg.idleAt(mg.idleQ.fs[0])
 				}
 			}
 		} else {
@@ -395,6 +463,7 @@ func (mg *merger) take(now time.Time, final bool, limit int) (wake time.Time) {
 				clear(f.q[n:])
 				f.q, f.head = f.q[:n], 0
 			}
+			f.hk = f.q[f.head].key
 			heap.Fix(&mg.ready, f.index)
 		}
 		if late {
@@ -430,14 +499,15 @@ func (mg *merger) finished(f *mfeed, v feedInfo) bool {
 
 // heldOf counts the batches of f the merge still holds (taken, not yet
 // released).
-func (mg *merger) heldOf(f *mfeed) int {
-	n := 0
-	for _, hb := range mg.done {
-		if hb.t != nil && hb.t.feed == f.key {
-			n++
-		}
+func (mg *merger) heldOf(f *mfeed) int { return f.done }
+
+// addDone queues hb, a batch of f all of whose records were taken, for
+// releaseDone.
+func (mg *merger) addDone(f *mfeed, hb *heldBatch) {
+	mg.done = append(mg.done, hb)
+	if hb.t != nil && hb.t.feed == f.key {
+		f.done++
 	}
-	return n
 }
 
 func fmtKey(k int64) string {
@@ -462,7 +532,7 @@ type feedHeap []*mfeed
 func (h feedHeap) Len() int { return len(h) }
 func (h feedHeap) Less(i, j int) bool {
 	a, b := h[i], h[j]
-	ka, kb := a.q[a.head].key, b.q[b.head].key
+	ka, kb := a.hk, b.hk
 	if ka != kb {
 		return ka < kb
 	}
@@ -484,6 +554,74 @@ func (h *feedHeap) Pop() any {
 	f.index = -1
 	*h = old[:len(old)-1]
 	return f
+}
+
+// holdLess orders holding feeds by hold mark: a feed that sent nothing
+// first (it may send anything), then by watermark, then feedLess.
+func holdLess(a, b *mfeed) bool {
+	if a.seen != b.seen {
+		return !a.seen
+	}
+	if a.wm != b.wm {
+		return a.wm < b.wm
+	}
+	return feedLess(a, b)
+}
+
+// idleLess orders live holding feeds by when they turn idle (their last
+// record; idle_timeout is the same for all).
+func idleLess(a, b *mfeed) bool { return a.last.Before(b.last) }
+
+// feedQueue is a heap of feeds by less, which keeps each feed's index in
+// the field pos returns (-1 once it is out). The hold heaps and idleQ
+// use it; the ready heap, on the path of every record, has its own
+// (feedHeap) so that its comparisons inline.
+type feedQueue struct {
+	fs   []*mfeed
+	less func(a, b *mfeed) bool
+	pos  func(f *mfeed) *int
+}
+
+func holdQueue() feedQueue {
+	return feedQueue{less: holdLess, pos: func(f *mfeed) *int { return &f.hindex }}
+}
+
+// mark is the least hold mark of a hold heap's feeds.
+func (h *feedQueue) mark() holdMark {
+	if len(h.fs) == 0 {
+		return holdMark{}
+	}
+	f := h.fs[0]
+	return holdMark{set: true, seen: f.seen, wm: f.wm, f: f}
+}
+
+func (h *feedQueue) Len() int           { return len(h.fs) }
+func (h *feedQueue) Less(i, j int) bool { return h.less(h.fs[i], h.fs[j]) }
+func (h *feedQueue) Swap(i, j int) {
+	h.fs[i], h.fs[j] = h.fs[j], h.fs[i]
+	*h.pos(h.fs[i]), *h.pos(h.fs[j]) = i, j
+}
+func (h *feedQueue) Push(x any) {
+	f := x.(*mfeed)
+	*h.pos(f) = len(h.fs)
+	h.fs = append(h.fs, f)
+}
+func (h *feedQueue) Pop() any {
+	n := len(h.fs) - 1
+	f := h.fs[n]
+	h.fs[n] = nil
+	h.fs = h.fs[:n]
+	*h.pos(f) = -1
+	return f
+}
+
+// clear empties the heap.
+func (h *feedQueue) clear() {
+	for _, f := range h.fs {
+		*h.pos(f) = -1
+	}
+	clear(h.fs)
+	h.fs = h.fs[:0]
 }
 
 // setKeys computes the merge keys of m's records for field (see
@@ -660,9 +798,12 @@ func (mg *merger) state() ([]byte, error) {
 			}
 			start := buf.Len()
 			buf.WriteString(`{"json":`)
-			if r.Parsed && json.Compact(buf, r.Raw) == nil {
+			if js := buf.Len(); r.Parsed && appendCompact(buf, r.Raw) {
+				compact := buf.Bytes()[js:]
 				writeOffset(buf, r.Offset)
-				if len(r.Line) > 0 {
+				// The original line, unless it is the JSON itself (a
+				// restored record without one reads its JSON as its line).
+				if len(r.Line) > 0 && !bytes.Equal(r.Line, compact) {
 					buf.WriteString(`,"orig":`)
 					writeBase64(buf, r.Line)
 				}
@@ -687,6 +828,50 @@ func (mg *merger) state() ([]byte, error) {
 	}
 	buf.WriteByte('}')
 	return buf.Bytes(), nil
+}
+
+// appendCompact writes the JSON text b to buf without insignificant
+// whitespace, as json.Compact does; false (and nothing written) if b is
+// not valid JSON. The common case, a valid object compact already
+// (parse_json keeps a compact line's bytes), is checked with jsonrec and
+// copied, which costs a fraction of json.Compact's state machine: a
+// merge holding many records encodes them all at every checkpoint.
+func appendCompact(buf *bytes.Buffer, b []byte) bool {
+	if !hasSpace(b) {
+		if _, err := jsonrec.ValidObject(b); err == nil {
+			buf.Write(b)
+			return true
+		}
+	}
+	return json.Compact(buf, b) == nil
+}
+
+// hasSpace reports whether JSON text b has whitespace outside its
+// strings (or is empty).
+func hasSpace(b []byte) bool {
+	if len(b) == 0 {
+		return true
+	}
+	in := false
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		if in {
+			switch c {
+			case '\\':
+				i++
+			case '"':
+				in = false
+			}
+			continue
+		}
+		switch c {
+		case '"':
+			in = true
+		case ' ', '\t', '\n', '\r':
+			return true
+		}
+	}
+	return false
 }
 
 func writeOffset(buf *bytes.Buffer, off int64) {

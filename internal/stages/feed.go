@@ -39,6 +39,15 @@ type FeedGate interface {
 	Changed() <-chan struct{}
 }
 
+// FeedBatchLimiter is implemented by a FeedGate that asks for batches
+// smaller than a source's usual ones: when many feeds share one merge's
+// memory, each feed's batch is a share of it. A GatedSource that reads a
+// batch of one feed reads at most BatchLimit records and about as many
+// bytes (at least one record); other sources may ignore it.
+type FeedBatchLimiter interface {
+	BatchLimit() (records, bytes int)
+}
+
 // GatedSource is implemented by sources that apply a FeedGate per feed.
 // The runtime calls SetFeedGate before Open when the source feeds an
 // ordered merge.

@@ -74,3 +74,41 @@ func TestLockExcludesASecondOwner(t *testing.T) {
 	}
 	b.Unlock()
 }
+
+// TestSaveMergeAsIs: merge states are written as they are, beside the
+// other fields, and read back the same (what encoding/json would have
+// written, but for compaction).
+func TestSaveMergeAsIs(t *testing.T) {
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Checkpoint{Pipeline: "p", Epoch: 3,
+		Sources: map[string]json.RawMessage{"in": json.RawMessage(`{"offset":5}`)},
+		Merge: map[string]json.RawMessage{
+			"b":     json.RawMessage(`{"order_by":"ts","feeds":[{"source":"in","records":[{"json":{"ts":1,"m":"a b"},"offset":0}]}]}`),
+			"a\"x":  json.RawMessage(`{"order_by":"ts"}`),
+			"empty": nil,
+		}}
+	if err := s.Save(c); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Load("p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Epoch != 3 || string(got.Sources["in"]) != `{"offset":5}` {
+		t.Errorf("loaded %+v", got)
+	}
+	for id, want := range c.Merge {
+		if w := string(want); w == "" {
+			want = json.RawMessage("null")
+		}
+		if string(got.Merge[id]) != string(want) {
+			t.Errorf("merge %q: loaded %s, want %s", id, got.Merge[id], want)
+		}
+	}
+	if len(c.Merge) != 3 {
+		t.Error("Save changed the checkpoint's merge map")
+	}
+}

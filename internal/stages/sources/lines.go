@@ -231,17 +231,29 @@ type batchBuilder struct {
 	b        *stages.Batch
 	segFirst int // index in b.Records of the current segment's first record
 	bytes    int // line bytes in the batch
+	// maxRecords and maxBytes are this batch's limits: the usual ones, or
+	// lower ones a feed gate asks for (see stages.FeedBatchLimiter).
+	maxRecords, maxBytes int
 }
 
 // start begins a new batch.
 func (bb *batchBuilder) start() {
 	bb.b = &stages.Batch{}
 	bb.segFirst, bb.bytes = 0, 0
+	bb.maxRecords, bb.maxBytes = batchMaxRecords, batchMaxBytes
+}
+
+// limit lowers the batch's limits to those of g, when it sets any.
+func (bb *batchBuilder) limit(g stages.FeedGate) {
+	if l, ok := g.(stages.FeedBatchLimiter); ok {
+		r, b := l.BatchLimit()
+		bb.maxRecords, bb.maxBytes = max(1, min(r, batchMaxRecords)), max(1, min(b, batchMaxBytes))
+	}
 }
 
 // full reports whether the batch reached its record or byte limit.
 func (bb *batchBuilder) full() bool {
-	return len(bb.b.Records) >= batchMaxRecords || bb.bytes >= batchMaxBytes
+	return len(bb.b.Records) >= bb.maxRecords || bb.bytes >= bb.maxBytes
 }
 
 // empty reports whether the batch has neither records nor rejects.
@@ -251,7 +263,7 @@ func (bb *batchBuilder) empty() bool { return len(bb.b.Records) == 0 && len(bb.b
 // the number of bytes still buffered, used to size the Records slice.
 func (bb *batchBuilder) add(line []byte, off int64, o *stages.Origin, hint int) {
 	if bb.b.Records == nil {
-		bb.b.Records = stages.NewRecords(min(batchMaxRecords, hint/64+8))
+		bb.b.Records = stages.NewRecords(min(bb.maxRecords, hint/64+8))
 	}
 	bb.b.Records = append(bb.b.Records, stages.Record{Raw: line, Origin: o, Offset: off})
 	bb.bytes += len(line)

@@ -88,6 +88,7 @@ func (s *FileSource) readOneFile() (b *stages.Batch, progress, waiting, unreadab
 		}
 		s.next = (i + 1) % n
 		s.bb.start()
+		s.bb.limit(s.gate) // many feeds: smaller batches
 		eof, perr := s.pump(t)
 		if perr == nil && eof {
 			s.takeFinal(t)
