@@ -29,6 +29,7 @@ func TestValidObject(t *testing.T) {
 		{in: "  {\"a\":1}\t\r\n", want: `{"a":1}`},
 		{in: `{"a":[1,2,{"b":null}],"c":"x\"y\u00e9","d":-0.5e+3,"e":true,"f":false}`, want: `{"a":[1,2,{"b":null}],"c":"x\"y\u00e9","d":-0.5e+3,"e":true,"f":false}`},
 		{in: `{"é":"ü"}`, want: `{"é":"ü"}`},
+		{in: "\n {\"k\\u0065y\":\"v\\n\" , \"n\" : {\"x\":[1]},\"k\":null} ", want: `{"k\u0065y":"v\n" , "n" : {"x":[1]},"k":null}`},
 		{in: ``, wantErr: "invalid JSON: empty input at offset 0"},
 		{in: `   `, wantErr: "empty input"},
 		{in: `[1]`, wantErr: "want an object, got an array"},
@@ -62,6 +63,7 @@ func TestValidObject(t *testing.T) {
 			name = name[:40]
 		}
 		t.Run(name, func(t *testing.T) {
+			checkValidObjectMembers(t, []byte(tt.in))
 			got, err := ValidObject([]byte(tt.in))
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
@@ -76,6 +78,35 @@ func TestValidObject(t *testing.T) {
 				t.Fatalf("got %q, want %q", got, tt.want)
 			}
 		})
+	}
+}
+
+// checkValidObjectMembers checks that ValidObjectMembers gives exactly
+// ValidObject's answer (object, error) and, on a valid object, Members'
+// members and closing brace, appended after what the slice held.
+func checkValidObjectMembers(t *testing.T, b []byte) {
+	t.Helper()
+	wantObj, wantErr := ValidObject(b)
+	prefix := []Member{{Key: 99}}
+	obj, ms, closeBrace, err := ValidObjectMembers(b, prefix)
+	if fmt.Sprint(err) != fmt.Sprint(wantErr) || !bytes.Equal(obj, wantObj) {
+		t.Fatalf("ValidObjectMembers(%q) = %q, %v; ValidObject gives %q, %v", b, obj, err, wantObj, wantErr)
+	}
+	if len(ms) < 1 || ms[0] != prefix[0] {
+		t.Fatalf("ValidObjectMembers(%q) lost the members it was given: %+v", b, ms)
+	}
+	if err != nil {
+		if len(ms) != 1 || closeBrace != -1 {
+			t.Fatalf("ValidObjectMembers(%q) failed but returned members %+v, close %d", b, ms, closeBrace)
+		}
+		return
+	}
+	want, wantClose, err := Members(obj, nil)
+	if err != nil {
+		t.Fatalf("Members(%q): %v", obj, err)
+	}
+	if !reflect.DeepEqual(ms[1:], want) && (len(want) != 0 || len(ms) != 1) || closeBrace != wantClose {
+		t.Fatalf("ValidObjectMembers(%q) = %+v, close %d; Members gives %+v, close %d", b, ms[1:], closeBrace, want, wantClose)
 	}
 }
 
@@ -98,6 +129,7 @@ func FuzzValidObject(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
+		checkValidObjectMembers(t, b)
 		obj, err := ValidObject(b)
 		trimmed := bytes.TrimLeft(b, " \t\r\n")
 		want := json.Valid(b) && utf8.Valid(b) && len(trimmed) > 0 && trimmed[0] == '{'

@@ -50,27 +50,61 @@ func (e *UTF8Error) Error() string {
 // Errors are *UTF8Error or *SyntaxError; a valid JSON value that is not an
 // object (an array, a string, ...) is a *SyntaxError too.
 func ValidObject(b []byte) ([]byte, error) {
+	obj, _, _, err := validObject(b, nil, false)
+	return obj, err
+}
+
+// ValidObjectMembers is ValidObject that also appends the object's
+// top-level members to ms, as Members would find them in the returned
+// object, and returns the offset of its closing brace: parse_json indexes
+// a record's fields in the same pass that validates it. On error, ms is
+// returned as it was given.
+func ValidObjectMembers(b []byte, ms []Member) (obj []byte, out []Member, closeBrace int, err error) {
+	n := len(ms)
+	obj, ms, closeBrace, err = validObject(b, ms, true)
+	if err != nil {
+		return nil, ms[:n], -1, err
+	}
+	return obj, ms, closeBrace, nil
+}
+
+// validObject is ValidObject, appending the top-level members to ms when
+// members is set.
+func validObject(b []byte, ms []Member, members bool) ([]byte, []Member, int, error) {
 	// UTF-8 is checked inside strings; elsewhere only ASCII is valid JSON.
 	i := skipWS(b, 0)
 	if i == len(b) {
-		return nil, &SyntaxError{Offset: i, Msg: "empty input"}
+		return nil, ms, -1, &SyntaxError{Offset: i, Msg: "empty input"}
 	}
 	if b[i] != '{' {
 		// Say what it is when it is valid JSON, which helps users who feed
 		// arrays or bare values.
 		if end, err := scanValue(b, i, 0); err == nil && skipWS(b, end) == len(b) {
-			return nil, &SyntaxError{Offset: i, Msg: "want an object, got " + kindName(b[i])}
+			return nil, ms, -1, &SyntaxError{Offset: i, Msg: "want an object, got " + kindName(b[i])}
 		}
-		return nil, &SyntaxError{Offset: i, Msg: "want an object, got " + quoteChar(b[i])}
+		return nil, ms, -1, &SyntaxError{Offset: i, Msg: "want an object, got " + quoteChar(b[i])}
 	}
-	end, err := scanObject(b, i, 1)
+	var end int
+	var err error
+	if !members {
+		end, err = scanObject(b, i, 1)
+	} else {
+		n := len(ms)
+		end, ms, err = scanMembers(b, i, ms)
+		if i > 0 { // offsets into b[i:end]
+			for k := n; k < len(ms); k++ {
+				m := &ms[k]
+				m.Key, m.KeyEnd, m.Val, m.End = m.Key-i, m.KeyEnd-i, m.Val-i, m.End-i
+			}
+		}
+	}
 	if err != nil {
-		return nil, err
+		return nil, ms, -1, err
 	}
 	if j := skipWS(b, end); j != len(b) {
-		return nil, &SyntaxError{Offset: j, Msg: "unexpected " + quoteChar(b[j]) + " after the object"}
+		return nil, ms, -1, &SyntaxError{Offset: j, Msg: "unexpected " + quoteChar(b[j]) + " after the object"}
 	}
-	return b[i:end], nil
+	return b[i:end], ms, end - 1 - i, nil
 }
 
 func firstInvalidUTF8(b []byte) int {
@@ -218,6 +252,48 @@ func scanObject(b []byte, i, depth int) (int, error) {
 			return i + 1, nil
 		}
 		return i, errAt(b, i, "',' or '}'")
+	}
+}
+
+// scanMembers is scanObject for a top-level object (depth 1) that also
+// appends its members to ms, with offsets into b.
+func scanMembers(b []byte, i int, ms []Member) (int, []Member, error) {
+	i = skipWS(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		return i + 1, ms, nil
+	}
+	for {
+		if i >= len(b) || b[i] != '"' {
+			return i, ms, errAt(b, i, "a string key")
+		}
+		var m Member
+		var err error
+		m.Key = i
+		if m.KeyEnd, m.Escaped, err = scanString(b, i); err != nil {
+			return m.KeyEnd, ms, err
+		}
+		i = skipWS(b, m.KeyEnd)
+		if i >= len(b) || b[i] != ':' {
+			return i, ms, errAt(b, i, "':'")
+		}
+		if m.Val = skipWS(b, i+1); m.Val < len(b) && b[m.Val] == '"' {
+			m.End, m.ValEscaped, err = scanString(b, m.Val)
+		} else {
+			m.End, err = scanValue(b, m.Val, 1)
+		}
+		if err != nil {
+			return m.End, ms, err
+		}
+		ms = append(ms, m)
+		i = skipWS(b, m.End)
+		if i < len(b) && b[i] == ',' {
+			i = skipWS(b, i+1)
+			continue
+		}
+		if i < len(b) && b[i] == '}' {
+			return i + 1, ms, nil
+		}
+		return i, ms, errAt(b, i, "',' or '}'")
 	}
 }
 
