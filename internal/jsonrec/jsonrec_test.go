@@ -63,7 +63,7 @@ func TestValidObject(t *testing.T) {
 			name = name[:40]
 		}
 		t.Run(name, func(t *testing.T) {
-			checkValidObjectMembers(t, []byte(tt.in))
+			checkValidObjectSpans(t, []byte(tt.in))
 			got, err := ValidObject([]byte(tt.in))
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
@@ -81,23 +81,23 @@ func TestValidObject(t *testing.T) {
 	}
 }
 
-// checkValidObjectMembers checks that ValidObjectMembers gives exactly
+// checkValidObjectSpans checks that ValidObjectSpans gives exactly
 // ValidObject's answer (object, error) and, on a valid object, Members'
 // members and closing brace, appended after what the slice held.
-func checkValidObjectMembers(t *testing.T, b []byte) {
+func checkValidObjectSpans(t *testing.T, b []byte) {
 	t.Helper()
 	wantObj, wantErr := ValidObject(b)
-	prefix := []Member{{Key: 99}}
-	obj, ms, closeBrace, err := ValidObjectMembers(b, prefix)
+	prefix := []Span{{Key: 99}}
+	obj, spans, closeBrace, err := ValidObjectSpans(b, prefix)
 	if fmt.Sprint(err) != fmt.Sprint(wantErr) || !bytes.Equal(obj, wantObj) {
-		t.Fatalf("ValidObjectMembers(%q) = %q, %v; ValidObject gives %q, %v", b, obj, err, wantObj, wantErr)
+		t.Fatalf("ValidObjectSpans(%q) = %q, %v; ValidObject gives %q, %v", b, obj, err, wantObj, wantErr)
 	}
-	if len(ms) < 1 || ms[0] != prefix[0] {
-		t.Fatalf("ValidObjectMembers(%q) lost the members it was given: %+v", b, ms)
+	if len(spans) < 1 || spans[0] != prefix[0] {
+		t.Fatalf("ValidObjectSpans(%q) lost the spans it was given: %+v", b, spans)
 	}
 	if err != nil {
-		if len(ms) != 1 || closeBrace != -1 {
-			t.Fatalf("ValidObjectMembers(%q) failed but returned members %+v, close %d", b, ms, closeBrace)
+		if len(spans) != 1 || closeBrace != -1 {
+			t.Fatalf("ValidObjectSpans(%q) failed but returned spans %+v, close %d", b, spans, closeBrace)
 		}
 		return
 	}
@@ -105,8 +105,15 @@ func checkValidObjectMembers(t *testing.T, b []byte) {
 	if err != nil {
 		t.Fatalf("Members(%q): %v", obj, err)
 	}
-	if !reflect.DeepEqual(ms[1:], want) && (len(want) != 0 || len(ms) != 1) || closeBrace != wantClose {
-		t.Fatalf("ValidObjectMembers(%q) = %+v, close %d; Members gives %+v, close %d", b, ms[1:], closeBrace, want, wantClose)
+	var got []Member
+	for _, sp := range spans[1:] {
+		got = append(got, sp.Member())
+		if m := sp.Member(); SpanOf(&m) != sp || sp.KeyEscaped() != m.Escaped || !bytes.Equal(sp.RawKey(obj), m.RawKey(obj)) {
+			t.Fatalf("span %+v and member %+v disagree", sp, m)
+		}
+	}
+	if !slices.Equal(got, want) || closeBrace != wantClose {
+		t.Fatalf("ValidObjectSpans(%q) = %+v, close %d; Members gives %+v, close %d", b, got, closeBrace, want, wantClose)
 	}
 }
 
@@ -129,7 +136,7 @@ func FuzzValidObject(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		checkValidObjectMembers(t, b)
+		checkValidObjectSpans(t, b)
 		obj, err := ValidObject(b)
 		trimmed := bytes.TrimLeft(b, " \t\r\n")
 		want := json.Valid(b) && utf8.Valid(b) && len(trimmed) > 0 && trimmed[0] == '{'
@@ -390,6 +397,17 @@ func BenchmarkValidObject(b *testing.B) {
 	}
 }
 
+func BenchmarkValidObjectSpans(b *testing.B) {
+	b.SetBytes(int64(len(benchLine)))
+	var spans []Span
+	for b.Loop() {
+		var err error
+		if _, spans, _, err = ValidObjectSpans(benchLine, spans[:0]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkEncodingJSONValid is the reference for BenchmarkValidObject.
 func BenchmarkEncodingJSONValid(b *testing.B) {
 	b.SetBytes(int64(len(benchLine)))
@@ -518,5 +536,32 @@ func TestEditedMembersRandom(t *testing.T) {
 	}
 	if _, _, ok := EditedMembers(nil, nil, 1, nil, []byte(`"k":`)); ok {
 		t.Error("EditedMembers accepted a pair without a value")
+	}
+}
+
+// TestScanStringTail: scanString's shortcuts (eight bytes at a time, and
+// the last word of the input read shifted) give scanStringFull's answer
+// for every string, wherever it ends relative to the end of the input.
+func TestScanStringTail(t *testing.T) {
+	bodies := []string{"", "a", "abcdefg", "abcdefgh", "abcdefghijklmno", `a\"b`, `a\\`, `\u00e9x`, "é", "ab\xffc", "a\x01b", "a\tb", `x\q`}
+	tails := []string{"", "}", `"}`, ` }`, "\x00", `,"k":1}`, "é"}
+	for _, body := range bodies {
+		for _, tail := range tails {
+			for _, closed := range []bool{true, false} {
+				for pad := range 10 {
+					in := strings.Repeat(" ", pad) + `"` + body
+					if closed {
+						in += `"`
+					}
+					in += tail
+					b := []byte(in)
+					end, esc, err := scanString(b, pad)
+					wantEnd, wantEsc, wantErr := scanStringFull(b, pad)
+					if end != wantEnd || esc != wantEsc || fmt.Sprint(err) != fmt.Sprint(wantErr) {
+						t.Errorf("scanString(%q, %d) = %d, %v, %v; scanStringFull gives %d, %v, %v", in, pad, end, esc, err, wantEnd, wantEsc, wantErr)
+					}
+				}
+			}
+		}
 	}
 }

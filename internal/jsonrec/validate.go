@@ -54,23 +54,9 @@ func ValidObject(b []byte) ([]byte, error) {
 	return obj, err
 }
 
-// ValidObjectMembers is ValidObject that also appends the object's
-// top-level members to ms, as Members would find them in the returned
-// object, and returns the offset of its closing brace: parse_json indexes
-// a record's fields in the same pass that validates it. On error, ms is
-// returned as it was given.
-func ValidObjectMembers(b []byte, ms []Member) (obj []byte, out []Member, closeBrace int, err error) {
-	n := len(ms)
-	obj, ms, closeBrace, err = validObject(b, ms, true)
-	if err != nil {
-		return nil, ms[:n], -1, err
-	}
-	return obj, ms, closeBrace, nil
-}
-
 // validObject is ValidObject, appending the top-level members to ms when
-// members is set.
-func validObject(b []byte, ms []Member, members bool) ([]byte, []Member, int, error) {
+// members is set (then len(b) < MaxSpanOffset).
+func validObject(b []byte, ms []Span, members bool) ([]byte, []Span, int, error) {
 	// UTF-8 is checked inside strings; elsewhere only ASCII is valid JSON.
 	i := skipWS(b, 0)
 	if i == len(b) {
@@ -92,9 +78,10 @@ func validObject(b []byte, ms []Member, members bool) ([]byte, []Member, int, er
 		n := len(ms)
 		end, ms, err = scanMembers(b, i, ms)
 		if i > 0 { // offsets into b[i:end]
+			d := uint32(i)
 			for k := n; k < len(ms); k++ {
 				m := &ms[k]
-				m.Key, m.KeyEnd, m.Val, m.End = m.Key-i, m.KeyEnd-i, m.Val-i, m.End-i
+				m.Key, m.KeyEnd, m.Val, m.End = m.Key-d, m.KeyEnd-d, m.Val-d, m.End-d
 			}
 		}
 	}
@@ -256,8 +243,9 @@ func scanObject(b []byte, i, depth int) (int, error) {
 }
 
 // scanMembers is scanObject for a top-level object (depth 1) that also
-// appends its members to ms, with offsets into b.
-func scanMembers(b []byte, i int, ms []Member) (int, []Member, error) {
+// appends its members to ms, with offsets into b, which is shorter than
+// MaxSpanOffset.
+func scanMembers(b []byte, i int, ms []Span) (int, []Span, error) {
 	i = skipWS(b, i+1)
 	if i < len(b) && b[i] == '}' {
 		return i + 1, ms, nil
@@ -266,26 +254,35 @@ func scanMembers(b []byte, i int, ms []Member) (int, []Member, error) {
 		if i >= len(b) || b[i] != '"' {
 			return i, ms, errAt(b, i, "a string key")
 		}
-		var m Member
-		var err error
-		m.Key = i
-		if m.KeyEnd, m.Escaped, err = scanString(b, i); err != nil {
-			return m.KeyEnd, ms, err
+		key := i
+		end, escaped, err := scanString(b, i)
+		if err != nil {
+			return end, ms, err
 		}
-		i = skipWS(b, m.KeyEnd)
+		keyEnd := uint32(end)
+		if escaped {
+			keyEnd |= spanFlag
+		}
+		i = skipWS(b, end)
 		if i >= len(b) || b[i] != ':' {
 			return i, ms, errAt(b, i, "':'")
 		}
-		if m.Val = skipWS(b, i+1); m.Val < len(b) && b[m.Val] == '"' {
-			m.End, m.ValEscaped, err = scanString(b, m.Val)
+		val := skipWS(b, i+1)
+		escaped = false
+		if val < len(b) && b[val] == '"' {
+			end, escaped, err = scanString(b, val)
 		} else {
-			m.End, err = scanValue(b, m.Val, 1)
+			end, err = scanValue(b, val, 1)
 		}
 		if err != nil {
-			return m.End, ms, err
+			return end, ms, err
 		}
-		ms = append(ms, m)
-		i = skipWS(b, m.End)
+		valEnd := uint32(end)
+		if escaped {
+			valEnd |= spanFlag
+		}
+		ms = append(ms, Span{Key: uint32(key), KeyEnd: keyEnd, Val: uint32(val), End: valEnd})
+		i = skipWS(b, end)
 		if i < len(b) && b[i] == ',' {
 			i = skipWS(b, i+1)
 			continue
@@ -348,14 +345,27 @@ func special(x uint64) uint64 {
 // (a control byte, a backslash, a byte >= 0x80), handing the string to
 // scanStringFull. That loop is all a typical key or value costs.
 func scanString(b []byte, i int) (end int, escaped bool, err error) {
-	for j := i + 1; j+8 <= len(b); j += 8 {
+	j := i + 1
+	for ; j+8 <= len(b); j += 8 {
 		x := binary.LittleEndian.Uint64(b[j:])
 		if s := special(x) | x&msb; s != 0 {
 			j += bits.TrailingZeros64(s) >> 3
 			if b[j] == '"' {
 				return j + 1, false, nil
 			}
-			break
+			return scanStringFull(b, i)
+		}
+	}
+	// Fewer than eight bytes left (the last string of a line): the last
+	// eight bytes of b, shifted so that b[j] is the lowest, give them in
+	// one word. The zero bytes shifted in look like control characters,
+	// so a flag at or past n means no quote in b[j:].
+	if n := len(b) - j; n > 0 && len(b) >= 8 {
+		x := binary.LittleEndian.Uint64(b[len(b)-8:]) >> (8 * (8 - n))
+		if s := special(x) | x&msb; s != 0 {
+			if k := bits.TrailingZeros64(s) >> 3; k < n && b[j+k] == '"' {
+				return j + k + 1, false, nil
+			}
 		}
 	}
 	return scanStringFull(b, i)

@@ -1,8 +1,6 @@
 package steps
 
 import (
-	"sync"
-
 	"github.com/etld/etld/internal/jsonrec"
 	"github.com/etld/etld/internal/stages"
 )
@@ -14,11 +12,8 @@ type ParseJSONConfig struct {
 	Field string `yaml:"field" doc:"parse the JSON object held as a string in this field of a parsed record, and merge its fields into the record (a field of the same name is replaced); without it the line itself is the object"`
 }
 
-// parseJSON validates each record as one JSON object. It is stateless but
-// for a pool of member buffers.
-type parseJSON struct {
-	members sync.Pool // of *[]jsonrec.Member
-}
+// parseJSON validates each record as one JSON object. It is stateless.
+type parseJSON struct{}
 
 // Process marks every record whose Raw is one valid JSON object in valid
 // UTF-8 as Parsed, trimming surrounding whitespace (a subslice: the JSON
@@ -28,7 +23,7 @@ type parseJSON struct {
 // record's members for the steps after it, so that a filter or set finds
 // its field without walking the record again. It allocates nothing for
 // good records.
-func (st *parseJSON) Process(b *stages.Batch) {
+func (parseJSON) Process(b *stages.Batch) {
 	c := compactor{b: b}
 	if !b.IndexFields {
 		for i := range b.Records {
@@ -44,22 +39,19 @@ func (st *parseJSON) Process(b *stages.Batch) {
 		c.done()
 		return
 	}
-	p, _ := st.members.Get().(*[]jsonrec.Member)
-	if p == nil {
-		p = new([]jsonrec.Member)
-	}
-	defer st.members.Put(p)
 	x := stages.NewFieldIndex(len(b.Records))
 	for i := range b.Records {
 		r := &b.Records[i]
-		obj, ms, closeBrace, err := jsonrec.ValidObjectMembers(r.Raw, (*p)[:0])
-		*p = ms
+		spans := x.Spans()
+		lo := len(spans)
+		obj, spans, closeBrace, err := jsonrec.ValidObjectSpans(r.Raw, spans)
 		if err != nil {
+			x.AddSpans(c.w, nil, spans, lo, -1)
 			c.reject(r, err)
 			continue
 		}
 		r.SetParsed(obj)
-		x.Add(c.w, obj, ms, closeBrace)
+		x.AddSpans(c.w, obj, spans, lo, closeBrace)
 		c.keep(r)
 	}
 	c.done()
@@ -107,7 +99,7 @@ func init() {
 		stages.Caps{Parses: true},
 		func(_ stages.Settings, c *ParseJSONConfig) (stages.Step, error) {
 			if c.Field == "" {
-				return &parseJSON{}, nil
+				return parseJSON{}, nil
 			}
 			st := &parseJSONField{src: fieldSource{Name: c.Field}}
 			return newTextStep("parse_json", c.Field, st.parse), nil
