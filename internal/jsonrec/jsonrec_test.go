@@ -2,10 +2,12 @@ package jsonrec
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
+	"math/bits"
 	"math/rand/v2"
 	"reflect"
 	"slices"
@@ -562,6 +564,37 @@ func TestScanStringTail(t *testing.T) {
 					}
 				}
 			}
+		}
+	}
+}
+
+// TestStop: stop's lowest flag is the first byte that is a control
+// character, '"', '\\' or >= 0x80, for words mixing every kind of byte.
+func TestStop(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	kinds := []byte{0, 0x1f, 0x20, '!', '"', '#', '\\', ']', 0x7f, 0x80, 0xff, 'a'}
+	for range 200000 {
+		var w [8]byte
+		for k := range w {
+			if r.IntN(2) == 0 {
+				w[k] = kinds[r.IntN(len(kinds))]
+			} else {
+				w[k] = byte(r.IntN(256))
+			}
+		}
+		want := 8
+		for k, c := range w {
+			if c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
+				want = k
+				break
+			}
+		}
+		got := 8
+		if s := stop(binary.LittleEndian.Uint64(w[:])); s != 0 {
+			got = bits.TrailingZeros64(s) >> 3
+		}
+		if got != want {
+			t.Fatalf("stop(%q): first flag at %d, want %d", w, got, want)
 		}
 	}
 }
