@@ -131,15 +131,18 @@ func TestFieldIndexChains(t *testing.T) {
 				`{"level":"de\u0062ug","pipeline":"old","x":1,"pipeline":2}`,
 				`{"level":7,"pip\u0065line":true}`,
 				`{"msg":"no level"}`,
+				`{"msg":"drop me","level":"info"}`,
+				`{"level":"error","msg":"x"}`,
 				`{"level":"info",}`,
 				`{}`,
 			},
 			steps: []stepCfg{
 				{"parse_json", `{}`},
 				{"filter", `'level != "debug"'`},
+				{"filter", `'level != "error" && msg != "drop me"'`}, // on the VM
 				{"set", `{pipeline: w2, n: 1}`},
 			},
-			indexed: []bool{true, true, false},
+			indexed: []bool{true, true, true, false},
 			want: []string{
 				`{"ts":"t1","level":"info","msg":"a","pipeline":"w2","n":1}`,
 				`{"level":"info","level":"debug","pipeline":"w2","n":1}`,

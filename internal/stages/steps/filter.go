@@ -83,10 +83,16 @@ func (f *filter) Process(b *stages.Batch) {
 	for i := range b.Records {
 		r := &b.Records[i]
 		var obj []byte
+		var ms []jsonrec.Member
+		indexed := false
 		if r.Parsed {
 			obj = r.Raw
+			// The step before indexed the record: no walk.
+			if ms, _, indexed = b.Fields(i, s.members[:0]); indexed {
+				s.members = ms
+			}
 		}
-		if err := s.fill(&f.cfg.spec, obj, nil, false); err != nil {
+		if err := s.fill(&f.cfg.spec, obj, ms, indexed); err != nil {
 			c.reject(r, rejectErr("filter", fmt.Errorf("malformed JSON record: %w", err)))
 			continue
 		}
