@@ -598,3 +598,26 @@ func TestStop(t *testing.T) {
 		}
 	}
 }
+
+// TestValidObjectSpansMutations: lines of printable ASCII, short and
+// around 512 bytes, and the same lines with one byte changed to a
+// structural character give ValidObject's verdict and Members' members.
+func TestValidObjectSpansMutations(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	chars := []byte(`"{}[],: 0a-.etnx\`)
+	for _, base := range []string{
+		string(benchLine),
+		`{"a":{"b":"}","c":[1,"]",{"d":null}]},"e":"","":true,"f":-1.5e3}`,
+		`{"k":"` + strings.Repeat("v", 486) + `"}`, // 500 bytes
+		`{"k":"` + strings.Repeat("v", 498) + `"}`, // 512
+		`{"k":"` + strings.Repeat("v", 499) + `"}`, // 513
+		`{"a":1,"b":"` + strings.Repeat("w", 490) + `","c":2}`,
+	} {
+		checkValidObjectSpans(t, []byte(base))
+		for range 3000 {
+			b := []byte(base)
+			b[r.IntN(len(b))] = chars[r.IntN(len(chars))]
+			checkValidObjectSpans(t, b)
+		}
+	}
+}
