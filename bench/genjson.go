@@ -46,6 +46,12 @@ func genJSONFeeds(dir string, feeds, lines int, seed uint64) error {
 }
 
 func genJSONFeed(dir string, k, lines int, seed uint64, start time.Time) error {
+	return genJSONFeedSized(dir, k, lines, seed, start, 0)
+}
+
+// genJSONFeedSized is genJSONFeed with msg padded by more words until
+// each line is about size bytes (0: as they come, 130-200 bytes).
+func genJSONFeedSized(dir string, k, lines int, seed uint64, start time.Time, size int) error {
 	name := "feed-" + strconv.Itoa(k)
 	f, err := os.Create(filepath.Join(dir, name+".jsonl"))
 	if err != nil {
@@ -54,7 +60,7 @@ func genJSONFeed(dir string, k, lines int, seed uint64, start time.Time) error {
 	w := bufio.NewWriterSize(f, 1<<20)
 	rng := rand.New(rand.NewPCG(seed, uint64(k)))
 	ts := start.Add(time.Duration(k) * 113 * time.Microsecond)
-	line := make([]byte, 0, 256)
+	line := make([]byte, 0, max(256, size+16))
 	for seq := range lines {
 		ts = ts.Add(time.Duration(1+rng.IntN(2000)) * time.Microsecond)
 		line = append(line[:0], `{"ts":"`...)
@@ -77,6 +83,9 @@ func genJSONFeed(dir string, k, lines int, seed uint64, start time.Time) error {
 				line = append(line, ' ')
 			}
 			line = append(line, msgWords[rng.IntN(len(msgWords))]...)
+		}
+		for len(line)+12 < size {
+			line = append(append(line, ' '), msgWords[rng.IntN(len(msgWords))]...)
 		}
 		line = append(line, "\"}\n"...)
 		if _, err := w.Write(line); err != nil {

@@ -74,13 +74,14 @@ func main() {
 	feeds := flag.Int("feeds", 4, "number of feeds")
 	lines := flag.Int("lines", 500000, "lines per feed")
 	runs := flag.Int("runs", 3, "runs per workload; the fastest is reported (WM: median and range)")
-	workloads := flag.String("workloads", "W1,W2", "comma-separated workloads: W1, W2 (over -feeds), WM (ordered merge, over -merge-feeds), W3 (text logs merged by time, over -feeds text feeds), W5-Kafka (file -> kafka sink and kafka source -> file, see w5kafka.go), W4 (TCP syslog ingest, -feeds connections x -lines messages), W5-NATS (W2's feeds through NATS JetStream each way), MANYPIPES (a directory of -pipes pipeline files, see manypipes.go), MANYFEEDS (an ordered merge of 10, 100, 1,000 feeds, see manyfeeds.go)")
+	workloads := flag.String("workloads", "W1,W2", "comma-separated workloads: W1, W2 (over -feeds), WM (ordered merge, over -merge-feeds), W3 (text logs merged by time, over -feeds text feeds), W5-Kafka (file -> kafka sink and kafka source -> file, see w5kafka.go), W4 (TCP syslog ingest, -feeds connections x -lines messages), W5-NATS (W2's feeds through NATS JetStream each way), MANYPIPES (a directory of -pipes pipeline files, see manypipes.go), MANYFEEDS (an ordered merge of 10, 100, 1,000 feeds, see manyfeeds.go), W2-SIZE and W2-CORES (W2 by line size and by GOMAXPROCS, see w2scale.go)")
 	mergeFeeds := flag.Int("merge-feeds", 8, "number of feeds for WM (and the W2 it is compared with)")
 	mergeData := flag.String("merge-data", "", "where WM's feeds are generated (default "+filepath.Join(base, "etld-bench-data-MERGEFEEDSxLINES")+")")
 	timeout := flag.Duration("timeout", 10*time.Minute, "bound on one etld run of the WM group (a stuck merge fails instead of hanging)")
 	cpuprofile := flag.String("cpuprofile", "", "directory for CPU profiles of the WM and W3 groups' etld runs (ETLD_CPUPROFILE), e.g. WM-1.pprof")
 	textData := flag.String("text-data", "", "where W3's text feeds are generated (default "+filepath.Join(base, "etld-bench-text-FEEDSxLINES-YEAR")+")")
 	syslogData := flag.String("syslog-data", "", "where W4's syslog streams are generated (default "+filepath.Join(base, "etld-bench-syslog-FEEDSxLINES")+")")
+	sizeMB := flag.Int("size-mb", 256, "W2-SIZE: megabytes of feeds per line size")
 	clean := flag.Bool("clean", false, "delete the generated feeds at the end")
 	kafkaBrokers := flag.String("kafka-brokers", "", "W5-Kafka: external brokers (host:port,...) instead of an in-process kfake")
 	pipes := flag.String("pipes", "50,200,500", "MANYPIPES: the numbers of pipeline files to measure (see manypipes.go)")
@@ -106,11 +107,11 @@ func main() {
 	for _, w := range strings.Split(*workloads, ",") {
 		w = strings.ToUpper(strings.TrimSpace(w))
 		switch w {
-		case "W1", "W2", "WM", "W3", "WH", "W4", "W5-KAFKA", "W5-NATS", "MANYPIPES", "MANYFEEDS":
+		case "W1", "W2", "WM", "W3", "WH", "W4", "W5-KAFKA", "W5-NATS", "MANYPIPES", "MANYFEEDS", "W2-SIZE", "W2-CORES":
 			sel[w] = true
 		case "":
 		default:
-			fmt.Fprintf(os.Stderr, "bench: unknown workload %q in -workloads (valid: W1, W2, WM, W3, W4, WH, W5-Kafka, W5-NATS, MANYPIPES, MANYFEEDS)\n", w)
+			fmt.Fprintf(os.Stderr, "bench: unknown workload %q in -workloads (valid: W1, W2, WM, W3, W4, WH, W5-Kafka, W5-NATS, MANYPIPES, MANYFEEDS, W2-SIZE, W2-CORES)\n", w)
 			os.Exit(2)
 		}
 	}
@@ -197,6 +198,19 @@ func main() {
 			if err := runManyFeeds(manyFeedsConfig{base: base, work: w, bin: bin, sizes: sizes, records: *mfRecords, runs: *runs,
 				timeout: *timeout, profiles: *cpuprofile, clean: *clean, live: *mfLive, liveRate: *mfRate, liveFor: *mfFor}); err != nil {
 				return err
+			}
+		}
+		if sel["W2-SIZE"] || sel["W2-CORES"] { // w2scale.go
+			c := w2ScaleConfig{shared: *shared, data: *data, work: w, bin: bin, feeds: *feeds, lines: *lines, runs: *runs, sizeMB: *sizeMB, clean: *clean}
+			if sel["W2-SIZE"] {
+				if err := runW2Size(c); err != nil {
+					return err
+				}
+			}
+			if sel["W2-CORES"] {
+				if err := runW2Cores(c); err != nil {
+					return err
+				}
 			}
 		}
 		if sel["W5-NATS"] {

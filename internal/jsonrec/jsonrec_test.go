@@ -2,10 +2,12 @@ package jsonrec
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
+	"math/bits"
 	"math/rand/v2"
 	"reflect"
 	"slices"
@@ -29,6 +31,7 @@ func TestValidObject(t *testing.T) {
 		{in: "  {\"a\":1}\t\r\n", want: `{"a":1}`},
 		{in: `{"a":[1,2,{"b":null}],"c":"x\"y\u00e9","d":-0.5e+3,"e":true,"f":false}`, want: `{"a":[1,2,{"b":null}],"c":"x\"y\u00e9","d":-0.5e+3,"e":true,"f":false}`},
 		{in: `{"é":"ü"}`, want: `{"é":"ü"}`},
+		{in: "\n {\"k\\u0065y\":\"v\\n\" , \"n\" : {\"x\":[1]},\"k\":null} ", want: `{"k\u0065y":"v\n" , "n" : {"x":[1]},"k":null}`},
 		{in: ``, wantErr: "invalid JSON: empty input at offset 0"},
 		{in: `   `, wantErr: "empty input"},
 		{in: `[1]`, wantErr: "want an object, got an array"},
@@ -62,6 +65,7 @@ func TestValidObject(t *testing.T) {
 			name = name[:40]
 		}
 		t.Run(name, func(t *testing.T) {
+			checkValidObjectSpans(t, []byte(tt.in))
 			got, err := ValidObject([]byte(tt.in))
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
@@ -76,6 +80,42 @@ func TestValidObject(t *testing.T) {
 				t.Fatalf("got %q, want %q", got, tt.want)
 			}
 		})
+	}
+}
+
+// checkValidObjectSpans checks that ValidObjectSpans gives exactly
+// ValidObject's answer (object, error) and, on a valid object, Members'
+// members and closing brace, appended after what the slice held.
+func checkValidObjectSpans(t *testing.T, b []byte) {
+	t.Helper()
+	wantObj, wantErr := ValidObject(b)
+	prefix := []Span{{Key: 99}}
+	obj, spans, closeBrace, err := ValidObjectSpans(b, prefix)
+	if fmt.Sprint(err) != fmt.Sprint(wantErr) || !bytes.Equal(obj, wantObj) {
+		t.Fatalf("ValidObjectSpans(%q) = %q, %v; ValidObject gives %q, %v", b, obj, err, wantObj, wantErr)
+	}
+	if len(spans) < 1 || spans[0] != prefix[0] {
+		t.Fatalf("ValidObjectSpans(%q) lost the spans it was given: %+v", b, spans)
+	}
+	if err != nil {
+		if len(spans) != 1 || closeBrace != -1 {
+			t.Fatalf("ValidObjectSpans(%q) failed but returned spans %+v, close %d", b, spans, closeBrace)
+		}
+		return
+	}
+	want, wantClose, err := Members(obj, nil)
+	if err != nil {
+		t.Fatalf("Members(%q): %v", obj, err)
+	}
+	var got []Member
+	for _, sp := range spans[1:] {
+		got = append(got, sp.Member())
+		if m := sp.Member(); SpanOf(&m) != sp || sp.KeyEscaped() != m.Escaped || !bytes.Equal(sp.RawKey(obj), m.RawKey(obj)) {
+			t.Fatalf("span %+v and member %+v disagree", sp, m)
+		}
+	}
+	if !slices.Equal(got, want) || closeBrace != wantClose {
+		t.Fatalf("ValidObjectSpans(%q) = %+v, close %d; Members gives %+v, close %d", b, got, closeBrace, want, wantClose)
 	}
 }
 
@@ -98,6 +138,7 @@ func FuzzValidObject(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
+		checkValidObjectSpans(t, b)
 		obj, err := ValidObject(b)
 		trimmed := bytes.TrimLeft(b, " \t\r\n")
 		want := json.Valid(b) && utf8.Valid(b) && len(trimmed) > 0 && trimmed[0] == '{'
@@ -358,6 +399,17 @@ func BenchmarkValidObject(b *testing.B) {
 	}
 }
 
+func BenchmarkValidObjectSpans(b *testing.B) {
+	b.SetBytes(int64(len(benchLine)))
+	var spans []Span
+	for b.Loop() {
+		var err error
+		if _, spans, _, err = ValidObjectSpans(benchLine, spans[:0]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkEncodingJSONValid is the reference for BenchmarkValidObject.
 func BenchmarkEncodingJSONValid(b *testing.B) {
 	b.SetBytes(int64(len(benchLine)))
@@ -486,5 +538,86 @@ func TestEditedMembersRandom(t *testing.T) {
 	}
 	if _, _, ok := EditedMembers(nil, nil, 1, nil, []byte(`"k":`)); ok {
 		t.Error("EditedMembers accepted a pair without a value")
+	}
+}
+
+// TestScanStringTail: scanString's shortcuts (eight bytes at a time, and
+// the last word of the input read shifted) give scanStringFull's answer
+// for every string, wherever it ends relative to the end of the input.
+func TestScanStringTail(t *testing.T) {
+	bodies := []string{"", "a", "abcdefg", "abcdefgh", "abcdefghijklmno", `a\"b`, `a\\`, `\u00e9x`, "é", "ab\xffc", "a\x01b", "a\tb", `x\q`}
+	tails := []string{"", "}", `"}`, ` }`, "\x00", `,"k":1}`, "é"}
+	for _, body := range bodies {
+		for _, tail := range tails {
+			for _, closed := range []bool{true, false} {
+				for pad := range 10 {
+					in := strings.Repeat(" ", pad) + `"` + body
+					if closed {
+						in += `"`
+					}
+					in += tail
+					b := []byte(in)
+					end, esc, err := scanString(b, pad)
+					wantEnd, wantEsc, wantErr := scanStringFull(b, pad)
+					if end != wantEnd || esc != wantEsc || fmt.Sprint(err) != fmt.Sprint(wantErr) {
+						t.Errorf("scanString(%q, %d) = %d, %v, %v; scanStringFull gives %d, %v, %v", in, pad, end, esc, err, wantEnd, wantEsc, wantErr)
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestStop: stop's lowest flag is the first byte that is a control
+// character, '"', '\\' or >= 0x80, for words mixing every kind of byte.
+func TestStop(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	kinds := []byte{0, 0x1f, 0x20, '!', '"', '#', '\\', ']', 0x7f, 0x80, 0xff, 'a'}
+	for range 200000 {
+		var w [8]byte
+		for k := range w {
+			if r.IntN(2) == 0 {
+				w[k] = kinds[r.IntN(len(kinds))]
+			} else {
+				w[k] = byte(r.IntN(256))
+			}
+		}
+		want := 8
+		for k, c := range w {
+			if c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
+				want = k
+				break
+			}
+		}
+		got := 8
+		if s := stop(binary.LittleEndian.Uint64(w[:])); s != 0 {
+			got = bits.TrailingZeros64(s) >> 3
+		}
+		if got != want {
+			t.Fatalf("stop(%q): first flag at %d, want %d", w, got, want)
+		}
+	}
+}
+
+// TestValidObjectSpansMutations: lines of printable ASCII, short and
+// around 512 bytes, and the same lines with one byte changed to a
+// structural character give ValidObject's verdict and Members' members.
+func TestValidObjectSpansMutations(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	chars := []byte(`"{}[],: 0a-.etnx\`)
+	for _, base := range []string{
+		string(benchLine),
+		`{"a":{"b":"}","c":[1,"]",{"d":null}]},"e":"","":true,"f":-1.5e3}`,
+		`{"k":"` + strings.Repeat("v", 486) + `"}`, // 500 bytes
+		`{"k":"` + strings.Repeat("v", 498) + `"}`, // 512
+		`{"k":"` + strings.Repeat("v", 499) + `"}`, // 513
+		`{"a":1,"b":"` + strings.Repeat("w", 490) + `","c":2}`,
+	} {
+		checkValidObjectSpans(t, []byte(base))
+		for range 3000 {
+			b := []byte(base)
+			b[r.IntN(len(b))] = chars[r.IntN(len(chars))]
+			checkValidObjectSpans(t, b)
+		}
 	}
 }

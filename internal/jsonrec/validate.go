@@ -50,27 +50,48 @@ func (e *UTF8Error) Error() string {
 // Errors are *UTF8Error or *SyntaxError; a valid JSON value that is not an
 // object (an array, a string, ...) is a *SyntaxError too.
 func ValidObject(b []byte) ([]byte, error) {
+	obj, _, _, err := validObject(b, nil, false)
+	return obj, err
+}
+
+// validObject is ValidObject, appending the top-level members to ms when
+// members is set (then len(b) < MaxSpanOffset).
+func validObject(b []byte, ms []Span, members bool) ([]byte, []Span, int, error) {
 	// UTF-8 is checked inside strings; elsewhere only ASCII is valid JSON.
 	i := skipWS(b, 0)
 	if i == len(b) {
-		return nil, &SyntaxError{Offset: i, Msg: "empty input"}
+		return nil, ms, -1, &SyntaxError{Offset: i, Msg: "empty input"}
 	}
 	if b[i] != '{' {
 		// Say what it is when it is valid JSON, which helps users who feed
 		// arrays or bare values.
 		if end, err := scanValue(b, i, 0); err == nil && skipWS(b, end) == len(b) {
-			return nil, &SyntaxError{Offset: i, Msg: "want an object, got " + kindName(b[i])}
+			return nil, ms, -1, &SyntaxError{Offset: i, Msg: "want an object, got " + kindName(b[i])}
 		}
-		return nil, &SyntaxError{Offset: i, Msg: "want an object, got " + quoteChar(b[i])}
+		return nil, ms, -1, &SyntaxError{Offset: i, Msg: "want an object, got " + quoteChar(b[i])}
 	}
-	end, err := scanObject(b, i, 1)
+	var end int
+	var err error
+	if !members {
+		end, err = scanObject(b, i, 1)
+	} else {
+		n := len(ms)
+		end, ms, err = scanMembers(b, i, ms)
+		if i > 0 { // offsets into b[i:end]
+			d := uint32(i)
+			for k := n; k < len(ms); k++ {
+				m := &ms[k]
+				m.Key, m.KeyEnd, m.Val, m.End = m.Key-d, m.KeyEnd-d, m.Val-d, m.End-d
+			}
+		}
+	}
 	if err != nil {
-		return nil, err
+		return nil, ms, -1, err
 	}
 	if j := skipWS(b, end); j != len(b) {
-		return nil, &SyntaxError{Offset: j, Msg: "unexpected " + quoteChar(b[j]) + " after the object"}
+		return nil, ms, -1, &SyntaxError{Offset: j, Msg: "unexpected " + quoteChar(b[j]) + " after the object"}
 	}
-	return b[i:end], nil
+	return b[i:end], ms, end - 1 - i, nil
 }
 
 func firstInvalidUTF8(b []byte) int {
@@ -221,6 +242,58 @@ func scanObject(b []byte, i, depth int) (int, error) {
 	}
 }
 
+// scanMembers is scanObject for a top-level object (depth 1) that also
+// appends its members to ms, with offsets into b, which is shorter than
+// MaxSpanOffset.
+func scanMembers(b []byte, i int, ms []Span) (int, []Span, error) {
+	i = skipWS(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		return i + 1, ms, nil
+	}
+	for {
+		if i >= len(b) || b[i] != '"' {
+			return i, ms, errAt(b, i, "a string key")
+		}
+		key := i
+		end, escaped, err := scanString(b, i)
+		if err != nil {
+			return end, ms, err
+		}
+		keyEnd := uint32(end)
+		if escaped {
+			keyEnd |= spanFlag
+		}
+		i = skipWS(b, end)
+		if i >= len(b) || b[i] != ':' {
+			return i, ms, errAt(b, i, "':'")
+		}
+		val := skipWS(b, i+1)
+		escaped = false
+		if val < len(b) && b[val] == '"' {
+			end, escaped, err = scanString(b, val)
+		} else {
+			end, err = scanValue(b, val, 1)
+		}
+		if err != nil {
+			return end, ms, err
+		}
+		valEnd := uint32(end)
+		if escaped {
+			valEnd |= spanFlag
+		}
+		ms = append(ms, Span{Key: uint32(key), KeyEnd: keyEnd, Val: uint32(val), End: valEnd})
+		i = skipWS(b, end)
+		if i < len(b) && b[i] == ',' {
+			i = skipWS(b, i+1)
+			continue
+		}
+		if i < len(b) && b[i] == '}' {
+			return i + 1, ms, nil
+		}
+		return i, ms, errAt(b, i, "',' or '}'")
+	}
+}
+
 // scanArray validates the array whose '[' is at b[i].
 func scanArray(b []byte, i, depth int) (int, error) {
 	if depth > maxDepth {
@@ -263,6 +336,14 @@ func special(x uint64) uint64 {
 	return ((x - lsb*0x20) | (q - lsb) | (bs - lsb)) &^ x & msb
 }
 
+// stop flags the bytes of x that stop scanString's fast loop: those
+// special flags, and bytes >= 0x80. It is special(x) | x&msb in fewer
+// operations: a byte >= 0x80 is flagged whatever the subtractions give,
+// so they need no masking. The lowest flag is exact, as in special.
+func stop(x uint64) uint64 {
+	return ((x - lsb*0x20) | ((x ^ (lsb * '"')) - lsb) | ((x ^ (lsb * '\\')) - lsb) | x) & msb
+}
+
 // scanString validates the string whose opening quote is at b[i],
 // including its UTF-8. It returns the offset just past the closing quote
 // and whether the string contains escapes.
@@ -272,14 +353,27 @@ func special(x uint64) uint64 {
 // (a control byte, a backslash, a byte >= 0x80), handing the string to
 // scanStringFull. That loop is all a typical key or value costs.
 func scanString(b []byte, i int) (end int, escaped bool, err error) {
-	for j := i + 1; j+8 <= len(b); j += 8 {
+	j := i + 1
+	for ; j+8 <= len(b); j += 8 {
 		x := binary.LittleEndian.Uint64(b[j:])
-		if s := special(x) | x&msb; s != 0 {
+		if s := stop(x); s != 0 {
 			j += bits.TrailingZeros64(s) >> 3
 			if b[j] == '"' {
 				return j + 1, false, nil
 			}
-			break
+			return scanStringFull(b, i)
+		}
+	}
+	// Fewer than eight bytes left (the last string of a line): the last
+	// eight bytes of b, shifted so that b[j] is the lowest, give them in
+	// one word. The zero bytes shifted in look like control characters,
+	// so a flag at or past n means no quote in b[j:].
+	if n := len(b) - j; n > 0 && len(b) >= 8 {
+		x := binary.LittleEndian.Uint64(b[len(b)-8:]) >> (8 * (8 - n))
+		if s := stop(x); s != 0 {
+			if k := bits.TrailingZeros64(s) >> 3; k < n && b[j+k] == '"' {
+				return j + k + 1, false, nil
+			}
 		}
 	}
 	return scanStringFull(b, i)

@@ -106,6 +106,7 @@ func (b *Batch) ReleaseUnused() {
 		used = small[:len(b.owned)]
 	}
 	last := -1 // the buffer of the previous record: most records follow it
+	nused := 0
 	mark := func(p []byte) {
 		if len(p) == 0 {
 			return
@@ -116,18 +117,32 @@ func (b *Batch) ReleaseUnused() {
 		}
 		for i, buf := range b.owned {
 			if within(a, buf) {
-				used[i], last = true, i
+				if !used[i] {
+					used[i] = true
+					nused++
+				}
+				last = i
 				return
 			}
 		}
 	}
-	for i := range b.Records {
+	// Raws first, then Lines: a parsed record's Raw and Line are in
+	// different buffers, so alternating them missed last every time.
+	// Once every buffer is in use there is nothing to release (a step
+	// that rewrote every record keeps the source's buffer for the Lines):
+	// stop looking.
+	for i := 0; i < len(b.Records) && nused < len(used); i++ {
 		mark(b.Records[i].Raw)
+	}
+	for i := 0; i < len(b.Records) && nused < len(used); i++ {
 		mark(b.Records[i].Line)
 	}
-	for i := range b.Rejects {
+	for i := 0; i < len(b.Rejects) && nused < len(used); i++ {
 		mark(b.Rejects[i].Record.Raw)
 		mark(b.Rejects[i].Record.Line)
+	}
+	if nused == len(used) {
+		return
 	}
 	kept := b.owned[:0]
 	for i, buf := range b.owned {

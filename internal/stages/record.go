@@ -133,7 +133,7 @@ func (b *Batch) Len() int { return len(b.Records) }
 // (see SetFieldIndex). Get one from NewFieldIndex.
 type FieldIndex struct {
 	ents    []fieldEntry // by record index; raw nil when unset
-	spans   []span
+	spans   []jsonrec.Span
 	records int // how many records the index is for, to size spans
 }
 
@@ -144,20 +144,9 @@ type fieldEntry struct {
 	lo, hi     uint32 // its members, in FieldIndex.spans
 }
 
-// span is a jsonrec.Member in 16 bytes instead of 40: the index of a
-// batch of wide records is a few hundred KiB less, per batch in a worker.
-// The escape flags are the top bits of keyEnd and end.
-type span struct{ key, keyEnd, val, end uint32 }
-
-const (
-	spanFlag  = 1 << 31
-	spanLimit = spanFlag // offsets must stay below it
-)
-
-func (sp span) member() jsonrec.Member {
-	return jsonrec.Member{Key: int(sp.key), KeyEnd: int(sp.keyEnd &^ spanFlag), Val: int(sp.val), End: int(sp.end &^ spanFlag),
-		Escaped: sp.keyEnd&spanFlag != 0, ValEscaped: sp.end&spanFlag != 0}
-}
+// Spans are jsonrec.Spans, a Member in 16 bytes instead of 40: the index
+// of a batch of wide records is a few hundred KiB less, per batch in a
+// worker.
 
 var fieldIndexes sync.Pool // of *FieldIndex
 
@@ -178,11 +167,8 @@ func NewFieldIndex(records int) *FieldIndex {
 // raw, the Raw of record i, and closeBrace the offset of its closing
 // brace. ms is copied.
 func (x *FieldIndex) Add(i int, raw []byte, ms []jsonrec.Member, closeBrace int) {
-	if x == nil || len(raw) == 0 || len(raw) >= spanLimit {
+	if x == nil || len(raw) == 0 || len(raw) >= jsonrec.MaxSpanOffset {
 		return
-	}
-	for len(x.ents) <= i {
-		x.ents = append(x.ents, fieldEntry{})
 	}
 	lo := len(x.spans)
 	if cap(x.spans)-lo < len(ms) {
@@ -193,14 +179,33 @@ func (x *FieldIndex) Add(i int, raw []byte, ms []jsonrec.Member, closeBrace int)
 	x.spans = x.spans[:lo+len(ms)]
 	dst := x.spans[lo:]
 	for k := range dst {
-		m, sp := &ms[k], &dst[k]
-		sp.key, sp.keyEnd, sp.val, sp.end = uint32(m.Key), uint32(m.KeyEnd), uint32(m.Val), uint32(m.End)
-		if m.Escaped {
-			sp.keyEnd |= spanFlag
-		}
-		if m.ValEscaped {
-			sp.end |= spanFlag
-		}
+		dst[k] = jsonrec.SpanOf(&ms[k])
+	}
+	x.set(i, raw, lo, closeBrace)
+}
+
+// Spans returns the index's spans, for a parser to append the members of
+// record i to (jsonrec.ValidObjectSpans does) and hand them back with
+// AddSpans. x must not be nil.
+func (x *FieldIndex) Spans() []jsonrec.Span { return x.spans }
+
+// AddSpans records that spans[lo:] are the members of raw, the Raw of
+// record i, and closeBrace the offset of its closing brace: spans is
+// what Spans returned, with those members appended (without a copy).
+// A closeBrace < 0 (the record was not indexed) adds nothing.
+func (x *FieldIndex) AddSpans(i int, raw []byte, spans []jsonrec.Span, lo, closeBrace int) {
+	x.spans = spans
+	if closeBrace < 0 || len(raw) == 0 || len(raw) >= jsonrec.MaxSpanOffset {
+		x.spans = spans[:lo]
+		return
+	}
+	x.set(i, raw, lo, closeBrace)
+}
+
+// set makes x.spans[lo:] the members of raw, record i.
+func (x *FieldIndex) set(i int, raw []byte, lo, closeBrace int) {
+	for len(x.ents) <= i {
+		x.ents = append(x.ents, fieldEntry{})
 	}
 	x.ents[i] = fieldEntry{raw: unsafe.SliceData(raw), n: uint32(len(raw)), closeBrace: uint32(closeBrace), lo: uint32(lo), hi: uint32(len(x.spans))}
 }
@@ -254,9 +259,7 @@ func (b *Batch) Fields(i int, dst []jsonrec.Member) (ms []jsonrec.Member, closeB
 	dst = slices.Grow(dst, len(spans))[:n+len(spans)]
 	out := dst[n:]
 	for k := range out {
-		sp, m := &spans[k], &out[k]
-		m.Key, m.KeyEnd, m.Val, m.End = int(sp.key), int(sp.keyEnd&^spanFlag), int(sp.val), int(sp.end&^spanFlag)
-		m.Escaped, m.ValEscaped = sp.keyEnd&spanFlag != 0, sp.end&spanFlag != 0
+		out[k] = spans[k].Member()
 	}
 	return dst, int(e.closeBrace), true
 }
@@ -270,13 +273,13 @@ func (b *Batch) Field(i int, name string) (m jsonrec.Member, found, ok bool) {
 	}
 	raw := b.Records[i].Raw
 	for _, sp := range b.fields.spans[e.lo:e.hi] {
-		if sp.keyEnd&spanFlag == 0 { // a key without escapes: compare it as is
-			if int(sp.keyEnd-sp.key-2) != len(name) || string(raw[sp.key+1:sp.keyEnd-1]) != name {
+		if !sp.KeyEscaped() { // a key without escapes: compare it as is
+			if int(sp.KeyEnd-sp.Key-2) != len(name) || string(raw[sp.Key+1:sp.KeyEnd-1]) != name {
 				continue
 			}
-			return sp.member(), true, true
+			return sp.Member(), true, true
 		}
-		if m := sp.member(); m.KeyIs(raw, name) {
+		if m := sp.Member(); m.KeyIs(raw, name) {
 			return m, true, true
 		}
 	}

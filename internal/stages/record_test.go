@@ -145,4 +145,24 @@ func TestReleaseUnused(t *testing.T) {
 		t.Fatal("a kept buffer was overwritten")
 	}
 	b.Release()
+
+	// Every buffer in use, one only by the last record's Line and one
+	// only by a reject: all are kept.
+	src1, src2, arena, rej := NewBuffer(64<<10), NewBuffer(64<<10), NewBuffer(64<<10), NewBuffer(64<<10)
+	src1, src2 = append(src1, "one|two"...), append(src2, "three"...)
+	arena = append(arena, `{"n":1}{"n":2}{"n":3}`...)
+	rej = append(rej, "bad"...)
+	b = &Batch{Records: []Record{
+		{Raw: arena[0:7], Line: src1[0:3], Parsed: true},
+		{Raw: arena[7:14], Line: src1[4:7], Parsed: true},
+		{Raw: arena[14:21], Line: src2[0:5], Parsed: true},
+	}, Rejects: []Reject{{Record: Record{Raw: rej[:3]}}}}
+	for _, buf := range [][]byte{src1, src2, arena, rej} {
+		b.Own(buf)
+	}
+	b.ReleaseUnused()
+	if len(b.owned) != 4 {
+		t.Fatalf("kept %d of 4 buffers in use", len(b.owned))
+	}
+	b.Release()
 }

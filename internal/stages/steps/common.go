@@ -110,6 +110,22 @@ func surelyAbsent(obj []byte, keys []fieldKey) bool {
 	return bytes.IndexByte(obj, '\\') < 0
 }
 
+// absent reports whether record i of b certainly has none of keys as a
+// member: from the batch's field index when the step before indexed the
+// record, else by surelyAbsent.
+func absent(b *stages.Batch, i int, keys []fieldKey) bool {
+	for k := range keys {
+		_, found, ok := b.Field(i, keys[k].name)
+		if !ok {
+			return surelyAbsent(b.Records[i].Raw, keys)
+		}
+		if found {
+			return false
+		}
+	}
+	return true
+}
+
 // planSet fills s.edits and s.add so that jsonrec.AppendEdited sets every
 // field keys[i] to the JSON value vals[i]: the first occurrence of an
 // existing key has its value replaced in place, later duplicates of it are

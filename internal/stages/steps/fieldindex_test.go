@@ -45,6 +45,7 @@ func TestFieldIndexChains(t *testing.T) {
 		steps []stepCfg
 		// indexed[k] tells whether step k indexes every kept record.
 		indexed []bool
+		want    []string // the records at the end, when given
 	}{
 		{
 			name: "access log",
@@ -111,10 +112,44 @@ func TestFieldIndexChains(t *testing.T) {
 				{"parse_json", `{field: inner}`},
 				{"parse_logfmt", `{field: lf}`},
 			},
-			// parse_json without field keeps the line as its text and
-			// does not index it; parse_json with field and the
-			// parse_logfmt after it merge their fields into the record.
-			indexed: []bool{false, true, true},
+			// parse_json without field indexes the members it validates;
+			// parse_json with field and the parse_logfmt after it merge
+			// their fields into the record.
+			indexed: []bool{true, true, true},
+		},
+		{
+			// W2: filter and set read parse_json's index instead of
+			// walking; keys written with escapes, duplicates, a field
+			// that set replaces and values of other kinds must give what
+			// the walk gives.
+			name: "parse filter set",
+			lines: []string{
+				`{"ts":"t1","level":"info","msg":"a"}`,
+				`{"ts":"t2","level":"debug","msg":"b"}`,
+				` {"lev\u0065l":"debug","level":"info"} `, // the first level counts
+				`{"level":"info","level":"debug"}`,
+				`{"level":"de\u0062ug","pipeline":"old","x":1,"pipeline":2}`,
+				`{"level":7,"pip\u0065line":true}`,
+				`{"msg":"no level"}`,
+				`{"msg":"drop me","level":"info"}`,
+				`{"level":"error","msg":"x"}`,
+				`{"level":"info",}`,
+				`{}`,
+			},
+			steps: []stepCfg{
+				{"parse_json", `{}`},
+				{"filter", `'level != "debug"'`},
+				{"filter", `'level != "error" && msg != "drop me"'`}, // on the VM
+				{"set", `{pipeline: w2, n: 1}`},
+			},
+			indexed: []bool{true, true, true, false},
+			want: []string{
+				`{"ts":"t1","level":"info","msg":"a","pipeline":"w2","n":1}`,
+				`{"level":"info","level":"debug","pipeline":"w2","n":1}`,
+				`{"level":7,"pip\u0065line":"w2","n":1}`,
+				`{"msg":"no level","pipeline":"w2","n":1}`,
+				`{"pipeline":"w2","n":1}`,
+			},
 		},
 		{
 			name:  "csv",
@@ -154,6 +189,9 @@ func TestFieldIndexChains(t *testing.T) {
 			}
 			if got, want := rawLines(b.Records), rawLines(plain.Records); !slices.Equal(got, want) {
 				t.Fatalf("with the index:\n%q\nwithout:\n%q", got, want)
+			}
+			if tc.want != nil && !slices.Equal(rawLines(b.Records), tc.want) {
+				t.Fatalf("got\n%q\nwant\n%q", rawLines(b.Records), tc.want)
 			}
 		})
 	}

@@ -83,10 +83,16 @@ func (f *filter) Process(b *stages.Batch) {
 	for i := range b.Records {
 		r := &b.Records[i]
 		var obj []byte
+		var ms []jsonrec.Member
+		indexed := false
 		if r.Parsed {
 			obj = r.Raw
+			// The step before indexed the record: no walk.
+			if ms, _, indexed = b.Fields(i, s.members[:0]); indexed {
+				s.members = ms
+			}
 		}
-		if err := s.fill(&f.cfg.spec, obj, nil, false); err != nil {
+		if err := s.fill(&f.cfg.spec, obj, ms, indexed); err != nil {
 			c.reject(r, rejectErr("filter", fmt.Errorf("malformed JSON record: %w", err)))
 			continue
 		}
@@ -114,11 +120,18 @@ func (f *filter) processCompare(b *stages.Batch) {
 	c := compactor{b: b}
 	for i := range b.Records {
 		r := &b.Records[i]
-		var obj []byte
-		if r.Parsed {
-			obj = r.Raw
+		var keep bool
+		var err error
+		if m, found, ok := b.Field(i, cmp.field); ok && r.Parsed {
+			// The step before indexed the record: no walk.
+			keep, err = cmp.evalMember(r.Raw, m, found)
+		} else {
+			var obj []byte
+			if r.Parsed {
+				obj = r.Raw
+			}
+			keep, err = cmp.eval(obj)
 		}
-		keep, err := cmp.eval(obj)
 		if err != nil {
 			c.reject(r, rejectErr("filter", fmt.Errorf("malformed JSON record: %w", err)))
 			continue
@@ -200,16 +213,24 @@ func identAndLiteral(a, b ast.Node) (field string, lit any, ok bool) {
 // VM's field loading, it fails only on a malformed object, and only when
 // the malformation comes before the field (or the field is absent).
 func (c *fieldCompare) eval(obj []byte) (bool, error) {
+	if obj == nil {
+		return c.nilEq != c.not, nil
+	}
+	m, found, err := jsonrec.Find(obj, c.field)
+	if err != nil {
+		return false, err
+	}
+	return c.evalMember(obj, m, found)
+}
+
+// evalMember is eval for the parsed record obj once its field has been
+// looked up: m, when found.
+func (c *fieldCompare) evalMember(obj []byte, m jsonrec.Member, found bool) (bool, error) {
 	eq := c.nilEq
-	if obj != nil {
-		m, found, err := jsonrec.Find(obj, c.field)
-		if err != nil {
+	if found {
+		var err error
+		if eq, err = c.equal(obj, &m); err != nil {
 			return false, err
-		}
-		if found {
-			if eq, err = c.equal(obj, &m); err != nil {
-				return false, err
-			}
 		}
 	}
 	return eq != c.not, nil

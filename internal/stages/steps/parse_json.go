@@ -19,20 +19,43 @@ type parseJSON struct{}
 // UTF-8 as Parsed, trimming surrounding whitespace (a subslice: the JSON
 // text itself is kept byte for byte), and moves every other record to
 // b.Rejects with an "invalid JSON: ..." or "invalid UTF-8 ..." error.
-// It allocates nothing for good records.
+// When the batch asks for it (IndexFields), the same pass indexes each
+// record's members for the steps after it, so that a filter or set finds
+// its field without walking the record again. It allocates nothing for
+// good records.
 func (parseJSON) Process(b *stages.Batch) {
 	c := compactor{b: b}
+	if !b.IndexFields {
+		for i := range b.Records {
+			r := &b.Records[i]
+			obj, err := jsonrec.ValidObject(r.Raw)
+			if err != nil {
+				c.reject(r, err)
+				continue
+			}
+			r.SetParsed(obj)
+			c.keep(r)
+		}
+		c.done()
+		return
+	}
+	x := stages.NewFieldIndex(len(b.Records))
 	for i := range b.Records {
 		r := &b.Records[i]
-		obj, err := jsonrec.ValidObject(r.Raw)
+		spans := x.Spans()
+		lo := len(spans)
+		obj, spans, closeBrace, err := jsonrec.ValidObjectSpans(r.Raw, spans)
 		if err != nil {
+			x.AddSpans(c.w, nil, spans, lo, -1)
 			c.reject(r, err)
 			continue
 		}
 		r.SetParsed(obj)
+		x.AddSpans(c.w, obj, spans, lo, closeBrace)
 		c.keep(r)
 	}
 	c.done()
+	b.SetFieldIndex(x)
 }
 
 // parseJSONField parses the JSON object in a string field and merges its

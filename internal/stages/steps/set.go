@@ -122,14 +122,14 @@ func (st *set) Process(b *stages.Batch) {
 		total -= need
 		start := len(a.buf)
 		var ok bool
-		if surelyAbsent(r.Raw, cfg.keys) {
+		if absent(b, i, cfg.keys) {
 			// The common case: append without walking the members.
 			a.buf, ok = jsonrec.AppendMembers(a.buf, r.Raw, cfg.addAll)
 		}
 		if !ok {
 			var closeBrace int
 			var err error
-			s.members, closeBrace, err = jsonrec.Members(r.Raw, s.members[:0])
+			s.members, closeBrace, err = members(b, i, &s.members)
 			if err != nil {
 				c.reject(r, rejectErr("set", fmt.Errorf("malformed JSON record: %w", err)))
 				continue
