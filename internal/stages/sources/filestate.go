@@ -93,6 +93,7 @@ type tailedFile struct {
 	finished  bool      // read to its end (finite, gated reading)
 	atEOF     bool      // the last read reached the end of the file (follow)
 	lastData  time.Time // when a read last got data (follow, multiline timeout)
+	queued    bool      // follow: in FileSource.queue, read by the next pass
 }
 
 // readPos is the file offset of the next byte to read.

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -165,6 +166,15 @@ type FileSource struct {
 	gate  stages.FeedGate // set when the source feeds an ordered merge
 	ended []string        // feeds whose last file was closed in this pass
 
+	// queue holds the followed files a pass reads: those a notification
+	// named, those polled by the tick, and those that must be visited
+	// again (batch full, held back, rotated away, pending multiline
+	// record). A pass costs what changed, not how many files there are.
+	queue    []*tailedFile
+	byPath   map[string]*tailedFile // followed files by current name, to map notifications
+	pollNext int                    // round-robin start of the tick's bounded poll
+	ticks    int                    // ticks since Open, to pace the full rescan
+
 	own     *fswatch.Watcher // opened by Open when Settings gave none
 	sub     *fswatch.Sub     // nil without inotify: polling only
 	watched map[string]bool  // false: cannot be watched, logged
@@ -197,6 +207,7 @@ func newFileSource(s stages.Settings, cfg *FileConfig, clk clock) *FileSource {
 		settings: s,
 		log:      s.Logger.With().Str("path", cfg.Path).Logger(),
 		byID:     map[fileID]*tailedFile{},
+		byPath:   map[string]*tailedFile{},
 		watched:  map[string]bool{},
 	}
 }
@@ -295,7 +306,7 @@ func (s *FileSource) Open(ctx context.Context) error {
 		}
 		s.own, fsw = w, w
 	}
-	s.sub = fsw.Subscribe(nil)
+	s.sub = fsw.SubscribeNames(nil)
 	s.ticker = time.NewTicker(pollInterval)
 	s.rescan(true)
 	return nil
@@ -463,11 +474,11 @@ func (s *FileSource) readFollow(ctx context.Context) (*stages.Batch, error) {
 		case <-timeout: // the next pass emits the record
 		case <-changed:
 		case <-s.sub.C():
-			if structural(s.sub.Take()) {
-				s.mu.Lock()
+			s.mu.Lock()
+			if s.notified() {
 				s.rescan(false)
-				s.mu.Unlock()
 			}
+			s.mu.Unlock()
 		case <-s.ticker.C:
 			s.mu.Lock()
 			s.tick()
@@ -487,7 +498,7 @@ func (s *FileSource) untilTimeout() (d time.Duration, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.clk.Now()
-	for _, t := range s.files {
+	for _, t := range s.queue { // a file with a pending record at EOF stays queued
 		if !t.sp.hasPending() || !t.atEOF || s.heldBack(t) { // pass flushes at EOF only
 			continue
 		}
@@ -517,7 +528,7 @@ func (s *FileSource) pollPending() {
 	case <-s.sub.C(): // Take covers what it signals
 	default:
 	}
-	rescan := structural(s.sub.Take())
+	rescan := s.notified()
 	tick := false
 	select {
 	case <-s.ticker.C:
@@ -532,36 +543,117 @@ func (s *FileSource) pollPending() {
 	}
 }
 
-// tick is the periodic check: new and vanished files, truncation, aging of
-// rotated files.
-func (s *FileSource) tick() {
-	// Age gone files before the rescan: a file must stay unseen by a whole
-	// rescan after the one that marked it gone before it is closed.
-	for _, t := range s.files {
-		if t.gone {
-			t.goneTicks++
+// notified takes the subscription's notifications: it queues the files
+// they name and reports whether the glob must be matched again (a file
+// was created, renamed or removed, an unknown matching file was written,
+// or events were lost, which also queues every file).
+func (s *FileSource) notified() (rescan bool) {
+	ops, names, all := s.sub.TakeNames()
+	if all {
+		for _, t := range s.files {
+			s.markDirty(t)
+		}
+		return true
+	}
+	for name, op := range names {
+		if t := s.byPath[name]; t != nil && t.f != nil {
+			s.markDirty(t)
+		} else if op&fsnotify.Write != 0 && s.cfg.MatchesInput(name) {
+			rescan = true // written before its creation was seen
 		}
 	}
-	s.rescan(false)
-	for _, t := range s.files {
-		s.checkTruncated(t)
+	return rescan || structural(ops)
+}
+
+// markDirty queues t for the next pass.
+func (s *FileSource) markDirty(t *tailedFile) {
+	if !t.queued {
+		t.queued = true
+		s.queue = append(s.queue, t)
 	}
 }
 
-// pass reads every followed file, round-robin from s.next, into the batch
-// until it is full or no file has a complete line; it closes rotated or
-// deleted files once drained. With a feed gate, the batch takes lines of
-// one file only, whose feed pass returns.
-func (s *FileSource) pass() (feed string) {
+// pollPerTick bounds the files the tick checks (truncation) and reads
+// without a notification, round-robin: a filesystem whose writes inotify
+// does not report (NFS, some overlay cases) is still read, every
+// len(files)/pollPerTick ticks, at a cost per tick that does not grow
+// with the number of files.
+var pollPerTick = 256
+
+// fullScanTicks is how many ticks apart the glob is matched again while
+// inotify covers every directory and no file is rotated away (a missed
+// creation is found then); without inotify, every tick.
+const fullScanTicks = 20
+
+// tick is the periodic check: new and vanished files, truncation, aging of
+// rotated files, and the bounded poll.
+func (s *FileSource) tick() {
+	s.ticks++
+	unwatched := s.sub == nil
+	for _, ok := range s.watched {
+		unwatched = unwatched || !ok
+	}
+	gone := false
+	for _, t := range s.files {
+		gone = gone || t.gone
+	}
+	if unwatched || gone || s.ticks%fullScanTicks == 0 {
+		// Age gone files before the rescan: a file must stay unseen by a
+		// whole rescan after the one that marked it gone before it is
+		// closed.
+		for _, t := range s.files {
+			if t.gone {
+				t.goneTicks++
+			}
+		}
+		s.rescan(false)
+	}
 	n := len(s.files)
+	if s.sub == nil {
+		for _, t := range s.files {
+			s.markDirty(t) // no notifications: poll every file, as before
+		}
+	} else if unwatched {
+		for _, t := range s.files {
+			if !s.watched[filepath.Dir(t.path)] {
+				s.markDirty(t)
+			}
+		}
+	}
+	for k := 0; k < min(n, pollPerTick); k++ {
+		t := s.files[(s.pollNext+k)%n]
+		s.checkTruncated(t)
+		s.markDirty(t)
+	}
+	if n > 0 {
+		s.pollNext = (s.pollNext + min(n, pollPerTick)) % n
+	}
+}
+
+// pass reads the queued files (see FileSource.queue) in queue order into
+// the batch until it is full or no queued file has a complete line; it
+// closes rotated or deleted files once drained. A file still to be read
+// goes back to the queue, behind the others. With a feed gate, the batch
+// takes lines of one file only, whose feed pass returns.
+func (s *FileSource) pass() (feed string) {
+	q := s.queue
+	s.queue = nil
+	var again []*tailedFile // visited, to be visited again: after the rest of q
+	requeue := func(t *tailedFile) { t.queued = true; again = append(again, t) }
 	closed := false
-	for k := 0; k < n && !s.bb.full(); k++ {
-		i := (s.next + k) % n
-		t := s.files[i]
+	k := 0
+	for ; k < len(q) && !s.bb.full(); k++ {
+		t := q[k]
+		t.queued = false
+		if t.f == nil {
+			continue // closed since it was queued
+		}
 		if s.heldBack(t) {
+			requeue(t)
 			continue
 		}
 		before := len(s.bb.b.Records) + len(s.bb.b.Rejects)
+		pos := t.readPos()
 		eof, err := s.pump(t)
 		t.atEOF = err == nil && eof
 		if t.atEOF && s.timedOut(t) {
@@ -576,16 +668,27 @@ func (s *FileSource) pass() (feed string) {
 				t.lastErr = msg
 				s.log.Warn().Err(err).Msg("read error; retrying at the next poll")
 			}
+			if t.gone {
+				requeue(t)
+			}
 			if took && s.gate != nil {
-				s.next = (i + 1) % n
+				k++
 				break // one feed per batch
 			}
 			continue
 		}
 		t.lastErr = ""
 		if !eof {
-			s.next = (i + 1) % n // batch full: start with the next file next time
+			requeue(t) // batch full: the others come first next time
+			k++
 			break
+		}
+		if !took && t.readPos() == pos && !t.gone {
+			// Notified but nothing new: the file may have been truncated
+			// (copytruncate) below what was read.
+			if s.checkTruncated(t) {
+				requeue(t)
+			}
 		}
 		// A rotated or deleted file is closed once drained, at least one
 		// poll tick after it went: a writer may still append to it shortly
@@ -601,14 +704,19 @@ func (s *FileSource) pass() (feed string) {
 			if s.gate != nil && !s.feedOpen(feedOf(t), t) {
 				s.ended = append(s.ended, feedOf(t)) // ended after this batch's ticket
 			}
+		} else if t.gone || (t.sp.hasPending() && s.cfg.Multiline.on()) {
+			requeue(t) // to be closed, or its record flushed at its timeout
 		}
 		s.release(t)
 		if s.gate != nil && len(s.bb.b.Records)+len(s.bb.b.Rejects) > before {
 			feed = feedOf(t) // takeFinal may have added the last line
-			s.next = (i + 1) % n
+			k++
 			break // one feed per batch
 		}
 	}
+	// Unvisited files first, then the visited ones, then those queued
+	// meanwhile.
+	s.queue = slices.Concat(q[k:], again, s.queue)
 	if closed {
 		kept := s.files[:0]
 		for _, t := range s.files {
@@ -616,14 +724,17 @@ func (s *FileSource) pass() (feed string) {
 				kept = append(kept, t)
 			} else {
 				delete(s.byID, t.id)
+				if s.byPath[t.path] == t {
+					delete(s.byPath, t.path)
+				}
 			}
 		}
 		clear(s.files[len(kept):])
 		s.files = kept
 		if len(kept) > 0 {
-			s.next %= len(kept)
+			s.pollNext %= len(kept)
 		} else {
-			s.next = 0
+			s.pollNext = 0
 		}
 	}
 	return feed
@@ -749,8 +860,13 @@ func (s *FileSource) rescan(initial bool) {
 			seen[id] = true
 			if t.path != p {
 				s.log.Info().Str("from", t.path).Str("to", p).Msg("file renamed; still reading it")
+				if s.byPath[t.path] == t {
+					delete(s.byPath, t.path)
+				}
 				t.path = p
+				s.markDirty(t)
 			}
+			s.byPath[p] = t
 			t.gone = false
 			continue
 		}
@@ -769,6 +885,8 @@ func (s *FileSource) rescan(initial bool) {
 		}
 		seen[t.id] = true
 		s.files = append(s.files, t)
+		s.byPath[p] = t
+		s.markDirty(t)
 		if s.gate != nil {
 			s.gate.Register(feedOf(t))
 		}
@@ -780,6 +898,7 @@ func (s *FileSource) rescan(initial bool) {
 	for _, t := range s.files {
 		if !seen[t.id] && !t.gone {
 			t.gone, t.goneTicks = true, 0
+			s.markDirty(t)
 			s.log.Info().Str("file", t.path).Msg("file rotated away or deleted; reading it to its end")
 		}
 	}
@@ -814,11 +933,12 @@ func (s *FileSource) skip(path string) bool {
 
 // checkTruncated restarts t at offset 0 when it shrank below what was read
 // or its first bytes changed (copytruncate), and extends its fingerprint
-// while the file is shorter than fingerprintBytes.
-func (s *FileSource) checkTruncated(t *tailedFile) {
+// while the file is shorter than fingerprintBytes. It reports whether t
+// was restarted.
+func (s *FileSource) checkTruncated(t *tailedFile) bool {
 	fi, err := t.f.Stat()
 	if err != nil {
-		return
+		return false
 	}
 	size := fi.Size()
 	truncated := size < t.readPos()
@@ -835,6 +955,7 @@ func (s *FileSource) checkTruncated(t *tailedFile) {
 	if t.fp.n < fingerprintBytes && size > int64(t.fp.n) {
 		t.extendFingerprint()
 	}
+	return truncated
 }
 
 // watch adds a directory to the watcher once; a directory that does not
