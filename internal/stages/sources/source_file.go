@@ -1,6 +1,7 @@
 package sources
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -27,6 +29,7 @@ type FileConfig struct {
 	StartAt      string          `yaml:"start_at" doc:"where to start in a file with no checkpoint: beginning or end"`
 	MaxLineBytes stages.ByteSize `yaml:"max_line_bytes" doc:"longest line; a longer line is a bad record that keeps its first max_line_bytes bytes"`
 	Exclude      []string        `yaml:"exclude" doc:"globs of files never read although path matches them, relative to the pipeline file like path (a * does not cross a /); the daemon's own outputs are always skipped"`
+	MaxOpenFiles int             `yaml:"max_open_files" doc:"most files kept open at once when following; beyond it the least recently written ones are closed and opened again (same device, inode and first bytes) when they change, so a glob may match more files than the descriptor limit; a closed file renamed away or deleted before it changes again loses the lines written after it was closed"`
 	Multiline    MultilineConfig `yaml:"multiline" doc:"join consecutive lines into one record, such as a stack trace with the line before it (off by default); the record's lines are separated by \\n and it is one record for max_line_bytes"`
 }
 
@@ -42,7 +45,7 @@ var pollInterval = 250 * time.Millisecond
 
 // NewFileConfig returns a FileConfig with its defaults.
 func NewFileConfig() *FileConfig {
-	return &FileConfig{Follow: true, StartAt: StartAtBeginning, MaxLineBytes: defaultMaxLineBytes, Multiline: newMultilineConfig()}
+	return &FileConfig{Follow: true, StartAt: StartAtBeginning, MaxLineBytes: defaultMaxLineBytes, MaxOpenFiles: defaultMaxOpenFiles, Multiline: newMultilineConfig()}
 }
 
 // Validate implements stages.Validator.
@@ -58,6 +61,9 @@ func (c *FileConfig) Validate() error {
 	}
 	if err := validateMaxLineBytes(c.MaxLineBytes); err != nil {
 		errs = append(errs, err)
+	}
+	if c.MaxOpenFiles <= 0 {
+		errs = append(errs, stages.FieldErr("max_open_files", fmt.Errorf("must be > 0, got %d", c.MaxOpenFiles)))
 	}
 	for i, pat := range c.Exclude {
 		if pat == "" {
@@ -173,7 +179,11 @@ type FileSource struct {
 	queue    []*tailedFile
 	byPath   map[string]*tailedFile // followed files by current name, to map notifications
 	pollNext int                    // round-robin start of the tick's bounded poll
-	ticks    int                    // ticks since Open, to pace the full rescan
+	lru      *list.List             // open followed files, most recently active first (max_open_files)
+	fdWarned bool                   // out of file descriptors was logged
+
+	watchLimitWarned bool // the inotify watch limit was logged
+	ticks            int  // ticks since Open, to pace the full rescan
 
 	own     *fswatch.Watcher // opened by Open when Settings gave none
 	sub     *fswatch.Sub     // nil without inotify: polling only
@@ -258,7 +268,7 @@ func (s *FileSource) Positions() []FilePosition {
 	defer s.mu.Unlock()
 	out := make([]FilePosition, 0, len(s.files)+len(s.known))
 	for _, t := range s.files {
-		if t.f != nil || t.sp.done > 0 || t.fp.n > 0 {
+		if t.f != nil || t.parked || t.sp.done > 0 || t.fp.n > 0 {
 			out = append(out, t.position())
 		}
 	}
@@ -556,7 +566,7 @@ func (s *FileSource) notified() (rescan bool) {
 		return true
 	}
 	for name, op := range names {
-		if t := s.byPath[name]; t != nil && t.f != nil {
+		if t := s.byPath[name]; t != nil && (t.f != nil || t.parked) {
 			s.markDirty(t)
 		} else if op&fsnotify.Write != 0 && s.cfg.MatchesInput(name) {
 			rescan = true // written before its creation was seen
@@ -585,6 +595,19 @@ var pollPerTick = 256
 // creation is found then); without inotify, every tick.
 const fullScanTicks = 20
 
+// poll queues t to be read; a parked file only when its name shows a
+// change (size other than the offset read, or another file), so polling
+// does not reopen idle files.
+func (s *FileSource) poll(t *tailedFile) {
+	if t.parked {
+		fi, err := os.Stat(t.path)
+		if err == nil && fi.Size() == t.readPos() && identityOf(fi, t.path) == t.id {
+			return
+		}
+	}
+	s.markDirty(t)
+}
+
 // tick is the periodic check: new and vanished files, truncation, aging of
 // rotated files, and the bounded poll.
 func (s *FileSource) tick() {
@@ -611,19 +634,21 @@ func (s *FileSource) tick() {
 	n := len(s.files)
 	if s.sub == nil {
 		for _, t := range s.files {
-			s.markDirty(t) // no notifications: poll every file, as before
+			s.poll(t) // no notifications: poll every file, as before
 		}
 	} else if unwatched {
 		for _, t := range s.files {
 			if !s.watched[filepath.Dir(t.path)] {
-				s.markDirty(t)
+				s.poll(t)
 			}
 		}
 	}
 	for k := 0; k < min(n, pollPerTick); k++ {
 		t := s.files[(s.pollNext+k)%n]
-		s.checkTruncated(t)
-		s.markDirty(t)
+		if t.f != nil {
+			s.checkTruncated(t)
+		}
+		s.poll(t)
 	}
 	if n > 0 {
 		s.pollNext = (s.pollNext + min(n, pollPerTick)) % n
@@ -645,6 +670,16 @@ func (s *FileSource) pass() (feed string) {
 	for ; k < len(q) && !s.bb.full(); k++ {
 		t := q[k]
 		t.queued = false
+		if t.parked {
+			ok, lost := s.unpark(t)
+			if lost {
+				s.dropLost(t)
+				closed = true
+			}
+			if !ok {
+				continue
+			}
+		}
 		if t.f == nil {
 			continue // closed since it was queued
 		}
@@ -662,6 +697,9 @@ func (s *FileSource) pass() (feed string) {
 		took := len(s.bb.b.Records)+len(s.bb.b.Rejects) > before
 		if took && s.gate != nil {
 			feed = feedOf(t)
+		}
+		if t.readPos() != pos {
+			s.lruTouch(t)
 		}
 		if err != nil {
 			if msg := err.Error(); msg != t.lastErr {
@@ -699,6 +737,7 @@ func (s *FileSource) pass() (feed string) {
 			if err := t.close(); err != nil {
 				s.log.Warn().Err(err).Str("file", t.path).Msg("close input file")
 			}
+			s.lruRemove(t)
 			s.remember(t.id, t.position())
 			closed = true
 			if s.gate != nil && !s.feedOpen(feedOf(t), t) {
@@ -720,7 +759,7 @@ func (s *FileSource) pass() (feed string) {
 	if closed {
 		kept := s.files[:0]
 		for _, t := range s.files {
-			if t.f != nil {
+			if t.f != nil || t.parked {
 				kept = append(kept, t)
 			} else {
 				delete(s.byID, t.id)
@@ -793,7 +832,7 @@ func (s *FileSource) release(t *tailedFile) {
 // and start offset: a matching resume position wins, else start_at for
 // files present at Open (initial), else the beginning.
 func (s *FileSource) open(t *tailedFile, path string, initial bool) error {
-	f, err := os.Open(path)
+	f, err := s.openFile(path)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", path, err)
 	}
@@ -887,6 +926,7 @@ func (s *FileSource) rescan(initial bool) {
 		s.files = append(s.files, t)
 		s.byPath[p] = t
 		s.markDirty(t)
+		s.lruAdd(t)
 		if s.gate != nil {
 			s.gate.Register(feedOf(t))
 		}
@@ -966,15 +1006,27 @@ func (s *FileSource) watch(dir string) {
 	if s.sub == nil || s.watched[dir] {
 		return
 	}
-	if err := s.sub.Add(dir); err != nil {
+	if err := subAdd(s.sub, dir); err != nil {
 		if _, warned := s.watched[dir]; !warned && !errors.Is(err, fs.ErrNotExist) {
-			s.log.Warn().Err(err).Str("dir", dir).Msg("cannot watch the files' directory; polling it")
+			if errors.Is(err, syscall.ENOSPC) {
+				if !s.watchLimitWarned {
+					s.watchLimitWarned = true
+					s.log.Error().Err(err).Str("dir", dir).
+						Msg("inotify watch limit reached: polling the files of the directories that cannot be watched at every tick; raise fs.inotify.max_user_watches (sysctl -w fs.inotify.max_user_watches=524288, and in /etc/sysctl.d/ to keep it)")
+				}
+			} else {
+				s.log.Warn().Err(err).Str("dir", dir).Msg("cannot watch the files' directory; polling it")
+			}
 			s.watched[dir] = false // warned; still retried
 		}
 		return
 	}
 	s.watched[dir] = true
 }
+
+// subAdd is (*fswatch.Sub).Add; tests make it fail as at the inotify
+// watch limit.
+var subAdd = (*fswatch.Sub).Add
 
 // staticDir is the longest directory prefix of a glob without wildcards.
 func staticDir(pattern string) string {
