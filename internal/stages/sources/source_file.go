@@ -162,6 +162,7 @@ type FileSource struct {
 	// rename can race with the directory scan). Bounded by maxKnown.
 	known    map[fileID]knownPosition
 	knownSeq uint64
+	restored int // entries of known from SetPositions (seq 0)
 
 	openFailed map[string]bool // files that could not be opened, logged once
 	ownSkipped map[string]bool // own outputs found by the glob, logged once; bounded by maxOwnSkipped
@@ -233,24 +234,36 @@ func (s *FileSource) SetPositions(ps []FilePosition) {
 		if p.Dev == 0 && p.Inode == 0 {
 			id.path = p.Path
 		}
-		s.remember(id, p)
+		if s.known == nil {
+			s.known = map[fileID]knownPosition{}
+		}
+		if _, dup := s.known[id]; !dup {
+			s.restored++
+		}
+		s.known[id] = knownPosition{FilePosition: p} // seq 0: never evicted
 	}
 }
 
 // remember records the position of a file that is not open, evicting the
-// oldest remembered position beyond maxKnown.
+// oldest remembered position beyond maxKnown. Positions given to
+// SetPositions are not counted nor evicted: a checkpoint of more files
+// than maxKnown must resume every one of them, or lines repeat.
 func (s *FileSource) remember(id fileID, p FilePosition) {
 	if s.known == nil {
 		s.known = map[fileID]knownPosition{}
 	}
+	s.forget(id)
 	s.knownSeq++
 	s.known[id] = knownPosition{FilePosition: p, seq: s.knownSeq}
-	if len(s.known) <= maxKnown {
+	if len(s.known)-s.restored <= maxKnown {
 		return
 	}
 	oldest, first := fileID{}, true
 	var oldestSeq uint64
 	for k, v := range s.known {
+		if v.seq == 0 {
+			continue
+		}
 		if first || v.seq < oldestSeq {
 			oldest, oldestSeq, first = k, v.seq, false
 		}
@@ -258,10 +271,11 @@ func (s *FileSource) remember(id fileID, p FilePosition) {
 	delete(s.known, oldest)
 }
 
-// Positions returns the resumable state of every file opened so far, plus
-// the remembered positions of files closed after rotation or deletion (at
-// most maxKnown of them, newest kept) and of positions given to
-// SetPositions whose file was not found again. Offsets cover exactly the
+// Positions returns the resumable state of every file opened so far (those
+// closed for max_open_files included), plus the remembered positions of
+// files closed after rotation or deletion (at most maxKnown of them,
+// newest kept) and of positions given to SetPositions whose file was not
+// found again. Offsets cover exactly the
 // batches already returned by Read. Safe for concurrent use with Read.
 func (s *FileSource) Positions() []FilePosition {
 	s.mu.Lock()
@@ -852,7 +866,7 @@ func (s *FileSource) open(t *tailedFile, path string, initial bool) error {
 	t.sp.ml = newJoiner(&s.cfg.Multiline)
 	start := int64(0)
 	if p, ok := s.known[t.id]; ok && s.resumable(f, p.FilePosition) {
-		delete(s.known, t.id)
+		s.forget(t.id)
 		start = p.Offset
 		if start > fi.Size() {
 			s.log.Warn().Str("file", path).Int64("offset", start).Int64("size", fi.Size()).
@@ -867,6 +881,16 @@ func (s *FileSource) open(t *tailedFile, path string, initial bool) error {
 		s.byID[t.id] = t
 	}
 	return nil
+}
+
+// forget drops the remembered position of id, if any.
+func (s *FileSource) forget(id fileID) {
+	if k, ok := s.known[id]; ok {
+		if k.seq == 0 {
+			s.restored--
+		}
+		delete(s.known, id)
+	}
 }
 
 // resumable reports whether f is the file p was recorded for: same first
