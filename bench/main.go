@@ -83,6 +83,9 @@ func main() {
 	syslogData := flag.String("syslog-data", "", "where W4's syslog streams are generated (default "+filepath.Join(base, "etld-bench-syslog-FEEDSxLINES")+")")
 	clean := flag.Bool("clean", false, "delete the generated feeds at the end")
 	kafkaBrokers := flag.String("kafka-brokers", "", "W5-Kafka: external brokers (host:port,...) instead of an in-process kfake")
+	manyN := flag.Int("manyfiles-n", 10000, "MANYFILES: number of followed files")
+	manyDur := flag.Duration("manyfiles-duration", 30*time.Second, "MANYFILES: how long each file gets a line a second")
+	manyOpen := flag.Int("manyfiles-max-open", 0, "MANYFILES: the source's max_open_files (0: all files, plus room)")
 	flag.Parse()
 	if *data == "" {
 		*data = filepath.Join(base, fmt.Sprintf("etld-bench-data-%dx%d", *feeds, *lines))
@@ -97,11 +100,11 @@ func main() {
 	for _, w := range strings.Split(*workloads, ",") {
 		w = strings.ToUpper(strings.TrimSpace(w))
 		switch w {
-		case "W1", "W2", "WM", "W3", "WH", "W4", "W5-KAFKA", "W5-NATS":
+		case "W1", "W2", "WM", "W3", "WH", "W4", "W5-KAFKA", "W5-NATS", "MANYFILES":
 			sel[w] = true
 		case "":
 		default:
-			fmt.Fprintf(os.Stderr, "bench: unknown workload %q in -workloads (valid: W1, W2, WM, W3, W4, WH, W5-Kafka, W5-NATS)\n", w)
+			fmt.Fprintf(os.Stderr, "bench: unknown workload %q in -workloads (valid: W1, W2, WM, W3, W4, WH, W5-Kafka, W5-NATS, MANYFILES)\n", w)
 			os.Exit(2)
 		}
 	}
@@ -176,6 +179,11 @@ func main() {
 			}
 			sc := syslogConfig{data: *syslogData, work: w, bin: bin, conns: *feeds, msgs: *lines, runs: *runs, timeout: *timeout}
 			if err := runSyslog(sc); err != nil {
+				return err
+			}
+		}
+		if sel["MANYFILES"] { // many followed files (manyfiles.go)
+			if err := runManyFiles(manyConfig{work: w, bin: bin, n: *manyN, dur: *manyDur, maxOpen: *manyOpen}); err != nil {
 				return err
 			}
 		}
