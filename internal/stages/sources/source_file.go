@@ -820,8 +820,10 @@ func (s *FileSource) pump(t *tailedFile) (eof bool, err error) {
 			t.extendFingerprint() // only while the file is shorter than 1 KiB
 		}
 		switch {
-		case rerr == nil && n > 0:
+		case rerr == nil && n == len(dst):
 		case rerr == nil || errors.Is(rerr, io.EOF):
+			// A short read of a regular file is its end now: take the
+			// lines and stop, without a second read to see 0 bytes.
 			eof = true // take the lines read, then stop
 		default:
 			return false, fmt.Errorf("read %s: %w", t.path, rerr)
