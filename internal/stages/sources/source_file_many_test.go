@@ -24,6 +24,17 @@ func manyFiles(t *testing.T, n int) (dir string, paths []string, cfg *FileConfig
 	return dir, paths, followConfig(filepath.Join(dir, "*.log"))
 }
 
+// newWatcher opens an inotify watcher, closed at the end of the test.
+func newWatcher(t *testing.T) *fswatch.Watcher {
+	t.Helper()
+	w, err := fswatch.New(testSettings(t).Logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	return w
+}
+
 // appendRound appends line "<file>:<round>" to every file.
 func appendRound(t *testing.T, paths []string, round int) {
 	t.Helper()
@@ -58,11 +69,7 @@ func checkExactlyOnce(t *testing.T, g *got, paths []string, from, to int) {
 func TestFollowReadsNotifiedFiles(t *testing.T) {
 	defer func(n int) { pollPerTick = n }(pollPerTick)
 	pollPerTick = 0
-	shared, err := fswatch.New(testSettings(t).Logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer shared.Close()
+	shared := newWatcher(t)
 	_, paths, cfg := manyFiles(t, 200)
 	src := openFile(t, cfg, func(s *FileSource) { s.settings.Watcher = shared })
 	g := &got{}
@@ -85,10 +92,7 @@ func TestFollowReadsNotifiedFiles(t *testing.T) {
 func TestFollowPollsWithoutNotifications(t *testing.T) {
 	defer func(n int) { pollPerTick = n }(pollPerTick)
 	pollPerTick = 3
-	shared, err := fswatch.New(testSettings(t).Logger)
-	if err != nil {
-		t.Fatal(err)
-	}
+	shared := newWatcher(t)
 	_, paths, cfg := manyFiles(t, 12)
 	src := openFile(t, cfg, func(s *FileSource) { s.settings.Watcher = shared })
 	shared.Close() // the subscription stays but never fires again
@@ -196,11 +200,7 @@ func TestFollowWatchLimit(t *testing.T) {
 	pollPerTick = 0 // only the unwatched-directory polling can read them
 	defer func(f func(*fswatch.Sub, string) error) { subAdd = f }(subAdd)
 	subAdd = func(*fswatch.Sub, string) error { return fmt.Errorf("add watch: %w", syscall.ENOSPC) }
-	shared, err := fswatch.New(testSettings(t).Logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer shared.Close()
+	shared := newWatcher(t)
 	_, paths, cfg := manyFiles(t, 5)
 	var logs strings.Builder
 	src := openFile(t, cfg, func(s *FileSource) { s.settings.Watcher = shared; s.log = s.log.Output(&logs) })
