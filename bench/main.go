@@ -74,7 +74,7 @@ func main() {
 	feeds := flag.Int("feeds", 4, "number of feeds")
 	lines := flag.Int("lines", 500000, "lines per feed")
 	runs := flag.Int("runs", 3, "runs per workload; the fastest is reported (WM: median and range)")
-	workloads := flag.String("workloads", "W1,W2", "comma-separated workloads: W1, W2 (over -feeds), WM (ordered merge, over -merge-feeds), W3 (text logs merged by time, over -feeds text feeds), W5-Kafka (file -> kafka sink and kafka source -> file, see w5kafka.go), W4 (TCP syslog ingest, -feeds connections x -lines messages), W5-NATS (W2's feeds through NATS JetStream each way), MANYPIPES (a directory of -pipes pipeline files, see manypipes.go), MANYFEEDS (an ordered merge of 10, 100, 1,000 feeds, see manyfeeds.go), W2-SIZE and W2-CORES (W2 by line size and by GOMAXPROCS, see w2scale.go)")
+	workloads := flag.String("workloads", "W1,W2", "comma-separated workloads: W1, W2 (over -feeds), WM (ordered merge, over -merge-feeds), W3 (text logs merged by time, over -feeds text feeds), W5-Kafka (file -> kafka sink and kafka source -> file, see w5kafka.go), W4 (TCP syslog ingest, -feeds connections x -lines messages), W5-NATS (W2's feeds through NATS JetStream each way), MANYPIPES (a directory of -pipes pipeline files, see manypipes.go), MANYFEEDS (an ordered merge of 10, 100, 1,000 feeds, see manyfeeds.go), W2-SIZE and W2-CORES (W2 by line size and by GOMAXPROCS, see w2scale.go), MANYFILES (-manyfiles-n followed files at a line a second each, see manyfiles.go)")
 	mergeFeeds := flag.Int("merge-feeds", 8, "number of feeds for WM (and the W2 it is compared with)")
 	mergeData := flag.String("merge-data", "", "where WM's feeds are generated (default "+filepath.Join(base, "etld-bench-data-MERGEFEEDSxLINES")+")")
 	timeout := flag.Duration("timeout", 10*time.Minute, "bound on one etld run of the WM group (a stuck merge fails instead of hanging)")
@@ -93,6 +93,9 @@ func main() {
 	mfLive := flag.Int("manyfeeds-live", 1000, "MANYFEEDS: followed feeds of the live case (10% of them silent); 0 skips it")
 	mfRate := flag.Int("manyfeeds-live-rate", 50000, "MANYFEEDS: records/s written over all live feeds")
 	mfFor := flag.Duration("manyfeeds-live-for", 20*time.Second, "MANYFEEDS: how long the live feeds are written")
+	manyN := flag.Int("manyfiles-n", 10000, "MANYFILES: number of followed files")
+	manyDur := flag.Duration("manyfiles-duration", 30*time.Second, "MANYFILES: how long each file gets a line a second")
+	manyOpen := flag.Int("manyfiles-max-open", 0, "MANYFILES: the source's max_open_files (0: all files, plus room)")
 	flag.Parse()
 	if *data == "" {
 		*data = filepath.Join(base, fmt.Sprintf("etld-bench-data-%dx%d", *feeds, *lines))
@@ -107,11 +110,11 @@ func main() {
 	for _, w := range strings.Split(*workloads, ",") {
 		w = strings.ToUpper(strings.TrimSpace(w))
 		switch w {
-		case "W1", "W2", "WM", "W3", "WH", "W4", "W5-KAFKA", "W5-NATS", "MANYPIPES", "MANYFEEDS", "W2-SIZE", "W2-CORES":
+		case "W1", "W2", "WM", "W3", "WH", "W4", "W5-KAFKA", "W5-NATS", "MANYPIPES", "MANYFEEDS", "W2-SIZE", "W2-CORES", "MANYFILES":
 			sel[w] = true
 		case "":
 		default:
-			fmt.Fprintf(os.Stderr, "bench: unknown workload %q in -workloads (valid: W1, W2, WM, W3, W4, WH, W5-Kafka, W5-NATS, MANYPIPES, MANYFEEDS, W2-SIZE, W2-CORES)\n", w)
+			fmt.Fprintf(os.Stderr, "bench: unknown workload %q in -workloads (valid: W1, W2, WM, W3, W4, WH, W5-Kafka, W5-NATS, MANYPIPES, MANYFEEDS, W2-SIZE, W2-CORES, MANYFILES)\n", w)
 			os.Exit(2)
 		}
 	}
@@ -211,6 +214,11 @@ func main() {
 				if err := runW2Cores(c); err != nil {
 					return err
 				}
+			}
+		}
+		if sel["MANYFILES"] { // many followed files (manyfiles.go)
+			if err := runManyFiles(manyConfig{work: w, bin: bin, n: *manyN, dur: *manyDur, maxOpen: *manyOpen}); err != nil {
+				return err
 			}
 		}
 		if sel["W5-NATS"] {

@@ -70,6 +70,10 @@ func (w *Watcher) Active() bool { return w != nil && w.fw != nil }
 // notify it; it is called from the dispatching goroutine with w's lock
 // held, so it must be quick and must not call w.
 func (w *Watcher) Subscribe(match func(fsnotify.Event) bool) *Sub {
+	return w.subscribe(match, false)
+}
+
+func (w *Watcher) subscribe(match func(fsnotify.Event) bool, names bool) *Sub {
 	if !w.Active() {
 		return nil
 	}
@@ -78,10 +82,25 @@ func (w *Watcher) Subscribe(match func(fsnotify.Event) bool) *Sub {
 	if w.closed {
 		return nil
 	}
-	s := &Sub{w: w, match: match, c: make(chan struct{}, 1), dirs: map[string]string{}}
+	s := &Sub{w: w, match: match, c: make(chan struct{}, 1), dirs: map[string]string{}, wantNames: names}
+	if names {
+		s.names = map[string]fsnotify.Op{}
+	}
 	w.subs[s] = true
 	return s
 }
+
+// SubscribeNames is Subscribe for a subscriber that also wants to know
+// which files changed: TakeNames returns their names. The set is bounded
+// by MaxNames; beyond it the subscriber is told that anything may have
+// changed.
+func (w *Watcher) SubscribeNames(match func(fsnotify.Event) bool) *Sub {
+	return w.subscribe(match, true)
+}
+
+// MaxNames bounds the changed names a subscription holds between two
+// TakeNames; more than that are reported as "anything may have changed".
+const MaxNames = 1 << 16
 
 // Close closes the inotify instance; subscriptions stop firing. It is safe
 // on an inactive watcher and more than once.
@@ -118,7 +137,7 @@ func (w *Watcher) dispatch() {
 			for _, p := range []string{filepath.Dir(ev.Name), ev.Name} {
 				for s := range w.dirs[p] {
 					if s.match == nil || s.match(ev) {
-						s.notify(ev.Op)
+						s.notifyName(p, ev)
 					}
 				}
 			}
@@ -145,8 +164,12 @@ type Sub struct {
 	match func(fsnotify.Event) bool
 	c     chan struct{}
 
-	mu  sync.Mutex
-	ops fsnotify.Op // accumulated since the last Take
+	wantNames bool // SubscribeNames
+
+	mu       sync.Mutex
+	ops      fsnotify.Op            // accumulated since the last Take
+	names    map[string]fsnotify.Op // SubscribeNames: changed names (as added) and their ops; nil otherwise
+	overflow bool                   // names lost (too many, or events lost): anything may have changed
 
 	dirs map[string]string // as added -> real path; guarded by w.mu
 }
@@ -173,10 +196,67 @@ func (s *Sub) Take() fsnotify.Op {
 	return ops
 }
 
+// TakeNames returns, for a SubscribeNames subscription, the union of the
+// operations since the last Take or TakeNames, the names of the files they
+// were about (under the directory names given to Add, so a directory added
+// through a symlink gives names through that symlink) with each name's
+// operations, and all: true when names were lost and anything may have
+// changed. It clears them; the map is the caller's.
+func (s *Sub) TakeNames() (ops fsnotify.Op, names map[string]fsnotify.Op, all bool) {
+	if s == nil {
+		return 0, nil, false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ops, names, all = s.ops, s.names, s.overflow
+	s.ops, s.overflow = 0, false
+	if s.wantNames {
+		s.names = make(map[string]fsnotify.Op, min(len(names), 64))
+	}
+	return ops, names, all
+}
+
+// notifyName records ev, seen in the watched directory real (or on real
+// itself), under each name s added real as. w.mu is held.
+func (s *Sub) notifyName(real string, ev fsnotify.Event) {
+	if !s.wantNames {
+		s.notify(ev.Op)
+		return
+	}
+	s.mu.Lock()
+	s.ops |= ev.Op
+	if !s.overflow {
+		base := filepath.Base(ev.Name)
+		for added, r := range s.dirs {
+			name := added // an event on the directory itself
+			if real == filepath.Dir(ev.Name) {
+				name = filepath.Join(added, base)
+			}
+			if r == real {
+				s.names[name] |= ev.Op
+			}
+		}
+		if len(s.names) > MaxNames {
+			s.overflow, s.names = true, map[string]fsnotify.Op{}
+		}
+	}
+	s.mu.Unlock()
+	s.signal()
+}
+
 func (s *Sub) notify(op fsnotify.Op) {
 	s.mu.Lock()
 	s.ops |= op
+	if op == AllOps && s.wantNames {
+		s.overflow = true
+		clear(s.names)
+	}
 	s.mu.Unlock()
+	s.signal()
+}
+
+// signal makes C ready.
+func (s *Sub) signal() {
 	select {
 	case s.c <- struct{}{}:
 	default: // one pending value covers any number of events

@@ -1,6 +1,7 @@
 package sources
 
 import (
+	"container/list"
 	"errors"
 	"fmt"
 	"io"
@@ -87,12 +88,15 @@ type tailedFile struct {
 	fp     fingerprint
 	sp     lineSplitter // sp.resume() is the resumable offset
 
-	gone      bool      // no longer found under a name matching the glob: drain, then close
-	goneTicks int       // poll ticks since gone was set
-	lastErr   string    // last read error logged, to log a persistent error once
-	finished  bool      // read to its end (finite, gated reading)
-	atEOF     bool      // the last read reached the end of the file (follow)
-	lastData  time.Time // when a read last got data (follow, multiline timeout)
+	gone      bool          // no longer found under a name matching the glob: drain, then close
+	goneTicks int           // poll ticks since gone was set
+	lastErr   string        // last read error logged, to log a persistent error once
+	finished  bool          // read to its end (finite, gated reading)
+	atEOF     bool          // the last read reached the end of the file (follow)
+	lastData  time.Time     // when a read last got data (follow, multiline timeout)
+	queued    bool          // follow: in FileSource.queue, read by the next pass
+	lru       *list.Element // follow, open: its place in FileSource.lru
+	parked    bool          // follow: closed for max_open_files; opened again when it changes
 }
 
 // readPos is the file offset of the next byte to read.

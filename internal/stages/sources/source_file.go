@@ -1,6 +1,7 @@
 package sources
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -8,8 +9,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -26,6 +29,7 @@ type FileConfig struct {
 	StartAt      string          `yaml:"start_at" doc:"where to start in a file with no checkpoint: beginning or end"`
 	MaxLineBytes stages.ByteSize `yaml:"max_line_bytes" doc:"longest line; a longer line is a bad record that keeps its first max_line_bytes bytes"`
 	Exclude      []string        `yaml:"exclude" doc:"globs of files never read although path matches them, relative to the pipeline file like path (a * does not cross a /); the daemon's own outputs are always skipped"`
+	MaxOpenFiles int             `yaml:"max_open_files" doc:"most files kept open at once when following; beyond it the least recently written ones are closed and opened again (same device, inode and first bytes) when they change, so a glob may match more files than the descriptor limit; a closed file renamed away or deleted before it changes again loses the lines written after it was closed"`
 	Multiline    MultilineConfig `yaml:"multiline" doc:"join consecutive lines into one record, such as a stack trace with the line before it (off by default); the record's lines are separated by \\n and it is one record for max_line_bytes"`
 }
 
@@ -41,7 +45,7 @@ var pollInterval = 250 * time.Millisecond
 
 // NewFileConfig returns a FileConfig with its defaults.
 func NewFileConfig() *FileConfig {
-	return &FileConfig{Follow: true, StartAt: StartAtBeginning, MaxLineBytes: defaultMaxLineBytes, Multiline: newMultilineConfig()}
+	return &FileConfig{Follow: true, StartAt: StartAtBeginning, MaxLineBytes: defaultMaxLineBytes, MaxOpenFiles: defaultMaxOpenFiles, Multiline: newMultilineConfig()}
 }
 
 // Validate implements stages.Validator.
@@ -57,6 +61,9 @@ func (c *FileConfig) Validate() error {
 	}
 	if err := validateMaxLineBytes(c.MaxLineBytes); err != nil {
 		errs = append(errs, err)
+	}
+	if c.MaxOpenFiles <= 0 {
+		errs = append(errs, stages.FieldErr("max_open_files", fmt.Errorf("must be > 0, got %d", c.MaxOpenFiles)))
 	}
 	for i, pat := range c.Exclude {
 		if pat == "" {
@@ -155,6 +162,7 @@ type FileSource struct {
 	// rename can race with the directory scan). Bounded by maxKnown.
 	known    map[fileID]knownPosition
 	knownSeq uint64
+	restored int // entries of known from SetPositions (seq 0)
 
 	openFailed map[string]bool // files that could not be opened, logged once
 	ownSkipped map[string]bool // own outputs found by the glob, logged once; bounded by maxOwnSkipped
@@ -164,6 +172,19 @@ type FileSource struct {
 
 	gate  stages.FeedGate // set when the source feeds an ordered merge
 	ended []string        // feeds whose last file was closed in this pass
+
+	// queue holds the followed files a pass reads: those a notification
+	// named, those polled by the tick, and those that must be visited
+	// again (batch full, held back, rotated away, pending multiline
+	// record). A pass costs what changed, not how many files there are.
+	queue    []*tailedFile
+	byPath   map[string]*tailedFile // followed files by current name, to map notifications
+	pollNext int                    // round-robin start of the tick's bounded poll
+	lru      *list.List             // open followed files, most recently active first (max_open_files)
+	fdWarned bool                   // out of file descriptors was logged
+
+	watchLimitWarned bool // the inotify watch limit was logged
+	ticks            int  // ticks since Open, to pace the full rescan
 
 	own     *fswatch.Watcher // opened by Open when Settings gave none
 	sub     *fswatch.Sub     // nil without inotify: polling only
@@ -197,6 +218,7 @@ func newFileSource(s stages.Settings, cfg *FileConfig, clk clock) *FileSource {
 		settings: s,
 		log:      s.Logger.With().Str("path", cfg.Path).Logger(),
 		byID:     map[fileID]*tailedFile{},
+		byPath:   map[string]*tailedFile{},
 		watched:  map[string]bool{},
 	}
 }
@@ -212,24 +234,36 @@ func (s *FileSource) SetPositions(ps []FilePosition) {
 		if p.Dev == 0 && p.Inode == 0 {
 			id.path = p.Path
 		}
-		s.remember(id, p)
+		if s.known == nil {
+			s.known = map[fileID]knownPosition{}
+		}
+		if _, dup := s.known[id]; !dup {
+			s.restored++
+		}
+		s.known[id] = knownPosition{FilePosition: p} // seq 0: never evicted
 	}
 }
 
 // remember records the position of a file that is not open, evicting the
-// oldest remembered position beyond maxKnown.
+// oldest remembered position beyond maxKnown. Positions given to
+// SetPositions are not counted nor evicted: a checkpoint of more files
+// than maxKnown must resume every one of them, or lines repeat.
 func (s *FileSource) remember(id fileID, p FilePosition) {
 	if s.known == nil {
 		s.known = map[fileID]knownPosition{}
 	}
+	s.forget(id)
 	s.knownSeq++
 	s.known[id] = knownPosition{FilePosition: p, seq: s.knownSeq}
-	if len(s.known) <= maxKnown {
+	if len(s.known)-s.restored <= maxKnown {
 		return
 	}
 	oldest, first := fileID{}, true
 	var oldestSeq uint64
 	for k, v := range s.known {
+		if v.seq == 0 {
+			continue
+		}
 		if first || v.seq < oldestSeq {
 			oldest, oldestSeq, first = k, v.seq, false
 		}
@@ -237,17 +271,18 @@ func (s *FileSource) remember(id fileID, p FilePosition) {
 	delete(s.known, oldest)
 }
 
-// Positions returns the resumable state of every file opened so far, plus
-// the remembered positions of files closed after rotation or deletion (at
-// most maxKnown of them, newest kept) and of positions given to
-// SetPositions whose file was not found again. Offsets cover exactly the
+// Positions returns the resumable state of every file opened so far (those
+// closed for max_open_files included), plus the remembered positions of
+// files closed after rotation or deletion (at most maxKnown of them,
+// newest kept) and of positions given to SetPositions whose file was not
+// found again. Offsets cover exactly the
 // batches already returned by Read. Safe for concurrent use with Read.
 func (s *FileSource) Positions() []FilePosition {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make([]FilePosition, 0, len(s.files)+len(s.known))
 	for _, t := range s.files {
-		if t.f != nil || t.sp.done > 0 || t.fp.n > 0 {
+		if t.f != nil || t.parked || t.sp.done > 0 || t.fp.n > 0 {
 			out = append(out, t.position())
 		}
 	}
@@ -295,7 +330,7 @@ func (s *FileSource) Open(ctx context.Context) error {
 		}
 		s.own, fsw = w, w
 	}
-	s.sub = fsw.Subscribe(nil)
+	s.sub = fsw.SubscribeNames(nil)
 	s.ticker = time.NewTicker(pollInterval)
 	s.rescan(true)
 	return nil
@@ -463,11 +498,11 @@ func (s *FileSource) readFollow(ctx context.Context) (*stages.Batch, error) {
 		case <-timeout: // the next pass emits the record
 		case <-changed:
 		case <-s.sub.C():
-			if structural(s.sub.Take()) {
-				s.mu.Lock()
+			s.mu.Lock()
+			if s.notified() {
 				s.rescan(false)
-				s.mu.Unlock()
 			}
+			s.mu.Unlock()
 		case <-s.ticker.C:
 			s.mu.Lock()
 			s.tick()
@@ -487,7 +522,7 @@ func (s *FileSource) untilTimeout() (d time.Duration, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.clk.Now()
-	for _, t := range s.files {
+	for _, t := range s.queue { // a file with a pending record at EOF stays queued
 		if !t.sp.hasPending() || !t.atEOF || s.heldBack(t) { // pass flushes at EOF only
 			continue
 		}
@@ -517,7 +552,7 @@ func (s *FileSource) pollPending() {
 	case <-s.sub.C(): // Take covers what it signals
 	default:
 	}
-	rescan := structural(s.sub.Take())
+	rescan := s.notified()
 	tick := false
 	select {
 	case <-s.ticker.C:
@@ -532,36 +567,142 @@ func (s *FileSource) pollPending() {
 	}
 }
 
-// tick is the periodic check: new and vanished files, truncation, aging of
-// rotated files.
-func (s *FileSource) tick() {
-	// Age gone files before the rescan: a file must stay unseen by a whole
-	// rescan after the one that marked it gone before it is closed.
-	for _, t := range s.files {
-		if t.gone {
-			t.goneTicks++
+// notified takes the subscription's notifications: it queues the files
+// they name and reports whether the glob must be matched again (a file
+// was created, renamed or removed, an unknown matching file was written,
+// or events were lost, which also queues every file).
+func (s *FileSource) notified() (rescan bool) {
+	ops, names, all := s.sub.TakeNames()
+	if all {
+		for _, t := range s.files {
+			s.markDirty(t)
+		}
+		return true
+	}
+	for name, op := range names {
+		if t := s.byPath[name]; t != nil && (t.f != nil || t.parked) {
+			s.markDirty(t)
+		} else if op&fsnotify.Write != 0 && s.cfg.MatchesInput(name) {
+			rescan = true // written before its creation was seen
 		}
 	}
-	s.rescan(false)
-	for _, t := range s.files {
-		s.checkTruncated(t)
+	return rescan || structural(ops)
+}
+
+// markDirty queues t for the next pass.
+func (s *FileSource) markDirty(t *tailedFile) {
+	if !t.queued {
+		t.queued = true
+		s.queue = append(s.queue, t)
 	}
 }
 
-// pass reads every followed file, round-robin from s.next, into the batch
-// until it is full or no file has a complete line; it closes rotated or
-// deleted files once drained. With a feed gate, the batch takes lines of
-// one file only, whose feed pass returns.
-func (s *FileSource) pass() (feed string) {
+// pollPerTick bounds the files the tick checks (truncation) and reads
+// without a notification, round-robin: a filesystem whose writes inotify
+// does not report (NFS, some overlay cases) is still read, every
+// len(files)/pollPerTick ticks, at a cost per tick that does not grow
+// with the number of files.
+var pollPerTick = 256
+
+// fullScanTicks is how many ticks apart the glob is matched again while
+// inotify covers every directory and no file is rotated away (a missed
+// creation is found then); without inotify, every tick.
+const fullScanTicks = 20
+
+// poll queues t to be read; a parked file only when its name shows a
+// change (size other than the offset read, or another file), so polling
+// does not reopen idle files.
+func (s *FileSource) poll(t *tailedFile) {
+	if t.parked {
+		fi, err := os.Stat(t.path)
+		if err == nil && fi.Size() == t.readPos() && identityOf(fi, t.path) == t.id {
+			return
+		}
+	}
+	s.markDirty(t)
+}
+
+// tick is the periodic check: new and vanished files, truncation, aging of
+// rotated files, and the bounded poll.
+func (s *FileSource) tick() {
+	s.ticks++
+	unwatched := s.sub == nil
+	for _, ok := range s.watched {
+		unwatched = unwatched || !ok
+	}
+	gone := false
+	for _, t := range s.files {
+		gone = gone || t.gone
+	}
+	if unwatched || gone || s.ticks%fullScanTicks == 0 {
+		// Age gone files before the rescan: a file must stay unseen by a
+		// whole rescan after the one that marked it gone before it is
+		// closed.
+		for _, t := range s.files {
+			if t.gone {
+				t.goneTicks++
+			}
+		}
+		s.rescan(false)
+	}
 	n := len(s.files)
+	if s.sub == nil {
+		for _, t := range s.files {
+			s.poll(t) // no notifications: poll every file, as before
+		}
+	} else if unwatched {
+		for _, t := range s.files {
+			if !s.watched[filepath.Dir(t.path)] {
+				s.poll(t)
+			}
+		}
+	}
+	for k := 0; k < min(n, pollPerTick); k++ {
+		t := s.files[(s.pollNext+k)%n]
+		if t.f != nil {
+			s.checkTruncated(t)
+		}
+		s.poll(t)
+	}
+	if n > 0 {
+		s.pollNext = (s.pollNext + min(n, pollPerTick)) % n
+	}
+}
+
+// pass reads the queued files (see FileSource.queue) in queue order into
+// the batch until it is full or no queued file has a complete line; it
+// closes rotated or deleted files once drained. A file still to be read
+// goes back to the queue, behind the others. With a feed gate, the batch
+// takes lines of one file only, whose feed pass returns.
+func (s *FileSource) pass() (feed string) {
+	q := s.queue
+	s.queue = nil
+	var again []*tailedFile // visited, to be visited again: after the rest of q
+	requeue := func(t *tailedFile) { t.queued = true; again = append(again, t) }
 	closed := false
-	for k := 0; k < n && !s.bb.full(); k++ {
-		i := (s.next + k) % n
-		t := s.files[i]
+	k := 0
+	for ; k < len(q) && !s.bb.full(); k++ {
+		t := q[k]
+		t.queued = false
+		if t.parked {
+			ok, lost := s.unpark(t)
+			if lost {
+				s.dropLost(t)
+				closed = true
+			}
+			if !ok {
+				continue
+			}
+		}
+		if t.f == nil {
+			continue // closed since it was queued
+		}
 		if s.heldBack(t) {
+			requeue(t)
 			continue
 		}
 		before := len(s.bb.b.Records) + len(s.bb.b.Rejects)
+		pos := t.readPos()
 		eof, err := s.pump(t)
 		t.atEOF = err == nil && eof
 		if t.atEOF && s.timedOut(t) {
@@ -571,21 +712,35 @@ func (s *FileSource) pass() (feed string) {
 		if took && s.gate != nil {
 			feed = feedOf(t)
 		}
+		if t.readPos() != pos {
+			s.lruTouch(t)
+		}
 		if err != nil {
 			if msg := err.Error(); msg != t.lastErr {
 				t.lastErr = msg
 				s.log.Warn().Err(err).Msg("read error; retrying at the next poll")
 			}
+			if t.gone {
+				requeue(t)
+			}
 			if took && s.gate != nil {
-				s.next = (i + 1) % n
+				k++
 				break // one feed per batch
 			}
 			continue
 		}
 		t.lastErr = ""
 		if !eof {
-			s.next = (i + 1) % n // batch full: start with the next file next time
+			requeue(t) // batch full: the others come first next time
+			k++
 			break
+		}
+		if !took && t.readPos() == pos && !t.gone {
+			// Notified but nothing new: the file may have been truncated
+			// (copytruncate) below what was read.
+			if s.checkTruncated(t) {
+				requeue(t)
+			}
 		}
 		// A rotated or deleted file is closed once drained, at least one
 		// poll tick after it went: a writer may still append to it shortly
@@ -596,34 +751,43 @@ func (s *FileSource) pass() (feed string) {
 			if err := t.close(); err != nil {
 				s.log.Warn().Err(err).Str("file", t.path).Msg("close input file")
 			}
+			s.lruRemove(t)
 			s.remember(t.id, t.position())
 			closed = true
 			if s.gate != nil && !s.feedOpen(feedOf(t), t) {
 				s.ended = append(s.ended, feedOf(t)) // ended after this batch's ticket
 			}
+		} else if t.gone || (t.sp.hasPending() && s.cfg.Multiline.on()) {
+			requeue(t) // to be closed, or its record flushed at its timeout
 		}
 		s.release(t)
 		if s.gate != nil && len(s.bb.b.Records)+len(s.bb.b.Rejects) > before {
 			feed = feedOf(t) // takeFinal may have added the last line
-			s.next = (i + 1) % n
+			k++
 			break // one feed per batch
 		}
 	}
+	// Unvisited files first, then the visited ones, then those queued
+	// meanwhile.
+	s.queue = slices.Concat(q[k:], again, s.queue)
 	if closed {
 		kept := s.files[:0]
 		for _, t := range s.files {
-			if t.f != nil {
+			if t.f != nil || t.parked {
 				kept = append(kept, t)
 			} else {
 				delete(s.byID, t.id)
+				if s.byPath[t.path] == t {
+					delete(s.byPath, t.path)
+				}
 			}
 		}
 		clear(s.files[len(kept):])
 		s.files = kept
 		if len(kept) > 0 {
-			s.next %= len(kept)
+			s.pollNext %= len(kept)
 		} else {
-			s.next = 0
+			s.pollNext = 0
 		}
 	}
 	return feed
@@ -656,8 +820,10 @@ func (s *FileSource) pump(t *tailedFile) (eof bool, err error) {
 			t.extendFingerprint() // only while the file is shorter than 1 KiB
 		}
 		switch {
-		case rerr == nil && n > 0:
+		case rerr == nil && n == len(dst):
 		case rerr == nil || errors.Is(rerr, io.EOF):
+			// A short read of a regular file is its end now: take the
+			// lines and stop, without a second read to see 0 bytes.
 			eof = true // take the lines read, then stop
 		default:
 			return false, fmt.Errorf("read %s: %w", t.path, rerr)
@@ -682,7 +848,7 @@ func (s *FileSource) release(t *tailedFile) {
 // and start offset: a matching resume position wins, else start_at for
 // files present at Open (initial), else the beginning.
 func (s *FileSource) open(t *tailedFile, path string, initial bool) error {
-	f, err := os.Open(path)
+	f, err := s.openFile(path)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", path, err)
 	}
@@ -702,7 +868,7 @@ func (s *FileSource) open(t *tailedFile, path string, initial bool) error {
 	t.sp.ml = newJoiner(&s.cfg.Multiline)
 	start := int64(0)
 	if p, ok := s.known[t.id]; ok && s.resumable(f, p.FilePosition) {
-		delete(s.known, t.id)
+		s.forget(t.id)
 		start = p.Offset
 		if start > fi.Size() {
 			s.log.Warn().Str("file", path).Int64("offset", start).Int64("size", fi.Size()).
@@ -717,6 +883,16 @@ func (s *FileSource) open(t *tailedFile, path string, initial bool) error {
 		s.byID[t.id] = t
 	}
 	return nil
+}
+
+// forget drops the remembered position of id, if any.
+func (s *FileSource) forget(id fileID) {
+	if k, ok := s.known[id]; ok {
+		if k.seq == 0 {
+			s.restored--
+		}
+		delete(s.known, id)
+	}
 }
 
 // resumable reports whether f is the file p was recorded for: same first
@@ -749,8 +925,13 @@ func (s *FileSource) rescan(initial bool) {
 			seen[id] = true
 			if t.path != p {
 				s.log.Info().Str("from", t.path).Str("to", p).Msg("file renamed; still reading it")
+				if s.byPath[t.path] == t {
+					delete(s.byPath, t.path)
+				}
 				t.path = p
+				s.markDirty(t)
 			}
+			s.byPath[p] = t
 			t.gone = false
 			continue
 		}
@@ -769,6 +950,9 @@ func (s *FileSource) rescan(initial bool) {
 		}
 		seen[t.id] = true
 		s.files = append(s.files, t)
+		s.byPath[p] = t
+		s.markDirty(t)
+		s.lruAdd(t)
 		if s.gate != nil {
 			s.gate.Register(feedOf(t))
 		}
@@ -780,6 +964,7 @@ func (s *FileSource) rescan(initial bool) {
 	for _, t := range s.files {
 		if !seen[t.id] && !t.gone {
 			t.gone, t.goneTicks = true, 0
+			s.markDirty(t)
 			s.log.Info().Str("file", t.path).Msg("file rotated away or deleted; reading it to its end")
 		}
 	}
@@ -814,11 +999,12 @@ func (s *FileSource) skip(path string) bool {
 
 // checkTruncated restarts t at offset 0 when it shrank below what was read
 // or its first bytes changed (copytruncate), and extends its fingerprint
-// while the file is shorter than fingerprintBytes.
-func (s *FileSource) checkTruncated(t *tailedFile) {
+// while the file is shorter than fingerprintBytes. It reports whether t
+// was restarted.
+func (s *FileSource) checkTruncated(t *tailedFile) bool {
 	fi, err := t.f.Stat()
 	if err != nil {
-		return
+		return false
 	}
 	size := fi.Size()
 	truncated := size < t.readPos()
@@ -835,6 +1021,7 @@ func (s *FileSource) checkTruncated(t *tailedFile) {
 	if t.fp.n < fingerprintBytes && size > int64(t.fp.n) {
 		t.extendFingerprint()
 	}
+	return truncated
 }
 
 // watch adds a directory to the watcher once; a directory that does not
@@ -845,15 +1032,27 @@ func (s *FileSource) watch(dir string) {
 	if s.sub == nil || s.watched[dir] {
 		return
 	}
-	if err := s.sub.Add(dir); err != nil {
+	if err := subAdd(s.sub, dir); err != nil {
 		if _, warned := s.watched[dir]; !warned && !errors.Is(err, fs.ErrNotExist) {
-			s.log.Warn().Err(err).Str("dir", dir).Msg("cannot watch the files' directory; polling it")
+			if errors.Is(err, syscall.ENOSPC) {
+				if !s.watchLimitWarned {
+					s.watchLimitWarned = true
+					s.log.Error().Err(err).Str("dir", dir).
+						Msg("inotify watch limit reached: polling the files of the directories that cannot be watched at every tick; raise fs.inotify.max_user_watches (sysctl -w fs.inotify.max_user_watches=524288, and in /etc/sysctl.d/ to keep it)")
+				}
+			} else {
+				s.log.Warn().Err(err).Str("dir", dir).Msg("cannot watch the files' directory; polling it")
+			}
 			s.watched[dir] = false // warned; still retried
 		}
 		return
 	}
 	s.watched[dir] = true
 }
+
+// subAdd is (*fswatch.Sub).Add; tests make it fail as at the inotify
+// watch limit.
+var subAdd = (*fswatch.Sub).Add
 
 // staticDir is the longest directory prefix of a glob without wildcards.
 func staticDir(pattern string) string {

@@ -137,7 +137,7 @@ func (s *FileSource) heldBack(t *tailedFile) bool {
 		if o == t {
 			return false
 		}
-		if o.f != nil && feedOf(o) == feedOf(t) && (o.gone || !o.atEOF) {
+		if (o.f != nil || o.parked) && feedOf(o) == feedOf(t) && (o.gone || !o.atEOF) {
 			return true
 		}
 	}
@@ -147,7 +147,7 @@ func (s *FileSource) heldBack(t *tailedFile) bool {
 // feedOpen reports whether a file other than t of the feed is open.
 func (s *FileSource) feedOpen(feed string, t *tailedFile) bool {
 	for _, o := range s.files {
-		if o != t && o.f != nil && feedOf(o) == feed {
+		if o != t && (o.f != nil || o.parked) && feedOf(o) == feed {
 			return true
 		}
 	}
