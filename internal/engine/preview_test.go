@@ -103,9 +103,10 @@ func TestPreview(t *testing.T) {
 	if got := rt.Configs()["p"]; got != base {
 		t.Error("Preview changed the running config")
 	}
-	if err := os.WriteFile(filepath.Join(dir, "b.log"), []byte(`{"n":1}`+"\n"+`{"n":2}`+"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	// Appended, not rewritten: a rewrite truncates first, and a source
+	// that looks between the truncate and the write rightly reads the
+	// file again from the start.
+	appendTo(t, filepath.Join(dir, "b.log"), `{"n":2}`+"\n")
 	waitFor(t, hangTimeout, "the pipeline reads on", func() bool { return countLines(out) == 3 })
 
 	// The reload does what the preview said.
