@@ -128,6 +128,11 @@ func main() {
 			if err := run(*shared, *data, w, bin, *feeds, *lines, *runs, sel); err != nil {
 				return err
 			}
+			if sel["W1"] { // medians of paired rounds (w1.go)
+				if err := runW1Rounds(*data, w, bin, *feeds, *lines, *runs); err != nil {
+					return err
+				}
+			}
 		}
 		if sel["WM"] {
 			if *clean {
@@ -285,12 +290,7 @@ func run(shared, data, work, bin string, feeds, lines, runs int, sel map[string]
 	total := feeds * lines
 
 	pipelines := map[string]string{
-		"W1": `version: 1
-sources:
-  feeds: {type: file, path: "` + glob + `", follow: false}
-sinks:
-  out: {type: file, inputs: [feeds], path: "` + filepath.Join(work, "out.jsonl") + `", fsync: checkpoint}
-`,
+		"W1": w1Pipeline(glob, filepath.Join(work, "out.jsonl")),
 		"W2": w2Pipeline(glob, "", `{type: file, inputs: [w2], path: "`+filepath.Join(work, "out.jsonl")+`", fsync: checkpoint}`),
 	}
 	loadBefore := loadavg()
