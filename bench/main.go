@@ -311,17 +311,7 @@ func run(shared, data, work, bin string, feeds, lines, runs int, sel map[string]
 		return nil
 	}
 	out := filepath.Join(work, "out.jsonl")
-	if err := best("cat (reference)", func() (result, error) {
-		os.Remove(out)
-		f, err := os.Create(out)
-		if err != nil {
-			return result{}, err
-		}
-		defer f.Close()
-		cmd := exec.Command("cat", matches...)
-		cmd.Stdout = f
-		return measure(cmd, out)
-	}); err != nil {
+	if err := best("cat (reference)", func() (result, error) { return timeCat(matches, out) }); err != nil {
 		return err
 	}
 	for _, w := range []string{"W1", "W2"} {
@@ -332,14 +322,7 @@ func run(shared, data, work, bin string, feeds, lines, runs int, sel map[string]
 		if err := os.WriteFile(cfg, []byte(pipelines[w]), 0o644); err != nil {
 			return err
 		}
-		if err := best("etld "+w, func() (result, error) {
-			os.Remove(out)
-			os.RemoveAll(filepath.Join(work, "state"))
-			cmd := exec.Command(bin, "run", "-c", cfg, "--state-dir", filepath.Join(work, "state"),
-				"--admin", "off", "--no-watch", "--log-level", "warn")
-			cmd.Stderr = os.Stderr
-			return measure(cmd, out)
-		}); err != nil {
+		if err := best("etld "+w, func() (result, error) { return timeEtld(bin, cfg, work, out) }); err != nil {
 			return err
 		}
 	}

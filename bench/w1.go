@@ -32,25 +32,8 @@ func runW1Rounds(data, work, bin string, feeds, lines, runs int) error {
 	if err := os.WriteFile(cfg, []byte(w1Pipeline(filepath.Join(data, "feed-*.jsonl"), out)), 0o644); err != nil {
 		return err
 	}
-	cat := func() (result, error) {
-		os.Remove(out)
-		f, err := os.Create(out)
-		if err != nil {
-			return result{}, err
-		}
-		defer f.Close()
-		cmd := exec.Command("cat", matches...)
-		cmd.Stdout = f
-		return measure(cmd, out)
-	}
-	w1 := func() (result, error) {
-		os.Remove(out)
-		os.RemoveAll(filepath.Join(work, "state"))
-		cmd := exec.Command(bin, "run", "-c", cfg, "--state-dir", filepath.Join(work, "state"),
-			"--admin", "off", "--no-watch", "--log-level", "warn")
-		cmd.Stderr = os.Stderr
-		return measure(cmd, out)
-	}
+	cat := func() (result, error) { return timeCat(matches, out) }
+	w1 := func() (result, error) { return timeEtld(bin, cfg, work, out) }
 	loadBefore := loadavg()
 	res := make([][]result, 2) // cat, W1
 	var ratios []float64
@@ -78,4 +61,28 @@ func runW1Rounds(data, work, bin string, feeds, lines, runs int) error {
 	printRounds(data, work, loadBefore, "records", []string{"cat (reference)", "etld W1"}, res, total)
 	fmt.Printf("\nW1 throughput = %.2f x cat (median of the rounds' ratios: %s)\n", median(ratios), fmtList(ratios))
 	return nil
+}
+
+// timeCat measures cat of files into out, the reference of W1.
+func timeCat(files []string, out string) (result, error) {
+	os.Remove(out)
+	f, err := os.Create(out)
+	if err != nil {
+		return result{}, err
+	}
+	defer f.Close()
+	cmd := exec.Command("cat", files...)
+	cmd.Stdout = f
+	return measure(cmd, out)
+}
+
+// timeEtld measures etld running the pipeline cfg, which writes out,
+// from a fresh state directory in work.
+func timeEtld(bin, cfg, work, out string) (result, error) {
+	os.Remove(out)
+	os.RemoveAll(filepath.Join(work, "state"))
+	cmd := exec.Command(bin, "run", "-c", cfg, "--state-dir", filepath.Join(work, "state"),
+		"--admin", "off", "--no-watch", "--log-level", "warn")
+	cmd.Stderr = os.Stderr
+	return measure(cmd, out)
 }

@@ -3,7 +3,6 @@ package sources
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
@@ -11,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/etld/etld/internal/stages"
+	"github.com/etld/etld/internal/stages/stagetest"
 )
 
 // randomLines returns n lines of random lengths (some empty, a few over
@@ -138,18 +138,7 @@ func TestFileSourceLinesInPlace(t *testing.T) {
 			}
 			cfg := NewFileConfig()
 			cfg.Path, cfg.Follow = filepath.Join(dir, "in-*.log"), false
-			src := newFile(t, cfg)
-			ctx := context.Background()
-			for {
-				b, err := src.Read(ctx)
-				if errors.Is(err, stages.ErrEndOfInput) {
-					break
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
-				w.add(b)
-			}
+			stagetest.ReadToEnd(t, newFile(t, cfg), testTimeout, w.add)
 			w.flush()
 			if w.inPlace*2 < w.batches {
 				t.Errorf("%d batches of %d are runs a sink can write in place; want most", w.inPlace, w.batches)
