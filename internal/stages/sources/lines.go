@@ -69,7 +69,7 @@ type lineSplitter struct {
 	// Lines in place (see inPlace): pin is the batch whose records
 	// pin.Records[pinFirst:pinFirst+pinN] point into buf, which it gets
 	// once it is built (handOver) unless they are few (see
-	// batchBuilder.finish); want is how many bytes it still wants, to
+	// batchBuilder.unpin); want is how many bytes it still wants, to
 	// size the next read.
 	copyLines bool          // never hand buf over: its reads outlive a Read (stdin)
 	pin       *stages.Batch // nil: no record points into buf
@@ -91,9 +91,10 @@ const (
 	// minRead is the smallest read of a splitter whose batch wants
 	// little more.
 	minRead = 4 << 10
-	// pinMin is the least line data that a batch takes over a read
-	// buffer for; a smaller segment (a few lines of a followed file) is
-	// copied, so that the buffer keeps serving its file.
+	// pinMin is the least line data a batch must have in a splitter's
+	// buffer to take the buffer over; fewer bytes (a few lines of a
+	// followed file) are copied out (batchBuilder.unpin), and the buffer
+	// keeps serving its file.
 	pinMin = 32 << 10
 )
 
@@ -112,7 +113,7 @@ func (s *lineSplitter) handOver() {
 }
 
 // reset empties the splitter and positions it at stream offset off. It keeps
-// the buffer.
+// the buffer, unless a batch holds lines in it (then the batch gets it).
 func (s *lineSplitter) reset(off int64) {
 	if s.pin != nil {
 		s.handOver() // the batch keeps the lines it has; the rest goes
