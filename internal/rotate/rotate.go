@@ -80,7 +80,6 @@ type File struct {
 	dirty   bool // a failed write may have left bytes after size
 	closed  bool
 	sealed  []sealed
-	cp      copier // WriteFrom's in-kernel copies (copy_linux.go)
 
 	mu   sync.Mutex // guards seq and size for Active
 	seq  uint64     // number of the active segment once sealed
@@ -516,7 +515,6 @@ func (r *File) Close() error {
 	}
 	err := r.f.Close()
 	r.f = nil
-	r.cp.close()
 	if err != nil {
 		return fmt.Errorf("close %s: %w", r.o.Path, err)
 	}

@@ -170,8 +170,6 @@ func (b *Batch) Release() {
 		b.owned[i] = nil
 	}
 	b.owned = nil
-	clear(b.read) // do not keep the files alive
-	b.read = b.read[:0]
 	if idx, ok := pooledClass(cap(b.Records), minRecShift, maxRecShift); ok {
 		recs := b.Records[:cap(b.Records)]
 		clear(recs) // the pool must not keep the records' bytes and origins alive

@@ -106,7 +106,6 @@ type Batch struct {
 	IndexFields bool
 
 	owned  [][]byte    // buffers only the records point into (see Own)
-	read   []readFrom  // where some of them were read from (see OwnRead)
 	fields *FieldIndex // where the members of parsed records are (see Fields)
 }
 

@@ -1,9 +1,6 @@
 package stages
 
-import (
-	"os"
-	"unsafe"
-)
+import "unsafe"
 
 // Span finds the lines a sink can write without copying them: the
 // longest run of records from b.Records[i:] that lie back to back in one
@@ -62,54 +59,4 @@ func (b *Batch) owner(p []byte) []byte {
 		}
 	}
 	return nil
-}
-
-// readFrom says that an owned buffer holds bytes of a file as they were
-// when read: buf[k] was read from f at offset off+k (see OwnRead).
-type readFrom struct {
-	base uintptr // the buffer's first byte
-	f    *os.File
-	off  int64
-}
-
-// OwnRead is Own for a buffer a source filled by reading f at known
-// offsets: buf[k], for every k the records point at, was read from f at
-// offset off+k. A file sink may then copy a Span of those records from f
-// to its output inside the kernel (copy_file_range) instead of writing
-// them from memory; see SpanFile for what that promises and what not.
-// The batch keeps f referenced until it is released; f may be closed
-// meanwhile (a sink then writes from the buffer).
-func (b *Batch) OwnRead(buf []byte, f *os.File, off int64) {
-	b.Own(buf)
-	if cap(buf) == 0 || f == nil {
-		return
-	}
-	b.read = append(b.read, readFrom{base: uintptr(unsafe.Pointer(unsafe.SliceData(buf[:1]))), f: f, off: off})
-}
-
-// SpanFile returns the file that lines, a run returned by Span, was read
-// from and the file offset of its first byte, or nil when the batch does
-// not know (the buffer was not given with OwnRead).
-//
-// The bytes in memory are what was read; the file's bytes at those
-// offsets are what it holds now. A file that shrank since (truncation)
-// shows as a short copy, and the caller writes the rest from memory; a
-// file rewritten in place at the same offsets cannot be told apart
-// cheaply, which is why only sources that read files once to their end
-// (not followed files, whose writers may rewrite them) use OwnRead.
-func (b *Batch) SpanFile(lines []byte) (*os.File, int64) {
-	if len(b.read) == 0 || len(lines) == 0 {
-		return nil, 0
-	}
-	buf := b.owner(lines)
-	if buf == nil {
-		return nil, 0
-	}
-	base := uintptr(unsafe.Pointer(unsafe.SliceData(buf)))
-	for _, r := range b.read {
-		if r.base == base {
-			return r.f, r.off + int64(uintptr(unsafe.Pointer(unsafe.SliceData(lines)))-base)
-		}
-	}
-	return nil, 0
 }

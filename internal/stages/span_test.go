@@ -2,7 +2,6 @@ package stages
 
 import (
 	"bytes"
-	"os"
 	"testing"
 )
 
@@ -126,41 +125,4 @@ func TestBatchSpan(t *testing.T) {
 			t.Fatalf("Span(2) = %q, %d; want the second buffer's lines", got, n)
 		}
 	})
-}
-
-// SpanFile gives the file offset of a span's first byte in a buffer
-// given with OwnRead, and nothing for a buffer given with Own.
-func TestSpanFile(t *testing.T) {
-	f, err := os.Open(os.DevNull)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	read := NewBuffer(64)[:64]
-	plain := NewBuffer(64)[:64]
-	copy(read, "aa\nbbb\ncc\n")
-	copy(plain, "dd\n")
-	b := &Batch{}
-	b.OwnRead(read, f, 1000)
-	b.Own(plain)
-	b.Records = []Record{{Raw: read[3:6]}, {Raw: read[7:9]}, {Raw: plain[0:2]}}
-	lines, n := b.Span(0)
-	if n != 2 {
-		t.Fatalf("Span(0) covers %d records, want 2", n)
-	}
-	if got, off := b.SpanFile(lines); got != f || off != 1003 {
-		t.Errorf("SpanFile = %v, %d; want the file, 1003", got, off)
-	}
-	lines, n = b.Span(2)
-	if n != 1 {
-		t.Fatalf("Span(2) covers %d records, want 1", n)
-	}
-	if got, _ := b.SpanFile(lines); got != nil {
-		t.Errorf("SpanFile of a buffer given with Own = %v, want nil", got)
-	}
-	b.Records = nil
-	b.Release()
-	if len(b.read) != 0 {
-		t.Errorf("Release kept %d files", len(b.read))
-	}
 }

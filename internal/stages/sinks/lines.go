@@ -2,7 +2,6 @@ package sinks
 
 import (
 	"io"
-	"os"
 
 	"github.com/etld/etld/internal/stages"
 )
@@ -103,27 +102,6 @@ func (lw *lineWriter) writeDirect(lines []byte) error {
 		err = io.ErrShortWrite
 	}
 	return err
-}
-
-// fileCopier is a writer that can take bytes from the file they were
-// read from inside the kernel (rotate.File.WriteFrom): all or nothing,
-// like Write.
-type fileCopier interface {
-	WriteFrom(p []byte, src *os.File, off int64) (copied int, err error)
-}
-
-// copyDirect is writeDirect for lines that were read from src at offset
-// off (stages.Batch.SpanFile): w copies them from src when it can, and
-// writes the rest from lines. It returns how many bytes were copied.
-func (lw *lineWriter) copyDirect(lines []byte, src *os.File, off int64) (int, error) {
-	fc, ok := lw.w.(fileCopier)
-	if !ok {
-		return 0, lw.writeDirect(lines)
-	}
-	if err := lw.flush(); err != nil {
-		return 0, err
-	}
-	return fc.WriteFrom(lines, src, off)
 }
 
 // flush hands the buffered bytes to w. On error, the bytes w reported as

@@ -137,9 +137,6 @@ type FileSink struct {
 	// direct counts the bytes written straight from the batches'
 	// buffers (see writeSpans).
 	direct prometheus.Counter
-	// copied counts the part of direct the kernel copied from the
-	// source file (see writeSpans).
-	copied prometheus.Counter
 }
 
 // fileOptions are what a file sink takes from outside besides its config;
@@ -158,8 +155,7 @@ func NewFileSink(set stages.Settings, cfg *FileConfig) *FileSink {
 // newFileSink is NewFileSink with a clock and an fsync of the caller's.
 func newFileSink(set stages.Settings, cfg *FileConfig, opts fileOptions) *FileSink {
 	return &FileSink{cfg: *cfg, log: set.Logger, opts: opts,
-		direct: set.Counter("etld_sink_direct_bytes_total", "Bytes a file sink wrote straight from the memory its input read them into, without copying them (the passthrough path: no step rewrote the lines, encoding json, no rotate.max_size); part of etld_sink_bytes_written_total."),
-		copied: set.Counter("etld_sink_copied_bytes_total", "Bytes a file sink copied from the file sources' input files inside the kernel (copy_file_range) instead of writing them: passthrough lines of files read once (follow: false); part of etld_sink_direct_bytes_total.")}
+		direct: set.Counter("etld_sink_direct_bytes_total", "Bytes a file sink wrote straight from the memory its input read them into, without copying them (the passthrough path: no step rewrote the lines, encoding json, no rotate.max_size); part of etld_sink_bytes_written_total.")}
 }
 
 // Open creates the parent directories and opens the file for appending
@@ -335,24 +331,10 @@ func (s *FileSink) writeSpans(b *stages.Batch, i int) (int, error) {
 			}
 			continue
 		}
-		// Lines of a file read once (stages.Batch.SpanFile) are copied
-		// from that file inside the kernel: no second trip through
-		// memory, and the copy runs on another core than the source's
-		// reads. rotate.File.WriteFrom writes from lines what it cannot
-		// copy (a file truncated or closed since) and counts the size
-		// like a write, so checkpoints do not change.
-		var copied int
-		var err error
-		if f, off := b.SpanFile(lines); f != nil {
-			copied, err = s.lw.copyDirect(lines, f, off)
-		} else {
-			err = s.lw.writeDirect(lines)
-		}
-		if err != nil {
+		if err := s.lw.writeDirect(lines); err != nil {
 			return done - i, err
 		}
 		s.direct.Add(float64(len(lines)))
-		s.copied.Add(float64(copied))
 		done += n
 	}
 	return done - i, nil

@@ -113,6 +113,6 @@ func (t *tailedFile) close() error {
 		return nil
 	}
 	err := t.f.Close()
-	t.f, t.sp.file = nil, nil
+	t.f = nil
 	return err
 }

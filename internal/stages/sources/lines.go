@@ -3,7 +3,6 @@ package sources
 import (
 	"bytes"
 	"fmt"
-	"os"
 
 	"github.com/etld/etld/internal/stages"
 )
@@ -72,16 +71,11 @@ type lineSplitter struct {
 	// once it is built (handOver) unless they are few (see
 	// batchBuilder.unpin); want is how many bytes it still wants, to
 	// size the next read.
-	copyLines bool // never hand buf over: its reads outlive a Read (stdin)
-	// file, when set, is the file buf is read from with pread at the
-	// stream offsets (a file read once to its end): handOver tells the
-	// batch (stages.Batch.OwnRead), so a file sink may copy the lines
-	// from the file inside the kernel instead of writing them.
-	file     *os.File
-	pin      *stages.Batch // nil: no record points into buf
-	pinFirst int
-	pinN     int
-	want     int // 0: read as much as fits
+	copyLines bool          // never hand buf over: its reads outlive a Read (stdin)
+	pin       *stages.Batch // nil: no record points into buf
+	pinFirst  int
+	pinN      int
+	want      int // 0: read as much as fits
 }
 
 // inPlace reports whether the splitter's lines can stay where they were
@@ -109,14 +103,7 @@ const (
 func (s *lineSplitter) handOver() {
 	b, old := s.pin, s.buf
 	s.pin, s.buf = nil, nil
-	if s.file != nil {
-		// buf[start] is at stream offset pos, and buf[:end] holds
-		// consecutive bytes of the stream (reads append at end; space
-		// moves them down together), so buf[k] is at pos-start+k.
-		b.OwnRead(old, s.file, s.pos-int64(s.start))
-	} else {
-		b.Own(old)
-	}
+	b.Own(old)
 	rest := old[s.start:s.end]
 	s.start, s.end = 0, 0
 	if len(rest) > 0 {

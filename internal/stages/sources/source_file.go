@@ -713,14 +713,6 @@ func (s *FileSource) open(t *tailedFile, path string, initial bool) error {
 		start = fi.Size()
 	}
 	t.sp.reset(start)
-	t.sp.file = nil
-	if !s.cfg.Follow {
-		// A file read once: a file sink may copy its lines from it
-		// (see lineSplitter.file). Set after reset, which hands the
-		// lines of a previous file over. Not for followed files: their
-		// writers may rewrite them between our read and the copy.
-		t.sp.file = f
-	}
 	if _, dup := s.byID[t.id]; !dup {
 		s.byID[t.id] = t
 	}
