@@ -141,6 +141,11 @@ func main() {
 			if err := run(*shared, *data, w, bin, *feeds, *lines, *runs, sel); err != nil {
 				return err
 			}
+			if sel["W1"] { // medians of paired rounds (w1.go)
+				if err := runW1Rounds(*data, w, bin, *feeds, *lines, *runs); err != nil {
+					return err
+				}
+			}
 		}
 		if sel["WM"] {
 			if *clean {
@@ -337,12 +342,7 @@ func run(shared, data, work, bin string, feeds, lines, runs int, sel map[string]
 	total := feeds * lines
 
 	pipelines := map[string]string{
-		"W1": `version: 1
-sources:
-  feeds: {type: file, path: "` + glob + `", follow: false}
-sinks:
-  out: {type: file, inputs: [feeds], path: "` + filepath.Join(work, "out.jsonl") + `", fsync: checkpoint}
-`,
+		"W1": w1Pipeline(glob, filepath.Join(work, "out.jsonl")),
 		"W2": w2Pipeline(glob, "", `{type: file, inputs: [w2], path: "`+filepath.Join(work, "out.jsonl")+`", fsync: checkpoint}`),
 	}
 	loadBefore := loadavg()
@@ -363,17 +363,7 @@ sinks:
 		return nil
 	}
 	out := filepath.Join(work, "out.jsonl")
-	if err := best("cat (reference)", func() (result, error) {
-		os.Remove(out)
-		f, err := os.Create(out)
-		if err != nil {
-			return result{}, err
-		}
-		defer f.Close()
-		cmd := exec.Command("cat", matches...)
-		cmd.Stdout = f
-		return measure(cmd, out)
-	}); err != nil {
+	if err := best("cat (reference)", func() (result, error) { return timeCat(matches, out) }); err != nil {
 		return err
 	}
 	for _, w := range []string{"W1", "W2"} {
@@ -384,14 +374,7 @@ sinks:
 		if err := os.WriteFile(cfg, []byte(pipelines[w]), 0o644); err != nil {
 			return err
 		}
-		if err := best("etld "+w, func() (result, error) {
-			os.Remove(out)
-			os.RemoveAll(filepath.Join(work, "state"))
-			cmd := exec.Command(bin, "run", "-c", cfg, "--state-dir", filepath.Join(work, "state"),
-				"--admin", "off", "--no-watch", "--log-level", "warn")
-			cmd.Stderr = os.Stderr
-			return measure(cmd, out)
-		}); err != nil {
+		if err := best("etld "+w, func() (result, error) { return timeEtld(bin, cfg, work, out) }); err != nil {
 			return err
 		}
 	}

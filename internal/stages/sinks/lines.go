@@ -89,6 +89,21 @@ func (lw *lineWriter) writeLines(recs []stages.Record, room int64) (int, error) 
 	return len(recs), nil
 }
 
+// writeDirect hands lines, whole lines in memory the caller owns, to w
+// without copying them into the buffer, after the buffered bytes. w must
+// take all of a write or nothing (as rotate.File does): on error nothing
+// of lines was accepted, and the buffer holds what w did not take.
+func (lw *lineWriter) writeDirect(lines []byte) error {
+	if err := lw.flush(); err != nil {
+		return err
+	}
+	n, err := lw.w.Write(lines)
+	if err == nil && n < len(lines) {
+		err = io.ErrShortWrite
+	}
+	return err
+}
+
 // flush hands the buffered bytes to w. On error, the bytes w reported as
 // written are dropped from the buffer and the rest are kept for a retry.
 func (lw *lineWriter) flush() error {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/etld/etld/internal/rotate"
@@ -133,6 +134,9 @@ type FileSink struct {
 	header []byte // encoding csv with header: true: the header line
 	closed bool
 	opts   fileOptions
+	// direct counts the bytes written straight from the batches'
+	// buffers (see writeSpans).
+	direct prometheus.Counter
 }
 
 // fileOptions are what a file sink takes from outside besides its config;
@@ -150,7 +154,8 @@ func NewFileSink(set stages.Settings, cfg *FileConfig) *FileSink {
 
 // newFileSink is NewFileSink with a clock and an fsync of the caller's.
 func newFileSink(set stages.Settings, cfg *FileConfig, opts fileOptions) *FileSink {
-	return &FileSink{cfg: *cfg, log: set.Logger, opts: opts}
+	return &FileSink{cfg: *cfg, log: set.Logger, opts: opts,
+		direct: set.Counter("etld_sink_direct_bytes_total", "Bytes a file sink wrote straight from the memory its input read them into, without copying them (the passthrough path: no step rewrote the lines, encoding json, no rotate.max_size); part of etld_sink_bytes_written_total.")}
 }
 
 // Open creates the parent directories and opens the file for appending
@@ -222,7 +227,7 @@ func (s *FileSink) Write(_ context.Context, b *stages.Batch) error {
 		return fmt.Errorf("write %s: sink is not open", s.cfg.Path)
 	}
 	done := 0
-	err := s.write(b.Records, &done)
+	err := s.write(b, &done)
 	if err != nil {
 		b.Records = b.Records[done:]
 		return err
@@ -238,9 +243,18 @@ func (s *FileSink) Write(_ context.Context, b *stages.Batch) error {
 	return nil
 }
 
-func (s *FileSink) write(recs []stages.Record, done *int) error {
+func (s *FileSink) write(b *stages.Batch, done *int) error {
 	if err := s.rotateIfOld(); err != nil {
 		return err
+	}
+	recs := b.Records
+	if s.lw.enc == nil && s.cfg.Rotate.MaxSize == 0 {
+		n, err := s.writeSpans(b, *done)
+		*done += n
+		if err != nil {
+			return s.errorf("write", err)
+		}
+		return nil
 	}
 	maxSize := int64(s.cfg.Rotate.MaxSize)
 	for *done < len(recs) {
@@ -275,6 +289,55 @@ func (s *FileSink) write(recs []stages.Record, done *int) error {
 		}
 	}
 	return nil
+}
+
+// directMin is the least a run of lines must weigh, as a fraction of
+// the buffer size, to be written without being copied into the buffer:
+// smaller ones are gathered into fewer, larger writes.
+const directMin = 4 // buffer_size / directMin
+
+// writeSpans writes the records from b.Records[i:] as lines (Raw plus
+// newline, no size limit, no header: encoding json) and returns how many
+// it accepted, with lineWriter.writeLines's error contract. Runs of
+// records that are in memory as they will be in the file (see
+// stages.Batch.Span: lines a source read and nothing rewrote) go to the
+// file as they are, one write each, without a copy; the others go
+// through the buffer.
+func (s *FileSink) writeSpans(b *stages.Batch, i int) (int, error) {
+	recs, done, missed := b.Records, i, false
+	for done < len(recs) {
+		lines, n := b.Span(done)
+		if n == 0 {
+			m := 1
+			if missed {
+				// Two records in a row out of place: the batch is not
+				// made of runs (a step rewrote it); stop looking.
+				m = len(recs) - done
+			}
+			missed = true
+			k, err := s.lw.writeLines(recs[done:done+m], -1)
+			done += k
+			if err != nil {
+				return done - i, err
+			}
+			continue
+		}
+		missed = false
+		if len(lines) < s.lw.size/directMin {
+			k, err := s.lw.writeLines(recs[done:done+n], -1)
+			done += k
+			if err != nil {
+				return done - i, err
+			}
+			continue
+		}
+		if err := s.lw.writeDirect(lines); err != nil {
+			return done - i, err
+		}
+		s.direct.Add(float64(len(lines)))
+		done += n
+	}
+	return done - i, nil
 }
 
 // rotateIfOld seals a non-empty segment older than rotate.max_age.

@@ -91,6 +91,7 @@ func newStdinSource(s stages.Settings, c *StdinConfig, r io.Reader, clk clock) *
 		results: make(chan readResult, 1),
 	}
 	src.sp.max = int(c.MaxLineBytes)
+	src.sp.copyLines = true // a read may still be pending in the buffer when Read returns
 	if c.Multiline.on() {
 		src.sp.ml, src.timeout = newJoiner(&c.Multiline), c.Multiline.Timeout
 	}

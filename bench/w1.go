@@ -1,0 +1,88 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+)
+
+// w1Pipeline is W1: the feeds matching glob, read once, straight into
+// one file (no steps: the passthrough path).
+func w1Pipeline(glob, out string) string {
+	return `version: 1
+sources:
+  feeds: {type: file, path: "` + glob + `", follow: false}
+sinks:
+  out: {type: file, inputs: [feeds], path: "` + out + `", fsync: checkpoint}
+`
+}
+
+// runW1Rounds times cat and etld W1 over the feeds in data in runs
+// paired rounds (which of the two goes first alternates, so that a
+// change of load hits both alike) and prints medians: wall, CPU seconds
+// (per million records too: the figure load disturbs least) and peak
+// RSS, and the median over the rounds of cat's wall time over W1's, the
+// figure of the passthrough target (W1 >= 0.8 x cat on a quiet machine).
+func runW1Rounds(data, work, bin string, feeds, lines, runs int) error {
+	matches, _ := filepath.Glob(filepath.Join(data, "feed-*.jsonl"))
+	total := feeds * lines
+	out := filepath.Join(work, "out.jsonl")
+	cfg := filepath.Join(work, "W1-rounds.yaml")
+	if err := os.WriteFile(cfg, []byte(w1Pipeline(filepath.Join(data, "feed-*.jsonl"), out)), 0o644); err != nil {
+		return err
+	}
+	cat := func() (result, error) { return timeCat(matches, out) }
+	w1 := func() (result, error) { return timeEtld(bin, cfg, work, out) }
+	loadBefore := loadavg()
+	res := make([][]result, 2) // cat, W1
+	var ratios []float64
+	for round := range runs {
+		var pair [2]result
+		for k := range 2 {
+			i := (k + round) % 2
+			f := cat
+			if i == 1 {
+				f = w1
+			}
+			r, err := f()
+			if err != nil {
+				return fmt.Errorf("W1 rounds: %w", err)
+			}
+			if r.lines != total {
+				return fmt.Errorf("W1 rounds: round %d wrote %d lines, want %d", round+1, r.lines, total)
+			}
+			pair[i] = r
+		}
+		res[0], res[1] = append(res[0], pair[0]), append(res[1], pair[1])
+		ratios = append(ratios, pair[0].wall.Seconds()/pair[1].wall.Seconds())
+	}
+	fmt.Printf("\nW1 against cat, %d paired rounds (medians), %d feeds x %d lines\n", runs, feeds, lines)
+	printRounds(data, work, loadBefore, "records", []string{"cat (reference)", "etld W1"}, res, total)
+	fmt.Printf("\nW1 throughput = %.2f x cat (median of the rounds' ratios: %s)\n", median(ratios), fmtList(ratios))
+	return nil
+}
+
+// timeCat measures cat of files into out, the reference of W1.
+func timeCat(files []string, out string) (result, error) {
+	os.Remove(out)
+	f, err := os.Create(out)
+	if err != nil {
+		return result{}, err
+	}
+	defer f.Close()
+	cmd := exec.Command("cat", files...)
+	cmd.Stdout = f
+	return measure(cmd, out)
+}
+
+// timeEtld measures etld running the pipeline cfg, which writes out,
+// from a fresh state directory in work.
+func timeEtld(bin, cfg, work, out string) (result, error) {
+	os.Remove(out)
+	os.RemoveAll(filepath.Join(work, "state"))
+	cmd := exec.Command(bin, "run", "-c", cfg, "--state-dir", filepath.Join(work, "state"),
+		"--admin", "off", "--no-watch", "--log-level", "warn")
+	cmd.Stderr = os.Stderr
+	return measure(cmd, out)
+}
