@@ -96,6 +96,8 @@ const (
 	// followed file) are copied out (batchBuilder.unpin), and the buffer
 	// keeps serving its file.
 	pinMin = 32 << 10
+	// minBuffer is the smallest read buffer of an in-place splitter.
+	minBuffer = 32 << 10
 )
 
 // handOver gives buf to the batch whose records point into it (pin) and
@@ -156,16 +158,22 @@ func (s *lineSplitter) space(spare []byte) []byte {
 		s.handOver()
 	}
 	if s.buf == nil {
+		n := min(readBlock, s.max+1)
+		if s.inPlace() && s.want > 0 {
+			// No bigger than the batch wants, twice over: a batch
+			// limited to a share of a merge's budget, or one of many
+			// followed files, does not hold a whole block per file.
+			n = min(n, max(2*s.want, minBuffer))
+		}
 		switch {
-		case cap(spare) >= readBlock:
+		case cap(spare) >= n:
 			s.buf = spare[:cap(spare)]
 		case s.inPlace():
 			// From the pool: batches take these over, and their
 			// release brings them back.
-			n := min(readBlock, s.max+1)
 			s.buf = stages.NewBuffer(n)[:n]
 		default:
-			s.buf = make([]byte, min(readBlock, s.max+1))
+			s.buf = make([]byte, n)
 		}
 	}
 	lo, kept := s.start, 0 // lo: index of the first byte to keep
@@ -541,6 +549,21 @@ func (bb *batchBuilder) unpin(sp *lineSplitter) {
 	}
 	bb.copyOut(recs, sp.stream(from, to))
 	sp.pin = nil
+}
+
+// settle copies the batch's lines out of sp's buffer now, before the
+// batch is finished, when they are too few to take the buffer over (see
+// unpin), so that the buffer can serve the next file of the same pass; it
+// reports whether the buffer is free of the batch. Call it after seal.
+func (bb *batchBuilder) settle(sp *lineSplitter) bool {
+	if sp.pin == nil {
+		return true
+	}
+	if sp.pin != bb.b || lineSpan(bb.b.Records[sp.pinFirst:sp.pinFirst+sp.pinN]) >= pinMin {
+		return false
+	}
+	bb.unpin(sp)
+	return true
 }
 
 // finish seals and returns the batch, or nil when it is empty.

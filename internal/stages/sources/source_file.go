@@ -167,8 +167,9 @@ type FileSource struct {
 	openFailed map[string]bool // files that could not be opened, logged once
 	ownSkipped map[string]bool // own outputs found by the glob, logged once; bounded by maxOwnSkipped
 
-	spare []byte // an idle read buffer, handed to the next splitter that needs one
-	bb    batchBuilder
+	spare  []byte        // an idle read buffer, handed to the next splitter that needs one
+	pinned []*tailedFile // files to release once the batch is finished (see release)
+	bb     batchBuilder
 
 	gate  stages.FeedGate // set when the source feeds an ordered merge
 	ended []string        // feeds whose last file was closed in this pass
@@ -378,7 +379,7 @@ func (s *FileSource) readOnce(ctx context.Context) (*stages.Batch, error) {
 		}
 		eof, err := s.pump(t)
 		if err != nil {
-			b := s.bb.finish()
+			b := s.finishBatch()
 			if b != nil {
 				return b, nil // deliver what was read; the error recurs on the next Read
 			}
@@ -394,7 +395,7 @@ func (s *FileSource) readOnce(ctx context.Context) (*stages.Batch, error) {
 		}
 		s.next++
 	}
-	if b := s.bb.finish(); b != nil {
+	if b := s.finishBatch(); b != nil {
 		return b, nil
 	}
 	if retry {
@@ -474,7 +475,7 @@ func (s *FileSource) readFollow(ctx context.Context) (*stages.Batch, error) {
 		s.pollPending()
 		s.bb.start()
 		feed := s.pass()
-		b := s.bb.finish()
+		b := s.finishBatch()
 		if b != nil && s.gate != nil {
 			s.gate.Take(feed, b)
 		}
@@ -838,10 +839,34 @@ func (s *FileSource) takeFinal(t *tailedFile) { s.bb.takeFinal(&t.sp, t.origin) 
 
 // release keeps t's read buffer for reuse when t holds no partial line, so
 // that idle files hold no buffer.
+//
+// Lines of the batch being built may still point into the buffer (a
+// splitter whose lines stay in place): a few of them (a followed file's
+// new lines) are copied out now, so that the buffer goes on to the next
+// file; many keep the buffer, which the batch takes over when
+// finishBatch settles it. Without that, every followed file read once
+// would keep a whole read buffer, and every pass would allocate one per
+// file it read.
 func (s *FileSource) release(t *tailedFile) {
+	if !s.bb.settle(&t.sp) {
+		s.pinned = append(s.pinned, t)
+		return
+	}
 	if b := t.sp.release(); b != nil && cap(b) > cap(s.spare) {
 		s.spare = b
 	}
+}
+
+// finishBatch finishes the batch being built (see batchBuilder.finish)
+// and releases the buffers that release had to leave with their files.
+func (s *FileSource) finishBatch() *stages.Batch {
+	b := s.bb.finish()
+	for _, t := range s.pinned {
+		s.release(t)
+	}
+	clear(s.pinned)
+	s.pinned = s.pinned[:0]
+	return b
 }
 
 // open opens the file at path into t and sets its identity, fingerprint

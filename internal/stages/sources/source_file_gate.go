@@ -97,7 +97,7 @@ func (s *FileSource) readOneFile() (b *stages.Batch, progress, waiting, unreadab
 				s.log.Warn().Err(cerr).Str("file", t.path).Msg("close input file")
 			}
 		}
-		b = s.bb.finish()
+		b = s.finishBatch()
 		if b != nil {
 			s.gate.Take(t.path, b)
 		}

@@ -214,3 +214,30 @@ func TestFollowWatchLimit(t *testing.T) {
 		t.Fatalf("watch limit logged %d times, want once:\n%s", n, logs.String())
 	}
 }
+
+// TestFollowIdleFilesHoldNoBuffer: once their new lines are read, idle
+// followed files hand their read buffers back, even when the lines stayed
+// in the buffer while the batch was built (in place). With one buffer
+// left per file read, 10,000 followed files held gigabytes.
+func TestFollowIdleFilesHoldNoBuffer(t *testing.T) {
+	shared := newWatcher(t)
+	_, paths, cfg := manyFiles(t, 100)
+	src := openFile(t, cfg, func(s *FileSource) { s.settings.Watcher = shared })
+	g := &got{}
+	for r := range 2 {
+		appendRound(t, paths, r)
+		readUntil(t, src, g, func(g *got) bool { return len(g.lines) >= len(paths)*(r+1) })
+	}
+	checkExactlyOnce(t, g, paths, 0, 2)
+	src.mu.Lock()
+	defer src.mu.Unlock()
+	held := 0
+	for _, f := range src.files {
+		if f.sp.buf != nil {
+			held++
+		}
+	}
+	if held > 0 {
+		t.Errorf("%d of %d idle files hold a read buffer, want 0", held, len(src.files))
+	}
+}
