@@ -204,7 +204,7 @@ func TestInterpolationErrors(t *testing.T) {
 	}, {
 		name: "keys are not expanded",
 		src:  "path: x\n    ${NOPE}: 1",
-		want: []string{`6:5: sources.in: unknown option "${NOPE}" for file source (valid: type, path, follow, start_at, max_line_bytes, exclude, multiline)`},
+		want: []string{`6:5: sources.in: unknown option "${NOPE}" for file source (valid: type, path, follow, start_at, max_line_bytes, exclude, max_open_files, multiline)`},
 	}, {
 		name: "typed option",
 		src:  "path: x\n    follow: ${NOPE}",

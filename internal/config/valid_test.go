@@ -259,7 +259,7 @@ sinks:
 		t.Errorf("Name %q, CheckpointInterval %v", p.Name, p.CheckpointInterval)
 	}
 	app := p.Stage("app").Config.(*sources.FileConfig)
-	if !reflect.DeepEqual(*app, sources.FileConfig{Path: "/var/log/app.jsonl", Follow: true, StartAt: "end", MaxLineBytes: 64 << 10, Multiline: sources.MultilineConfig{MaxLines: 500, Timeout: time.Second}}) {
+	if !reflect.DeepEqual(*app, sources.FileConfig{Path: "/var/log/app.jsonl", Follow: true, StartAt: "end", MaxLineBytes: 64 << 10, MaxOpenFiles: 1024, Multiline: sources.MultilineConfig{MaxLines: 500, Timeout: time.Second}}) {
 		t.Errorf("app = %+v", *app)
 	}
 	gen := p.Stage("gen").Config.(*sources.GenerateConfig)
