@@ -43,6 +43,18 @@ func appendRound(t *testing.T, paths []string, round int) {
 	}
 }
 
+// readRounds appends rounds [0, n) to every file and reads each round
+// from src before the next.
+func readRounds(t *testing.T, src *FileSource, paths []string, n int) *got {
+	t.Helper()
+	g := &got{}
+	for r := range n {
+		appendRound(t, paths, r)
+		readUntil(t, src, g, func(g *got) bool { return len(g.lines) >= len(paths)*(r+1) })
+	}
+	return g
+}
+
 // checkExactlyOnce fails unless g holds each "<file>:<round>" line of the
 // rounds [from, to) exactly once.
 func checkExactlyOnce(t *testing.T, g *got, paths []string, from, to int) {
@@ -72,11 +84,7 @@ func TestFollowReadsNotifiedFiles(t *testing.T) {
 	shared := newWatcher(t)
 	_, paths, cfg := manyFiles(t, 200)
 	src := openFile(t, cfg, func(s *FileSource) { s.settings.Watcher = shared })
-	g := &got{}
-	for r := range 3 {
-		appendRound(t, paths, r)
-		readUntil(t, src, g, func(g *got) bool { return len(g.lines) >= len(paths)*(r+1) })
-	}
+	g := readRounds(t, src, paths, 3)
 	expectQuiet(t, src)
 	checkExactlyOnce(t, g, paths, 0, 3)
 	src.mu.Lock()
@@ -174,11 +182,7 @@ func TestFollowOutOfDescriptors(t *testing.T) {
 	}
 	var logs strings.Builder
 	src := openFile(t, cfg, func(s *FileSource) { s.log = s.log.Output(&logs) })
-	g := &got{}
-	for r := range 3 {
-		appendRound(t, paths, r)
-		readUntil(t, src, g, func(g *got) bool { return len(g.lines) >= len(paths)*(r+1) })
-	}
+	g := readRounds(t, src, paths, 3)
 	expectQuiet(t, src)
 	checkExactlyOnce(t, g, paths, 0, 3)
 	if fails == 0 {
@@ -204,11 +208,7 @@ func TestFollowWatchLimit(t *testing.T) {
 	_, paths, cfg := manyFiles(t, 5)
 	var logs strings.Builder
 	src := openFile(t, cfg, func(s *FileSource) { s.settings.Watcher = shared; s.log = s.log.Output(&logs) })
-	g := &got{}
-	for r := range 3 {
-		appendRound(t, paths, r)
-		readUntil(t, src, g, func(g *got) bool { return len(g.lines) >= len(paths)*(r+1) })
-	}
+	g := readRounds(t, src, paths, 3)
 	checkExactlyOnce(t, g, paths, 0, 3)
 	if n := strings.Count(logs.String(), "inotify watch limit reached"); n != 1 {
 		t.Fatalf("watch limit logged %d times, want once:\n%s", n, logs.String())
@@ -223,11 +223,7 @@ func TestFollowIdleFilesHoldNoBuffer(t *testing.T) {
 	shared := newWatcher(t)
 	_, paths, cfg := manyFiles(t, 100)
 	src := openFile(t, cfg, func(s *FileSource) { s.settings.Watcher = shared })
-	g := &got{}
-	for r := range 2 {
-		appendRound(t, paths, r)
-		readUntil(t, src, g, func(g *got) bool { return len(g.lines) >= len(paths)*(r+1) })
-	}
+	g := readRounds(t, src, paths, 2)
 	checkExactlyOnce(t, g, paths, 0, 2)
 	src.mu.Lock()
 	defer src.mu.Unlock()
