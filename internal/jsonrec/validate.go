@@ -487,7 +487,7 @@ func unhex(c byte) int {
 	return -1
 }
 
-func isDigit(b []byte, i int) bool { return i < len(b) && b[i] >= '0' && b[i] <= '9' }
+func isDigit(b []byte, i int) bool { return i < len(b) && b[i]-'0' <= 9 }
 
 // scanNumber validates the number starting at b[i] against the JSON grammar.
 func scanNumber(b []byte, i int) (int, error) {
