@@ -263,14 +263,24 @@ func scanMembers(b []byte, i int, ms []Span) (int, []Span, error) {
 		if escaped {
 			keyEnd |= spanFlag
 		}
-		i = skipWS(b, end)
+		// Compact JSON has no whitespace between the tokens: each skipWS
+		// below runs only when the byte it would skip is <= ' ', so the
+		// commonest record reads each separator once.
+		i = end
 		if i >= len(b) || b[i] != ':' {
-			return i, ms, errAt(b, i, "':'")
+			if i = skipWS(b, i); i >= len(b) || b[i] != ':' {
+				return i, ms, errAt(b, i, "':'")
+			}
 		}
-		val := skipWS(b, i+1)
+		val := i + 1
+		if val < len(b) && b[val] <= ' ' {
+			val = skipWS(b, val)
+		}
 		escaped = false
 		if val < len(b) && b[val] == '"' {
 			end, escaped, err = scanString(b, val)
+		} else if val < len(b) && (b[val]-'0' <= 9 || b[val] == '-') {
+			end, err = scanNumber(b, val) // the next commonest, as scanValue would
 		} else {
 			end, err = scanValue(b, val, 1)
 		}
@@ -282,13 +292,20 @@ func scanMembers(b []byte, i int, ms []Span) (int, []Span, error) {
 			valEnd |= spanFlag
 		}
 		ms = append(ms, Span{Key: uint32(key), KeyEnd: keyEnd, Val: uint32(val), End: valEnd})
-		i = skipWS(b, end)
-		if i < len(b) && b[i] == ',' {
-			i = skipWS(b, i+1)
-			continue
+		i = end
+		if i < len(b) && b[i] <= ' ' {
+			i = skipWS(b, i)
 		}
-		if i < len(b) && b[i] == '}' {
-			return i + 1, ms, nil
+		if i < len(b) {
+			switch b[i] {
+			case ',':
+				if i++; i < len(b) && b[i] <= ' ' {
+					i = skipWS(b, i)
+				}
+				continue
+			case '}':
+				return i + 1, ms, nil
+			}
 		}
 		return i, ms, errAt(b, i, "',' or '}'")
 	}
@@ -470,7 +487,7 @@ func unhex(c byte) int {
 	return -1
 }
 
-func isDigit(b []byte, i int) bool { return i < len(b) && b[i] >= '0' && b[i] <= '9' }
+func isDigit(b []byte, i int) bool { return i < len(b) && b[i]-'0' <= 9 }
 
 // scanNumber validates the number starting at b[i] against the JSON grammar.
 func scanNumber(b []byte, i int) (int, error) {

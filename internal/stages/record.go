@@ -272,18 +272,41 @@ func (b *Batch) Field(i int, name string) (m jsonrec.Member, found, ok bool) {
 		return jsonrec.Member{}, false, false
 	}
 	raw := b.Records[i].Raw
-	for _, sp := range b.fields.spans[e.lo:e.hi] {
+	if len(name)+2 > len(raw) { // longer than any key of raw
+		return jsonrec.Member{}, false, true
+	}
+	spans := b.fields.spans[e.lo:e.hi]
+	want := uint32(len(name) + 2)
+	for k := nextKey(spans, 0, want); k < len(spans); k = nextKey(spans, k+1, want) {
+		sp := &spans[k]
 		if !sp.KeyEscaped() { // a key without escapes: compare it as is
-			if int(sp.KeyEnd-sp.Key-2) != len(name) || string(raw[sp.Key+1:sp.KeyEnd-1]) != name {
-				continue
+			if string(raw[sp.Key+1:sp.KeyEnd-1]) == name {
+				return sp.Member(), true, true
 			}
-			return sp.Member(), true, true
+			continue
 		}
 		if m := sp.Member(); m.KeyIs(raw, name) {
 			return m, true, true
 		}
 	}
 	return jsonrec.Member{}, false, true
+}
+
+// nextKey returns the index of the first of spans[k:] whose key may
+// spell a name of want-2 bytes (len(spans) when none may): an unescaped
+// key of that length, quotes included, or an escaped key, whose flag in
+// KeyEnd puts its difference above every offset. It is Field's loop
+// without a call in it, so the loop keeps its variables in registers;
+// most keys are told apart by their length alone.
+//
+//go:noinline
+func nextKey(spans []jsonrec.Span, k int, want uint32) int {
+	for ; k < len(spans); k++ {
+		if d := spans[k].KeyEnd - spans[k].Key; d == want || d > jsonrec.MaxSpanOffset {
+			return k
+		}
+	}
+	return k
 }
 
 // MoveFields moves record from's index entry to record to, for a step

@@ -115,6 +115,35 @@ func TestFieldIndex(t *testing.T) {
 	}
 }
 
+// TestFieldLikeFind checks Field against jsonrec.Find on keys that differ
+// only in length, in escapes, or repeat, and on names longer than the
+// record: Field tells keys apart by their length before it reads them.
+func TestFieldLikeFind(t *testing.T) {
+	objs := []string{
+		`{"level":"info","lev":1,"levels":2}`,
+		`{"l\u0065vel":"esc","level":"plain"}`,
+		`{"level":"first","level":"second"}`,
+		`{"a":1,"ab":2,"abc":3,"\u0061":4}`,
+		`{"x\"y":1,"x\\y":2,"":3}`,
+		`{}`,
+		`{"k":1}`,
+	}
+	b := indexed(t, objs...)
+	names := []string{"level", "lev", "levels", "a", "ab", "abc", `x"y`, `x\y`, "", "k", "kk", "longer than any record here, by far"}
+	for i, o := range objs {
+		for _, name := range names {
+			want, wantFound, err := jsonrec.Find([]byte(o), name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, found, ok := b.Field(i, name)
+			if !ok || found != wantFound || (found && m != want) {
+				t.Errorf("Field(%s, %q) = %+v %v %v, want %+v %v", o, name, m, found, ok, want, wantFound)
+			}
+		}
+	}
+}
+
 func TestReleaseUnused(t *testing.T) {
 	lines := NewBuffer(64 << 10)
 	lines = append(lines, "line one|line two"...)
