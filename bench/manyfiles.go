@@ -14,7 +14,6 @@ package main
 // Linux only (it reads /proc).
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"io"
@@ -189,7 +188,7 @@ func runManyFiles(mc manyConfig) error {
 	}
 	tick.Stop()
 	cpu1, t1 := procCPU(pid), time.Now()
-	fds := countFDs(pid)
+	fds := countDir(fmt.Sprintf("/proc/%d/fd", pid))
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		mu.Lock()
@@ -200,7 +199,7 @@ func runManyFiles(mc manyConfig) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	hwm := procHWM(pid)
+	hwm := vmHWM(pid)
 	close(stopRead)
 	<-readDone
 
@@ -234,30 +233,4 @@ func runManyFiles(mc manyConfig) error {
 		return fmt.Errorf("MANYFILES: lost %d, duplicated %d lines\n%s", lost, dup, stderr.String())
 	}
 	return nil
-}
-
-// procHWM is the process's peak RSS in KiB (VmHWM).
-func procHWM(pid int) int64 {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
-			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return n
-		}
-	}
-	return 0
-}
-
-// countFDs is the number of the process's open descriptors.
-func countFDs(pid int) int {
-	es, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	if err != nil {
-		return 0
-	}
-	return len(es)
 }
