@@ -350,10 +350,7 @@ func (bb *batchBuilder) empty() bool { return len(bb.b.Records) == 0 && len(bb.b
 // the number of bytes still buffered, used to size the Records slice.
 func (bb *batchBuilder) add(line []byte, off int64, o *stages.Origin, hint int) {
 	if bb.b.Records == nil {
-		// As many as buffered, or as the last batch had: a batch that
-		// starts with the few lines left over from the last read is
-		// likely to fill up like the last one.
-		bb.b.Records = stages.NewRecords(min(bb.maxRecords, max(hint/64+8, bb.lastN)))
+		bb.b.Records = bb.newRecords(hint)
 	}
 	bb.b.Records = append(bb.b.Records, stages.Record{Raw: line, Origin: o, Offset: off})
 	bb.bytes += len(line)
@@ -392,6 +389,14 @@ func (bb *batchBuilder) take(s *lineSplitter, o *stages.Origin) bool {
 	return true
 }
 
+// newRecords returns the Records slice of a new batch, sized for the
+// lines in buffered bytes, or for as many as the last batch had: a batch
+// that starts with the few lines left over from the last read is likely
+// to fill up like the last one.
+func (bb *batchBuilder) newRecords(buffered int) []stages.Record {
+	return stages.NewRecords(min(bb.maxRecords, max(buffered/64+8, bb.lastN)))
+}
+
 // takeLines is take's loop for an in-place splitter, in one function:
 // it adds the lines s holds (of at most max bytes) until the batch is
 // full, and leaves anything else (no complete line, an over-long one)
@@ -408,7 +413,7 @@ func (bb *batchBuilder) takeLines(s *lineSplitter, o *stages.Origin) {
 	data := s.buf[s.start:s.end]
 	recs := bb.b.Records
 	if recs == nil {
-		recs = stages.NewRecords(min(bb.maxRecords, max(len(data)/64+8, bb.lastN)))
+		recs = bb.newRecords(len(data))
 	}
 	n, size, i := len(recs), bb.bytes, 0
 	for n < bb.maxRecords && size < bb.maxBytes {
