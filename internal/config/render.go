@@ -51,8 +51,34 @@ func nodeLabel(st *Stage, p *Pipeline, nl string) string {
 	}
 }
 
+// dlEdge is a dashed edge of `etld graph` into the dead-letter sink.
+type dlEdge struct {
+	from  string // stage id
+	label string // "" for a stage's bad records
+}
+
+// deadLetterEdges lists what can reach p's dead-letter sink: every source
+// and worker (records they cannot decode or process), and each merging
+// sink whose late records go there (merge.late: dead_letter).
+func deadLetterEdges(p *Pipeline) []dlEdge {
+	if p.DeadLetter == "" {
+		return nil
+	}
+	var es []dlEdge
+	for _, st := range p.Stages {
+		switch {
+		case st.Kind != Sink:
+			es = append(es, dlEdge{from: st.ID})
+		case st.ID != p.DeadLetter && st.Merge != nil && st.Merge.Late == "dead_letter":
+			es = append(es, dlEdge{from: st.ID, label: "late records"})
+		}
+	}
+	return es
+}
+
 // WriteDOT writes the pipelines as one Graphviz digraph, one cluster per
-// pipeline. Dashed edges lead bad records to the dead-letter sink.
+// pipeline. Dashed edges lead bad records (and a merge's late records) to
+// the dead-letter sink.
 func WriteDOT(w io.Writer, pipes []*Pipeline) error {
 	var b strings.Builder
 	b.WriteString("digraph etld {\n  rankdir=LR;\n  node [fontname=\"Helvetica\"];\n")
@@ -72,12 +98,12 @@ func WriteDOT(w io.Writer, pipes []*Pipeline) error {
 				fmt.Fprintf(&b, "    %q -> %q;\n", p.Name+"/"+in, p.Name+"/"+st.ID)
 			}
 		}
-		if p.DeadLetter != "" {
-			for _, st := range p.Stages {
-				if st.Kind != Sink {
-					fmt.Fprintf(&b, "    %q -> %q [style=dashed, color=red];\n", p.Name+"/"+st.ID, p.Name+"/"+p.DeadLetter)
-				}
+		for _, e := range deadLetterEdges(p) {
+			attrs := "style=dashed, color=red"
+			if e.label != "" {
+				attrs += fmt.Sprintf(", label=%q", e.label)
 			}
+			fmt.Fprintf(&b, "    %q -> %q [%s];\n", p.Name+"/"+e.from, p.Name+"/"+p.DeadLetter, attrs)
 		}
 		b.WriteString("  }\n")
 	}
@@ -115,12 +141,12 @@ func WriteMermaid(w io.Writer, pipes []*Pipeline) error {
 				fmt.Fprintf(&b, "    %s --> %s\n", ids[in], ids[st.ID])
 			}
 		}
-		if p.DeadLetter != "" {
-			for _, st := range p.Stages {
-				if st.Kind != Sink {
-					fmt.Fprintf(&b, "    %s -. bad records .-> %s\n", ids[st.ID], ids[p.DeadLetter])
-				}
+		for _, e := range deadLetterEdges(p) {
+			label := e.label
+			if label == "" {
+				label = "bad records"
 			}
+			fmt.Fprintf(&b, "    %s -. %s .-> %s\n", ids[e.from], label, ids[p.DeadLetter])
 		}
 		b.WriteString("  end\n")
 	}

@@ -120,9 +120,9 @@ func WriteSVG(w io.Writer, p *Pipeline) error {
 		}
 	}
 	if dl := nodes[p.DeadLetter]; dl != nil {
-		for _, n := range order {
-			if n.st.Kind != Sink {
-				edge(n, dl, "", "edge dead-letter", "arrow-dl")
+		for _, e := range deadLetterEdges(p) {
+			if n := nodes[e.from]; n != nil {
+				edge(n, dl, e.label, "edge dead-letter", "arrow-dl")
 			}
 		}
 	}

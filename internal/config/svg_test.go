@@ -93,10 +93,11 @@ func TestWriteSVG(t *testing.T) {
 			wantDL++
 		}
 	}
+	wantDL++ // the merging sink "timeline" sends its late records there
 	if edges != wantEdges || dl != wantDL {
 		t.Errorf("%d edges and %d dead-letter edges, want %d and %d", edges, dl, wantEdges, wantDL)
 	}
-	for _, r := range []string{">errors<", ">slow<", ">_unmatched<"} {
+	for _, r := range []string{">errors<", ">slow<", ">_unmatched<", ">late records<"} {
 		if !strings.Contains(buf.String(), r) {
 			t.Errorf("no route label %s", r)
 		}
