@@ -69,6 +69,7 @@ type merger struct {
 	mx      *mergeMetrics
 	status  atomic.Pointer[MergeStatus] // for /api/pipelines, see publish
 	out     []stages.Record             // the batch being written
+	picks   []*item                     // take's records to copy into out
 	done    []*heldBatch                // batches all of whose records were taken
 	rejects []stages.Reject             // late records for the dead-letter sink
 }
@@ -80,9 +81,13 @@ type mfeed struct {
 	q    []item
 	keys []int64 // keys[i] is q[i]'s merge key
 	head int     // of q and keys
-	wm   int64   // newest key received
-	seen bool    // wm is valid
-	last time.Time
+	// ends are the batches with records in q, in order, each with the
+	// index in q of its last record (from ehead on).
+	ends  []batchEnd
+	ehead int
+	wm    int64 // newest key received
+	seen  bool  // wm is valid
+	last  time.Time
 
 	hold   *feedQueue // the hold heap it is in, or nil
 	hindex int        // its index there
@@ -94,20 +99,26 @@ type mfeed struct {
 }
 
 // item is one queued record: a copy of the record (it points into its
-// batch's buffers) and its batch. The copy is what take reads: at a
-// thousand feeds a record is taken long after it was queued, so every
-// memory access of take is a cache miss, and reading the record through
-// its batch cost three of them (the batch, its slice, the record). The
-// keys are in an array of their own (mfeed.keys), eight to a cache line,
-// so that reading the next one to reorder the heap seldom misses.
+// batch's buffers). At a thousand feeds a record is taken long after it
+// was queued, so every memory access of take to it is a cache miss:
+// reading it through its batch cost three of them (the batch, its
+// slice, the record). The keys are in an array of their own
+// (mfeed.keys), eight to a cache line, and the batches in another
+// (mfeed.ends), so that take decides what to write without touching the
+// records, and then copies them all at once (see take).
 type item struct {
-	hb   *heldBatch
-	rec  stages.Record
-	last bool // the last record of hb queued: taking it releases hb
+	rec stages.Record
 	// valid: rec is parsed and its Raw one valid JSON object (a step
 	// indexed it, see msg.keysIndexed): state copies it without
 	// validating it again when it is compact.
 	valid bool
+}
+
+// batchEnd is a batch with records queued, and the index of its last
+// one in its feed's queue: taking that one releases the batch.
+type batchEnd struct {
+	hb  *heldBatch
+	end int
 }
 
 // heldBatch is a batch whose records are queued; it is released once all
@@ -221,7 +232,12 @@ func (mg *merger) add1(k feedKey, m msg, now time.Time, bad *[]stages.Reject) {
 		n := copy(f.q, f.q[f.head:])
 		clear(f.q[n:])
 		copy(f.keys, f.keys[f.head:])
-		f.q, f.keys, f.head = f.q[:n], f.keys[:n], 0
+		m := copy(f.ends, f.ends[f.ehead:])
+		clear(f.ends[m:])
+		for i := range m {
+			f.ends[i].end -= f.head
+		}
+		f.q, f.keys, f.ends, f.head, f.ehead = f.q[:n], f.keys[:n], f.ends[:m], 0, 0
 	}
 	queued := 0
 	keys := m.keys
@@ -242,7 +258,7 @@ func (mg *merger) add1(k feedKey, m msg, now time.Time, bad *[]stages.Reject) {
 			*bad = append(*bad, stages.Reject{Record: *r, Err: fmt.Errorf("merge: order_by %q: %w", mg.spec.OrderBy, err)})
 			continue
 		}
-		f.q = append(f.q, item{hb: hb, rec: *r, valid: valid && r.Parsed})
+		f.q = append(f.q, item{rec: *r, valid: valid && r.Parsed})
 		f.keys = append(f.keys, key)
 		queued++
 		if !f.seen || key > f.wm {
@@ -258,7 +274,7 @@ func (mg *merger) add1(k feedKey, m msg, now time.Time, bad *[]stages.Reject) {
 	if queued == 0 {
 		mg.addDone(f, hb)
 	} else {
-		f.q[len(f.q)-1].last = true
+		f.ends = append(f.ends, batchEnd{hb, len(f.q) - 1})
 	}
 	if f.head == len(f.q) {
 		mg.unsettled = append(mg.unsettled, f) // holds again, from now on
@@ -431,21 +447,35 @@ func (mg *merger) unhold(f *mfeed) {
 // of them when final (a graceful stop, or the end of every input). It
 // returns when the merge must look again at the latest: zero when it
 // waits for input only.
+//
+// It decides first, from the keys, which records go out, and copies
+// them afterwards: at a thousand feeds each record is a cache miss, and
+// misses whose addresses are all known overlap, where one per step of
+// the merge waited for each other.
 func (mg *merger) take(now time.Time, final bool, limit int) (wake time.Time) {
 	defer func() { mg.mx.buffered.Set(float64(mg.buffered)) }()
+	picks := mg.picks[:0]
+	defer func() {
+		for _, it := range picks {
+			mg.out = append(mg.out, it.rec)
+			*it = item{}
+		}
+		clear(picks)
+		mg.picks = picks[:0]
+	}()
 	var finite, live holdMark
 	var idleAt time.Time
 	if !final {
 		finite, live, idleAt = mg.holders(now)
 	}
-	for len(mg.ready) > 0 && len(mg.out)+len(mg.rejects) < limit {
+	for len(mg.ready) > 0 && len(mg.out)+len(picks)+len(mg.rejects) < limit {
 		f, key := mg.ready[0].f, mg.ready[0].hk
 		if !final {
 			if finite.blocks(key, f) {
 				return time.Time{} // only input can unblock it
 			}
 			if live.blocks(key, f) {
-				due := f.q[f.head].hb.arrived.Add(mg.spec.MaxLateness)
+				due := f.ends[f.ehead].hb.arrived.Add(mg.spec.MaxLateness)
 				if now.Before(due) {
 					if !idleAt.IsZero() && idleAt.Before(due) {
 						return idleAt
@@ -454,17 +484,18 @@ func (mg *merger) take(now time.Time, final bool, limit int) (wake time.Time) {
 				}
 			}
 		}
-		it := &f.q[f.head]
-		rec := it.rec
+		it := &f.q[f.head] // (not read here)
 		late := mg.written && key < mg.newest
-		if it.last {
-			mg.addDone(f, it.hb)
+		if e := &f.ends[f.ehead]; e.end == f.head {
+			mg.addDone(f, e.hb)
+			*e = batchEnd{}
+			f.ehead++
 		}
-		*it = item{}
 		f.head++
 		mg.buffered--
 		if f.head == len(f.q) {
 			f.q, f.keys, f.head = f.q[:0], f.keys[:0], 0
+			f.ends, f.ehead = f.ends[:0], 0
 			mg.ready.popTop()
 			// f holds from now on, at its watermark, unless it is
 			// finished.
@@ -483,21 +514,23 @@ func (mg *merger) take(now time.Time, final bool, limit int) (wake time.Time) {
 			f.late.Inc()
 			switch mg.spec.Late {
 			case "dead_letter":
-				mg.rejects = append(mg.rejects, stages.Reject{Record: rec,
+				mg.rejects = append(mg.rejects, stages.Reject{Record: it.rec,
 					Err: fmt.Errorf("late record: %s %s is before %s, already written", mg.spec.OrderBy, fmtKey(key), fmtKey(mg.newest))})
+				*it = item{}
 			case "drop":
 				mg.mx.lateDropped.Inc()
+				*it = item{}
 			default:
-				mg.out = append(mg.out, rec)
+				picks = append(picks, it)
 			}
 			continue
 		}
-		mg.out = append(mg.out, rec)
+		picks = append(picks, it)
 		if !mg.written || key > mg.newest {
 			mg.newest, mg.written = key, true
 		}
 	}
-	if len(mg.ready) > 0 && len(mg.out)+len(mg.rejects) >= limit {
+	if len(mg.ready) > 0 && len(mg.out)+len(picks)+len(mg.rejects) >= limit {
 		return now // more to take at once
 	}
 	return time.Time{}

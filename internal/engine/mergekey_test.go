@@ -116,9 +116,10 @@ func TestMergerStateEncoding(t *testing.T) {
 		f := r.mg.feed(feedKey{"q\"x", "dir/\"b\n\u2028<&>"}, r.now)
 		hb := &heldBatch{b: b2, t: g2.take("dir/\"b\n\u2028<&>", b2), arrived: r.now}
 		for i := range b2.Records {
-			f.q = append(f.q, item{hb: hb, rec: b2.Records[i], last: i == len(b2.Records)-1})
+			f.q = append(f.q, item{rec: b2.Records[i]})
 			f.keys = append(f.keys, int64(10+i))
 		}
+		f.ends = append(f.ends, batchEnd{hb, len(f.q) - 1})
 		if written {
 			r.mg.newest, r.mg.written = 42, true
 		}
