@@ -10,13 +10,14 @@ import (
 )
 
 // BenchmarkMergeManyFeeds is the merge's own part of MANYFEEDS (bench/
-// manyfeeds.go) at 1,000 finite feeds: batches of 131 parsed records per
-// feed (the budget's share at 1,000 feeds), keys interleaving like the
+// manyfeeds.go) at 1,000 finite feeds: batches of parsed records of the
+// budget's share at 1,000 feeds (batchLimit), keys interleaving like the
 // bench's, each feed kept two batches ahead as its source would, taken
 // 1,024 at a time as the sink does, and a checkpoint encoded every
 // 1,000,000 records. Per op: one record.
 func BenchmarkMergeManyFeeds(b *testing.B) {
-	const feeds, batch = 1000, 131
+	const feeds = 1000
+	batch, _ := batchLimit(feeds)
 	r := newMergeRig(nil, spec(nil), "s")
 	paths := make([]string, feeds)
 	index := make(map[string]int, feeds)
