@@ -87,6 +87,26 @@ func legacyState(mg *merger) ([]byte, error) {
 	return json.Marshal(&st)
 }
 
+// stateAndLegacy returns mg's state and legacyState's, as written and
+// decoded.
+func stateAndLegacy(t *testing.T, mg *merger) (got, want []byte, gs, ws mergeState) {
+	t.Helper()
+	got, err := mg.state()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want, err = legacyState(mg); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(got, &gs); err != nil {
+		t.Fatalf("state %s: %v", got, err)
+	}
+	if err := json.Unmarshal(want, &ws); err != nil {
+		t.Fatal(err)
+	}
+	return got, want, gs, ws
+}
+
 // TestMergerStateEncoding: the hand-written merge state decodes to what
 // encoding/json wrote, for parsed, unparsed, malformed and empty records,
 // names that need escapes, and with or without a newest key.
@@ -123,21 +143,7 @@ func TestMergerStateEncoding(t *testing.T) {
 		if written {
 			r.mg.newest, r.mg.written = 42, true
 		}
-		got, err := r.mg.state()
-		if err != nil {
-			t.Fatal(err)
-		}
-		want, err := legacyState(r.mg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var gs, ws mergeState
-		if err := json.Unmarshal(got, &gs); err != nil {
-			t.Fatalf("state %s: %v", got, err)
-		}
-		if err := json.Unmarshal(want, &ws); err != nil {
-			t.Fatal(err)
-		}
+		got, want, gs, ws := stateAndLegacy(t, r.mg)
 		slices.SortFunc(gs.Feeds, func(a, b mergeFeedState) int { return strings.Compare(a.Source, b.Source) })
 		slices.SortFunc(ws.Feeds, func(a, b mergeFeedState) int { return strings.Compare(a.Source, b.Source) })
 		if !reflect.DeepEqual(gs, ws) {
@@ -240,21 +246,7 @@ func TestMergerStateIndexedRecords(t *testing.T) {
 			}
 		}
 	}
-	got, err := r.mg.state()
-	if err != nil {
-		t.Fatal(err)
-	}
-	want, err := legacyState(r.mg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var gs, ws mergeState
-	if err := json.Unmarshal(got, &gs); err != nil {
-		t.Fatalf("state %s: %v", got, err)
-	}
-	if err := json.Unmarshal(want, &ws); err != nil {
-		t.Fatal(err)
-	}
+	got, want, gs, ws := stateAndLegacy(t, r.mg)
 	for _, fs := range ws.Feeds {
 		for i := range fs.Records {
 			if mr := &fs.Records[i]; string(mr.Orig) == string(mr.JSON) {
