@@ -26,7 +26,7 @@ func TestManyFeedsKill9Restart(t *testing.T) {
 	t.Parallel()
 	rng := rand.New(rand.NewSource(crashSeed(t)))
 	dir := t.TempDir()
-	// 300 x 500 = 150,000 records: past the board's 128 Ki-record budget.
+	// 300 x 500 = 150,000 records: past the board's 64 Ki-record budget.
 	feeds := mergeGenFeeds(t, rng, dir, 300, func(int) int { return 450 + rng.Intn(101) }, false)
 	want := mergeSortM(t, mergeFeedPaths(dir, feeds))
 	cfg := writeConfig(t, dir, "merge.yaml", mergeFiniteConfig("checkpoint_interval: 20ms\n"))

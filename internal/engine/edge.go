@@ -22,6 +22,10 @@ type msg struct {
 	// single goroutine does not parse every record.
 	keys   []int64
 	keysOf string
+	// keysIndexed: every record's Raw was indexed by the step that wrote
+	// it (stages.FieldIndex), so it is one valid JSON object, and the
+	// merge's checkpoint need not validate it again.
+	keysIndexed bool
 	// routes, set by a worker with routes, holds each record's route
 	// bits (see steps.Router); the emitter consumes it, it never
 	// travels on an edge.

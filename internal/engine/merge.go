@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/etld/etld/internal/config"
 	"github.com/etld/etld/internal/jsonrec"
@@ -68,21 +69,25 @@ type merger struct {
 	mx      *mergeMetrics
 	status  atomic.Pointer[MergeStatus] // for /api/pipelines, see publish
 	out     []stages.Record             // the batch being written
+	picks   []*item                     // take's records to copy into out
 	done    []*heldBatch                // batches all of whose records were taken
 	rejects []stages.Reject             // late records for the dead-letter sink
 }
 
 // mfeed is one feed as the merge sees it.
 type mfeed struct {
-	key   feedKey
-	rank  int // order of its source in the pipeline file
-	q     []item
-	head  int
+	key  feedKey
+	rank int // order of its source in the pipeline file
+	q    []item
+	keys []int64 // keys[i] is q[i]'s merge key
+	head int     // of q and keys
+	// ends are the batches with records in q, in order, each with the
+	// index in q of its last record (from ehead on).
+	ends  []batchEnd
+	ehead int
 	wm    int64 // newest key received
 	seen  bool  // wm is valid
-	hk    int64 // key of q[head], when q has records (feedHeap reads it)
 	last  time.Time
-	index int // in ready; -1 when not there
 
 	hold   *feedQueue // the hold heap it is in, or nil
 	hindex int        // its index there
@@ -93,11 +98,27 @@ type mfeed struct {
 	watermark, lag prometheus.Gauge
 }
 
-// item is one queued record: its key and where it is.
+// item is one queued record: a copy of the record (it points into its
+// batch's buffers). At a thousand feeds a record is taken long after it
+// was queued, so every memory access of take to it is a cache miss:
+// reading it through its batch cost three of them (the batch, its
+// slice, the record). The keys are in an array of their own
+// (mfeed.keys), eight to a cache line, and the batches in another
+// (mfeed.ends), so that take decides what to write without touching the
+// records, and then copies them all at once (see take).
 type item struct {
-	key int64
+	rec stages.Record
+	// valid: rec is parsed and its Raw one valid JSON object (a step
+	// indexed it, see msg.keysIndexed): state copies it without
+	// validating it again when it is compact.
+	valid bool
+}
+
+// batchEnd is a batch with records queued, and the index of its last
+// one in its feed's queue: taking that one releases the batch.
+type batchEnd struct {
 	hb  *heldBatch
-	i   int32
+	end int
 }
 
 // heldBatch is a batch whose records are queued; it is released once all
@@ -105,7 +126,6 @@ type item struct {
 type heldBatch struct {
 	b       *stages.Batch
 	t       *ticket // its feed's flow control, or nil
-	left    int
 	arrived time.Time
 }
 
@@ -169,7 +189,7 @@ func (mg *merger) feed(k feedKey, now time.Time) *mfeed {
 		rank = math.MaxInt32
 	}
 	lbl := feedLabel(k)
-	f = &mfeed{key: k, rank: rank, last: now, index: -1, dindex: -1,
+	f = &mfeed{key: k, rank: rank, last: now, dindex: -1,
 		late:      mg.mx.mx.mergeLate.WithLabelValues(mg.mx.pipeline, mg.mx.stage, lbl),
 		watermark: mg.mx.mx.mergeWatermark.WithLabelValues(mg.mx.pipeline, mg.mx.stage, lbl),
 		lag:       mg.mx.mx.mergeLag.WithLabelValues(mg.mx.pipeline, mg.mx.stage, lbl)}
@@ -205,10 +225,26 @@ func (mg *merger) add1(k feedKey, m msg, now time.Time, bad *[]stages.Reject) {
 	mg.unhold(f) // its last and maybe its watermark change
 	hb := &heldBatch{b: b, t: m.t, arrived: now}
 	wasEmpty := f.head == len(f.q)
+	if f.head > 0 && len(f.q)+len(b.Records) > cap(f.q) {
+		// Move the queue to the front rather than grow it: its capacity
+		// stays within twice the most it held, which a merge of many
+		// feeds multiplies by the feeds.
+		n := copy(f.q, f.q[f.head:])
+		clear(f.q[n:])
+		copy(f.keys, f.keys[f.head:])
+		m := copy(f.ends, f.ends[f.ehead:])
+		clear(f.ends[m:])
+		for i := range m {
+			f.ends[i].end -= f.head
+		}
+		f.q, f.keys, f.ends, f.head, f.ehead = f.q[:n], f.keys[:n], f.ends[:m], 0, 0
+	}
+	queued := 0
 	keys := m.keys
 	if m.keysOf != mg.spec.OrderBy || len(keys) != len(b.Records) {
 		keys = nil // computed for another field (a reload), or not at all
 	}
+	valid := keys != nil && m.keysIndexed
 	for i := range b.Records {
 		r := &b.Records[i]
 		var key int64
@@ -222,8 +258,9 @@ func (mg *merger) add1(k feedKey, m msg, now time.Time, bad *[]stages.Reject) {
 			*bad = append(*bad, stages.Reject{Record: *r, Err: fmt.Errorf("merge: order_by %q: %w", mg.spec.OrderBy, err)})
 			continue
 		}
-		f.q = append(f.q, item{key: key, hb: hb, i: int32(i)})
-		hb.left++
+		f.q = append(f.q, item{rec: *r, valid: valid && r.Parsed})
+		f.keys = append(f.keys, key)
+		queued++
 		if !f.seen || key > f.wm {
 			f.wm, f.seen = key, true
 		}
@@ -232,10 +269,12 @@ func (mg *merger) add1(k feedKey, m msg, now time.Time, bad *[]stages.Reject) {
 		putKeys(keys)
 	}
 	f.last = now
-	mg.buffered += hb.left
+	mg.buffered += queued
 	mg.peak = max(mg.peak, mg.buffered)
-	if hb.left == 0 {
+	if queued == 0 {
 		mg.addDone(f, hb)
+	} else {
+		f.ends = append(f.ends, batchEnd{hb, len(f.q) - 1})
 	}
 	if f.head == len(f.q) {
 		mg.unsettled = append(mg.unsettled, f) // holds again, from now on
@@ -245,8 +284,7 @@ func (mg *merger) add1(k feedKey, m msg, now time.Time, bad *[]stages.Reject) {
 		f.lag.Set(max(0, now.Sub(time.Unix(0, f.wm)).Seconds()))
 	}
 	if wasEmpty && f.head < len(f.q) {
-		f.hk = f.q[f.head].key
-		heap.Push(&mg.ready, f)
+		mg.ready.push(f, f.keys[f.head])
 	}
 }
 
@@ -330,7 +368,7 @@ func (mg *merger) holders(now time.Time) (finite, live holdMark, idleAt time.Tim
 				f.rank = r
 			}
 		}
-		heap.Init(&mg.ready)
+		mg.ready.init()
 		mg.rescan = true
 	default:
 	}
@@ -409,22 +447,35 @@ func (mg *merger) unhold(f *mfeed) {
 // of them when final (a graceful stop, or the end of every input). It
 // returns when the merge must look again at the latest: zero when it
 // waits for input only.
+//
+// It decides first, from the keys, which records go out, and copies
+// them afterwards: at a thousand feeds each record is a cache miss, and
+// misses whose addresses are all known overlap, where one per step of
+// the merge waited for each other.
 func (mg *merger) take(now time.Time, final bool, limit int) (wake time.Time) {
 	defer func() { mg.mx.buffered.Set(float64(mg.buffered)) }()
+	picks := mg.picks[:0]
+	defer func() {
+		for _, it := range picks {
+			mg.out = append(mg.out, it.rec)
+			*it = item{}
+		}
+		clear(picks)
+		mg.picks = picks[:0]
+	}()
 	var finite, live holdMark
 	var idleAt time.Time
 	if !final {
 		finite, live, idleAt = mg.holders(now)
 	}
-	for len(mg.ready) > 0 && len(mg.out)+len(mg.rejects) < limit {
-		f := mg.ready[0]
-		it := &f.q[f.head]
+	for len(mg.ready) > 0 && len(mg.out)+len(picks)+len(mg.rejects) < limit {
+		f, key := mg.ready[0].f, mg.ready[0].hk
 		if !final {
-			if finite.blocks(it.key, f) {
+			if finite.blocks(key, f) {
 				return time.Time{} // only input can unblock it
 			}
-			if live.blocks(it.key, f) {
-				due := it.hb.arrived.Add(mg.spec.MaxLateness)
+			if live.blocks(key, f) {
+				due := f.ends[f.ehead].hb.arrived.Add(mg.spec.MaxLateness)
 				if now.Before(due) {
 					if !idleAt.IsZero() && idleAt.Before(due) {
 						return idleAt
@@ -433,20 +484,19 @@ func (mg *merger) take(now time.Time, final bool, limit int) (wake time.Time) {
 				}
 			}
 		}
-		rec := it.hb.b.Records[it.i]
-		key := it.key
+		it := &f.q[f.head] // (not read here)
 		late := mg.written && key < mg.newest
-		hb := it.hb
-		*it = item{}
+		if e := &f.ends[f.ehead]; e.end == f.head {
+			mg.addDone(f, e.hb)
+			*e = batchEnd{}
+			f.ehead++
+		}
 		f.head++
 		mg.buffered--
-		hb.left--
-		if hb.left == 0 {
-			mg.addDone(f, hb)
-		}
 		if f.head == len(f.q) {
-			f.q, f.head = f.q[:0], 0
-			heap.Pop(&mg.ready)
+			f.q, f.keys, f.head = f.q[:0], f.keys[:0], 0
+			f.ends, f.ehead = f.ends[:0], 0
+			mg.ready.popTop()
 			// f holds from now on, at its watermark, unless it is
 			// finished.
 			v, ok := mg.board.status(f.key)
@@ -458,33 +508,29 @@ func (mg *merger) take(now time.Time, final bool, limit int) (wake time.Time) {
 				}
 			}
 		} else {
-			if f.head > 1024 && f.head > len(f.q)/2 {
-				n := copy(f.q, f.q[f.head:])
-				clear(f.q[n:])
-				f.q, f.head = f.q[:n], 0
-			}
-			f.hk = f.q[f.head].key
-			heap.Fix(&mg.ready, f.index)
+			mg.ready.fixTop(f.keys[f.head])
 		}
 		if late {
 			f.late.Inc()
 			switch mg.spec.Late {
 			case "dead_letter":
-				mg.rejects = append(mg.rejects, stages.Reject{Record: rec,
+				mg.rejects = append(mg.rejects, stages.Reject{Record: it.rec,
 					Err: fmt.Errorf("late record: %s %s is before %s, already written", mg.spec.OrderBy, fmtKey(key), fmtKey(mg.newest))})
+				*it = item{}
 			case "drop":
 				mg.mx.lateDropped.Inc()
+				*it = item{}
 			default:
-				mg.out = append(mg.out, rec)
+				picks = append(picks, it)
 			}
 			continue
 		}
-		mg.out = append(mg.out, rec)
+		picks = append(picks, it)
 		if !mg.written || key > mg.newest {
 			mg.newest, mg.written = key, true
 		}
 	}
-	if len(mg.ready) > 0 && len(mg.out)+len(mg.rejects) >= limit {
+	if len(mg.ready) > 0 && len(mg.out)+len(picks)+len(mg.rejects) >= limit {
 		return now // more to take at once
 	}
 	return time.Time{}
@@ -526,34 +572,88 @@ func feedLess(a, b *mfeed) bool {
 	return a.key.path < b.key.path
 }
 
-// feedHeap orders feeds by their head record's key, then feedLess.
-type feedHeap []*mfeed
+// feedHeap is the heap of the feeds with queued records, by their head
+// record's key, then feedLess. It is on the path of every record, and a
+// merge of a thousand feeds sifts through ten levels of it per record:
+// each entry carries its feed's head key, so that the comparisons read
+// the heap's own array rather than every feed's state (a cache miss per
+// feed at a thousand feeds), and the sifting is written out so that they
+// inline (container/heap calls Less and Swap through an interface).
+type feedHeap []readyEnt
 
-func (h feedHeap) Len() int { return len(h) }
-func (h feedHeap) Less(i, j int) bool {
-	a, b := h[i], h[j]
-	ka, kb := a.hk, b.hk
-	if ka != kb {
-		return ka < kb
+// readyEnt is a feed in the ready heap and the key of its head record.
+type readyEnt struct {
+	hk int64
+	f  *mfeed
+}
+
+func readyLess(a, b *readyEnt) bool {
+	if a.hk != b.hk {
+		return a.hk < b.hk
 	}
-	return feedLess(a, b)
+	return feedLess(a.f, b.f)
 }
-func (h feedHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].index, h[j].index = i, j
+
+// push adds f, whose head record's key is hk.
+func (h *feedHeap) push(f *mfeed, hk int64) {
+	*h = append(*h, readyEnt{hk, f})
+	s := *h
+	i := len(s) - 1
+	e := s[i]
+	for i > 0 {
+		p := (i - 1) / 2
+		if !readyLess(&e, &s[p]) {
+			break
+		}
+		s[i] = s[p]
+		i = p
+	}
+	s[i] = e
 }
-func (h *feedHeap) Push(x any) {
-	f := x.(*mfeed)
-	f.index = len(*h)
-	*h = append(*h, f)
+
+// fixTop sets the key of the top feed to hk and restores the order.
+func (h feedHeap) fixTop(hk int64) {
+	h[0].hk = hk
+	h.down(0)
 }
-func (h *feedHeap) Pop() any {
-	old := *h
-	f := old[len(old)-1]
-	old[len(old)-1] = nil
-	f.index = -1
-	*h = old[:len(old)-1]
-	return f
+
+// popTop removes the top feed.
+func (h *feedHeap) popTop() {
+	s := *h
+	n := len(s) - 1
+	s[0] = s[n]
+	s[n] = readyEnt{}
+	*h = s[:n]
+	if n > 0 {
+		(*h).down(0)
+	}
+}
+
+// init restores the order after the feeds' ranks changed.
+func (h feedHeap) init() {
+	for i := len(h)/2 - 1; i >= 0; i-- {
+		h.down(i)
+	}
+}
+
+func (h feedHeap) down(i int) {
+	n := len(h)
+	e := h[i]
+	for {
+		c := 2*i + 1
+		if c >= n {
+			break
+		}
+		if r := c + 1; r < n && readyLess(&h[r], &h[c]) {
+			c = r
+		}
+		if !readyLess(&h[c], &e) {
+			break
+		}
+		h[i] = h[c]
+		i = c
+	}
+	h[i] = e
 }
 
 // holdLess orders holding feeds by hold mark: a feed that sent nothing
@@ -575,7 +675,7 @@ func idleLess(a, b *mfeed) bool { return a.last.Before(b.last) }
 // feedQueue is a heap of feeds by less, which keeps each feed's index in
 // the field pos returns (-1 once it is out). The hold heaps and idleQ
 // use it; the ready heap, on the path of every record, has its own
-// (feedHeap) so that its comparisons inline.
+// (feedHeap).
 type feedQueue struct {
 	fs   []*mfeed
 	less func(a, b *mfeed) bool
@@ -634,10 +734,13 @@ func setKeys(m *msg, field string) {
 		return
 	}
 	keys := newKeys(len(b.Records))
+	indexed := true
 	for i := range b.Records {
 		var k int64
 		var err error
-		if m, found, ok := b.Field(i, field); ok {
+		m, found, ok := b.Field(i, field)
+		indexed = indexed && ok
+		if ok {
 			err = errMissing
 			if found {
 				k, err = memberKey(b.Records[i].Raw, &m)
@@ -650,7 +753,7 @@ func setKeys(m *msg, field string) {
 		}
 		keys[i] = k
 	}
-	m.keys, m.keysOf = keys, field
+	m.keys, m.keysOf, m.keysIndexed = keys, field, indexed
 }
 
 var errMissing = errors.New("missing")
@@ -751,12 +854,12 @@ func (mg *merger) state() ([]byte, error) {
 		}
 		held = append(held, f)
 		size += 64 + (len(f.key.source)+len(f.key.path))*6
-		for _, it := range f.q[f.head:] {
-			r := &it.hb.b.Records[it.i]
+		for i := f.head; i < len(f.q); i++ {
+			r := &f.q[i].rec
 			if r.Origin != nil {
 				size += len(r.Origin.Path) * 6 // at most once per feed; an upper bound
 			}
-			size += 64 + base64.StdEncoding.EncodedLen(len(r.Raw)) + base64.StdEncoding.EncodedLen(len(r.Line))
+			size += 64 + recordSize(r, f.q[i].valid)
 		}
 	}
 	buf := bytes.NewBuffer(make([]byte, 0, size))
@@ -774,8 +877,8 @@ func (mg *merger) state() ([]byte, error) {
 			buf.WriteByte(',')
 		}
 		origin := ""
-		for _, it := range f.q[f.head:] {
-			if o := it.hb.b.Records[it.i].Origin; o != nil {
+		for i := f.head; i < len(f.q); i++ {
+			if o := f.q[i].rec.Origin; o != nil {
 				origin = o.Path
 				break
 			}
@@ -791,14 +894,15 @@ func (mg *merger) state() ([]byte, error) {
 			buf.Write(jsonrec.AppendString(buf.AvailableBuffer(), origin))
 		}
 		buf.WriteString(`,"records":[`)
-		for k, it := range f.q[f.head:] {
-			r := &it.hb.b.Records[it.i]
+		for k := range len(f.q) - f.head {
+			it := &f.q[f.head+k]
+			r := &it.rec
 			if k > 0 {
 				buf.WriteByte(',')
 			}
 			start := buf.Len()
 			buf.WriteString(`{"json":`)
-			if js := buf.Len(); r.Parsed && appendCompact(buf, r.Raw) {
+			if js := buf.Len(); r.Parsed && appendCompact(buf, r.Raw, it.valid) {
 				compact := buf.Bytes()[js:]
 				writeOffset(buf, r.Offset)
 				// The original line, unless it is the JSON itself (a
@@ -830,14 +934,40 @@ func (mg *merger) state() ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// recordSize is at most what state writes of r besides its offset and
+// punctuation: a parsed record's JSON (compacted: no longer than Raw) and
+// its original line in base64 unless that is the same bytes, else Raw in
+// base64 (also for a parsed record not known to be valid JSON: valid, see
+// item). (It was the base64 of both always: a checkpoint of a merge
+// holding 128 Ki records allocated two and a half times what it wrote.)
+func recordSize(r *stages.Record, valid bool) int {
+	if !r.Parsed {
+		return base64.StdEncoding.EncodedLen(len(r.Raw))
+	}
+	n := len(r.Raw)
+	if len(r.Line) > 0 && (len(r.Line) != len(r.Raw) || unsafe.SliceData(r.Line) != unsafe.SliceData(r.Raw)) {
+		n += base64.StdEncoding.EncodedLen(len(r.Line))
+	}
+	if !valid && n < base64.StdEncoding.EncodedLen(len(r.Raw)) {
+		n = base64.StdEncoding.EncodedLen(len(r.Raw)) // written as a line if it is not valid JSON
+	}
+	return n
+}
+
 // appendCompact writes the JSON text b to buf without insignificant
 // whitespace, as json.Compact does; false (and nothing written) if b is
 // not valid JSON. The common case, a valid object compact already
 // (parse_json keeps a compact line's bytes), is checked with jsonrec and
 // copied, which costs a fraction of json.Compact's state machine: a
-// merge holding many records encodes them all at every checkpoint.
-func appendCompact(buf *bytes.Buffer, b []byte) bool {
+// merge holding many records encodes them all at every checkpoint. valid
+// says b is known to be a valid object (its step indexed it): then a
+// compact b is copied without that check, most of the cost that is left.
+func appendCompact(buf *bytes.Buffer, b []byte, valid bool) bool {
 	if !hasSpace(b) {
+		if valid {
+			buf.Write(b)
+			return true
+		}
 		if _, err := jsonrec.ValidObject(b); err == nil {
 			buf.Write(b)
 			return true

@@ -826,3 +826,53 @@ func TestMergerStateKeepsLine(t *testing.T) {
 		t.Errorf("record without a line: Line %q, Original %q", out.Line, out.Original())
 	}
 }
+
+// TestMergerReleasesBatchesInOrder: a batch is released (its flow-control
+// ticket dropped) when its last record is written, not before, also when
+// its feed's queue moved to the front under it to make room for the next
+// batch.
+func TestMergerReleasesBatchesInOrder(t *testing.T) {
+	r := newMergeRig(t, spec(nil), "s")
+	r.source("s", true, "a", "b")
+	outstanding := func(path string) int {
+		t.Helper()
+		v, ok := r.board.status(feedKey{"s", path})
+		if !ok {
+			t.Fatalf("feed %s is not on the board", path)
+		}
+		return v.outstanding
+	}
+	r.send("s", "a", 1, 2, 3, 4)
+	r.send("s", "b", 3)
+	r.expect(false, "1/sa", "2/sa", "3/sa", "3/sb") // 4 waits for b's next
+	a := r.mg.feeds[feedKey{"s", "a"}]
+	if a.head == 0 {
+		t.Fatal("a's queue is at its front: the test would not move it")
+	}
+	room := cap(a.q) - len(a.q)
+	keys := make([]int, room+1) // one more than fits: the queue moves to the front
+	for i := range keys {
+		keys[i] = 5 + i
+	}
+	r.send("s", "a", keys...)
+	if a.head != 0 {
+		t.Fatalf("a's queue did not move (head %d)", a.head)
+	}
+	if n := outstanding("a"); n != 2 {
+		t.Fatalf("a has %d batches outstanding, want 2", n)
+	}
+	r.send("s", "b", 4)
+	r.expect(false, "4/sa", "4/sb") // a's first batch is written
+	if n := outstanding("a"); n != 1 {
+		t.Fatalf("after its first batch: a has %d batches outstanding, want 1", n)
+	}
+	r.send("s", "b", 100)
+	var want []string
+	for _, k := range keys {
+		want = append(want, fmt.Sprintf("%d/sa", k))
+	}
+	r.expect(false, want...)
+	if n := outstanding("a"); n != 0 {
+		t.Fatalf("after its second batch: a has %d batches outstanding, want 0", n)
+	}
+}

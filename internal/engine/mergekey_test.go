@@ -70,7 +70,7 @@ func legacyState(mg *merger) ([]byte, error) {
 		}
 		fs := mergeFeedState{Source: f.key.source, Path: f.key.path}
 		for _, it := range f.q[f.head:] {
-			r := &it.hb.b.Records[it.i]
+			r := &it.rec
 			if fs.Origin == "" && r.Origin != nil {
 				fs.Origin = r.Origin.Path
 			}
@@ -85,6 +85,26 @@ func legacyState(mg *merger) ([]byte, error) {
 		st.Feeds = append(st.Feeds, fs)
 	}
 	return json.Marshal(&st)
+}
+
+// stateAndLegacy returns mg's state and legacyState's, as written and
+// decoded.
+func stateAndLegacy(t *testing.T, mg *merger) (got, want []byte, gs, ws mergeState) {
+	t.Helper()
+	got, err := mg.state()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want, err = legacyState(mg); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(got, &gs); err != nil {
+		t.Fatalf("state %s: %v", got, err)
+	}
+	if err := json.Unmarshal(want, &ws); err != nil {
+		t.Fatal(err)
+	}
+	return got, want, gs, ws
 }
 
 // TestMergerStateEncoding: the hand-written merge state decodes to what
@@ -114,28 +134,16 @@ func TestMergerStateEncoding(t *testing.T) {
 			{Raw: nil, Origin: nil, Offset: -1},
 		}}
 		f := r.mg.feed(feedKey{"q\"x", "dir/\"b\n\u2028<&>"}, r.now)
-		hb := &heldBatch{b: b2, t: g2.take("dir/\"b\n\u2028<&>", b2), arrived: r.now, left: 3}
+		hb := &heldBatch{b: b2, t: g2.take("dir/\"b\n\u2028<&>", b2), arrived: r.now}
 		for i := range b2.Records {
-			f.q = append(f.q, item{key: int64(10 + i), hb: hb, i: int32(i)})
+			f.q = append(f.q, item{rec: b2.Records[i]})
+			f.keys = append(f.keys, int64(10+i))
 		}
+		f.ends = append(f.ends, batchEnd{hb, len(f.q) - 1})
 		if written {
 			r.mg.newest, r.mg.written = 42, true
 		}
-		got, err := r.mg.state()
-		if err != nil {
-			t.Fatal(err)
-		}
-		want, err := legacyState(r.mg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var gs, ws mergeState
-		if err := json.Unmarshal(got, &gs); err != nil {
-			t.Fatalf("state %s: %v", got, err)
-		}
-		if err := json.Unmarshal(want, &ws); err != nil {
-			t.Fatal(err)
-		}
+		got, want, gs, ws := stateAndLegacy(t, r.mg)
 		slices.SortFunc(gs.Feeds, func(a, b mergeFeedState) int { return strings.Compare(a.Source, b.Source) })
 		slices.SortFunc(ws.Feeds, func(a, b mergeFeedState) int { return strings.Compare(a.Source, b.Source) })
 		if !reflect.DeepEqual(gs, ws) {
@@ -181,5 +189,77 @@ func TestWorkerIndexFields(t *testing.T) {
 		if tc.orderBy != "" && (len(m.keys) != 1 || m.keys[0] != 1e9) {
 			t.Errorf("keys %v", m.keys)
 		}
+	}
+}
+
+// TestMergerStateIndexedRecords: records whose keys were read through a
+// field index (so their step validated them) are queued as known-valid,
+// and the state copies them unchecked yet decodes to what encoding/json
+// wrote: compacted when they have spaces, with their original line when
+// it differs. A batch with one record the steps did not index is
+// validated as before.
+func TestMergerStateIndexedRecords(t *testing.T) {
+	r := newMergeRig(t, spec(nil), "s")
+	g := r.source("s", true, "a", "b")
+	batch := func(path string, indexed func(i int) bool, objs ...string) msg {
+		o := &stages.Origin{Source: "s", Path: path}
+		b := &stages.Batch{}
+		x := stages.NewFieldIndex(len(objs))
+		for i, obj := range objs {
+			rec := stages.Record{Raw: []byte(obj), Parsed: true, Origin: o, Offset: int64(100 * i)}
+			if i == 1 {
+				rec.Line = []byte("ts=2 a=x") // parsed from text: its line differs
+			} else {
+				rec.Line = rec.Raw // parse_json of a compact line: the same bytes
+			}
+			b.Records = append(b.Records, rec)
+			if indexed(i) {
+				ms, closeBrace, err := jsonrec.Members(rec.Raw, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				x.Add(i, rec.Raw, ms, closeBrace)
+			}
+		}
+		b.SetFieldIndex(x)
+		m := msg{b: b, t: g.take(path, b)}
+		setKeys(&m, "ts")
+		b.DropFields() // as the worker does
+		return m
+	}
+	all := func(int) bool { return true }
+	ma := batch("a", all, `{"ts":1,"a":"x"}`, `{ "ts" : 2, "a" : "x \u00e9" }`, `{"ts":3}`)
+	mb := batch("b", func(i int) bool { return i != 2 }, `{"ts":4}`, `{"ts":5}`, `{"ts":6}`)
+	if !ma.keysIndexed || mb.keysIndexed {
+		t.Fatalf("keysIndexed %v and %v, want true and false", ma.keysIndexed, mb.keysIndexed)
+	}
+	for _, m := range []msg{ma, mb} {
+		if bad := r.mg.add(m, r.now, nil); len(bad) > 0 {
+			t.Fatal(bad[0].Err)
+		}
+	}
+	for path, want := range map[string]bool{"a": true, "b": false} {
+		f := r.mg.feeds[feedKey{"s", path}]
+		for i := f.head; i < len(f.q); i++ {
+			if f.q[i].valid != want {
+				t.Fatalf("feed %s record %d: valid %v, want %v", path, i, f.q[i].valid, want)
+			}
+		}
+	}
+	got, want, gs, ws := stateAndLegacy(t, r.mg)
+	for _, fs := range ws.Feeds {
+		for i := range fs.Records {
+			if mr := &fs.Records[i]; string(mr.Orig) == string(mr.JSON) {
+				mr.Orig = nil // state leaves out an original line that is the JSON itself
+			}
+		}
+	}
+	slices.SortFunc(gs.Feeds, func(a, b mergeFeedState) int { return strings.Compare(a.Path, b.Path) })
+	slices.SortFunc(ws.Feeds, func(a, b mergeFeedState) int { return strings.Compare(a.Path, b.Path) })
+	if !reflect.DeepEqual(gs, ws) {
+		t.Fatalf("state\n%s\ndecodes otherwise than encoding/json's\n%s", got, want)
+	}
+	if len(gs.Feeds) != 2 || string(gs.Feeds[0].Records[1].JSON) != `{"ts":2,"a":"x \u00e9"}` || gs.Feeds[0].Records[1].Orig == nil || gs.Feeds[0].Records[0].Orig != nil {
+		t.Fatalf("state %s: want feed a's second record compacted with its line, the first without", got)
 	}
 }
