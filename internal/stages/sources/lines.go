@@ -106,12 +106,41 @@ func (s *lineSplitter) handOver() {
 	b, old := s.pin, s.buf
 	s.pin, s.buf = nil, nil
 	b.Own(old)
+	s.markLines(b, old)
 	rest := old[s.start:s.end]
 	s.start, s.end = 0, 0
 	if len(rest) > 0 {
 		s.buf = stages.NewBuffer(len(old))[:len(old)]
 		s.end = copy(s.buf, rest)
 	}
+}
+
+// markLines tells b which bytes of buf, the buffer it is taking over, are
+// its pinned records as lines (stages.Batch.MarkLines), so that a sink
+// finds them without reading them again: when they are consecutive lines
+// of the stream (no over-long line skipped between them) and the last one
+// has its newline in what was read.
+func (s *lineSplitter) markLines(b *stages.Batch, buf []byte) {
+	recs := b.Records[s.pinFirst : s.pinFirst+s.pinN]
+	if len(recs) == 0 {
+		return
+	}
+	// Stream offset x is at buf[s.start-(s.pos-x)]: a buffer that records
+	// point into is never compacted (see space).
+	at := func(x int64) int { return s.start - int(s.pos-x) }
+	first, last := &recs[0], &recs[len(recs)-1]
+	lo, end := at(first.Offset), at(last.Offset)+len(last.Raw)
+	if lo < 0 || end >= s.end || buf[end] != '\n' {
+		return // the last line has no newline (yet): a file's final line
+	}
+	size := len(recs) - 1 // the newlines between the lines
+	for i := range recs {
+		size += len(recs[i].Raw)
+	}
+	if size != end-lo {
+		return // not back to back: an over-long line was skipped between
+	}
+	b.MarkLines(buf[lo:end+1], len(recs))
 }
 
 // reset empties the splitter and positions it at stream offset off. It keeps
