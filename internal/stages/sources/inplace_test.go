@@ -224,7 +224,9 @@ func TestFileSourceFollowInPlace(t *testing.T) {
 // what the batch still needs, so that handing the buffer over leaves few
 // bytes to move to the next one.
 func TestSplitterReadsWhatTheBatchWants(t *testing.T) {
-	line := bytes.Repeat([]byte("y"), 99)
+	// Lines of 160 bytes, as in the benchmarks: a batch (160 KiB) is more
+	// than the buffer sized for the first look (128 KiB).
+	line := bytes.Repeat([]byte("y"), 159)
 	line = append(line, '\n')
 	var bb batchBuilder
 	s := &lineSplitter{max: defaultMaxLineBytes}
@@ -242,18 +244,26 @@ func TestSplitterReadsWhatTheBatchWants(t *testing.T) {
 		return len(dst)
 	}
 	read := 0
-	for batch := range 3 {
+	for batch := range 4 {
+		reads := 0
 		for !bb.take(s, &stages.Origin{}) {
+			bb.seal() // as the file source does before a refill
 			dst := s.space(nil)
 			read += stream(dst, read)
 			s.advance(len(dst))
+			reads++
 		}
 		b := bb.finish()
 		if len(b.Records) != batchMaxRecords {
 			t.Fatalf("batch %d has %d records; want %d", batch, len(b.Records), batchMaxRecords)
 		}
+		// After the first look, the buffer is big enough for a whole
+		// batch: one read, and one run for the sink to write.
+		if _, n := b.Span(0); batch > 0 && (reads != 1 || n != len(b.Records)) {
+			t.Errorf("batch %d took %d reads and its first run is %d records of %d; want 1 read, one run", batch, reads, n, len(b.Records))
+		}
 		// The reads ask for a thirty-second more than the estimate, and
-		// a few lines: about 3.6 KiB here, of a 100 KiB batch.
+		// a few lines: about 5.6 KiB here, of a 160 KiB batch.
 		if left := s.buffered(); left > 8<<10 {
 			t.Errorf("after batch %d, %d bytes are left to move to a new buffer; want at most a few lines", batch, left)
 		}
