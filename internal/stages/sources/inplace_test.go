@@ -271,3 +271,49 @@ func TestSplitterReadsWhatTheBatchWants(t *testing.T) {
 		bb.start()
 	}
 }
+
+// TestSplitterSmallMaxLineBytes: in place, a small max_line_bytes does
+// not make the reads small (they were max_line_bytes+1 bytes, a
+// passthrough with max_line_bytes: 1000 ran twelve times slower), and
+// lines over it are still rejected whole, with the lines around them
+// intact.
+func TestSplitterSmallMaxLineBytes(t *testing.T) {
+	var bb batchBuilder
+	s := &lineSplitter{max: 1000}
+	bb.start()
+	bb.take(s, &stages.Origin{})
+	if dst := s.space(nil); len(dst) <= 4*s.max {
+		t.Fatalf("read of %d bytes with max_line_bytes %d; want a block", len(dst), s.max)
+	}
+
+	dir := t.TempDir()
+	var data []byte
+	var want []string
+	for i := range 3000 {
+		line := fmt.Sprintf("line %d ", i)
+		if i%500 == 7 {
+			line += strings.Repeat("z", 1500) // over max_line_bytes
+		} else {
+			want = append(want, line)
+		}
+		data = append(data, line+"\n"...)
+	}
+	writeFile(t, filepath.Join(dir, "small.log"), string(data))
+	cfg := NewFileConfig()
+	cfg.Path, cfg.Follow, cfg.MaxLineBytes = filepath.Join(dir, "small.log"), false, 1000
+	w := &window{t: t, want: want}
+	rejects := 0
+	stagetest.ReadToEnd(t, newFile(t, cfg), testTimeout, func(b *stages.Batch) {
+		for _, r := range b.Rejects {
+			if r.Length < 1500 {
+				t.Errorf("reject of %d bytes; want a line of over 1500", r.Length)
+			}
+			rejects++
+		}
+		w.add(b)
+	})
+	w.flush()
+	if rejects != 6 {
+		t.Errorf("%d lines rejected; want 6", rejects)
+	}
+}
