@@ -60,6 +60,44 @@ func runW1Rounds(data, work, bin string, feeds, lines, runs int) error {
 	fmt.Printf("\nW1 against cat, %d paired rounds (medians), %d feeds x %d lines\n", runs, feeds, lines)
 	printRounds(data, work, loadBefore, "records", []string{"cat (reference)", "etld W1"}, res, total)
 	fmt.Printf("\nW1 throughput = %.2f x cat (median of the rounds' ratios: %s)\n", median(ratios), fmtList(ratios))
+	return w1FixedCost(work, bin, runs, res[1])
+}
+
+// w1FixedCost times etld running W1 over a one-line feed, runs times: the
+// cost that does not depend on the input (start, config, state directory,
+// final checkpoint, exit), which cat hardly has. It prints its medians and
+// what is left of W1's median wall time without it (w1: W1's rounds).
+func w1FixedCost(work, bin string, runs int, w1 []result) error {
+	dir := filepath.Join(work, "w1-fixed")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "feed-1.jsonl"), []byte(`{"seq":1}`+"\n"), 0o644); err != nil {
+		return err
+	}
+	out := filepath.Join(dir, "out.jsonl")
+	cfg := filepath.Join(dir, "W1-fixed.yaml")
+	if err := os.WriteFile(cfg, []byte(w1Pipeline(filepath.Join(dir, "feed-*.jsonl"), out)), 0o644); err != nil {
+		return err
+	}
+	var walls, cpus []float64
+	for range runs {
+		r, err := timeEtld(bin, cfg, dir, out)
+		if err != nil {
+			return fmt.Errorf("W1 fixed cost: %w", err)
+		}
+		if r.lines != 1 {
+			return fmt.Errorf("W1 fixed cost: wrote %d lines, want 1", r.lines)
+		}
+		walls, cpus = append(walls, r.wall.Seconds()), append(cpus, r.cpu.Seconds())
+	}
+	var w1Walls []float64
+	for _, r := range w1 {
+		w1Walls = append(w1Walls, r.wall.Seconds())
+	}
+	fixed := median(walls)
+	fmt.Printf("W1 fixed cost (one line, %d runs): wall %.3f s, CPU %.3f s (medians); W1's median wall without it %.3f s\n",
+		runs, fixed, median(cpus), median(w1Walls)-fixed)
 	return nil
 }
 

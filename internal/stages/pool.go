@@ -158,6 +158,9 @@ func (b *Batch) ReleaseUnused() {
 	}
 	clear(b.owned[len(kept):])
 	b.owned = kept
+	// A released buffer may come back as another stage's (NewBuffer), for
+	// records of this batch: no run may vouch for its bytes any more.
+	b.runs = nil
 }
 
 // within reports whether address a is in buf's memory.
@@ -193,4 +196,5 @@ func (b *Batch) Release() {
 	}
 	b.DropFields()
 	b.Records, b.Rejects = nil, nil
+	b.runs = nil
 }

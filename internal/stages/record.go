@@ -106,6 +106,7 @@ type Batch struct {
 	IndexFields bool
 
 	owned  [][]byte    // buffers only the records point into (see Own)
+	runs   []lineRun   // line runs their producer vouched for (see MarkLines)
 	fields *FieldIndex // where the members of parsed records are (see Fields)
 }
 

@@ -126,3 +126,79 @@ func TestBatchSpan(t *testing.T) {
 		}
 	})
 }
+
+// marked returns inPlace(text) with its lines marked as their producer
+// would (MarkLines): text must end with a newline.
+func marked(text string) (*Batch, []byte) {
+	b, buf := inPlace(text)
+	b.MarkLines(buf[:len(text)], len(b.Records))
+	return b, buf
+}
+
+func TestBatchSpanMarkedLines(t *testing.T) {
+	t.Run("taken without reading the lines", func(t *testing.T) {
+		b, buf := marked("a\n\nccc\n{\"x\":1}\n")
+		if got, n := b.Span(0); n != 4 || !bytes.Equal(got, lines(b.Records)) || cap(got) != len(got) {
+			t.Fatalf("Span(0) = %q (cap %d), %d; want every record: %q, 4", got, cap(got), n, lines(b.Records))
+		}
+		// Span trusts the mark for the newlines (it does not read them):
+		// a byte changed behind the batch's back shows. Unmarked, the
+		// run would end before it.
+		buf[1] = 'X'
+		if got, n := b.Span(0); n != 4 || string(got) != "aX\nccc\n{\"x\":1}\n" {
+			t.Fatalf("Span(0) = %q, %d; want the marked run as it is in memory", got, n)
+		}
+		buf[1] = '\n'
+		// From a record inside the run the mark does not apply: the
+		// lines are read as without one.
+		if got, n := b.Span(2); n != 2 || string(got) != "ccc\n{\"x\":1}\n" {
+			t.Fatalf("Span(2) = %q, %d; want the last two records", got, n)
+		}
+	})
+	t.Run("a line cut in two is not taken for two lines", func(t *testing.T) {
+		// A step cuts "ab,cd" into "ab" and "cd", one byte apart: the
+		// byte between them is a comma, not a newline.
+		b, _ := marked("ab,cd\nef\n")
+		raw := b.Records[0].Raw
+		b.Records = []Record{{Raw: raw[:2:2]}, {Raw: raw[3:5:5]}, b.Records[1]}
+		if got, n := b.Span(0); n != 0 {
+			t.Fatalf("Span(0) = %q, %d; want nothing (ab is not followed by a newline)", got, n)
+		}
+		if got, n := b.Span(1); n != 2 || string(got) != "cd\nef\n" {
+			t.Fatalf("Span(1) = %q, %d; want cd and ef, read as without a mark", got, n)
+		}
+	})
+	t.Run("fewer or rewritten records", func(t *testing.T) {
+		b, _ := marked("a\nb\nc\n")
+		b.Records[2].Raw = []byte("C")
+		if got, n := b.Span(0); n != 2 || string(got) != "a\nb\n" {
+			t.Fatalf("Span(0) = %q, %d; want a and b", got, n)
+		}
+		b, _ = marked("a\nb\nc\n")
+		b.Records = b.Records[:2] // a filter dropped the last line
+		if got, n := b.Span(0); n != 2 || string(got) != "a\nb\n" {
+			t.Fatalf("Span(0) = %q, %d; want a and b", got, n)
+		}
+		b, _ = marked("a\nb\nc\n")
+		b.Records = b.Records[1:] // a retry after the sink took the first
+		if got, n := b.Span(0); n != 2 || string(got) != "b\nc\n" {
+			t.Fatalf("Span(0) = %q, %d; want b and c", got, n)
+		}
+	})
+	t.Run("released buffers take their marks along", func(t *testing.T) {
+		b, buf := marked("a\nb\n")
+		b.Own(NewBuffer(64)) // a buffer no record points into
+		b.ReleaseUnused()
+		if len(b.runs) != 0 {
+			t.Fatalf("%d runs kept after ReleaseUnused released a buffer; want none", len(b.runs))
+		}
+		buf[3] = 'X' // read again: the run ends at a
+		if got, n := b.Span(0); n != 1 || string(got) != "a\n" {
+			t.Fatalf("Span(0) = %q, %d; want a only", got, n)
+		}
+		b.Release()
+		if b.runs != nil {
+			t.Fatal("Release kept the runs")
+		}
+	})
+}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/etld/etld/internal/stages"
 	"github.com/etld/etld/internal/stages/stagetest"
@@ -50,6 +51,7 @@ type window struct {
 	want    []string // every line, in order
 	next    int      // index in want of the next record to come
 	inPlace int      // batches whose records are all one run per buffer
+	vouched int      // batches whose first run the source marked (see vouched)
 	batches int
 }
 
@@ -63,6 +65,9 @@ func (w *window) add(b *stages.Batch) {
 	w.batches++
 	if spanned(b) {
 		w.inPlace++
+	}
+	if vouched(b) {
+		w.vouched++
 	}
 	w.held = append(w.held, heldBatch{b, w.next})
 	w.next += len(b.Records)
@@ -116,6 +121,25 @@ func spanned(b *stages.Batch) bool {
 	return len(b.Records) > 0
 }
 
+// vouched reports whether a sink takes the run starting at b's first
+// record on the source's word (stages.Batch.MarkLines), without reading
+// the newlines: with the newline after record 0 changed behind the
+// batch's back, Span still covers record 1. It puts the newline back.
+func vouched(b *stages.Batch) bool {
+	if len(b.Records) < 2 {
+		return false
+	}
+	r0, r1 := b.Records[0].Raw, b.Records[1].Raw
+	gap := unsafe.Add(unsafe.Pointer(unsafe.SliceData(r0)), len(r0))
+	if gap != unsafe.Add(unsafe.Pointer(unsafe.SliceData(r1)), -1) || *(*byte)(gap) != '\n' {
+		return false
+	}
+	*(*byte)(gap) = 'X'
+	defer func() { *(*byte)(gap) = '\n' }()
+	_, n := b.Span(0)
+	return n >= 2
+}
+
 // TestFileSourceLinesInPlace reads files of random lines through a
 // finite file source, whose batches take over its read buffers instead
 // of copying the lines out: every line comes out once, in order, and
@@ -142,6 +166,10 @@ func TestFileSourceLinesInPlace(t *testing.T) {
 			w.flush()
 			if w.inPlace*2 < w.batches {
 				t.Errorf("%d batches of %d are runs a sink can write in place; want most", w.inPlace, w.batches)
+			}
+			t.Logf("%d batches, %d in place, %d marked", w.batches, w.inPlace, w.vouched)
+			if w.vouched*2 < w.inPlace {
+				t.Errorf("the source marked the lines of %d batches of the %d in place; want most", w.vouched, w.inPlace)
 			}
 		})
 	}
@@ -196,7 +224,9 @@ func TestFileSourceFollowInPlace(t *testing.T) {
 // what the batch still needs, so that handing the buffer over leaves few
 // bytes to move to the next one.
 func TestSplitterReadsWhatTheBatchWants(t *testing.T) {
-	line := bytes.Repeat([]byte("y"), 99)
+	// Lines of 160 bytes, as in the benchmarks: a batch (160 KiB) is more
+	// than the buffer sized for the first look (128 KiB).
+	line := bytes.Repeat([]byte("y"), 159)
 	line = append(line, '\n')
 	var bb batchBuilder
 	s := &lineSplitter{max: defaultMaxLineBytes}
@@ -214,22 +244,76 @@ func TestSplitterReadsWhatTheBatchWants(t *testing.T) {
 		return len(dst)
 	}
 	read := 0
-	for batch := range 3 {
+	for batch := range 4 {
+		reads := 0
 		for !bb.take(s, &stages.Origin{}) {
+			bb.seal() // as the file source does before a refill
 			dst := s.space(nil)
 			read += stream(dst, read)
 			s.advance(len(dst))
+			reads++
 		}
 		b := bb.finish()
 		if len(b.Records) != batchMaxRecords {
 			t.Fatalf("batch %d has %d records; want %d", batch, len(b.Records), batchMaxRecords)
 		}
+		// After the first look, the buffer is big enough for a whole
+		// batch: one read, and one run for the sink to write.
+		if _, n := b.Span(0); batch > 0 && (reads != 1 || n != len(b.Records)) {
+			t.Errorf("batch %d took %d reads and its first run is %d records of %d; want 1 read, one run", batch, reads, n, len(b.Records))
+		}
 		// The reads ask for a thirty-second more than the estimate, and
-		// a few lines: about 3.6 KiB here, of a 100 KiB batch.
+		// a few lines: about 5.6 KiB here, of a 160 KiB batch.
 		if left := s.buffered(); left > 8<<10 {
 			t.Errorf("after batch %d, %d bytes are left to move to a new buffer; want at most a few lines", batch, left)
 		}
 		b.Release()
 		bb.start()
+	}
+}
+
+// TestSplitterSmallMaxLineBytes: in place, a small max_line_bytes does
+// not make the reads small (they were max_line_bytes+1 bytes, a
+// passthrough with max_line_bytes: 1000 ran twelve times slower), and
+// lines over it are still rejected whole, with the lines around them
+// intact.
+func TestSplitterSmallMaxLineBytes(t *testing.T) {
+	var bb batchBuilder
+	s := &lineSplitter{max: 1000}
+	bb.start()
+	bb.take(s, &stages.Origin{})
+	if dst := s.space(nil); len(dst) <= 4*s.max {
+		t.Fatalf("read of %d bytes with max_line_bytes %d; want a block", len(dst), s.max)
+	}
+
+	dir := t.TempDir()
+	var data []byte
+	var want []string
+	for i := range 3000 {
+		line := fmt.Sprintf("line %d ", i)
+		if i%500 == 7 {
+			line += strings.Repeat("z", 1500) // over max_line_bytes
+		} else {
+			want = append(want, line)
+		}
+		data = append(data, line+"\n"...)
+	}
+	writeFile(t, filepath.Join(dir, "small.log"), string(data))
+	cfg := NewFileConfig()
+	cfg.Path, cfg.Follow, cfg.MaxLineBytes = filepath.Join(dir, "small.log"), false, 1000
+	w := &window{t: t, want: want}
+	rejects := 0
+	stagetest.ReadToEnd(t, newFile(t, cfg), testTimeout, func(b *stages.Batch) {
+		for _, r := range b.Rejects {
+			if r.Length < 1500 {
+				t.Errorf("reject of %d bytes; want a line of over 1500", r.Length)
+			}
+			rejects++
+		}
+		w.add(b)
+	})
+	w.flush()
+	if rejects != 6 {
+		t.Errorf("%d lines rejected; want 6", rejects)
 	}
 }
