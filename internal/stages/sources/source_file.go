@@ -562,10 +562,10 @@ func (s *FileSource) pollPending() {
 		tick = true
 	default:
 	}
-	switch {
-	case tick:
-		s.tick()
-	case rescan:
+	if tick && s.tick() {
+		return // rescanned
+	}
+	if rescan {
 		s.rescan(false)
 	}
 }
@@ -638,8 +638,9 @@ func (s *FileSource) poll(t *tailedFile) {
 }
 
 // tick is the periodic check: new and vanished files, truncation, aging of
-// rotated files, and the bounded poll.
-func (s *FileSource) tick() {
+// rotated files, and the bounded poll. It reports whether it matched the
+// glob again.
+func (s *FileSource) tick() (rescanned bool) {
 	s.ticks++
 	unwatched := s.sub == nil
 	for _, ok := range s.watched {
@@ -666,6 +667,7 @@ func (s *FileSource) tick() {
 			}
 		}
 		s.rescan(false)
+		rescanned = true
 	}
 	n := len(s.files)
 	if s.sub == nil {
@@ -680,7 +682,7 @@ func (s *FileSource) tick() {
 		}
 	}
 	if trusted && s.ticks%fullScanTicks != 0 {
-		return
+		return rescanned
 	}
 	for k := 0; k < min(n, pollPerTick); k++ {
 		t := s.files[(s.pollNext+k)%n]
@@ -692,6 +694,7 @@ func (s *FileSource) tick() {
 	if n > 0 {
 		s.pollNext = (s.pollNext + min(n, pollPerTick)) % n
 	}
+	return rescanned
 }
 
 // pass reads the queued files (see FileSource.queue) in queue order into
