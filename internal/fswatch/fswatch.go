@@ -19,6 +19,7 @@ import (
 	"errors"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/fsnotify/fsnotify"
 	"github.com/rs/zerolog"
@@ -120,28 +121,61 @@ func (w *Watcher) Close() error {
 	return err
 }
 
+// dispatchPace is the shortest time between the starts of two bursts of
+// events the dispatcher hands out. While it waits, fsnotify's reader
+// blocks on its unbuffered channel and the kernel queues the events, so
+// the next burst is read with one read(2) and handed over without a
+// wake-up per event. At thousands of files written each second, a
+// wake-up of the reader, of the dispatcher and of the subscriber for
+// every event or two cost more than the events. A lone event (a config
+// file saved) is handed out at once.
+var dispatchPace = 50 * time.Millisecond
+
+// drainGrace is how long the dispatcher waits for the next event of a
+// burst before it ends the burst.
+const drainGrace = time.Millisecond
+
 // dispatch hands every event to the subscribers of its directory (and of
 // the path itself, for an event on a watched directory), and an error to
-// every subscriber as "anything may have changed".
+// every subscriber as "anything may have changed". It takes events in
+// bursts, at most one burst per dispatchPace.
 func (w *Watcher) dispatch() {
 	defer close(w.done)
 	events, errs := w.fw.Events, w.fw.Errors
+	grace := time.NewTimer(drainGrace)
+	defer grace.Stop()
+	var next time.Time // no burst before it
 	for events != nil || errs != nil {
+		if d := time.Until(next); d > 0 {
+			time.Sleep(d) // the kernel queues the events meanwhile
+		}
 		select {
 		case ev, ok := <-events:
 			if !ok {
 				events = nil
 				continue
 			}
-			w.mu.Lock()
-			for _, p := range []string{filepath.Dir(ev.Name), ev.Name} {
-				for s := range w.dirs[p] {
-					if s.match == nil || s.match(ev) {
-						s.notifyName(p, ev)
+			start, n := time.Now(), 1
+			w.deliver(ev)
+			grace.Reset(drainGrace)
+		burst:
+			for {
+				select {
+				case ev, ok := <-events:
+					if !ok {
+						events = nil
+						break burst
 					}
+					w.deliver(ev)
+					n++
+					grace.Reset(drainGrace)
+				case <-grace.C:
+					break burst
 				}
 			}
-			w.mu.Unlock()
+			if n > 1 {
+				next = start.Add(dispatchPace)
+			}
 		case err, ok := <-errs:
 			if !ok {
 				errs = nil
@@ -153,6 +187,24 @@ func (w *Watcher) dispatch() {
 				s.notify(AllOps)
 			}
 			w.mu.Unlock()
+		}
+	}
+}
+
+// deliver hands ev to the subscribers of its directory and of the path
+// itself.
+func (w *Watcher) deliver(ev fsnotify.Event) {
+	dir := filepath.Dir(ev.Name)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for s := range w.dirs[dir] {
+		if s.match == nil || s.match(ev) {
+			s.notifyName(dir, ev)
+		}
+	}
+	for s := range w.dirs[ev.Name] {
+		if s.match == nil || s.match(ev) {
+			s.notifyName(ev.Name, ev)
 		}
 	}
 }
