@@ -34,7 +34,7 @@ type fingerprint struct {
 // readFingerprint hashes the first n bytes of f, or fewer when f is shorter.
 func readFingerprint(f *os.File, n int) (fingerprint, error) {
 	var buf [fingerprintBytes]byte
-	m, err := f.ReadAt(buf[:min(n, fingerprintBytes)], 0)
+	m, err := preadAt(f, buf[:min(n, fingerprintBytes)], 0)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return fingerprint{}, fmt.Errorf("read fingerprint of %s: %w", f.Name(), err)
 	}
@@ -46,7 +46,7 @@ func readFingerprint(f *os.File, n int) (fingerprint, error) {
 // fingerprint when the bytes it covered changed: checkTruncated sees that.
 func (t *tailedFile) extendFingerprint() {
 	var buf [fingerprintBytes]byte
-	m, err := t.f.ReadAt(buf[:], 0)
+	m, err := preadAt(t.f, buf[:], 0)
 	if (err != nil && !errors.Is(err, io.EOF)) || m <= t.fp.n || fnv1a(buf[:t.fp.n]) != t.fp.sum {
 		return
 	}

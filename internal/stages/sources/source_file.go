@@ -876,7 +876,7 @@ func (s *FileSource) pump(t *tailedFile) (eof bool, err error) {
 			spare, s.spare = s.spare, nil
 		}
 		dst := t.sp.space(spare)
-		n, rerr := t.f.ReadAt(dst, t.readPos())
+		n, rerr := preadAt(t.f, dst, t.readPos())
 		t.sp.advance(n)
 		if n > 0 && s.cfg.Multiline.on() {
 			t.lastData = s.clk.Now()
