@@ -18,6 +18,7 @@ package fswatch
 import (
 	"errors"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -83,7 +84,7 @@ func (w *Watcher) subscribe(match func(fsnotify.Event) bool, names bool) *Sub {
 	if w.closed {
 		return nil
 	}
-	s := &Sub{w: w, match: match, c: make(chan struct{}, 1), dirs: map[string]string{}, wantNames: names}
+	s := &Sub{w: w, match: match, c: make(chan struct{}, 1), dirs: map[string]string{}, clean: map[string]string{}, wantNames: names}
 	if names {
 		s.names = map[string]fsnotify.Op{}
 	}
@@ -199,12 +200,12 @@ func (w *Watcher) deliver(ev fsnotify.Event) {
 	defer w.mu.Unlock()
 	for s := range w.dirs[dir] {
 		if s.match == nil || s.match(ev) {
-			s.notifyName(dir, ev)
+			s.notifyName(dir, true, ev)
 		}
 	}
 	for s := range w.dirs[ev.Name] {
 		if s.match == nil || s.match(ev) {
-			s.notifyName(ev.Name, ev)
+			s.notifyName(ev.Name, false, ev)
 		}
 	}
 }
@@ -223,7 +224,8 @@ type Sub struct {
 	names    map[string]fsnotify.Op // SubscribeNames: changed names (as added) and their ops; nil otherwise
 	overflow bool                   // names lost (too many, or events lost): anything may have changed
 
-	dirs map[string]string // as added -> real path; guarded by w.mu
+	dirs  map[string]string // as added -> real path; guarded by w.mu
+	clean map[string]string // as added -> filepath.Clean of it; guarded by w.mu
 }
 
 // C receives a value when events arrived since the last Take: any number
@@ -268,9 +270,9 @@ func (s *Sub) TakeNames() (ops fsnotify.Op, names map[string]fsnotify.Op, all bo
 	return ops, names, all
 }
 
-// notifyName records ev, seen in the watched directory real (or on real
-// itself), under each name s added real as. w.mu is held.
-func (s *Sub) notifyName(real string, ev fsnotify.Event) {
+// notifyName records ev, seen in the watched directory real (inDir) or
+// on real itself, under each name s added real as. w.mu is held.
+func (s *Sub) notifyName(real string, inDir bool, ev fsnotify.Event) {
 	if !s.wantNames {
 		s.notify(ev.Op)
 		return
@@ -280,13 +282,14 @@ func (s *Sub) notifyName(real string, ev fsnotify.Event) {
 	if !s.overflow {
 		base := filepath.Base(ev.Name)
 		for added, r := range s.dirs {
+			if r != real {
+				continue
+			}
 			name := added // an event on the directory itself
-			if real == filepath.Dir(ev.Name) {
-				name = filepath.Join(added, base)
+			if inDir {
+				name = joinName(s.clean[added], base)
 			}
-			if r == real {
-				s.names[name] |= ev.Op
-			}
+			s.names[name] |= ev.Op
 		}
 		if len(s.names) > MaxNames {
 			s.overflow, s.names = true, map[string]fsnotify.Op{}
@@ -294,6 +297,19 @@ func (s *Sub) notifyName(real string, ev fsnotify.Event) {
 	}
 	s.mu.Unlock()
 	s.signal()
+}
+
+// joinName is filepath.Join(dir, base) for a clean dir and a base that is
+// a name (no separator, not . or ..), as inotify gives, without cleaning
+// the result again: this runs for every event.
+func joinName(dir, base string) string {
+	switch {
+	case dir == ".":
+		return base
+	case strings.HasSuffix(dir, string(filepath.Separator)):
+		return dir + base
+	}
+	return dir + string(filepath.Separator) + base
 }
 
 func (s *Sub) notify(op fsnotify.Op) {
@@ -344,6 +360,7 @@ func (s *Sub) Add(dir string) error {
 	}
 	old, had := s.dirs[dir]
 	s.dirs[dir] = real
+	s.clean[dir] = filepath.Clean(dir)
 	if had && old != real {
 		w.drop(s, old)
 	}
@@ -365,6 +382,7 @@ func (s *Sub) Remove(dir string) {
 	defer w.mu.Unlock()
 	if real, ok := s.dirs[dir]; ok {
 		delete(s.dirs, dir)
+		delete(s.clean, dir)
 		w.drop(s, real)
 	}
 }
@@ -406,6 +424,7 @@ func (s *Sub) Close() {
 	delete(w.subs, s)
 	for dir, real := range s.dirs {
 		delete(s.dirs, dir)
+		delete(s.clean, dir)
 		w.drop(s, real)
 	}
 }
