@@ -132,9 +132,11 @@ func (w *Watcher) Close() error {
 // file saved) is handed out at once.
 var dispatchPace = 50 * time.Millisecond
 
-// drainGrace is how long the dispatcher waits for the next event of a
-// burst before it ends the burst.
-const drainGrace = time.Millisecond
+// burstWindow is how long a burst lasts: the events the reader hands over
+// within it, from the kernel's queue or new, are handed out in it; the
+// others wait for the next burst. One timer per burst, not per event: a
+// timer reset for every event woke the netpoller for every event.
+const burstWindow = 5 * time.Millisecond
 
 // dispatch hands every event to the subscribers of its directory (and of
 // the path itself, for an event on a watched directory), and an error to
@@ -143,8 +145,8 @@ const drainGrace = time.Millisecond
 func (w *Watcher) dispatch() {
 	defer close(w.done)
 	events, errs := w.fw.Events, w.fw.Errors
-	grace := time.NewTimer(drainGrace)
-	defer grace.Stop()
+	window := time.NewTimer(burstWindow)
+	defer window.Stop()
 	var next time.Time // no burst before it
 	for events != nil || errs != nil {
 		if d := time.Until(next); d > 0 {
@@ -158,7 +160,7 @@ func (w *Watcher) dispatch() {
 			}
 			start, n := time.Now(), 1
 			w.deliver(ev)
-			grace.Reset(drainGrace)
+			window.Reset(burstWindow)
 		burst:
 			for {
 				select {
@@ -169,8 +171,7 @@ func (w *Watcher) dispatch() {
 					}
 					w.deliver(ev)
 					n++
-					grace.Reset(drainGrace)
-				case <-grace.C:
+				case <-window.C:
 					break burst
 				}
 			}
