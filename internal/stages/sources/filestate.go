@@ -97,10 +97,23 @@ type tailedFile struct {
 	queued    bool          // follow: in FileSource.queue, read by the next pass
 	lru       *list.Element // follow, open: its place in FileSource.lru
 	parked    bool          // follow: closed for max_open_files; opened again when it changes
+
+	// The encoding of the position up to its offset (see State), and
+	// the name, identity and fingerprint it was made for.
+	enc     []byte
+	encPath string
+	encID   fileID
+	encFP   fingerprint
 }
 
 // readPos is the file offset of the next byte to read.
 func (t *tailedFile) readPos() int64 { return t.sp.pos + int64(t.sp.buffered()) }
+
+// hasPosition reports whether the file's position is worth keeping: it is
+// open, parked, or was read or identified.
+func (t *tailedFile) hasPosition() bool {
+	return t.f != nil || t.parked || t.sp.done > 0 || t.fp.n > 0
+}
 
 // position returns the file's resumable state.
 func (t *tailedFile) position() FilePosition {

@@ -186,6 +186,7 @@ type FileSource struct {
 
 	watchLimitWarned bool      // the inotify watch limit was logged
 	ticks            int       // ticks since Open, to pace the full rescan
+	stateSize        int       // length of the last State, to size the next
 	paceUntil        time.Time // no pass before it (see coalesceWindow)
 
 	own     *fswatch.Watcher // opened by Open when Settings gave none
@@ -286,7 +287,7 @@ func (s *FileSource) Positions() []FilePosition {
 	defer s.mu.Unlock()
 	out := make([]FilePosition, 0, len(s.files)+len(s.known))
 	for _, t := range s.files {
-		if t.f != nil || t.parked || t.sp.done > 0 || t.fp.n > 0 {
+		if t.hasPosition() {
 			out = append(out, t.position())
 		}
 	}

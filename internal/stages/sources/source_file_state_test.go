@@ -3,6 +3,7 @@ package sources
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"math"
 	"testing"
 )
@@ -32,6 +33,42 @@ func TestAppendPositionsIsJSONMarshal(t *testing.T) {
 			t.Fatalf("read back %d positions of %d: %v", len(back), len(in), err)
 		}
 	}
+}
+
+// TestStateIsJSONOfPositions: State, which keeps each file's encoding up
+// to the offset, gives json.Marshal(Positions()) byte for byte, also after
+// a file's offset, name, identity or fingerprint changed, with remembered
+// positions of closed files, and with none at all.
+func TestStateIsJSONOfPositions(t *testing.T) {
+	s := &FileSource{}
+	check := func(what string) {
+		t.Helper()
+		got, err := s.State()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ := json.Marshal(s.Positions())
+		if !bytes.Equal(got, want) {
+			t.Fatalf("%s: State\n got %s\nwant %s", what, got, want)
+		}
+	}
+	check("no file")
+	for i := range 3 {
+		f := &tailedFile{path: fmt.Sprintf("/logs/f%d.log", i), id: fileID{dev: 1, ino: uint64(10 + i)}, fp: fingerprint{n: 1024, sum: uint64(i)}, parked: true}
+		f.sp.reset(int64(i) * 100)
+		s.files = append(s.files, f)
+	}
+	s.files = append(s.files, &tailedFile{path: "/logs/never-read.log"}) // no position
+	check("three files")
+	s.files[0].sp.reset(12345)
+	check("an offset moved")
+	s.files[1].path = `/logs/renamed "<1>".log`
+	check("a file renamed")
+	s.files[2].fp = fingerprint{n: 7, sum: 99}
+	s.files[2].id = fileID{dev: 2, ino: 77}
+	check("a file truncated and replaced")
+	s.known = map[fileID]knownPosition{{dev: 3, ino: 4}: {FilePosition: FilePosition{Path: "/logs/old.log", Dev: 3, Inode: 4, Offset: 5}}}
+	check("with a remembered position")
 }
 
 // BenchmarkFileSourceState: the checkpoint state of a source following
