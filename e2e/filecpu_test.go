@@ -21,17 +21,7 @@ func TestManyFilesRotateAndTruncate(t *testing.T) {
 	t.Parallel()
 	const files = 300
 	dir := t.TempDir()
-	in := filepath.Join(dir, "in")
-	if err := os.MkdirAll(in, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	paths := make([]string, files)
-	for i := range paths {
-		paths[i] = filepath.Join(in, fmt.Sprintf("f%04d.log", i))
-		if err := os.WriteFile(paths[i], nil, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	paths := emptyInputs(t, dir, files)
 	var want []string
 	line := func(p, k string) {
 		appendFile(t, p, []byte(`{"key":"`+k+`"}`+"\n"))
@@ -74,4 +64,22 @@ sinks:
 	p.waitForLines(out, len(want), want)
 	p.expectExit(p.stop(), 0, "etld stop")
 	checkExactlyOnce(t, "output", want, outputKeys(t, out))
+}
+
+// emptyInputs creates n empty files dir/in/fNNNN.log and returns their
+// paths.
+func emptyInputs(t *testing.T, dir string, n int) []string {
+	t.Helper()
+	in := filepath.Join(dir, "in")
+	if err := os.MkdirAll(in, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	paths := make([]string, n)
+	for i := range paths {
+		paths[i] = filepath.Join(in, fmt.Sprintf("f%04d.log", i))
+		if err := os.WriteFile(paths[i], nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return paths
 }
