@@ -138,14 +138,11 @@ var dispatchPace = 50 * time.Millisecond
 // timer reset for every event woke the netpoller for every event.
 const burstWindow = 5 * time.Millisecond
 
-// burstMin is how many events a window must bring for the burst to go on
-// for another window. A burst that drains the kernel's queue, or events
-// arriving faster than burstMin per window (20,000 a second), never
-// pauses: the queue (16,384 events by default) must not overflow, which
-// every subscriber would take as "anything changed" (a config reload, a
-// rescan of every file source). Slower streams are paced: at most
-// dispatchPace x 20,000 = 1,000 events wait in the queue.
-const burstMin = 100
+// A burst whose window ends with the reader waiting to hand over another
+// event (a backlog: the kernel's queue is not drained) goes on for
+// another window: the queue (16,384 events by default) must not
+// overflow, which every subscriber takes as "anything changed" (a config
+// reload, a rescan of every file source).
 
 // dispatch hands every event to the subscribers of its directory (and of
 // the path itself, for an event on a watched directory), and an error to
@@ -167,7 +164,7 @@ func (w *Watcher) dispatch() {
 				events = nil
 				continue
 			}
-			start, n, inWindow := time.Now(), 1, 1
+			start, n := time.Now(), 1
 			w.deliver(ev)
 			window.Reset(burstWindow)
 		burst:
@@ -180,15 +177,21 @@ func (w *Watcher) dispatch() {
 					}
 					w.deliver(ev)
 					n++
-					inWindow++
 				case <-window.C:
-					if inWindow < burstMin {
+					// The reader waiting with an event: a backlog the
+					// window did not drain. Go on while it lasts.
+					select {
+					case ev, ok := <-events:
+						if !ok {
+							events = nil
+							break burst
+						}
+						w.deliver(ev)
+						n++
+						window.Reset(burstWindow)
+					default:
 						break burst
 					}
-					// A backlog, or a stream too fast to pause for:
-					// go on while it lasts.
-					inWindow = 0
-					window.Reset(burstWindow)
 				}
 			}
 			if n > 1 {
