@@ -184,10 +184,9 @@ type FileSource struct {
 	lru      *list.List             // open followed files, most recently active first (max_open_files)
 	fdWarned bool                   // out of file descriptors was logged
 
-	watchLimitWarned bool      // the inotify watch limit was logged
-	ticks            int       // ticks since Open, to pace the full rescan
-	stateSize        int       // length of the last State, to size the next
-	paceUntil        time.Time // no pass before it (see coalesceWindow)
+	watchLimitWarned bool // the inotify watch limit was logged
+	ticks            int  // ticks since Open, to pace the full rescan
+	stateSize        int  // length of the last State, to size the next
 
 	own     *fswatch.Watcher // opened by Open when Settings gave none
 	sub     *fswatch.Sub     // nil without inotify: polling only
@@ -471,9 +470,6 @@ func (s *FileSource) readFollow(ctx context.Context) (*stages.Batch, error) {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		if err := s.pace(ctx); err != nil {
-			return nil, err
-		}
 		var changed <-chan struct{}
 		if s.gate != nil {
 			changed = s.gate.Changed() // before reading, so no change is missed
@@ -481,11 +477,7 @@ func (s *FileSource) readFollow(ctx context.Context) (*stages.Batch, error) {
 		s.mu.Lock()
 		s.pollPending()
 		s.bb.start()
-		start := time.Now()
 		feed := s.pass()
-		if s.gate == nil && len(s.bb.b.Records)+len(s.bb.b.Rejects) > 0 && !s.bb.full() {
-			s.paceUntil = start.Add(coalesceWindow)
-		}
 		b := s.finishBatch()
 		if b != nil && s.gate != nil {
 			s.gate.Take(feed, b)
@@ -521,35 +513,6 @@ func (s *FileSource) readFollow(ctx context.Context) (*stages.Batch, error) {
 			s.mu.Unlock()
 		}
 		stop()
-	}
-}
-
-// coalesceWindow is the shortest time between the starts of two passes
-// of a following source when the first one read lines but did not fill
-// its batch. Files written a few at a time, thousands of them a second,
-// would otherwise wake the source, and every stage after it, for each
-// handful of lines: at 10,000 files a line a second each, the batches
-// held about 100 lines and those fixed costs were a large part of the
-// CPU. Waiting gathers the notifications of the window into one pass and
-// one batch, for at most that much more delay; a source that fills its
-// batches (a backlog) or was idle does not wait. Not with an ordered
-// merge, whose feeds are paced by the merge.
-var coalesceWindow = 100 * time.Millisecond
-
-// pace waits, before a pass, until the coalescing window of the previous
-// pass is over (see coalesceWindow), or ctx is done.
-func (s *FileSource) pace(ctx context.Context) error {
-	d := time.Until(s.paceUntil)
-	if d <= 0 {
-		return nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }
 
