@@ -18,9 +18,7 @@ package fswatch
 import (
 	"errors"
 	"path/filepath"
-	"strings"
 	"sync"
-	"time"
 
 	"github.com/fsnotify/fsnotify"
 	"github.com/rs/zerolog"
@@ -84,7 +82,7 @@ func (w *Watcher) subscribe(match func(fsnotify.Event) bool, names bool) *Sub {
 	if w.closed {
 		return nil
 	}
-	s := &Sub{w: w, match: match, c: make(chan struct{}, 1), dirs: map[string]string{}, clean: map[string]string{}, wantNames: names}
+	s := &Sub{w: w, match: match, c: make(chan struct{}, 1), dirs: map[string]string{}, wantNames: names}
 	if names {
 		s.names = map[string]fsnotify.Op{}
 	}
@@ -122,81 +120,28 @@ func (w *Watcher) Close() error {
 	return err
 }
 
-// dispatchPace is the shortest time between the starts of two bursts of
-// events the dispatcher hands out. While it waits, fsnotify's reader
-// blocks on its unbuffered channel and the kernel queues the events, so
-// the next burst is read with one read(2) and handed over without a
-// wake-up per event. At thousands of files written each second, a
-// wake-up of the reader, of the dispatcher and of the subscriber for
-// every event or two cost more than the events. A lone event (a config
-// file saved) is handed out at once.
-var dispatchPace = 50 * time.Millisecond
-
-// burstWindow is how long a burst lasts: the events the reader hands over
-// within it, from the kernel's queue or new, are handed out in it; the
-// others wait for the next burst. One timer per burst, not per event: a
-// timer reset for every event woke the netpoller for every event.
-const burstWindow = 5 * time.Millisecond
-
-// A burst whose window ends with the reader waiting to hand over another
-// event (a backlog: the kernel's queue is not drained) goes on for
-// another window: the queue (16,384 events by default) must not
-// overflow, which every subscriber takes as "anything changed" (a config
-// reload, a rescan of every file source).
-
 // dispatch hands every event to the subscribers of its directory (and of
 // the path itself, for an event on a watched directory), and an error to
-// every subscriber as "anything may have changed". It takes events in
-// bursts, at most one burst per dispatchPace.
+// every subscriber as "anything may have changed".
 func (w *Watcher) dispatch() {
 	defer close(w.done)
 	events, errs := w.fw.Events, w.fw.Errors
-	window := time.NewTimer(burstWindow)
-	defer window.Stop()
-	var next time.Time // no burst before it
 	for events != nil || errs != nil {
-		if d := time.Until(next); d > 0 {
-			time.Sleep(d) // the kernel queues the events meanwhile
-		}
 		select {
 		case ev, ok := <-events:
 			if !ok {
 				events = nil
 				continue
 			}
-			start, n := time.Now(), 1
-			w.deliver(ev)
-			window.Reset(burstWindow)
-		burst:
-			for {
-				select {
-				case ev, ok := <-events:
-					if !ok {
-						events = nil
-						break burst
-					}
-					w.deliver(ev)
-					n++
-				case <-window.C:
-					// The reader waiting with an event: a backlog the
-					// window did not drain. Go on while it lasts.
-					select {
-					case ev, ok := <-events:
-						if !ok {
-							events = nil
-							break burst
-						}
-						w.deliver(ev)
-						n++
-						window.Reset(burstWindow)
-					default:
-						break burst
+			w.mu.Lock()
+			for _, p := range []string{filepath.Dir(ev.Name), ev.Name} {
+				for s := range w.dirs[p] {
+					if s.match == nil || s.match(ev) {
+						s.notifyName(p, ev)
 					}
 				}
 			}
-			if n > 1 {
-				next = start.Add(dispatchPace)
-			}
+			w.mu.Unlock()
 		case err, ok := <-errs:
 			if !ok {
 				errs = nil
@@ -208,24 +153,6 @@ func (w *Watcher) dispatch() {
 				s.notify(AllOps)
 			}
 			w.mu.Unlock()
-		}
-	}
-}
-
-// deliver hands ev to the subscribers of its directory and of the path
-// itself.
-func (w *Watcher) deliver(ev fsnotify.Event) {
-	dir := filepath.Dir(ev.Name)
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for s := range w.dirs[dir] {
-		if s.match == nil || s.match(ev) {
-			s.notifyName(dir, true, ev)
-		}
-	}
-	for s := range w.dirs[ev.Name] {
-		if s.match == nil || s.match(ev) {
-			s.notifyName(ev.Name, false, ev)
 		}
 	}
 }
@@ -244,8 +171,7 @@ type Sub struct {
 	names    map[string]fsnotify.Op // SubscribeNames: changed names (as added) and their ops; nil otherwise
 	overflow bool                   // names lost (too many, or events lost): anything may have changed
 
-	dirs  map[string]string // as added -> real path; guarded by w.mu
-	clean map[string]string // as added -> filepath.Clean of it; guarded by w.mu
+	dirs map[string]string // as added -> real path; guarded by w.mu
 }
 
 // C receives a value when events arrived since the last Take: any number
@@ -290,9 +216,9 @@ func (s *Sub) TakeNames() (ops fsnotify.Op, names map[string]fsnotify.Op, all bo
 	return ops, names, all
 }
 
-// notifyName records ev, seen in the watched directory real (inDir) or
-// on real itself, under each name s added real as. w.mu is held.
-func (s *Sub) notifyName(real string, inDir bool, ev fsnotify.Event) {
+// notifyName records ev, seen in the watched directory real (or on real
+// itself), under each name s added real as. w.mu is held.
+func (s *Sub) notifyName(real string, ev fsnotify.Event) {
 	if !s.wantNames {
 		s.notify(ev.Op)
 		return
@@ -302,14 +228,13 @@ func (s *Sub) notifyName(real string, inDir bool, ev fsnotify.Event) {
 	if !s.overflow {
 		base := filepath.Base(ev.Name)
 		for added, r := range s.dirs {
-			if r != real {
-				continue
-			}
 			name := added // an event on the directory itself
-			if inDir {
-				name = joinName(s.clean[added], base)
+			if real == filepath.Dir(ev.Name) {
+				name = filepath.Join(added, base)
 			}
-			s.names[name] |= ev.Op
+			if r == real {
+				s.names[name] |= ev.Op
+			}
 		}
 		if len(s.names) > MaxNames {
 			s.overflow, s.names = true, map[string]fsnotify.Op{}
@@ -317,19 +242,6 @@ func (s *Sub) notifyName(real string, inDir bool, ev fsnotify.Event) {
 	}
 	s.mu.Unlock()
 	s.signal()
-}
-
-// joinName is filepath.Join(dir, base) for a clean dir and a base that is
-// a name (no separator, not . or ..), as inotify gives, without cleaning
-// the result again: this runs for every event.
-func joinName(dir, base string) string {
-	switch {
-	case dir == ".":
-		return base
-	case strings.HasSuffix(dir, string(filepath.Separator)):
-		return dir + base
-	}
-	return dir + string(filepath.Separator) + base
 }
 
 func (s *Sub) notify(op fsnotify.Op) {
@@ -380,7 +292,6 @@ func (s *Sub) Add(dir string) error {
 	}
 	old, had := s.dirs[dir]
 	s.dirs[dir] = real
-	s.clean[dir] = filepath.Clean(dir)
 	if had && old != real {
 		w.drop(s, old)
 	}
@@ -402,7 +313,6 @@ func (s *Sub) Remove(dir string) {
 	defer w.mu.Unlock()
 	if real, ok := s.dirs[dir]; ok {
 		delete(s.dirs, dir)
-		delete(s.clean, dir)
 		w.drop(s, real)
 	}
 }
@@ -444,7 +354,6 @@ func (s *Sub) Close() {
 	delete(w.subs, s)
 	for dir, real := range s.dirs {
 		delete(s.dirs, dir)
-		delete(s.clean, dir)
 		w.drop(s, real)
 	}
 }

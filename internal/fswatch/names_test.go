@@ -95,23 +95,11 @@ func TestNamesBounded(t *testing.T) {
 	real, _ := filepath.EvalSymlinks(dir)
 	w.mu.Lock()
 	for i := range MaxNames + 1 {
-		s.notifyName(real, true, fsnotify.Event{Name: filepath.Join(real, "f"+strconv.Itoa(i)), Op: fsnotify.Write})
+		s.notifyName(real, fsnotify.Event{Name: filepath.Join(real, "f"+strconv.Itoa(i)), Op: fsnotify.Write})
 	}
 	w.mu.Unlock()
 	_, names, all := s.TakeNames()
 	if !all || len(names) != 0 {
 		t.Fatalf("TakeNames = %d names, all %v; want none, all", len(names), all)
-	}
-}
-
-// TestJoinName: joinName is filepath.Join for the clean directories Add
-// keeps and the plain names inotify gives.
-func TestJoinName(t *testing.T) {
-	for _, dir := range []string{"/", "/var/log", "logs", ".", "a/b", "/a/b/", "./x/../y", "//srv//logs/"} {
-		for _, base := range []string{"app.log", "x", ".hidden", "a b"} {
-			if got, want := joinName(filepath.Clean(dir), base), filepath.Join(dir, base); got != want {
-				t.Errorf("joinName(Clean(%q), %q) = %q, want %q", dir, base, got, want)
-			}
-		}
 	}
 }
