@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"testing"
 )
@@ -17,17 +16,7 @@ func TestManyFilesKillRestart(t *testing.T) {
 	t.Parallel()
 	const files, rounds, killAfter = 2000, 5, 2
 	dir := t.TempDir()
-	in := filepath.Join(dir, "in")
-	if err := os.MkdirAll(in, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	paths := make([]string, files)
-	for i := range paths {
-		paths[i] = filepath.Join(in, fmt.Sprintf("f%04d.log", i))
-		if err := os.WriteFile(paths[i], nil, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	paths := emptyInputs(t, dir, files)
 	var want []string
 	round := func(r int) {
 		for i, p := range paths {

@@ -34,7 +34,7 @@ type fingerprint struct {
 // readFingerprint hashes the first n bytes of f, or fewer when f is shorter.
 func readFingerprint(f *os.File, n int) (fingerprint, error) {
 	var buf [fingerprintBytes]byte
-	m, err := f.ReadAt(buf[:min(n, fingerprintBytes)], 0)
+	m, err := preadAt(f, buf[:min(n, fingerprintBytes)], 0)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return fingerprint{}, fmt.Errorf("read fingerprint of %s: %w", f.Name(), err)
 	}
@@ -46,7 +46,7 @@ func readFingerprint(f *os.File, n int) (fingerprint, error) {
 // fingerprint when the bytes it covered changed: checkTruncated sees that.
 func (t *tailedFile) extendFingerprint() {
 	var buf [fingerprintBytes]byte
-	m, err := t.f.ReadAt(buf[:], 0)
+	m, err := preadAt(t.f, buf[:], 0)
 	if (err != nil && !errors.Is(err, io.EOF)) || m <= t.fp.n || fnv1a(buf[:t.fp.n]) != t.fp.sum {
 		return
 	}
@@ -97,10 +97,23 @@ type tailedFile struct {
 	queued    bool          // follow: in FileSource.queue, read by the next pass
 	lru       *list.Element // follow, open: its place in FileSource.lru
 	parked    bool          // follow: closed for max_open_files; opened again when it changes
+
+	// The encoding of the position up to its offset (see State), and
+	// the name, identity and fingerprint it was made for.
+	enc     []byte
+	encPath string
+	encID   fileID
+	encFP   fingerprint
 }
 
 // readPos is the file offset of the next byte to read.
 func (t *tailedFile) readPos() int64 { return t.sp.pos + int64(t.sp.buffered()) }
+
+// hasPosition reports whether the file's position is worth keeping: it is
+// open, parked, or was read or identified.
+func (t *tailedFile) hasPosition() bool {
+	return t.f != nil || t.parked || t.sp.done > 0 || t.fp.n > 0
+}
 
 // position returns the file's resumable state.
 func (t *tailedFile) position() FilePosition {

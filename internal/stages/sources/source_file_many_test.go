@@ -96,10 +96,11 @@ func TestFollowReadsNotifiedFiles(t *testing.T) {
 
 // TestFollowPollsWithoutNotifications: when notifications stop (as on a
 // filesystem whose writes inotify does not see), the tick's bounded poll
-// still reads every file, a few per tick.
+// still reads every file, a few per tick. The test's directory is on a
+// filesystem inotify is trusted on, so the test says it is not.
 func TestFollowPollsWithoutNotifications(t *testing.T) {
-	defer func(n int) { pollPerTick = n }(pollPerTick)
-	pollPerTick = 3
+	defer func(n int, f func(string) bool) { pollPerTick, trustFS = n, f }(pollPerTick, trustFS)
+	pollPerTick, trustFS = 3, func(string) bool { return false }
 	shared := newWatcher(t)
 	_, paths, cfg := manyFiles(t, 12)
 	src := openFile(t, cfg, func(s *FileSource) { s.settings.Watcher = shared })
@@ -236,4 +237,35 @@ func TestFollowIdleFilesHoldNoBuffer(t *testing.T) {
 	if held > 0 {
 		t.Errorf("%d of %d idle files hold a read buffer, want 0", held, len(src.files))
 	}
+}
+
+// TestFollowTrustedFilesystemPollsSlowly: on a filesystem whose writes
+// inotify reports (the test's, unless it is not local), the tick polls
+// only every fullScanTicks ticks, as a safety net: with notifications
+// stopped, 19 ticks queue nothing and the 20th queues the files, which
+// are then read exactly once.
+func TestFollowTrustedFilesystemPollsSlowly(t *testing.T) {
+	defer func(n int, f func(string) bool) { pollPerTick, trustFS = n, f }(pollPerTick, trustFS)
+	pollPerTick, trustFS = 256, func(string) bool { return true }
+	shared := newWatcher(t)
+	_, paths, cfg := manyFiles(t, 5)
+	src := openFile(t, cfg, func(s *FileSource) { s.settings.Watcher = shared })
+	readRounds(t, src, paths, 1)
+	shared.Close() // the subscription stays but never fires again
+	appendRound(t, paths, 1)
+	src.mu.Lock()
+	src.ticks = 0
+	for range fullScanTicks - 1 {
+		src.tick()
+	}
+	queued := len(src.queue)
+	src.tick()
+	polled := len(src.queue)
+	src.mu.Unlock()
+	if queued != 0 || polled != len(paths) {
+		t.Fatalf("queued %d files after %d ticks and %d after one more, want 0 and %d", queued, fullScanTicks-1, polled, len(paths))
+	}
+	g := &got{}
+	readUntil(t, src, g, func(g *got) bool { return len(g.lines) >= len(paths) })
+	checkExactlyOnce(t, g, paths, 1, 2)
 }
