@@ -251,6 +251,7 @@ type crashSinkState struct {
 // crashSourcePos is one file position of a file source's committed state.
 type crashSourcePos struct {
 	Path   string `json:"path"`
+	Inode  uint64 `json:"inode"`
 	Offset int64  `json:"offset"`
 }
 
@@ -269,6 +270,20 @@ func crashLoadCheckpoint(path string) (cp crashCheckpoint, ok bool, err error) {
 		return cp, true, fmt.Errorf("%s does not decode (%d bytes): %w", filepath.Base(path), len(b), err)
 	}
 	return cp, true, nil
+}
+
+// committedPositions is the committed state of file source src in the
+// checkpoint ckpt: nil when there is none or it cannot be read right now.
+func committedPositions(ckpt, src string) []crashSourcePos {
+	cp, ok, err := crashLoadCheckpoint(ckpt)
+	if err != nil || !ok {
+		return nil
+	}
+	var ps []crashSourcePos
+	if json.Unmarshal(cp.Sources[src], &ps) != nil {
+		return nil
+	}
+	return ps
 }
 
 // crashEpoch is the epoch of the checkpoint at path, 0 when there is none

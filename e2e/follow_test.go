@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 )
 
@@ -255,16 +256,27 @@ sinks:
 				p.eventually("etld notices the truncation (log \"file truncated\")", func() bool {
 					return truncations() > before
 				})
+				// The lines read before the truncation are no longer in
+				// any file the glob matches: a kill -9 before a checkpoint
+				// covers them loses them (copytruncate's known loss), so
+				// the kills to come wait for one. The writer is paused
+				// here, so that checkpoint holds this app.log (by inode:
+				// an older app.log may still be listed under the name) at
+				// offset 0. (Waiting for the epoch after the notice raced:
+				// the covering checkpoint may be saved before the test
+				// reads the epoch, and an idle pipeline saves no other.)
+				if len(killAfter) > 0 {
+					ckpt, ino := filepath.Join(state, "follow.json"), inodeOf(t, logPath)
+					p.eventually("a checkpoint after the truncation (app.log at offset 0)", func() bool {
+						for _, pos := range committedPositions(ckpt, "app") {
+							if pos.Path == logPath && pos.Inode == ino && pos.Offset == 0 {
+								return true
+							}
+						}
+						return false
+					})
+				}
 			})
-			// The lines read before the truncation are no longer in
-			// any file the glob matches: a kill -9 before a checkpoint
-			// covers them loses them (copytruncate's known loss), so
-			// the kills to come wait for one.
-			if err == nil && len(killAfter) > 0 {
-				ckpt := filepath.Join(state, "follow.json")
-				e := crashEpoch(ckpt)
-				p.eventually("a checkpoint after the truncation", func() bool { return crashEpoch(ckpt) > e })
-			}
 		}
 		if err != nil {
 			t.Fatalf("rotation %d: %v", ev, err)
@@ -295,4 +307,14 @@ func (l *appLog) exited() bool {
 	default:
 		return false
 	}
+}
+
+// inodeOf is the inode number of the file at path.
+func inodeOf(t *testing.T, path string) uint64 {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Sys().(*syscall.Stat_t).Ino
 }

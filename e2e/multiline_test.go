@@ -137,12 +137,8 @@ func TestMultilineKillWhilePending(t *testing.T) {
 // checkpointOffset is the committed offset of the app source's file, -1
 // when there is none yet.
 func checkpointOffset(ckpt string) int64 {
-	cp, ok, err := crashLoadCheckpoint(ckpt)
-	if err != nil || !ok {
-		return -1
-	}
-	var ps []crashSourcePos
-	if err := json.Unmarshal(cp.Sources["app"], &ps); err != nil || len(ps) != 1 {
+	ps := committedPositions(ckpt, "app")
+	if len(ps) != 1 {
 		return -1
 	}
 	return ps[0].Offset
