@@ -42,7 +42,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -534,34 +533,8 @@ func runMerge(mc mergeConfig) error {
 		for i, w := range ws {
 			os.Remove(out)
 			os.RemoveAll(state)
-			ctx, cancel := context.WithTimeout(context.Background(), mc.timeout)
-			var cmd *exec.Cmd
-			if w.cfg == "" {
-				f, err := os.Create(out)
-				if err != nil {
-					cancel()
-					return err
-				}
-				cmd = exec.CommandContext(ctx, "cat", matches...)
-				cmd.Stdout = f
-				defer f.Close() // a second close after measure's is harmless
-			} else {
-				cmd = exec.CommandContext(ctx, mc.bin, "run", "-c", w.cfg, "--state-dir", state,
-					"--admin", "off", "--no-watch", "--log-level", "warn")
-				cmd.Stderr = os.Stderr
-				if mc.profiles != "" {
-					cmd.Env = append(os.Environ(), "ETLD_CPUPROFILE="+filepath.Join(mc.profiles, fmt.Sprintf("%s-%d.pprof", w.short, round+1)))
-				}
-			}
-			r, err := measure(cmd, out)
-			if f, ok := cmd.Stdout.(*os.File); ok {
-				f.Close()
-			}
-			timedOut := ctx.Err() == context.DeadlineExceeded
-			cancel()
-			if timedOut {
-				err = fmt.Errorf("still running after -timeout %v: killed (%v)", mc.timeout, err)
-			}
+			r, err := runOne(runSpec{bin: mc.bin, timeout: mc.timeout, cfg: w.cfg, matches: matches, out: out, state: state,
+				profile: profileFile(mc.profiles, fmt.Sprintf("%s-%d.pprof", w.short, round+1))})
 			if err != nil {
 				return fmt.Errorf("%s, run %d: %w", w.name, round+1, err)
 			}

@@ -18,10 +18,8 @@ package main
 // per million records and peak RSS, with the load average.
 
 import (
-	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -115,19 +113,8 @@ func runManyFeeds(mc manyFeedsConfig) error {
 		for i, sz := range sizes { // interleaved, so that load hits every size alike
 			os.Remove(out)
 			os.RemoveAll(state)
-			ctx, cancel := context.WithTimeout(context.Background(), mc.timeout)
-			cmd := exec.CommandContext(ctx, mc.bin, "run", "-c", sz.cfg, "--state-dir", state,
-				"--admin", "off", "--no-watch", "--log-level", "warn")
-			cmd.Stderr = os.Stderr
-			if mc.profiles != "" {
-				cmd.Env = append(os.Environ(), "ETLD_CPUPROFILE="+filepath.Join(mc.profiles, fmt.Sprintf("MANYFEEDS-%d-%d.pprof", sz.feeds, round+1)))
-			}
-			r, err := measure(cmd, out)
-			timedOut := ctx.Err() == context.DeadlineExceeded
-			cancel()
-			if timedOut {
-				err = fmt.Errorf("still running after -timeout %v: killed (%v)", mc.timeout, err)
-			}
+			r, err := runOne(runSpec{bin: mc.bin, timeout: mc.timeout, cfg: sz.cfg, out: out, state: state,
+				profile: profileFile(mc.profiles, fmt.Sprintf("MANYFEEDS-%d-%d.pprof", sz.feeds, round+1))})
 			if err != nil {
 				return fmt.Errorf("MANYFEEDS %d feeds, run %d: %w", sz.feeds, round+1, err)
 			}

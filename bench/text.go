@@ -118,7 +118,8 @@ func runText(tc textConfig) error {
 		for i, w := range ws {
 			os.Remove(out)
 			os.RemoveAll(state)
-			r, err := runOne(tc, w.cfg, w.short, round, matches, out, state)
+			r, err := runOne(runSpec{bin: tc.bin, timeout: tc.timeout, cfg: w.cfg, matches: matches, out: out, state: state,
+				profile: profileFile(tc.profiles, fmt.Sprintf("%s-%d.pprof", w.short, round+1))})
 			if err != nil {
 				return fmt.Errorf("%s, run %d: %w", w.name, round+1, err)
 			}
@@ -147,31 +148,50 @@ func runText(tc textConfig) error {
 	return nil
 }
 
-// runOne runs cat over matches (cfg "") or etld with cfg, bounded by
-// tc.timeout, and measures it.
-func runOne(tc textConfig, cfg, short string, round int, matches []string, out, state string) (result, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), tc.timeout)
+// runSpec is one timed run: etld with cfg (cat over matches when cfg is
+// ""), writing out, from the state directory state, killed after
+// timeout; profile, when set, is the file for etld's CPU profile.
+type runSpec struct {
+	bin        string
+	timeout    time.Duration
+	profile    string
+	cfg        string
+	matches    []string
+	out, state string
+}
+
+// profileFile is the file name of a CPU profile in dir, "" without dir.
+func profileFile(dir, name string) string {
+	if dir == "" {
+		return ""
+	}
+	return filepath.Join(dir, name)
+}
+
+// runOne runs rs and measures it.
+func runOne(rs runSpec) (result, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), rs.timeout)
 	defer cancel()
 	var cmd *exec.Cmd
-	if cfg == "" {
-		f, err := os.Create(out)
+	if rs.cfg == "" {
+		f, err := os.Create(rs.out)
 		if err != nil {
 			return result{}, err
 		}
 		defer f.Close()
-		cmd = exec.CommandContext(ctx, "cat", matches...)
+		cmd = exec.CommandContext(ctx, "cat", rs.matches...)
 		cmd.Stdout = f
 	} else {
-		cmd = exec.CommandContext(ctx, tc.bin, "run", "-c", cfg, "--state-dir", state,
+		cmd = exec.CommandContext(ctx, rs.bin, "run", "-c", rs.cfg, "--state-dir", rs.state,
 			"--admin", "off", "--no-watch", "--log-level", "warn")
 		cmd.Stderr = os.Stderr
-		if tc.profiles != "" {
-			cmd.Env = append(os.Environ(), "ETLD_CPUPROFILE="+filepath.Join(tc.profiles, fmt.Sprintf("%s-%d.pprof", short, round+1)))
+		if rs.profile != "" {
+			cmd.Env = append(os.Environ(), "ETLD_CPUPROFILE="+rs.profile)
 		}
 	}
-	r, err := measure(cmd, out)
+	r, err := measure(cmd, rs.out)
 	if ctx.Err() == context.DeadlineExceeded {
-		err = fmt.Errorf("still running after -timeout %v: killed (%v)", tc.timeout, err)
+		err = fmt.Errorf("still running after -timeout %v: killed (%v)", rs.timeout, err)
 	}
 	return r, err
 }
