@@ -307,35 +307,30 @@ func (s *FileSink) writeSpans(b *stages.Batch, i int) (int, error) {
 	recs, done, missed := b.Records, i, false
 	for done < len(recs) {
 		lines, n := b.Span(done)
+		if n > 0 && len(lines) >= s.lw.size/directMin {
+			if err := s.lw.writeDirect(lines); err != nil {
+				return done - i, err
+			}
+			s.direct.Add(float64(len(lines)))
+			done, missed = done+n, false
+			continue
+		}
+		// Through the buffer: a short run, or a record out of place.
+		m := n
 		if n == 0 {
-			m := 1
+			m = 1
 			if missed {
 				// Two records in a row out of place: the batch is not
 				// made of runs (a step rewrote it); stop looking.
 				m = len(recs) - done
 			}
-			missed = true
-			k, err := s.lw.writeLines(recs[done:done+m], -1)
-			done += k
-			if err != nil {
-				return done - i, err
-			}
-			continue
 		}
-		missed = false
-		if len(lines) < s.lw.size/directMin {
-			k, err := s.lw.writeLines(recs[done:done+n], -1)
-			done += k
-			if err != nil {
-				return done - i, err
-			}
-			continue
-		}
-		if err := s.lw.writeDirect(lines); err != nil {
+		missed = n == 0
+		k, err := s.lw.writeLines(recs[done:done+m], -1)
+		done += k
+		if err != nil {
 			return done - i, err
 		}
-		s.direct.Add(float64(len(lines)))
-		done += n
 	}
 	return done - i, nil
 }
