@@ -126,6 +126,7 @@ type batchEnd struct {
 type heldBatch struct {
 	b       *stages.Batch
 	t       *ticket // its feed's flow control, or nil
+	f       *mfeed  // the feed it was queued for
 	arrived time.Time
 }
 
@@ -223,7 +224,7 @@ func (mg *merger) add1(k feedKey, m msg, now time.Time, bad *[]stages.Reject) {
 	b := m.b
 	f := mg.feed(k, now)
 	mg.unhold(f) // its last and maybe its watermark change
-	hb := &heldBatch{b: b, t: m.t, arrived: now}
+	hb := &heldBatch{b: b, t: m.t, f: f, arrived: now}
 	wasEmpty := f.head == len(f.q)
 	if f.head > 0 && len(f.q)+len(b.Records) > cap(f.q) {
 		// Move the queue to the front rather than grow it: its capacity
@@ -272,7 +273,7 @@ func (mg *merger) add1(k feedKey, m msg, now time.Time, bad *[]stages.Reject) {
 	mg.buffered += queued
 	mg.peak = max(mg.peak, mg.buffered)
 	if queued == 0 {
-		mg.addDone(f, hb)
+		mg.addDone(hb)
 	} else {
 		f.ends = append(f.ends, batchEnd{hb, len(f.q) - 1})
 	}
@@ -324,9 +325,7 @@ func (mg *merger) forget(f *mfeed) {
 func (mg *merger) releaseDone() {
 	for i, hb := range mg.done {
 		if hb.t != nil {
-			if f := mg.feeds[hb.t.feed]; f != nil {
-				f.done--
-			}
+			hb.f.done--
 		}
 		hb.b.Release()
 		hb.t.drop()
@@ -487,7 +486,7 @@ func (mg *merger) take(now time.Time, final bool, limit int) (wake time.Time) {
 		it := &f.q[f.head] // (not read here)
 		late := mg.written && key < mg.newest
 		if e := &f.ends[f.ehead]; e.end == f.head {
-			mg.addDone(f, e.hb)
+			mg.addDone(e.hb)
 			*e = batchEnd{}
 			f.ehead++
 		}
@@ -547,12 +546,13 @@ func (mg *merger) finished(f *mfeed, v feedInfo) bool {
 // released).
 func (mg *merger) heldOf(f *mfeed) int { return f.done }
 
-// addDone queues hb, a batch of f all of whose records were taken, for
-// releaseDone.
-func (mg *merger) addDone(f *mfeed, hb *heldBatch) {
+// addDone queues hb, a batch all of whose records were taken, for
+// releaseDone; its feed counts it (heldOf) until then when it has a
+// ticket (outstanding counts tickets).
+func (mg *merger) addDone(hb *heldBatch) {
 	mg.done = append(mg.done, hb)
-	if hb.t != nil && hb.t.feed == f.key {
-		f.done++
+	if hb.t != nil {
+		hb.f.done++
 	}
 }
 
