@@ -117,13 +117,16 @@ func (fb *feedBoard) feed(k feedKey, finite bool) *feedInfo {
 	return f
 }
 
-// end marks f (of key k) ended. Called with mu held.
-func (fb *feedBoard) end(k feedKey, f *feedInfo) {
-	if !f.ended {
-		f.ended = true
-		fb.open--
-		fb.touch(k)
+// end marks f (of key k) ended, and reports whether it was not already.
+// Called with mu held.
+func (fb *feedBoard) end(k feedKey, f *feedInfo) bool {
+	if f.ended {
+		return false
 	}
+	f.ended = true
+	fb.open--
+	fb.touch(k)
+	return true
 }
 
 // feedView is a copy of a feed's state for the merge.
@@ -346,9 +349,7 @@ func (g *sourceGate) End(path string) {
 	g.fb.mu.Lock()
 	defer g.fb.mu.Unlock()
 	k := feedKey{g.source, path}
-	f := g.fb.feed(k, g.finite)
-	if !f.ended {
-		g.fb.end(k, f)
+	if g.fb.end(k, g.fb.feed(k, g.finite)) {
 		g.fb.notify()
 	}
 }
@@ -361,7 +362,7 @@ func (g *sourceGate) endAll() {
 	g.fb.mu.Lock()
 	defer g.fb.mu.Unlock()
 	for k, f := range g.fb.feeds {
-		if k.source == g.source && (f.owner == g || f.owner == nil) && !f.ended {
+		if k.source == g.source && (f.owner == g || f.owner == nil) {
 			g.fb.end(k, f)
 		}
 	}
