@@ -218,6 +218,10 @@ type Drainer interface {
 // Open (the start-up checkpoint) and, for sinks, after Close: State must
 // work then and describe the final position.
 //
+// A state is valid JSON (or empty, written as null). The checkpoint
+// embeds it as it is, without checking or compacting it on every save;
+// the conformance suite (stagetest) checks it.
+//
 // Restore is called at most once, before Open, with the state of the last
 // committed checkpoint: a source resumes after it; a sink removes what was
 // written after it. A fresh instance restored from a State continues

@@ -117,41 +117,55 @@ func (s *Store) Save(c *Checkpoint) error {
 	return syncDir(s.Dir)
 }
 
-// encode writes c as JSON and a newline. The merge states, which hold
-// the records a merge held at the barrier (tens of megabytes for a merge
-// of a thousand feeds), are written as they are: encoding/json would
-// check and compact each again, which cost as much as making them. They
-// are valid compact JSON by construction (the merge writes them so, or
-// they were read back from a checkpoint).
+// encode writes c as JSON and a newline. The stage and merge states are
+// written as they are: encoding/json would check and compact each again,
+// which cost as much as making them (a merge's state holds the records it
+// held at the barrier, tens of megabytes for a thousand feeds; a file
+// source's holds a position per file, 1.5 MB for 10,000 files, written
+// every checkpoint interval). They are valid JSON by the Stateful
+// contract (the conformance suite checks every stage's), or were read back
+// from a checkpoint.
 func encode(w io.Writer, c *Checkpoint) error {
-	merge := c.Merge
-	if len(merge) == 0 {
-		return json.NewEncoder(w).Encode(c)
-	}
-	c.Merge = nil
-	head, err := json.Marshal(c)
-	c.Merge = merge
+	head, err := json.Marshal(struct {
+		Version  int       `json:"version"`
+		Pipeline string    `json:"pipeline"`
+		Epoch    uint64    `json:"epoch"`
+		Time     time.Time `json:"time"`
+	}{c.Version, c.Pipeline, c.Epoch, c.Time})
 	if err != nil {
 		return err
 	}
 	bw := bufio.NewWriterSize(w, 1<<16)
 	bw.Write(head[:len(head)-1]) // without its closing brace
-	bw.WriteString(`,"merge":{`)
-	for i, id := range slices.Sorted(maps.Keys(merge)) {
+	writeRaw(bw, "sources", c.Sources)
+	writeRaw(bw, "sinks", c.Sinks)
+	writeRaw(bw, "merge", c.Merge)
+	bw.WriteString("}\n")
+	return bw.Flush()
+}
+
+// writeRaw writes `,"name":{...}` with m's values as they are, in key
+// order, or nothing when m is empty (the fields are omitempty). A nil
+// value is written as null.
+func writeRaw(bw *bufio.Writer, name string, m map[string]json.RawMessage) {
+	if len(m) == 0 {
+		return
+	}
+	bw.WriteString(`,"` + name + `":{`)
+	for i, id := range slices.Sorted(maps.Keys(m)) {
 		if i > 0 {
 			bw.WriteByte(',')
 		}
 		k, _ := json.Marshal(id)
 		bw.Write(k)
 		bw.WriteByte(':')
-		if len(merge[id]) == 0 {
+		if len(m[id]) == 0 {
 			bw.WriteString("null")
 		} else {
-			bw.Write(merge[id])
+			bw.Write(m[id])
 		}
 	}
-	bw.WriteString("}}\n")
-	return bw.Flush()
+	bw.WriteByte('}')
 }
 
 // Rename moves a pipeline's checkpoint to another pipeline name (a renamed

@@ -1,11 +1,13 @@
 package state
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestSaveLoadRoundTrip(t *testing.T) {
@@ -110,5 +112,34 @@ func TestSaveMergeAsIs(t *testing.T) {
 	}
 	if len(c.Merge) != 3 {
 		t.Error("Save changed the checkpoint's merge map")
+	}
+}
+
+// TestEncodeAsEncodingJSON: with compact states, the checkpoint written
+// as it is reads exactly as encoding/json would have written it, empty
+// maps left out and nil states written as null.
+func TestEncodeAsEncodingJSON(t *testing.T) {
+	ts := time.Date(2026, 12, 4, 16, 30, 0, 123456789, time.UTC)
+	for name, c := range map[string]*Checkpoint{
+		"empty": {Version: Version, Pipeline: "p", Time: ts},
+		"all": {Version: Version, Pipeline: `a "quoted" <pipe>`, Epoch: 1 << 40, Time: ts,
+			Sources: map[string]json.RawMessage{"b": json.RawMessage(`[{"path":"x","offset":12}]`), "a": nil, "é\n": json.RawMessage(`7`)},
+			Sinks:   map[string]json.RawMessage{"out": json.RawMessage(`{"seq":1,"size":99}`)},
+			Merge:   map[string]json.RawMessage{"out": json.RawMessage(`{"order_by":"ts"}`)}},
+		"sinks only": {Version: Version, Pipeline: "p", Epoch: 2, Time: ts,
+			Sources: map[string]json.RawMessage{},
+			Sinks:   map[string]json.RawMessage{"out": json.RawMessage(`null`)}},
+	} {
+		var got bytes.Buffer
+		if err := encode(&got, c); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		want, err := json.Marshal(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.String() != string(want)+"\n" {
+			t.Errorf("%s:\n got %s\nwant %s", name, got.String(), want)
+		}
 	}
 }

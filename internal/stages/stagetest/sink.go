@@ -173,13 +173,16 @@ func Sink(t *testing.T, f stages.Factory, newCase func(t *testing.T) SinkCase) {
 	check(t, "StateRoundTrip", func(t *testing.T) {
 		c := newCase(t)
 		s := open(t, c)
-		if _, err := s.(stages.Stateful).State(); err != nil {
+		if opened, err := s.(stages.Stateful).State(); err != nil {
 			t.Errorf("State right after Open: %v", err)
+		} else {
+			validState(t, "right after Open", opened)
 		}
 		must(t, "Write", s.Write(ctx, batch(one, true)))
 		must(t, "Flush", s.Flush(ctx))
 		state, err := s.(stages.Stateful).State()
 		must(t, "State", err)
+		validState(t, "after a Flush", state)
 		// Written after the checkpoint, then lost with it: a crash.
 		must(t, "Write", s.Write(ctx, batch(two, true)))
 		must(t, "Flush", s.Flush(ctx))

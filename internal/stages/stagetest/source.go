@@ -148,9 +148,12 @@ func Source(t *testing.T, f stages.Factory, newCase func(t *testing.T) SourceCas
 		if err != nil {
 			t.Fatalf("State: %v", err)
 		}
+		validState(t, "after a Read", state)
 		closeSource(t, first)
-		if _, err := first.(stages.Stateful).State(); err != nil {
+		if closed, err := first.(stages.Stateful).State(); err != nil {
 			t.Errorf("State after Close: %v", err)
+		} else {
+			validState(t, "after Close", closed)
 		}
 
 		next := build(t, c)

@@ -12,6 +12,7 @@ package stagetest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -109,6 +110,18 @@ func settings(s stages.Settings, id string) stages.Settings {
 // goroutines end on the server's own time after the stage's client has
 // closed). The stage's own goroutines are still checked.
 var IgnoreLeaks []goleak.Option
+
+// validState fails t unless state, what a Stateful stage's State
+// returned (when: at which point), is valid JSON, or empty (null). The
+// checkpoint writes stage states as they are, without checking them again
+// each time: a stage that returned anything else would make the
+// checkpoint unreadable.
+func validState(t *testing.T, when string, state []byte) {
+	t.Helper()
+	if len(state) > 0 && !json.Valid(state) {
+		t.Errorf("State %s returned invalid JSON: %.200q", when, state)
+	}
+}
 
 // check runs fn as a subtest that must leave no goroutine behind.
 func check(t *testing.T, name string, fn func(t *testing.T)) {

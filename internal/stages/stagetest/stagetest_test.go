@@ -40,6 +40,7 @@ func TestSuiteCatches(t *testing.T) {
 		{"sink-keeps-bytes", "output after the written batches were overwritten"},
 		{"sink-close-moves-state", "Close must not change it"},
 		{"source-commits-stateless", "implements stages.Committer but not stages.Stateful"},
+		{"source-state-not-json", "returned invalid JSON"},
 	} {
 		t.Run(c.broken, func(t *testing.T) {
 			cmd := exec.Command(os.Args[0], "-test.run=^TestBroken$", "-test.v")
@@ -133,13 +134,18 @@ func (s *fakeSource) Read(ctx context.Context) (*stages.Batch, error) {
 
 func (s *fakeSource) Close() error { return nil }
 
-func (s *fakeSource) State() ([]byte, error) { return []byte(strconv.Itoa(s.pos)), nil }
+func (s *fakeSource) State() ([]byte, error) {
+	if s.broken == "source-state-not-json" {
+		return []byte("pos=" + strconv.Itoa(s.pos)), nil
+	}
+	return []byte(strconv.Itoa(s.pos)), nil
+}
 
 func (s *fakeSource) Restore(state []byte) error {
 	if s.broken == "source-restore-ignored" {
 		return nil
 	}
-	n, err := strconv.Atoi(string(state))
+	n, err := strconv.Atoi(strings.TrimPrefix(string(state), "pos="))
 	s.pos = n
 	return err
 }
