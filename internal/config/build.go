@@ -39,6 +39,9 @@ type builder struct {
 	// Stage.Inputs; a stage has an entry as soon as it has an inputs key.
 	inputPos map[string][]*yaml.Node
 	dlNode   *yaml.Node
+	// nodes holds each source's and sink's mapping, for diagnostics at
+	// its options after the graph is built.
+	nodes map[string]*yaml.Node
 }
 
 func (b *builder) pos(n *yaml.Node) Pos { return Pos{File: b.file, Line: n.Line, Col: n.Column} }
@@ -54,6 +57,7 @@ func (b *builder) pipeline(root *yaml.Node) *Pipeline {
 	b.stages = map[string]*Stage{}
 	b.idLine = map[string]int{}
 	b.inputPos = map[string][]*yaml.Node{}
+	b.nodes = map[string]*yaml.Node{}
 	p := &Pipeline{CheckpointInterval: DefaultCheckpointInterval}
 	sections := map[string]*yaml.Node{}
 	forEachPair(root, b.r, "", func(k, v *yaml.Node) {
@@ -246,6 +250,7 @@ func (b *builder) typed(st *Stage, v *yaml.Node, path string) {
 		st.Finite = fin.Finite()
 	}
 	st.Config = cfg
+	b.nodes[st.ID] = v
 }
 
 // report reports the errors of a config's Validate or CheckFiles, each
@@ -255,6 +260,11 @@ func (b *builder) typed(st *Stage, v *yaml.Node, path string) {
 // undecodable already, are left out: `path: [a, b]` is a wrong type, not
 // also a missing path.
 func (b *builder) report(verr error, at *yaml.Node, path string, skip map[string]bool) {
+	b.reportAs(Error, verr, at, path, skip)
+}
+
+// reportAs is report with the diagnostics' severity.
+func (b *builder) reportAs(sev Severity, verr error, at *yaml.Node, path string, skip map[string]bool) {
 	for _, err := range flatten(verr) {
 		var fe *stages.FieldError
 		n, p := at, path
@@ -272,7 +282,7 @@ func (b *builder) report(verr error, at *yaml.Node, path string, skip map[string
 				}
 			}
 		}
-		b.r.errorf(n, "%s: %s", p, msg)
+		b.r.at(n, sev, "%s: %s", p, msg)
 	}
 }
 
@@ -681,6 +691,14 @@ func (b *builder) checkSemantics(p *Pipeline) {
 		if st.Kind == Worker {
 			b.checkStepsNeedParsing(st, path)
 			b.checkRoutesRead(p, st, path)
+		}
+		if uc, ok := st.Config.(stages.UpstreamChecker); ok && st.Kind == Sink {
+			var types []string
+			for _, src := range p.UpstreamSources(st.ID) {
+				types = append(types, p.Stage(src).Type)
+			}
+			slices.Sort(types)
+			b.reportAs(Warning, uc.CheckUpstream(slices.Compact(types)), b.nodes[st.ID], path, nil)
 		}
 		if st.Kind == Sink && st.Merge != nil {
 			for i, in := range st.Inputs {

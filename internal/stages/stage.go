@@ -186,6 +186,14 @@ type (
 	// (absolute and clean), for the "a source reads a sink's output"
 	// check.
 	InputMatcher interface{ MatchesInput(path string) bool }
+	// UpstreamChecker checks a sink's options against the types of the
+	// sources that feed it, directly or through workers (sorted, each
+	// once). The loader reports what it returns as warnings, FieldErrors
+	// at their option: the pipeline runs, but not as its options promise
+	// (a transactional kafka sink with no kafka source upstream).
+	UpstreamChecker interface {
+		CheckUpstream(sourceTypes []string) error
+	}
 )
 
 // Drainer is implemented by sources that hold input they accepted from

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -453,4 +455,23 @@ func (s *Sink) Close(ctx context.Context) error {
 		return fmt.Errorf("kafka sink %q: close: %w", s.s.ID, err)
 	}
 	return nil
+}
+
+// CheckUpstream implements stages.UpstreamChecker: a transaction commits
+// the consumed offsets of a kafka source only, so records from any other
+// source are produced at least once across a crash, as without
+// transactional.
+func (c *SinkConfig) CheckUpstream(sourceTypes []string) error {
+	if !c.Transactional {
+		return nil
+	}
+	others := slices.DeleteFunc(slices.Clone(sourceTypes), func(t string) bool { return t == "kafka" })
+	switch {
+	case len(others) == 0:
+		return nil
+	case len(others) == len(sourceTypes):
+		return stages.FieldErr("transactional", fmt.Errorf("no kafka source feeds this sink (only %s): the transactions commit no consumed offsets, so a crash can produce records again, as without transactional (exactly once needs a kafka source upstream)", strings.Join(others, ", ")))
+	default:
+		return stages.FieldErr("transactional", fmt.Errorf("records from its %s sources are produced at least once across a crash: only a kafka source's consumed offsets commit with the transaction", strings.Join(others, ", ")))
+	}
 }
