@@ -226,9 +226,11 @@ type Drainer interface {
 // Open (the start-up checkpoint) and, for sinks, after Close: State must
 // work then and describe the final position.
 //
-// A state is valid JSON (or empty, written as null). The checkpoint
-// embeds it as it is, without checking or compacting it on every save;
-// the conformance suite (stagetest) checks it.
+// A state is valid JSON, or nil (written as null, and restored as the
+// four bytes null). The checkpoint embeds it as it is, without
+// compacting it; the conformance suite (stagetest) checks it, and a save
+// whose state is not valid JSON fails rather than write a checkpoint
+// that could not be read back.
 //
 // Restore is called at most once, before Open, with the state of the last
 // committed checkpoint: a source resumes after it; a sink removes what was

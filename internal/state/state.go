@@ -118,22 +118,33 @@ func (s *Store) Save(c *Checkpoint) error {
 }
 
 // encode writes c as JSON and a newline. The stage and merge states are
-// written as they are: encoding/json would check and compact each again,
-// which cost as much as making them (a merge's state holds the records it
-// held at the barrier, tens of megabytes for a thousand feeds; a file
-// source's holds a position per file, 1.5 MB for 10,000 files, written
-// every checkpoint interval). They are valid JSON by the Stateful
-// contract (the conformance suite checks every stage's), or were read back
-// from a checkpoint.
+// written as they are: encoding/json would compact each again, which
+// cost as much as making them (a merge's state holds the records it held
+// at the barrier, tens of megabytes for a thousand feeds; a file source's
+// holds a position per file, 1.5 MB for 10,000 files, written every
+// checkpoint interval). The result is the JSON encoding/json wrote, byte
+// for byte when the states are compact and have no HTML characters
+// (which encoding/json escaped).
+//
+// A stage state must be valid JSON (the Stateful contract, checked by
+// the conformance suite). It is checked again here, a plain scan without
+// allocation: a state that is not would make the checkpoint unreadable
+// after the save had told committers it was durable, so encode fails the
+// save instead and the previous checkpoint stays. The merge states, made
+// by the merge itself or read back from a checkpoint, are not checked.
 func encode(w io.Writer, c *Checkpoint) error {
-	head, err := json.Marshal(struct {
-		Version  int       `json:"version"`
-		Pipeline string    `json:"pipeline"`
-		Epoch    uint64    `json:"epoch"`
-		Time     time.Time `json:"time"`
-	}{c.Version, c.Pipeline, c.Epoch, c.Time})
+	h := *c
+	h.Sources, h.Sinks, h.Merge = nil, nil, nil // omitempty: written below
+	head, err := json.Marshal(&h)
 	if err != nil {
 		return err
+	}
+	for _, m := range []map[string]json.RawMessage{c.Sources, c.Sinks} {
+		for id, st := range m {
+			if st != nil && !json.Valid(st) {
+				return fmt.Errorf("stage %q returned a state that is not valid JSON: %.80q", id, st)
+			}
+		}
 	}
 	bw := bufio.NewWriterSize(w, 1<<16)
 	bw.Write(head[:len(head)-1]) // without its closing brace

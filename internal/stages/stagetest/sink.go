@@ -188,6 +188,7 @@ func Sink(t *testing.T, f stages.Factory, newCase func(t *testing.T) SinkCase) {
 		must(t, "Flush", s.Flush(ctx))
 		flushed, err := s.(stages.Stateful).State()
 		must(t, "State after Flush", err)
+		validState(t, "after a second Flush", flushed)
 		closeSink(t, s)
 		// The engine takes a Committer sink's final state after Flush and
 		// closes it later (stages.Committer): Close must not move it.

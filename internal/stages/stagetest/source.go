@@ -137,6 +137,11 @@ func Source(t *testing.T, f stages.Factory, newCase func(t *testing.T) SourceCas
 	check(t, "StateRoundTrip", func(t *testing.T) {
 		c := newCase(t)
 		first := open(t, c)
+		if opened, err := first.(stages.Stateful).State(); err != nil {
+			t.Errorf("State right after Open: %v", err)
+		} else {
+			validState(t, "right after Open", opened)
+		}
 		r := reader{t: t, src: first}
 		for len(r.got) == 0 && !r.ended {
 			r.read(context.Background())
@@ -167,6 +172,11 @@ func Source(t *testing.T, f stages.Factory, newCase func(t *testing.T) SourceCas
 			c.Feed(t, next)
 		}
 		defer closeSource(t, next)
+		if restored, err := next.(stages.Stateful).State(); err != nil {
+			t.Errorf("State after Restore and Open: %v", err)
+		} else {
+			validState(t, "after Restore and Open", restored)
+		}
 		rest := reader{t: t, src: next}
 		rest.readUntil(len(c.Want) - len(r.got))
 		equal(t, "records read after Restore", rest.got, c.Want[min(len(r.got), len(c.Want)):])
