@@ -697,6 +697,11 @@ func (b *builder) checkSemantics(p *Pipeline) {
 			for _, src := range p.UpstreamSources(st.ID) {
 				types = append(types, p.Stage(src).Type)
 			}
+			if st.ID == p.DeadLetter { // every stage's rejects reach it
+				for _, src := range p.Sources() {
+					types = append(types, src.Type)
+				}
+			}
 			slices.Sort(types)
 			b.reportAs(Warning, uc.CheckUpstream(slices.Compact(types)), b.nodes[st.ID], path, nil)
 		}

@@ -36,7 +36,7 @@ sinks:
 		{"file only", "logs", "true", []string{
 			"p.yaml:14:20: warning: sinks.out.transactional: no kafka source feeds this sink (only file): the transactions commit no consumed offsets, so a crash can produce records again, as without transactional (exactly once needs a kafka source upstream)"}},
 		{"file and kafka", "bus, logs", "true", []string{
-			"p.yaml:14:20: warning: sinks.out.transactional: records from its file sources are produced at least once across a crash: only a kafka source's consumed offsets commit with the transaction"}},
+			"p.yaml:14:20: warning: sinks.out.transactional: records from the file sources upstream of this sink are produced at least once across a crash: only a kafka source's consumed offsets commit with the transaction"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			src := fmt.Sprintf(head, c.inputs, c.transactional)
@@ -47,4 +47,24 @@ sinks:
 			equalLines(t, "diagnostics", diagLines(ds), c.want)
 		})
 	}
+}
+
+// TestUpstreamCheckDeadLetter: a dead-letter sink has no inputs but gets
+// the rejects of every stage, so it is checked against every source.
+func TestUpstreamCheckDeadLetter(t *testing.T) {
+	const src = `version: 1
+dead_letter: bad
+sources:
+  bus: {type: kafka, brokers: [127.0.0.1:9092], topics: [t], group: g}
+  logs: {type: file, path: /var/log/app.log}
+sinks:
+  out: {type: stdout, inputs: [bus, logs]}
+  bad: {type: kafka, brokers: [127.0.0.1:9092], topic: dl, transactional: true}
+`
+	p, ds := Parse("p.yaml", []byte(src), testOptions())
+	if p == nil || ds.HasErrors() {
+		t.Fatalf("Parse failed: %v", diagLines(ds))
+	}
+	equalLines(t, "diagnostics", diagLines(ds), []string{
+		"p.yaml:8:75: warning: sinks.bad.transactional: records from the file sources upstream of this sink are produced at least once across a crash: only a kafka source's consumed offsets commit with the transaction"})
 }

@@ -472,6 +472,6 @@ func (c *SinkConfig) CheckUpstream(sourceTypes []string) error {
 	case len(others) == len(sourceTypes):
 		return stages.FieldErr("transactional", fmt.Errorf("no kafka source feeds this sink (only %s): the transactions commit no consumed offsets, so a crash can produce records again, as without transactional (exactly once needs a kafka source upstream)", strings.Join(others, ", ")))
 	default:
-		return stages.FieldErr("transactional", fmt.Errorf("records from its %s sources are produced at least once across a crash: only a kafka source's consumed offsets commit with the transaction", strings.Join(others, ", ")))
+		return stages.FieldErr("transactional", fmt.Errorf("records from the %s sources upstream of this sink are produced at least once across a crash: only a kafka source's consumed offsets commit with the transaction", strings.Join(others, ", ")))
 	}
 }
