@@ -129,6 +129,7 @@ func main() {
 		defer os.RemoveAll(w)
 		bin := filepath.Join(w, "etld")
 		build := exec.Command("go", "build", "-o", bin, "./cmd/etld")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0") // static, as the Makefile builds it
 		build.Stdout, build.Stderr = os.Stderr, os.Stderr
 		if err := build.Run(); err != nil {
 			return fmt.Errorf("build: %w", err)

@@ -68,7 +68,9 @@ func NewBuffer(n int) []byte {
 	if p, _ := bufPools[idx].Get().(*[]byte); p != nil {
 		return (*p)[:0]
 	}
-	return make([]byte, 0, size)
+	b := make([]byte, n, size)
+	prefault(b) // the n bytes asked for: the caller fills them
+	return b[:0]
 }
 
 // NewRecords returns an empty Records slice with a capacity of at least
@@ -81,7 +83,9 @@ func NewRecords(n int) []Record {
 	if p, _ := recPools[idx].Get().(*[]Record); p != nil {
 		return (*p)[:0]
 	}
-	return make([]Record, 0, size)
+	recs := make([]Record, 0, size)
+	prefault(unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(recs))), n*int(unsafe.Sizeof(Record{}))))
+	return recs
 }
 
 // Own hands buf, which should come from NewBuffer, to b: only b's records

@@ -484,7 +484,16 @@ func (bb *batchBuilder) takeLines(s *lineSplitter, o *stages.Origin) {
 		if j < 0 || j > s.max {
 			break
 		}
-		recs = append(recs, stages.Record{Raw: rest[:j:j], Origin: o, Offset: s.pos + int64(i)})
+		// Fields set in place, not append of a Record literal: the
+		// literal was built on the stack and copied, and that copy's
+		// wide loads of just-stored words stalled on every line.
+		if n == cap(recs) {
+			recs = append(recs, stages.Record{})
+		}
+		recs = recs[:n+1]
+		r := &recs[n]
+		r.Raw, r.Line, r.Parsed = rest[:j:j], nil, false
+		r.Origin, r.Offset = o, s.pos+int64(i)
 		n++
 		size += j
 		i += j + 1
