@@ -68,10 +68,30 @@ func NewBuffer(n int) []byte {
 	if p, _ := bufPools[idx].Get().(*[]byte); p != nil {
 		return (*p)[:0]
 	}
-	b := make([]byte, n, size)
-	prefault(b) // the n bytes asked for: the caller fills them
-	return b[:0]
+	return make([]byte, 0, size)
 }
+
+// NewReadBuffer is NewBuffer(n)[:n] for a read, and says whether the
+// buffer is new (not reused from the pool): a new buffer's pages are not
+// mapped yet, and Prefault can map those the read is about to fill with
+// one system call rather than a page fault each.
+func NewReadBuffer(n int) (buf []byte, fresh bool) {
+	idx, size, ok := class(n, minBufShift, maxBufShift)
+	if !ok || n < 1<<minBufShift/2 {
+		return make([]byte, n), false
+	}
+	if p, _ := bufPools[idx].Get().(*[]byte); p != nil {
+		return (*p)[:n], false
+	}
+	return make([]byte, n, size), true
+}
+
+// Prefault maps in the pages of b, new memory (NewReadBuffer's fresh)
+// that a read is about to fill entirely, with one system call instead of
+// a page fault per 4 KiB page (see prefault). Only the bytes about to be
+// written: mapping more would add to the RSS of a source whose reads
+// fill a buffer in several steps, or never.
+func Prefault(b []byte) { prefault(b) }
 
 // NewRecords returns an empty Records slice with a capacity of at least
 // n, reusing the array of a released batch when there is one.
@@ -83,9 +103,7 @@ func NewRecords(n int) []Record {
 	if p, _ := recPools[idx].Get().(*[]Record); p != nil {
 		return (*p)[:0]
 	}
-	recs := make([]Record, 0, size)
-	prefault(unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(recs))), n*int(unsafe.Sizeof(Record{}))))
-	return recs
+	return make([]Record, 0, size)
 }
 
 // Own hands buf, which should come from NewBuffer, to b: only b's records

@@ -54,6 +54,7 @@ const (
 type lineSplitter struct {
 	max        int
 	buf        []byte
+	fresh      bool  // buf is new: its first read maps its pages in at once (stages.Prefault)
 	start, end int   // buffered, unconsumed bytes are buf[start:end]
 	pos        int64 // stream offset of buf[start]
 	done       int64 // stream offset just past the last line returned
@@ -113,7 +114,7 @@ func (s *lineSplitter) handOverTo(size int) {
 	rest := old[s.start:s.end]
 	s.start, s.end = 0, 0
 	if len(rest) > 0 {
-		s.buf = stages.NewBuffer(size)[:size]
+		s.buf, s.fresh = stages.NewReadBuffer(size)
 		s.end = copy(s.buf, rest)
 	}
 }
@@ -172,7 +173,7 @@ func (s *lineSplitter) release() []byte {
 		return nil
 	}
 	b := s.buf
-	s.buf, s.start, s.end = nil, 0, 0
+	s.buf, s.start, s.end, s.fresh = nil, 0, 0, false
 	return b
 }
 
@@ -196,7 +197,8 @@ func (s *lineSplitter) space(spare []byte) []byte {
 		// Nothing points into it (no pin): the collector takes it, once
 		// per growth.
 		n := s.blockSize(s.want)
-		nb := stages.NewBuffer(n)[:n]
+		nb, fresh := stages.NewReadBuffer(n)
+		s.fresh = fresh
 		s.end = copy(nb, s.buf[s.start:s.end])
 		s.buf, s.start = nb, 0
 	}
@@ -208,7 +210,7 @@ func (s *lineSplitter) space(spare []byte) []byte {
 		case s.inPlace():
 			// From the pool: batches take these over, and their
 			// release brings them back.
-			s.buf = stages.NewBuffer(n)[:n]
+			s.buf, s.fresh = stages.NewReadBuffer(n)
 		default:
 			s.buf = make([]byte, n)
 		}
@@ -240,8 +242,15 @@ func (s *lineSplitter) space(spare []byte) []byte {
 		nb := make([]byte, n)
 		copy(nb, s.buf[lo:s.end])
 		s.buf, s.start, s.end = nb, s.start-lo, s.end-lo
+		s.fresh = false
 	}
-	return s.limit(s.buf[s.end:])
+	dst := s.limit(s.buf[s.end:])
+	if s.fresh {
+		// The first read into a new buffer: map in what it fills.
+		stages.Prefault(dst)
+		s.fresh = false
+	}
+	return dst
 }
 
 // blockSize is the size of a read buffer for a batch that wants want
