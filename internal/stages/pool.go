@@ -61,14 +61,8 @@ func pooledClass(c, lo, hi int) (int, bool) {
 // fill it with append or copy. Give it with Own to the batch whose records
 // will point into it.
 func NewBuffer(n int) []byte {
-	idx, size, ok := class(n, minBufShift, maxBufShift)
-	if !ok || n < 1<<minBufShift/2 {
-		return make([]byte, 0, n) // small: not worth a 4 KiB buffer
-	}
-	if p, _ := bufPools[idx].Get().(*[]byte); p != nil {
-		return (*p)[:0]
-	}
-	return make([]byte, 0, size)
+	b, _ := NewReadBuffer(n)
+	return b[:0]
 }
 
 // NewReadBuffer is NewBuffer(n)[:n] for a read, and says whether the
@@ -78,20 +72,13 @@ func NewBuffer(n int) []byte {
 func NewReadBuffer(n int) (buf []byte, fresh bool) {
 	idx, size, ok := class(n, minBufShift, maxBufShift)
 	if !ok || n < 1<<minBufShift/2 {
-		return make([]byte, n), false
+		return make([]byte, n), false // small: not worth a 4 KiB buffer
 	}
 	if p, _ := bufPools[idx].Get().(*[]byte); p != nil {
 		return (*p)[:n], false
 	}
 	return make([]byte, n, size), true
 }
-
-// Prefault maps in the pages of b, new memory (NewReadBuffer's fresh)
-// that a read is about to fill entirely, with one system call instead of
-// a page fault per 4 KiB page (see prefault). Only the bytes about to be
-// written: mapping more would add to the RSS of a source whose reads
-// fill a buffer in several steps, or never.
-func Prefault(b []byte) { prefault(b) }
 
 // NewRecords returns an empty Records slice with a capacity of at least
 // n, reusing the array of a released batch when there is one.

@@ -36,14 +36,14 @@ func TestPrefaultMapsThePagesIn(t *testing.T) {
 	if err := unix.Madvise(a[:4096], unix.MADV_POPULATE_WRITE); err != nil {
 		t.Skipf("kernel without MADV_POPULATE_WRITE (5.14+): %v", err)
 	}
-	prefault(a[100:]) // an unaligned start: the partial first page is left out
+	Prefault(a[100:]) // an unaligned start: the partial first page is left out
 	if n := resident(t, a); n != pages {
 		t.Fatalf("after prefault: %d of %d pages resident", n, pages)
 	}
 	if n := resident(t, b); n != 0 {
 		t.Fatalf("prefault reached past its slice: %d pages resident", n)
 	}
-	prefault(b[:prefaultMin-1]) // too small to be worth it
+	Prefault(b[:prefaultMin-1]) // too small to be worth it
 	if n := resident(t, b); n != 0 {
 		t.Fatalf("prefault of %d bytes mapped %d pages, want none", prefaultMin-1, n)
 	}

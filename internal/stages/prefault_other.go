@@ -2,5 +2,5 @@
 
 package stages
 
-// prefault does nothing off Linux: see prefault_linux.go.
-func prefault([]byte) {}
+// Prefault does nothing off Linux: see prefault_linux.go.
+func Prefault([]byte) {}
