@@ -173,11 +173,7 @@ func Sink(t *testing.T, f stages.Factory, newCase func(t *testing.T) SinkCase) {
 	check(t, "StateRoundTrip", func(t *testing.T) {
 		c := newCase(t)
 		s := open(t, c)
-		if opened, err := s.(stages.Stateful).State(); err != nil {
-			t.Errorf("State right after Open: %v", err)
-		} else {
-			validState(t, "right after Open", opened)
-		}
+		checkState(t, s, "right after Open")
 		must(t, "Write", s.Write(ctx, batch(one, true)))
 		must(t, "Flush", s.Flush(ctx))
 		state, err := s.(stages.Stateful).State()

@@ -137,11 +137,7 @@ func Source(t *testing.T, f stages.Factory, newCase func(t *testing.T) SourceCas
 	check(t, "StateRoundTrip", func(t *testing.T) {
 		c := newCase(t)
 		first := open(t, c)
-		if opened, err := first.(stages.Stateful).State(); err != nil {
-			t.Errorf("State right after Open: %v", err)
-		} else {
-			validState(t, "right after Open", opened)
-		}
+		checkState(t, first, "right after Open")
 		r := reader{t: t, src: first}
 		for len(r.got) == 0 && !r.ended {
 			r.read(context.Background())
@@ -155,11 +151,7 @@ func Source(t *testing.T, f stages.Factory, newCase func(t *testing.T) SourceCas
 		}
 		validState(t, "after a Read", state)
 		closeSource(t, first)
-		if closed, err := first.(stages.Stateful).State(); err != nil {
-			t.Errorf("State after Close: %v", err)
-		} else {
-			validState(t, "after Close", closed)
-		}
+		checkState(t, first, "after Close")
 
 		next := build(t, c)
 		if err := next.(stages.Stateful).Restore(state); err != nil {
@@ -172,11 +164,7 @@ func Source(t *testing.T, f stages.Factory, newCase func(t *testing.T) SourceCas
 			c.Feed(t, next)
 		}
 		defer closeSource(t, next)
-		if restored, err := next.(stages.Stateful).State(); err != nil {
-			t.Errorf("State after Restore and Open: %v", err)
-		} else {
-			validState(t, "after Restore and Open", restored)
-		}
+		checkState(t, next, "after Restore and Open")
 		rest := reader{t: t, src: next}
 		rest.readUntil(len(c.Want) - len(r.got))
 		equal(t, "records read after Restore", rest.got, c.Want[min(len(r.got), len(c.Want)):])

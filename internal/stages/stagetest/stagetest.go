@@ -112,14 +112,24 @@ func settings(s stages.Settings, id string) stages.Settings {
 var IgnoreLeaks []goleak.Option
 
 // validState fails t unless state, what a Stateful stage's State
-// returned (when: at which point), is valid JSON, or empty (null). The
-// checkpoint writes stage states as they are, without checking them again
-// each time: a stage that returned anything else would make the
-// checkpoint unreadable.
+// returned (when: at which point), is valid JSON, or nil (null). The
+// checkpoint embeds stage states as they are: a save with any other
+// state fails.
 func validState(t *testing.T, when string, state []byte) {
 	t.Helper()
 	if len(state) > 0 && !json.Valid(state) {
 		t.Errorf("State %s returned invalid JSON: %.200q", when, state)
+	}
+}
+
+// checkState asks s, a Stateful stage, for its State and checks it
+// (validState); an error fails t.
+func checkState(t *testing.T, s any, when string) {
+	t.Helper()
+	if st, err := s.(stages.Stateful).State(); err != nil {
+		t.Errorf("State %s: %v", when, err)
+	} else {
+		validState(t, when, st)
 	}
 }
 
