@@ -28,21 +28,25 @@ func TestFollowRotation(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name, glob string
-		killAfter  []int // events after which etld is killed with -9 and restarted
+		killAfter  []int    // events after which etld is killed with -9 and restarted
+		args       []string // more arguments to etld run
 	}{
-		{"exact name", "logs/app.log", nil},
-		{"glob matching rotated files", "logs/app.log*", nil},
+		{"exact name", "logs/app.log", nil, nil},
+		{"glob matching rotated files", "logs/app.log*", nil, nil},
 		// SPEC §3.1 across rotations: killed right after a rename while
 		// it lags behind (the rotated file is not read to its end yet),
 		// the restart must resume the rotated file, found again by the
 		// glob, from its checkpoint. (With the exact name, a rotated file
 		// not drained before the kill no longer matches: its rest is
 		// lost, which no tail -F can help.)
-		{"glob matching rotated files, kill -9 twice", "logs/app.log*", []int{1, 4}},
+		{"glob matching rotated files, kill -9 twice", "logs/app.log*", []int{1, 4}, nil},
+		// The default reads inotify in paced batches; fsnotify's
+		// event-by-event reading stays available.
+		{"glob matching rotated files, --watch fsnotify", "logs/app.log*", nil, []string{"--watch", "fsnotify"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			testFollowRotation(t, tc.glob, tc.killAfter)
+			testFollowRotation(t, tc.glob, tc.killAfter, tc.args...)
 		})
 	}
 }
@@ -184,7 +188,7 @@ func (l *appLog) copyTruncate(to string, caughtUp, noticed func()) error {
 	return nil
 }
 
-func testFollowRotation(t *testing.T, glob string, killAfter []int) {
+func testFollowRotation(t *testing.T, glob string, killAfter []int, args ...string) {
 	const (
 		initial = 500  // lines in app.log before etld starts
 		step    = 4000 // lines between two rotations
@@ -214,7 +218,7 @@ sinks:
 `)
 	out := filepath.Join(dir, "out", "out.jsonl")
 	state := filepath.Join(dir, "state")
-	p := startEtld(t, dir, nil, runArgs(cfg, state)...)
+	p := startEtld(t, dir, nil, runArgs(cfg, state, args...)...)
 	// etld must have found app.log before it is rotated for the first
 	// time: a file rotated away before etld starts is not its to read.
 	p.waitForLines(out, initial, want[:initial])
@@ -286,7 +290,7 @@ sinks:
 			// TestKillBeforeFirstCheckpoint's case.
 			p.eventually("a checkpoint is saved", func() bool { return fileMTime(filepath.Join(state, "follow.json")) != 0 })
 			p.kill()
-			p = startEtld(t, dir, nil, runArgs(cfg, state)...)
+			p = startEtld(t, dir, nil, runArgs(cfg, state, args...)...)
 		}
 		w.allow(min(total, threshold+step+step/2))
 	}

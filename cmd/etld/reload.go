@@ -12,7 +12,6 @@ import (
 	"github.com/etld/etld/internal/fswatch"
 	"github.com/etld/etld/internal/stages/builtin"
 	"github.com/etld/etld/internal/watch"
-	"github.com/fsnotify/fsnotify"
 	"github.com/rs/zerolog"
 )
 
@@ -65,8 +64,9 @@ func (d *daemon) serve(ctx context.Context) {
 
 // Values of --watch.
 const (
-	watchAuto = "auto" // inotify, else polling
-	watchPoll = "poll"
+	watchAuto     = "auto"     // inotify read in paced batches (Linux), else polling
+	watchFsnotify = "fsnotify" // inotify read by fsnotify event by event, else polling
+	watchPoll     = "poll"
 )
 
 // openWatchers opens the daemon's inotify instance, shared by the config
@@ -77,11 +77,11 @@ const (
 // is logged here, at start. fs is never nil (inactive when polling); cw is
 // nil when the config is not watched. mode is inotify, poll or off, for
 // /api/pipelines.
-func openWatchers(path string, f runFlags, newInotify func() (*fsnotify.Watcher, error), log zerolog.Logger) (fs *fswatch.Watcher, cw *watch.Watcher, mode string) {
+func openWatchers(path string, f runFlags, newInotify func(zerolog.Logger) (*fswatch.Watcher, error), log zerolog.Logger) (fs *fswatch.Watcher, cw *watch.Watcher, mode string) {
 	fs = fswatch.Disabled()
 	if f.watchMode == watchPoll {
 		log.Info().Dur("config_interval", watch.DefaultPollInterval).Msg("--watch poll: polling the config and the input files instead of using inotify")
-	} else if w, err := fswatch.NewWith(newInotify, log); err != nil {
+	} else if w, err := newInotify(log); err != nil {
 		log.Warn().Err(err).Dur("config_interval", watch.DefaultPollInterval).
 			Msg("cannot use inotify (per-user limit fs.inotify.max_user_instances reached?): polling the config and the input files instead")
 	} else {
@@ -191,4 +191,12 @@ func desiredConfigs(path string, l config.Loaded, running map[string]*config.Pip
 func pipelineOfFile(path string) string {
 	base := filepath.Base(path)
 	return strings.TrimSuffix(base, filepath.Ext(base))
+}
+
+// inotifyFor returns how --watch mode opens the shared inotify instance.
+func inotifyFor(mode string) func(zerolog.Logger) (*fswatch.Watcher, error) {
+	if mode == watchFsnotify {
+		return fswatch.NewFsnotify
+	}
+	return fswatch.New
 }

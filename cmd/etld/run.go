@@ -17,7 +17,6 @@ import (
 	"github.com/etld/etld/internal/admin"
 	"github.com/etld/etld/internal/engine"
 	"github.com/etld/etld/internal/stages"
-	"github.com/fsnotify/fsnotify"
 	"github.com/rs/zerolog"
 )
 
@@ -41,7 +40,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&f.stateDir, "state-dir", "", "checkpoint directory (default: $STATE_DIRECTORY, else .etld-state)")
 	fs.StringVar(&f.admin, "admin", "127.0.0.1:9300", `admin HTTP address, or "off"`)
 	fs.BoolVar(&f.noWatch, "no-watch", false, "do not watch the config for changes (SIGHUP still reloads)")
-	fs.StringVar(&f.watchMode, "watch", watchAuto, `how to notice changes of the config and of followed files: "auto" (inotify, polling when it cannot be had) or "poll"`)
+	fs.StringVar(&f.watchMode, "watch", watchAuto, `how to notice changes of the config and of followed files: "auto" (inotify, read in batches every 20 ms while events come; polling when it cannot be had), "fsnotify" (inotify read event by event through fsnotify: more CPU with many busy files) or "poll"`)
 	fs.DurationVar(&f.reloadDebounce, "reload-debounce", 250*time.Millisecond, "quiet period after a config change before reloading")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "bound on a graceful stop")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -61,8 +60,8 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "etld run: %v\n", err)
 		return exitUsage
 	}
-	if f.watchMode != watchAuto && f.watchMode != watchPoll {
-		fmt.Fprintf(stderr, "etld run: unknown --watch %q (valid: %s, %s)\n", f.watchMode, watchAuto, watchPoll)
+	if f.watchMode != watchAuto && f.watchMode != watchFsnotify && f.watchMode != watchPoll {
+		fmt.Fprintf(stderr, "etld run: unknown --watch %q (valid: %s, %s, %s)\n", f.watchMode, watchAuto, watchFsnotify, watchPoll)
 		return exitUsage
 	}
 	if f.shutdownTimeout <= 0 {
@@ -130,7 +129,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 
 	// Closed after the runtime has stopped (defers run last first): the
 	// file sources use the shared watcher until then.
-	fsw, cw, watchMode := openWatchers(*f.path, f, fsnotify.NewWatcher, log)
+	fsw, cw, watchMode := openWatchers(*f.path, f, inotifyFor(f.watchMode), log)
 	defer fsw.Close()
 	var changed <-chan struct{}
 	if cw != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/etld/etld/internal/admin"
+	"github.com/etld/etld/internal/fswatch"
 )
 
 // TestWatchFallsBackToPolling: when no inotify instance can be had (the
@@ -24,7 +25,9 @@ func TestWatchFallsBackToPolling(t *testing.T) {
 	}
 	var logs strings.Builder
 	log := zerolog.New(&logs)
-	fail := func() (*fsnotify.Watcher, error) { return nil, syscall.EMFILE }
+	fail := func(log zerolog.Logger) (*fswatch.Watcher, error) {
+		return fswatch.NewWith(func() (*fsnotify.Watcher, error) { return nil, syscall.EMFILE }, log)
+	}
 	fs, cw, mode := openWatchers(p, runFlags{watchMode: watchAuto, reloadDebounce: time.Millisecond}, fail, log)
 	defer fs.Close()
 	if cw == nil {

@@ -34,7 +34,7 @@ var ErrInactive = errors.New("fswatch: no inotify instance; polling only")
 // Watcher is one inotify instance and its subscribers. Its methods are safe
 // for concurrent use.
 type Watcher struct {
-	fw   *fsnotify.Watcher // nil: inactive
+	fw   backend // nil: inactive
 	log  zerolog.Logger
 	done chan struct{} // closed when dispatch returns
 
@@ -44,20 +44,53 @@ type Watcher struct {
 	closed bool
 }
 
-// New opens an inotify instance.
-func New(log zerolog.Logger) (*Watcher, error) { return NewWith(fsnotify.NewWatcher, log) }
+// New opens an inotify instance read in paced bulk reads (see Pace) on
+// Linux, and through fsnotify elsewhere.
+func New(log zerolog.Logger) (*Watcher, error) {
+	fw, err := newPaced()
+	if errors.Is(err, errNoPaced) {
+		return NewFsnotify(log)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return start(fw, log), nil
+}
 
-// NewWith is New with the fsnotify constructor given (a failing one shows
-// what the daemon does without inotify).
+// NewFsnotify opens an inotify instance read by fsnotify, which hands
+// over each event as the kernel queues it: the daemon's --watch fsnotify.
+func NewFsnotify(log zerolog.Logger) (*Watcher, error) { return NewWith(fsnotify.NewWatcher, log) }
+
+// NewWith is NewFsnotify with the fsnotify constructor given (a failing
+// one shows what the daemon does without inotify).
 func NewWith(newWatcher func() (*fsnotify.Watcher, error), log zerolog.Logger) (*Watcher, error) {
 	fw, err := newWatcher()
 	if err != nil {
 		return nil, err
 	}
+	return start(fsnotifyBackend{fw}, log), nil
+}
+
+func start(fw backend, log zerolog.Logger) *Watcher {
 	w := &Watcher{fw: fw, log: log, done: make(chan struct{}), dirs: map[string]map[*Sub]bool{}, subs: map[*Sub]bool{}}
 	go w.dispatch()
-	return w, nil
+	return w
 }
+
+// backend is an inotify instance: fsnotify's Watcher, or paced.
+type backend interface {
+	Add(path string) error
+	Remove(path string) error
+	Close() error
+	Events() <-chan fsnotify.Event
+	Errors() <-chan error
+	WatchList() []string
+}
+
+type fsnotifyBackend struct{ *fsnotify.Watcher }
+
+func (f fsnotifyBackend) Events() <-chan fsnotify.Event { return f.Watcher.Events }
+func (f fsnotifyBackend) Errors() <-chan error          { return f.Watcher.Errors }
 
 // Disabled returns an inactive watcher: its users poll.
 func Disabled() *Watcher { return &Watcher{} }
@@ -125,7 +158,7 @@ func (w *Watcher) Close() error {
 // every subscriber as "anything may have changed".
 func (w *Watcher) dispatch() {
 	defer close(w.done)
-	events, errs := w.fw.Events, w.fw.Errors
+	events, errs := w.fw.Events(), w.fw.Errors()
 	for events != nil || errs != nil {
 		select {
 		case ev, ok := <-events:
@@ -357,3 +390,6 @@ func (s *Sub) Close() {
 		w.drop(s, real)
 	}
 }
+
+// errNoPaced: the paced reader is not built for this system.
+var errNoPaced = errors.New("fswatch: no paced inotify reader on this system")

@@ -17,9 +17,13 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 const wait = 10 * time.Second // deadline for a notification that must come
 
+// open is the constructor newWatcher uses: New (paced on Linux), or
+// NewFsnotify under TestFsnotifyBackend.
+var open = New
+
 func newWatcher(t *testing.T) *Watcher {
 	t.Helper()
-	w, err := New(zerolog.New(zerolog.NewTestWriter(t)))
+	w, err := open(zerolog.New(zerolog.NewTestWriter(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
