@@ -106,12 +106,14 @@ type Batch struct {
 	IndexFields bool
 
 	owned  [][]byte    // buffers only the records point into (see Own)
-	runs   []lineRun   // line runs their producer vouched for (see MarkLines)
+	runs   []lineRun   // line runs: vouched for (MarkLines), or the records themselves (AddLines)
+	lines  int         // records held only as runs (see AddLines); 0 when Records holds them all
 	fields *FieldIndex // where the members of parsed records are (see Fields)
 }
 
-// Len is the number of good records in the batch.
-func (b *Batch) Len() int { return len(b.Records) }
+// Len is the number of good records in the batch, in Records or, for a
+// batch of line runs, in its runs (see AddLines).
+func (b *Batch) Len() int { return len(b.Records) + b.lines }
 
 // Field index.
 //
