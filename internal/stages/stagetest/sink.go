@@ -166,7 +166,61 @@ func Sink(t *testing.T, f stages.Factory, newCase func(t *testing.T) SinkCase) {
 
 	probe := build(t, newCase(t))
 	_, stateful := probe.(stages.Stateful)
+	w, ok := probe.(stages.LineRunWriter)
+	runs := ok && w.WritesLineRuns()
 	_ = probe.Close(ctx)
+	if runs {
+		check(t, "WriteLineRuns", func(t *testing.T) {
+			// Batches of line runs (stages.Batch.AddLines) of one line
+			// to hundreds, then one of Records: the lines once, in order.
+			c := newCase(t)
+			s := open(t, c)
+			lines := Lines(1000)
+			for _, per := range []int{1, 7, 400} {
+				b := runBatch(lines, per)
+				must(t, "Write of line runs", s.Write(ctx, b))
+				scribble(b)
+				b.Release()
+			}
+			must(t, "Write", s.Write(ctx, batch(one, false)))
+			must(t, "Flush", s.Flush(ctx))
+			closeSink(t, s)
+			want := append(append(append(append([]string{}, lines...), lines...), lines...), one...)
+			equal(t, "output of line runs", c.Output(t), want)
+		})
+		check(t, "WriteLineRunsTrim", func(t *testing.T) {
+			c := newCase(t)
+			if c.FailWrites == nil {
+				t.Skipf("the %s case cannot make its destination fail (SinkCase.FailWrites)", f.Type)
+			}
+			s := open(t, c)
+			defer closeSink(t, s)
+			lines := Lines(5000)
+			b := runBatch(lines, 300)
+			c.FailWrites(2)
+			for attempt := 0; ; attempt++ {
+				before := b.Len()
+				err := s.Write(ctx, b)
+				if err == nil {
+					break
+				}
+				if attempt > 10 {
+					t.Fatalf("Write still fails after %d attempts: %v", attempt, err)
+				}
+				if b.Len() > before {
+					t.Fatalf("a failed Write left %d records of %d", b.Len(), before)
+				}
+			}
+			for attempt := 0; s.Flush(ctx) != nil; attempt++ {
+				if attempt > 10 {
+					t.Fatal("Flush still fails after 10 attempts")
+				}
+			}
+			// Duplicates here mean a failed Write did not drop the runs
+			// it wrote.
+			equal(t, "output after retried Writes of line runs (every line once, in order)", c.Output(t), lines)
+		})
+	}
 	if !stateful {
 		return
 	}
