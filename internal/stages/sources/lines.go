@@ -611,7 +611,9 @@ func (bb *batchBuilder) takeRun(s *lineSplitter, o *stages.Origin) int {
 	s.start += len(chunk)
 	s.pos += int64(len(chunk))
 	s.done = s.pos
-	if bb.full() || len(window) < len(data) {
+	if bb.full() || len(window) < len(data) || room-(len(chunk)-n) < minRead {
+		// Full, or so nearly that the rest would take a read of its
+		// own into a new buffer, and a write of its own.
 		return runFull
 	}
 	return runTook
@@ -663,8 +665,8 @@ func (bb *batchBuilder) addFrom(s *lineSplitter, line []byte, off int64, o *stag
 // to be full, a little over; 0 when it cannot tell yet.
 func (bb *batchBuilder) wantBytes() int {
 	n, avg := len(bb.b.Records), bb.avg
-	if bb.runSp != nil {
-		return bb.maxBytes - bb.bytes + 4*avg // runs have no record limit
+	if bb.runs && n == 0 && len(bb.b.Rejects) == 0 {
+		return bb.maxBytes - bb.bytes + 4*avg // a batch of runs has no record limit
 	}
 	if n > 0 {
 		avg = bb.bytes / n
