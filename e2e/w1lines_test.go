@@ -106,8 +106,6 @@ sinks:
 // byte for byte: every line once and in order.
 func TestW1LinesKillNine(t *testing.T) {
 	t.Parallel()
-	seed := crashSeed(t)
-	rng := rand.New(rand.NewSource(seed))
 	dir := t.TempDir()
 	want, long := withoutLong(w1Feeds(t, dir, 4, 60000), w1LongMax)
 	cfg := writeConfig(t, dir, "w1.yaml", fmt.Sprintf(`version: 1
@@ -119,6 +117,28 @@ sinks:
   out: { type: file, inputs: [feeds], path: out/w1.jsonl }
   rejects: { type: file, path: out/rejects.jsonl }
 `, w1LongMax))
+	ckpt := filepath.Join(dir, "state", "w1.json")
+	out := filepath.Join(dir, "out", "w1.jsonl")
+	if w1KillNine(t, dir, cfg, int64(len(want)), 6) == 0 {
+		t.Fatal("every run finished before its kill: the test tests nothing")
+	}
+	if got := readFile(t, out); !bytes.Equal(got, want) {
+		t.Errorf("output (%d lines) differs from the input without its %d long lines (%d lines): %s",
+			bytes.Count(got, []byte{'\n'}), long, bytes.Count(want, []byte{'\n'}), firstDiff(got, want))
+	}
+	crashCheckFinalState(t, ckpt, "out", out)
+}
+
+// w1KillNine runs the W1-shaped pipeline cfg (sink output out/w1.jsonl,
+// state in dir/state, checkpoint w1.json), kills it with -9 up to kills
+// times at pseudo-random moments (one to three checkpoints later, and
+// the output past a random size, rising over a third of total, the
+// size of the whole output), restarts it with the same state dir each
+// time, and lets a last run end by itself. It returns how many runs
+// were killed.
+func w1KillNine(t *testing.T, dir, cfg string, total int64, kills int) (killed int) {
+	t.Helper()
+	rng := rand.New(rand.NewSource(crashSeed(t)))
 	state := filepath.Join(dir, "state")
 	ckpt := filepath.Join(state, "w1.json")
 	out := filepath.Join(dir, "out", "w1.jsonl")
@@ -129,12 +149,12 @@ sinks:
 		}
 		return fi.Size()
 	}
-	const kills = 6
-	step := int64(len(want)) / (3 * kills)
+	step := total / int64(3*kills)
 	var high int64
-	killed := 0
 	for k := 0; k < kills; k++ {
 		p := startEtld(t, dir, nil, runArgs(cfg, state)...)
+		// A kill before the first checkpoint of the run would only
+		// test starting over: wait for one or more.
 		lo := high + rng.Int63n(step)
 		e0 := crashEpoch(ckpt)
 		n := uint64(1 + rng.Intn(3))
@@ -148,17 +168,10 @@ sinks:
 		p.kill()
 		killed++
 		now := size()
-		t.Logf("kill %d: %s; output now %d bytes", k+1, mode, now)
+		t.Logf("kill %d: %s; output now %d bytes, epoch %d -> %d", k+1, mode, now, e0, crashEpoch(ckpt))
 		high = max(high, now)
-	}
-	if killed == 0 {
-		t.Fatal("every run finished before its kill: the test tests nothing")
 	}
 	p := startEtld(t, dir, nil, runArgs(cfg, state)...)
 	p.expectExit(p.wait(), 0, "the run after the kills")
-	if got := readFile(t, out); !bytes.Equal(got, want) {
-		t.Errorf("output (%d lines) differs from the input without its %d long lines (%d lines): %s",
-			bytes.Count(got, []byte{'\n'}), long, bytes.Count(want, []byte{'\n'}), firstDiff(got, want))
-	}
-	crashCheckFinalState(t, ckpt, "out", out)
+	return killed
 }

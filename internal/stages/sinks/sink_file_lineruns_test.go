@@ -1,10 +1,7 @@
 package sinks
 
 import (
-	"context"
-	"fmt"
 	"math/rand"
-	"slices"
 	"syscall"
 	"testing"
 
@@ -53,48 +50,15 @@ func TestFileSinkLineRunsFaults(t *testing.T) {
 			fs.fsync.err = syscall.EIO
 			rng := rand.New(rand.NewSource(int64(len(rot))))
 			lines := numbered("rec", 0, 2000, 19) // 20 bytes a line
-			ctx := context.Background()
 			runs := 0
-			for i := 0; i < len(lines); {
-				n := min(1+rng.Intn(60), len(lines)-i)
-				b := runsOf(rng, lines[i:i+n])
-				if b.LineRuns() == 0 || b.Len() != n {
-					t.Fatalf("the test batch has %d runs, %d records; want runs of %d", b.LineRuns(), b.Len(), n)
+			sealed := fs.writeAll(rng, lines, 60, func(l []string) *stages.Batch {
+				b := runsOf(rng, l)
+				if b.LineRuns() == 0 || b.Len() != len(l) {
+					t.Fatalf("the test batch has %d runs, %d records; want runs of %d", b.LineRuns(), b.Len(), len(l))
 				}
 				runs += b.LineRuns()
-				if rng.Intn(3) == 0 {
-					fs.write.fails = 1 + rng.Intn(3)
-				}
-				fs.retry("Write", func() error {
-					before := b.Len()
-					err := fs.sink.Write(ctx, b)
-					if b.Len() > before {
-						t.Fatalf("Write left %d records of %d", b.Len(), before)
-					}
-					return err
-				})
-				b.Release()
-				i += n
-				if rng.Intn(4) == 0 {
-					if rng.Intn(2) == 0 {
-						fs.write.fails = 1 + rng.Intn(2)
-					}
-					fs.retry("Flush", func() error { return fs.sink.Flush(ctx) })
-					fs.checkFlushed(fmt.Sprintf("Flush after %d lines", i))
-				}
-			}
-			fs.retry("Flush", func() error { return fs.sink.Flush(ctx) })
-			fs.checkFlushed("the last Flush")
-			if err := fs.sink.Close(ctx); err != nil {
-				t.Fatal(err)
-			}
-			if fs.write.failed == 0 {
-				t.Fatal("no write failed: the test tests nothing")
-			}
-			got, sealed := readSegments(t, fs.path)
-			if !slices.Equal(got, lines) {
-				t.Fatalf("after %d failed writes: %s", fs.write.failed, faultLineDiff(got, lines))
-			}
+				return b
+			})
 			t.Logf("%d runs, %d injected write failures, %d retries, %d sealed segments", runs, fs.write.failed, fs.tries, len(sealed))
 		})
 	}

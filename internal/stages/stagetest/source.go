@@ -97,7 +97,7 @@ func Source(t *testing.T, f stages.Factory, newCase func(t *testing.T) SourceCas
 		}
 	})
 
-	check(t, "ReadAll", func(t *testing.T) {
+	readAll := func(t *testing.T) {
 		c := newCase(t)
 		src := open(t, c)
 		defer closeSource(t, src)
@@ -105,7 +105,14 @@ func Source(t *testing.T, f stages.Factory, newCase func(t *testing.T) SourceCas
 		r.readUntil(len(c.Want))
 		equal(t, "records read", r.got, c.Want)
 		r.end(c)
-	})
+		if lineRuns {
+			t.Logf("%d batches of line runs", r.runs)
+			if c.LineRuns && r.runs == 0 {
+				t.Errorf("no batch came as line runs; the case says its input does")
+			}
+		}
+	}
+	check(t, "ReadAll", readAll)
 
 	probe := build(t, newCase(t))
 	_, runs := probe.(stages.LineRunSource)
@@ -115,17 +122,7 @@ func Source(t *testing.T, f stages.Factory, newCase func(t *testing.T) SourceCas
 		check(t, "ReadAllAsLineRuns", func(t *testing.T) {
 			lineRuns = true
 			defer func() { lineRuns = false }()
-			c := newCase(t)
-			src := open(t, c)
-			defer closeSource(t, src)
-			r := reader{t: t, src: src}
-			r.readUntil(len(c.Want))
-			equal(t, "records read as line runs", r.got, c.Want)
-			r.end(c)
-			t.Logf("%d batches of line runs", r.runs)
-			if c.LineRuns && r.runs == 0 {
-				t.Errorf("no batch came as line runs; the case says its input does")
-			}
+			readAll(t)
 		})
 	}
 
