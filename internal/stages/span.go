@@ -69,15 +69,13 @@ func (b *Batch) owner(p []byte) []byte {
 }
 
 // lineRun is a run of lines in a buffer a batch owns, as its producer
-// read them: n lines back to back, each followed by a newline, from
-// address lo for size bytes (the last newline included).
+// read them: n lines back to back, each followed by a newline (the last
+// newline included in lines).
 type lineRun struct {
-	lo   uintptr
-	size int
-	n    int
-	// Set by AddLines: the run's lines (lo and size again), and where
-	// they are from, to make its Records (SplitRuns).
-	lines  []byte
+	lines []byte
+	n     int
+	// Set by AddLines: where the lines are from, to make their Records
+	// (SplitRuns).
 	origin *Origin
 	off    int64
 }
@@ -129,7 +127,7 @@ func (b *Batch) AddLines(lines []byte, n int, o *Origin, off int64) {
 	if n <= 0 || len(lines) == 0 {
 		return
 	}
-	r := lineRun{lo: uintptr(unsafe.Pointer(unsafe.SliceData(lines))), size: len(lines), n: n, lines: lines, origin: o, off: off}
+	r := lineRun{lines: lines, n: n, origin: o, off: off}
 	if len(b.Records) > 0 {
 		b.Records = appendLines(b.Records, r)
 		b.runs = append(b.runs, r)
@@ -201,7 +199,7 @@ func (b *Batch) LineBytes() int {
 	n := 0
 	if b.lines > 0 {
 		for _, r := range b.runs {
-			n += r.size
+			n += len(r.lines)
 		}
 		return n
 	}
@@ -229,7 +227,7 @@ func (b *Batch) MarkLines(lines []byte, n int) {
 	if n <= 0 || len(lines) == 0 {
 		return
 	}
-	b.runs = append(b.runs, lineRun{lo: uintptr(unsafe.Pointer(unsafe.SliceData(lines))), size: len(lines), n: n})
+	b.runs = append(b.runs, lineRun{lines: lines, n: n})
 }
 
 // markedRun returns the size in bytes of the run MarkLines vouched for
@@ -238,7 +236,7 @@ func (b *Batch) MarkLines(lines []byte, n int) {
 func (b *Batch) markedRun(lo uintptr, i int) int {
 	for k := range b.runs {
 		m := b.runs[k]
-		if m.lo != lo {
+		if uintptr(unsafe.Pointer(unsafe.SliceData(m.lines))) != lo {
 			continue
 		}
 		if len(b.Records)-i < m.n {
@@ -251,11 +249,11 @@ func (b *Batch) markedRun(lo uintptr, i int) int {
 			}
 			next += uintptr(len(r.Raw)) + 1
 		}
-		if next != lo+uintptr(m.size) {
+		if next != lo+uintptr(len(m.lines)) {
 			return 0
 		}
 		b.runs[0], b.runs[k] = m, b.runs[0]
-		return m.size
+		return len(m.lines)
 	}
 	return 0
 }
