@@ -3,8 +3,6 @@ package e2e
 import (
 	"bytes"
 	"fmt"
-	"math/rand"
-	"os"
 	"path/filepath"
 	"slices"
 	"syscall"
@@ -112,8 +110,6 @@ sinks:
 // and the final checkpoint matches the file.
 func TestW1KillNineInPlace(t *testing.T) {
 	t.Parallel()
-	seed := crashSeed(t)
-	rng := rand.New(rand.NewSource(seed))
 	dir := t.TempDir()
 	want := w1Feeds(t, dir, 4, 100000)
 	cfg := writeConfig(t, dir, "w1.yaml", `version: 1
@@ -123,40 +119,9 @@ sources:
 sinks:
   out: { type: file, inputs: [feeds], path: out/w1.jsonl }
 `)
-	state := filepath.Join(dir, "state")
-	ckpt := filepath.Join(state, "w1.json")
+	ckpt := filepath.Join(dir, "state", "w1.json")
 	out := filepath.Join(dir, "out", "w1.jsonl")
-	size := func() int64 {
-		fi, err := os.Stat(out)
-		if err != nil {
-			return 0
-		}
-		return fi.Size()
-	}
-	const kills = 8
-	step := int64(len(want)) / (3 * kills)
-	var high int64
-	for k := 0; k < kills; k++ {
-		p := startEtld(t, dir, nil, runArgs(cfg, state)...)
-		// A kill before the first checkpoint of the run would only
-		// test starting over: wait for one or more.
-		lo := high + rng.Int63n(step)
-		e0 := crashEpoch(ckpt)
-		n := uint64(1 + rng.Intn(3))
-		mode := fmt.Sprintf("%d new checkpoints and output past %d bytes", n, lo)
-		cond := func() bool { return size() >= lo && crashEpoch(ckpt) >= e0+n }
-		if crashPoll(p, "the moment to kill: "+mode, crashPollEvery, cond) {
-			p.expectExit(p.wait(), 0, "a run that finished before its kill")
-			t.Logf("run %d finished before its kill (%s)", k+1, mode)
-			break
-		}
-		p.kill()
-		now := size()
-		t.Logf("kill %d: %s; output now %d bytes, epoch %d -> %d", k+1, mode, now, e0, crashEpoch(ckpt))
-		high = max(high, now)
-	}
-	p := startEtld(t, dir, nil, runArgs(cfg, state)...)
-	p.expectExit(p.wait(), 0, "the run after the kills")
+	w1KillNine(t, dir, cfg, int64(len(want)), 8)
 	got := readFile(t, out)
 	if !bytes.Equal(got, want) {
 		gotLines, wantLines := splitLines(t, "output", got), splitLines(t, "input", want)

@@ -47,13 +47,17 @@ func (e *emitter) emit(m msg) bool {
 		}
 		b.Rejects = nil
 	}
-	n := len(b.Records)
+	n := b.Len()
 	if n == 0 {
 		m.release() // nothing left to send: its buffers can be reused
 		return true
 	}
+	if len(outs) > 1 || m.routes != nil {
+		b.SplitRuns() // copies are made of Records (cloneMsg)
+	}
 	if e.tp != nil {
 		if ts := e.tp.out.Load(); ts != nil { // one atomic load when untapped
+			b.SplitRuns()
 			offerAll(ts, b.Records, m.routes)
 		}
 	}

@@ -268,6 +268,9 @@ func (p *pipeline) build(cfg *config.Pipeline, st *config.Stage, edges map[edgeK
 		}
 		b.em = newEmitter()
 		b.source = &sourceRunner{id: st.ID, src: src, out: b.em, log: slog, ckpt: &p.ckpt, retired: newRetire()}
+		if r, ok := src.(stages.LineRunSource); ok && len(outs) == 1 && !routed && passthrough(cfg, st.ID) {
+			r.SetLineRuns(true)
+		}
 		if cfg.MergingSinkOf(st.ID) != "" {
 			b.source.gate = p.board.gate(st.ID, st.Finite)
 			if g, ok := src.(stages.GatedSource); ok {
@@ -308,11 +311,34 @@ func (p *pipeline) build(cfg *config.Pipeline, st *config.Stage, edges map[edgeK
 			id: st.ID, sink: snk, in: b.al.out, m: sm, log: slog, hard: p.hard,
 			ckpt: &p.ckpt, setHealthy: sm.healthy.Store, em: b.em, retired: newRetire(),
 		}
+		if w, ok := snk.(stages.LineRunWriter); ok && st.Merge == nil {
+			b.sink.runs = w.WritesLineRuns()
+		}
 		if st.Merge != nil {
 			b.sink.merge = newMerger(*st.Merge, p.board, cfg.UpstreamSources(st.ID), p.mx, cfg.Name, st.ID)
 		}
 	}
 	return b, nil
+}
+
+// passthrough reports whether the records of source id go straight to
+// sinks that write them as lines (no step, no ordered merge): then the
+// source may send its lines as runs (stages.LineRunSource). The runtime
+// splits them wherever Records are needed after all (a tap, a sink that
+// does not write runs, a graph a reload changed), so this only decides
+// where the work is saved.
+func passthrough(cfg *config.Pipeline, id string) bool {
+	for _, sk := range cfg.Sinks() {
+		if slices.Contains(sk.Inputs, id) && sk.Merge != nil {
+			return false
+		}
+	}
+	for _, w := range cfg.Workers() {
+		if slices.Contains(w.Inputs, id) {
+			return false
+		}
+	}
+	return cfg.MergingSinkOf(id) == ""
 }
 
 // adopt makes a built stage part of the pipeline, before start.

@@ -47,6 +47,9 @@ type sinkRunner struct {
 	// one until it is closed (see pipeline.linger; retired ends that).
 	commits *commitBox
 	retired *retire
+	// runs: the sink takes batches of line runs (stages.LineRunWriter);
+	// others get Records.
+	runs bool
 }
 
 // Retry backoff of a failing sink: it doubles from retryMin to retryMax.
@@ -84,7 +87,10 @@ func (s *sinkRunner) run() error {
 			break
 		}
 		if m.b != nil {
-			s.m.in.Add(float64(len(m.b.Records)))
+			s.m.in.Add(float64(m.b.Len()))
+			if !s.runs {
+				m.b.SplitRuns()
+			}
 			if err := s.write(m.b); err != nil {
 				return err
 			}
@@ -109,10 +115,7 @@ func (s *sinkRunner) run() error {
 // first of them is rejected to the dead-letter sink and the others are
 // written at once. It counts what was written.
 func (s *sinkRunner) write(b *stages.Batch) error {
-	n, bytes := len(b.Records), 0
-	for i := range b.Records {
-		bytes += len(b.Records[i].Raw) + 1
-	}
+	n, bytes := b.Len(), b.LineBytes()
 	err := s.retry("write", func() error {
 		for {
 			err := s.sink.Write(s.hard, b)
@@ -120,6 +123,7 @@ func (s *sinkRunner) write(b *stages.Batch) error {
 			if err == nil || !errors.As(err, &pe) {
 				return err
 			}
+			b.SplitRuns() // the first record left is rejected
 			if len(b.Records) == 0 {
 				// It blamed no record: everything was taken.
 				s.log.Warn().Err(err).Msg("sink reported a permanent write error for no record; ignored")
@@ -266,6 +270,7 @@ func (s *sinkRunner) runMerge() error {
 				return s.endMerge()
 			}
 			if m.b != nil {
+				m.b.SplitRuns()
 				s.m.in.Add(float64(len(m.b.Records)))
 				if bad := mg.add(m, time.Now(), nil); len(bad) > 0 && !s.em.reject(s.dl(), bad) {
 					return s.hard.Err()

@@ -197,7 +197,7 @@ func (s *sourceRunner) emitRead(b *stages.Batch) bool {
 	if b == nil {
 		return true
 	}
-	s.out.m.in.Add(float64(len(b.Records) + len(b.Rejects)))
+	s.out.m.in.Add(float64(b.Len() + len(b.Rejects)))
 	return s.out.emit(msg{b: b, t: tk})
 }
 
@@ -216,7 +216,7 @@ func (s *sourceRunner) drain() bool {
 	for {
 		b, err := s.src.Read(s.out.hard)
 		if b != nil {
-			n += len(b.Records) + len(b.Rejects)
+			n += b.Len() + len(b.Rejects)
 		}
 		if !s.emitRead(b) {
 			return false

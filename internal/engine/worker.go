@@ -23,6 +23,7 @@ type workerRunner struct {
 // process applies the steps to the batch of m and counts what they did.
 func (w *workerRunner) process(m *msg) {
 	b := m.b
+	b.SplitRuns() // steps look at Records
 	n := len(b.Records)
 	w.out.m.in.Add(float64(n))
 	for k, st := range w.steps {

@@ -104,8 +104,8 @@ func (b *Batch) Own(buf []byte) { b.owned = append(b.owned, buf) }
 // still write. The runtime calls it after a worker's steps, when nothing
 // but the batch points into its buffers.
 func (b *Batch) ReleaseUnused() {
-	if len(b.owned) < 2 {
-		return // nothing was rewritten, or there is nothing else
+	if len(b.owned) < 2 || b.lines > 0 {
+		return // nothing was rewritten, or there is nothing else; or runs, which no step saw
 	}
 	var small [16]bool
 	used := small[:0]
@@ -205,5 +205,5 @@ func (b *Batch) Release() {
 	}
 	b.DropFields()
 	b.Records, b.Rejects = nil, nil
-	b.runs = nil
+	b.runs, b.lines = nil, 0
 }

@@ -95,6 +95,15 @@ type Reject struct {
 // Once consumed it is released (see Release), and the buffers it owns are
 // reused. What the runtime keeps about a batch in flight (its feed's flow
 // control, an ordered merge's keys) travels beside it, not in it.
+//
+// A batch holds its good records in one of two forms: Records, or line
+// runs (AddLines), lines a source read, counted but not split, for a
+// sink that writes them as they are. The invariant of the second form:
+// Records is empty, and the runs, in order, are the records, each run n
+// newline-terminated lines back to back in a buffer the batch owns. Len
+// counts both forms; SplitRuns turns runs into exactly the Records the
+// source would have made, and the runtime calls it before any stage
+// other than a LineRunWriter sink sees the batch (see span.go).
 type Batch struct {
 	Records []Record
 	Rejects []Reject
@@ -106,12 +115,14 @@ type Batch struct {
 	IndexFields bool
 
 	owned  [][]byte    // buffers only the records point into (see Own)
-	runs   []lineRun   // line runs their producer vouched for (see MarkLines)
+	runs   []lineRun   // line runs: vouched for (MarkLines), or the records themselves (AddLines)
+	lines  int         // records held only as runs (see AddLines); 0 when Records holds them all
 	fields *FieldIndex // where the members of parsed records are (see Fields)
 }
 
-// Len is the number of good records in the batch.
-func (b *Batch) Len() int { return len(b.Records) }
+// Len is the number of good records in the batch, in Records or, for a
+// batch of line runs, in its runs (see AddLines).
+func (b *Batch) Len() int { return len(b.Records) + b.lines }
 
 // Field index.
 //

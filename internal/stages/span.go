@@ -1,6 +1,9 @@
 package stages
 
-import "unsafe"
+import (
+	"bytes"
+	"unsafe"
+)
 
 // Span finds the lines a sink can write without copying them: the
 // longest run of records from b.Records[i:] that lie back to back in one
@@ -66,12 +69,144 @@ func (b *Batch) owner(p []byte) []byte {
 }
 
 // lineRun is a run of lines in a buffer a batch owns, as its producer
-// read them: n lines back to back, each followed by a newline, from
-// address lo for size bytes (the last newline included).
+// read them: n lines back to back, each followed by a newline (the last
+// newline included in lines).
 type lineRun struct {
-	lo   uintptr
-	size int
-	n    int
+	lines []byte
+	n     int
+	// Set by AddLines: where the lines are from, to make their Records
+	// (SplitRuns).
+	origin *Origin
+	off    int64
+}
+
+// Line runs.
+//
+// A batch of line runs holds its records as runs of lines in buffers it
+// owns, counted but not split into Records: a line source whose batches
+// go straight to sinks that write lines as they were read (no step, no
+// route, no ordered merge looks at a record on the way) hands over what
+// it read that way (see LineRunSource), and saves splitting each line
+// and writing its Record, which the sink would only throw away.
+//
+// The invariant, while b.lines > 0: Records is empty, and b.runs are the
+// batch's records in order, run k holding runs[k].n lines back to back,
+// each followed by a newline, read from runs[k].origin at stream offset
+// runs[k].off; b.lines is the sum of the n. Len counts them. A stage
+// that wants Records calls SplitRuns, which makes exactly the Records
+// the line source would have made (Raw each line without its newline,
+// capacity-limited, Offset its stream offset) and leaves the runs as
+// MarkLines would have: a batch of Records is as it always was. The
+// runtime splits every batch of runs before a worker, a tap, a fan-out
+// to several edges, an ordered merge or a sink that does not write runs
+// (see LineRunWriter) sees it; only a sink that does looks at the runs
+// (LineRun, DropLineRuns).
+
+// LineRunSource is a line source that can hand its lines over as runs
+// (see AddLines). The runtime calls SetLineRuns(true) before Open when
+// nothing between the source and its sinks looks at a record; the
+// source may still send batches of Records.
+type LineRunSource interface {
+	SetLineRuns(on bool)
+}
+
+// LineRunWriter is a sink that takes batches of line runs (see
+// AddLines) as they are: its Write reads them with LineRun and removes
+// those it wrote with DropLineRuns (or calls SplitRuns first). The
+// runtime splits the runs before any other sink's Write.
+type LineRunWriter interface {
+	WritesLineRuns() bool
+}
+
+// AddLines appends n lines, back to back in memory b owns (see Own),
+// each followed by a newline ("l1\n...ln\n"), read from o at stream
+// offset off, to b's records, as a run (see Line runs): they are not
+// split into Records unless b already has Records, which they are then
+// appended to at once.
+func (b *Batch) AddLines(lines []byte, n int, o *Origin, off int64) {
+	if n <= 0 || len(lines) == 0 {
+		return
+	}
+	r := lineRun{lines: lines, n: n, origin: o, off: off}
+	if len(b.Records) > 0 {
+		b.Records = appendLines(b.Records, r)
+		b.runs = append(b.runs, r)
+		return
+	}
+	if b.lines == 0 {
+		b.runs = b.runs[:0] // vouching for records no longer there
+	}
+	b.runs = append(b.runs, r)
+	b.lines += n
+}
+
+// SplitRuns turns a batch of line runs into a batch of Records (see
+// Line runs); a batch of Records is left as it is.
+func (b *Batch) SplitRuns() {
+	if b.lines == 0 {
+		return
+	}
+	recs := b.Records[:0]
+	if cap(recs) < b.lines {
+		recs = NewRecords(b.lines)
+	}
+	for _, r := range b.runs {
+		recs = appendLines(recs, r)
+	}
+	b.Records, b.lines = recs, 0
+}
+
+// appendLines appends run r's lines to recs as Records.
+func appendLines(recs []Record, r lineRun) []Record {
+	data, i := r.lines, 0
+	for range r.n {
+		rest := data[i:]
+		j := bytes.IndexByte(rest, '\n')
+		recs = append(recs, Record{Raw: rest[:j:j], Origin: r.origin, Offset: r.off + int64(i)})
+		i += j + 1
+	}
+	return recs
+}
+
+// LineRuns is the number of line runs of a batch of line runs, 0 for a
+// batch of Records (see Line runs).
+func (b *Batch) LineRuns() int {
+	if b.lines == 0 {
+		return 0
+	}
+	return len(b.runs)
+}
+
+// LineRun returns the lines of run k of a batch of line runs, newlines
+// included, and how many they are.
+func (b *Batch) LineRun(k int) (lines []byte, n int) {
+	r := &b.runs[k]
+	return r.lines, r.n
+}
+
+// DropLineRuns removes the first k runs of a batch of line runs: a sink
+// wrote them.
+func (b *Batch) DropLineRuns(k int) {
+	for _, r := range b.runs[:k] {
+		b.lines -= r.n
+	}
+	b.runs = b.runs[k:]
+}
+
+// LineBytes is the size of the batch's records as lines: the runs'
+// bytes, or each Raw plus a newline.
+func (b *Batch) LineBytes() int {
+	n := 0
+	if b.lines > 0 {
+		for _, r := range b.runs {
+			n += len(r.lines)
+		}
+		return n
+	}
+	for i := range b.Records {
+		n += len(b.Records[i].Raw) + 1
+	}
+	return n
 }
 
 // MarkLines tells Span that lines, memory in a buffer b owns (see Own),
@@ -92,7 +227,7 @@ func (b *Batch) MarkLines(lines []byte, n int) {
 	if n <= 0 || len(lines) == 0 {
 		return
 	}
-	b.runs = append(b.runs, lineRun{lo: uintptr(unsafe.Pointer(unsafe.SliceData(lines))), size: len(lines), n: n})
+	b.runs = append(b.runs, lineRun{lines: lines, n: n})
 }
 
 // markedRun returns the size in bytes of the run MarkLines vouched for
@@ -101,7 +236,7 @@ func (b *Batch) MarkLines(lines []byte, n int) {
 func (b *Batch) markedRun(lo uintptr, i int) int {
 	for k := range b.runs {
 		m := b.runs[k]
-		if m.lo != lo {
+		if uintptr(unsafe.Pointer(unsafe.SliceData(m.lines))) != lo {
 			continue
 		}
 		if len(b.Records)-i < m.n {
@@ -114,11 +249,11 @@ func (b *Batch) markedRun(lo uintptr, i int) int {
 			}
 			next += uintptr(len(r.Raw)) + 1
 		}
-		if next != lo+uintptr(m.size) {
+		if next != lo+uintptr(len(m.lines)) {
 			return 0
 		}
 		b.runs[0], b.runs[k] = m, b.runs[0]
-		return m.size
+		return len(m.lines)
 	}
 	return 0
 }

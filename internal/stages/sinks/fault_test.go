@@ -156,6 +156,55 @@ func (fs *faultSink) checkFlushed(when string) {
 	}
 }
 
+// writeAll writes lines to the sink in batches of 1 to most lines that
+// batch makes, with bursts of failing writes before some and a Flush (a
+// checkpoint barrier, failing too at times) after some, each retried
+// until it works; then a last Flush and Close. It checks that writes did
+// fail, that no Write left more records in its batch than it was given,
+// and that the output is every line once, in order, and returns the
+// sealed segments.
+func (fs *faultSink) writeAll(rng *rand.Rand, lines []string, most int, batch func([]string) *stages.Batch) (sealed []string) {
+	t := fs.t
+	t.Helper()
+	ctx := context.Background()
+	for i := 0; i < len(lines); {
+		n := min(1+rng.Intn(most), len(lines)-i)
+		b := batch(lines[i : i+n])
+		if rng.Intn(3) == 0 {
+			fs.write.fails = 1 + rng.Intn(3) // the disk is full for a while
+		}
+		fs.retry("Write", func() error {
+			before := b.Len()
+			err := fs.sink.Write(ctx, b)
+			if b.Len() > before {
+				t.Fatalf("Write left %d records of %d in the batch", b.Len(), before)
+			}
+			return err
+		})
+		i += n
+		if rng.Intn(4) == 0 { // a checkpoint barrier
+			if rng.Intn(2) == 0 {
+				fs.write.fails = 1 + rng.Intn(2)
+			}
+			fs.retry("Flush", func() error { return fs.sink.Flush(ctx) })
+			fs.checkFlushed(fmt.Sprintf("Flush after %d lines", i))
+		}
+	}
+	fs.retry("Flush", func() error { return fs.sink.Flush(ctx) })
+	fs.checkFlushed("the last Flush")
+	if err := fs.sink.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if fs.write.failed == 0 || fs.tries == 0 {
+		t.Fatal("no write failed: the test tests nothing")
+	}
+	got, sealed := readSegments(t, fs.path)
+	if !slices.Equal(got, lines) {
+		t.Fatalf("after %d failed writes: %s", fs.write.failed, faultLineDiff(got, lines))
+	}
+	return sealed
+}
+
 // TestFileSinkWriteFaultsThenRecover: writes fail with ENOSPC (a full
 // disk) or EACCES (an output made unwritable) in bursts, inside Write
 // (when the buffer fills up or before a rotation) and inside Flush (a
@@ -177,35 +226,7 @@ func TestFileSinkWriteFaultsThenRecover(t *testing.T) {
 				fs.fsync.err = syscall.EIO
 				rng := rand.New(rand.NewSource(int64(len(name))))
 				lines := numbered("rec", 0, 600, 19) // 20 bytes a line
-				ctx := context.Background()
-				for i := 0; i < len(lines); {
-					n := min(1+rng.Intn(12), len(lines)-i)
-					b := batchOf(lines[i : i+n]...)
-					if rng.Intn(3) == 0 {
-						fs.write.fails = 1 + rng.Intn(3) // the disk is full for a while
-					}
-					fs.retry("Write", func() error { return fs.sink.Write(ctx, b) })
-					i += n
-					if rng.Intn(4) == 0 { // a checkpoint barrier
-						if rng.Intn(2) == 0 {
-							fs.write.fails = 1 + rng.Intn(2)
-						}
-						fs.retry("Flush", func() error { return fs.sink.Flush(ctx) })
-						fs.checkFlushed(fmt.Sprintf("Flush after %d lines", i))
-					}
-				}
-				fs.retry("Flush", func() error { return fs.sink.Flush(ctx) })
-				fs.checkFlushed("the last Flush")
-				if err := fs.sink.Close(ctx); err != nil {
-					t.Fatal(err)
-				}
-				if fs.write.failed == 0 || fs.tries == 0 {
-					t.Fatal("no write failed: the test tests nothing")
-				}
-				got, sealed := readSegments(t, fs.path)
-				if !slices.Equal(got, lines) {
-					t.Fatalf("after %d failed writes: %s", fs.write.failed, faultLineDiff(got, lines))
-				}
+				sealed := fs.writeAll(rng, lines, 12, func(l []string) *stages.Batch { return batchOf(l...) })
 				if rot != "no rotation" && len(sealed) < 5 {
 					t.Fatalf("only %d sealed segments: the rotation path is not exercised", len(sealed))
 				}

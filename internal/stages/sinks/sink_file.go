@@ -227,7 +227,15 @@ func (s *FileSink) Write(_ context.Context, b *stages.Batch) error {
 		return fmt.Errorf("write %s: sink is not open", s.cfg.Path)
 	}
 	done := 0
-	err := s.write(b, &done)
+	var err error
+	if b.LineRuns() > 0 && !s.spans() {
+		b.SplitRuns() // encoded, or rotated by size: line by line
+	}
+	if b.LineRuns() > 0 {
+		err = s.writeRuns(b)
+	} else {
+		err = s.write(b, &done)
+	}
 	if err != nil {
 		b.Records = b.Records[done:]
 		return err
@@ -243,12 +251,49 @@ func (s *FileSink) Write(_ context.Context, b *stages.Batch) error {
 	return nil
 }
 
+// WritesLineRuns reports that Write takes batches of line runs (see
+// stages.LineRunWriter): it writes their runs as they are, or splits
+// them first when it encodes or rotates by size.
+func (s *FileSink) WritesLineRuns() bool { return true }
+
+// spans reports whether records go to the file as Raw plus newline with
+// no size limit: runs of them can be written as they are in memory.
+func (s *FileSink) spans() bool { return s.lw.enc == nil && s.cfg.Rotate.MaxSize == 0 }
+
+// writeRuns writes the runs of a batch of line runs (see
+// stages.AddLines) in order, each removed from b once accepted, with
+// writeSpans's choice: a large run straight to the file, a small one
+// through the buffer. On error b holds the runs not accepted.
+func (s *FileSink) writeRuns(b *stages.Batch) error {
+	if err := s.rotateIfOld(); err != nil {
+		return err
+	}
+	for b.LineRuns() > 0 {
+		lines, _ := b.LineRun(0)
+		if len(lines) >= s.lw.size/directMin {
+			if err := s.lw.writeDirect(lines); err != nil {
+				return s.errorf("write", err)
+			}
+			s.direct.Add(float64(len(lines)))
+		} else {
+			if s.lw.buffered()+int64(len(lines)) > int64(s.lw.size) {
+				if err := s.lw.flush(); err != nil {
+					return s.errorf("write", err)
+				}
+			}
+			s.lw.writeRaw(lines)
+		}
+		b.DropLineRuns(1)
+	}
+	return nil
+}
+
 func (s *FileSink) write(b *stages.Batch, done *int) error {
 	if err := s.rotateIfOld(); err != nil {
 		return err
 	}
 	recs := b.Records
-	if s.lw.enc == nil && s.cfg.Rotate.MaxSize == 0 {
+	if s.spans() {
 		n, err := s.writeSpans(b, *done)
 		*done += n
 		if err != nil {

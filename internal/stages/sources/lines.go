@@ -3,6 +3,7 @@ package sources
 import (
 	"bytes"
 	"fmt"
+	"slices"
 
 	"github.com/etld/etld/internal/stages"
 )
@@ -77,6 +78,14 @@ type lineSplitter struct {
 	pinFirst  int
 	pinN      int
 	want      int // 0: read as much as fits
+
+	// A run (see batchBuilder.takeRun): pin's lines in buf when it holds
+	// them as a line run, not as Records (pinN is 0 then): runN lines,
+	// runSize bytes with their newlines, from stream offset runOff.
+	runN      int
+	runSize   int
+	runOff    int64
+	runOrigin *stages.Origin
 }
 
 // inPlace reports whether the splitter's lines can stay where they were
@@ -101,6 +110,14 @@ const (
 	minBuffer = 32 << 10
 )
 
+// pinOffset is the stream offset of the first line pin has in buf.
+func (s *lineSplitter) pinOffset() int64 {
+	if s.runN > 0 {
+		return s.runOff
+	}
+	return s.pin.Records[s.pinFirst].Offset
+}
+
 // handOver gives buf to the batch whose records point into it (pin) and
 // moves the bytes not consumed yet to a new buffer.
 func (s *lineSplitter) handOver() { s.handOverTo(len(s.buf)) }
@@ -110,7 +127,13 @@ func (s *lineSplitter) handOverTo(size int) {
 	b, old := s.pin, s.buf
 	s.pin, s.buf = nil, nil
 	b.Own(old)
-	s.markLines(b, old)
+	if s.runN > 0 {
+		lo := s.index(s.runOff)
+		b.AddLines(old[lo:lo+s.runSize:lo+s.runSize], s.runN, s.runOrigin, s.runOff)
+		s.runN = 0
+	} else {
+		s.markLines(b, old)
+	}
 	rest := old[s.start:s.end]
 	s.start, s.end = 0, 0
 	if len(rest) > 0 {
@@ -187,7 +210,7 @@ func (s *lineSplitter) space(spare []byte) []byte {
 	// and two buffers (two writes for the sink), as each handOver passes
 	// the size on.
 	if s.pin != nil {
-		size := s.blockSize(s.start - s.index(s.pin.Records[s.pinFirst].Offset) + s.want)
+		size := s.blockSize(s.start - s.index(s.pinOffset()) + s.want)
 		if len(s.buf)-s.end >= minRead && len(s.buf) >= size {
 			return s.limit(s.buf[s.end:]) // behind the batch's lines, which stay
 		}
@@ -392,12 +415,18 @@ type batchBuilder struct {
 	// maxRecords and maxBytes are this batch's limits: the usual ones, or
 	// lower ones a feed gate asks for (see stages.FeedBatchLimiter).
 	maxRecords, maxBytes int
+	// runs: batches may hold their lines as line runs (see takeRun);
+	// runSp is the splitter whose lines this batch holds as runs, nil
+	// while it holds none.
+	runs  bool
+	runSp *lineSplitter
 }
 
 // start begins a new batch.
 func (bb *batchBuilder) start() {
 	bb.b = &stages.Batch{}
 	bb.segFirst, bb.bytes = 0, 0
+	bb.runSp = nil
 	bb.maxRecords, bb.maxBytes = batchMaxRecords, batchMaxBytes
 }
 
@@ -415,11 +444,14 @@ func (bb *batchBuilder) full() bool {
 }
 
 // empty reports whether the batch has neither records nor rejects.
-func (bb *batchBuilder) empty() bool { return len(bb.b.Records) == 0 && len(bb.b.Rejects) == 0 }
+func (bb *batchBuilder) empty() bool {
+	return len(bb.b.Records) == 0 && len(bb.b.Rejects) == 0 && bb.runSp == nil
+}
 
 // add appends a line that aliases the reader's buffer until seal; hint is
 // the number of bytes still buffered, used to size the Records slice.
 func (bb *batchBuilder) add(line []byte, off int64, o *stages.Origin, hint int) {
+	bb.toRecords()
 	if bb.b.Records == nil {
 		bb.b.Records = bb.newRecords(hint)
 	}
@@ -429,6 +461,7 @@ func (bb *batchBuilder) add(line []byte, off int64, o *stages.Origin, hint int) 
 
 // reject appends an over-long line; prefix is owned by the batch.
 func (bb *batchBuilder) reject(prefix []byte, off, length int64, o *stages.Origin, max int) {
+	bb.toRecords()
 	bb.seal()
 	bb.b.Rejects = append(bb.b.Rejects, stages.Reject{
 		Record: stages.Record{Raw: prefix, Origin: o, Offset: off},
@@ -441,6 +474,13 @@ func (bb *batchBuilder) reject(prefix []byte, off, length int64, o *stages.Origi
 // no complete line left; it reports whether the batch is full.
 func (bb *batchBuilder) take(s *lineSplitter, o *stages.Origin) bool {
 	if s.inPlace() && !s.long {
+		switch bb.takeRun(s, o) {
+		case runFull:
+			return true
+		case runTook:
+			s.want = bb.wantBytes()
+			return false
+		}
 		bb.takeLines(s, o)
 	}
 	for !bb.full() {
@@ -474,6 +514,7 @@ func (bb *batchBuilder) newRecords(buffered int) []stages.Record {
 // to take. Per line it is an IndexByte and an append: the passthrough
 // path splits 2 million lines in about 30 ms.
 func (bb *batchBuilder) takeLines(s *lineSplitter, o *stages.Origin) {
+	bb.toRecords()
 	if s.start == s.end || bb.full() {
 		return
 	}
@@ -515,6 +556,97 @@ func (bb *batchBuilder) takeLines(s *lineSplitter, o *stages.Origin) {
 	}
 }
 
+// What takeRun did.
+const (
+	runNo   = iota // nothing: take lines as Records
+	runTook        // took every complete line s has, as a run; the batch wants more
+	runFull        // the batch of runs is full, or cannot take s's lines
+)
+
+// takeRun is takeLines for a batch that may hold line runs (bb.runs: the
+// source's lines go straight to sinks that write them as they are, see
+// stages.LineRunSource): the complete lines s holds join the batch as a
+// run, counted (bytes.Count) instead of split, up to the batch's byte
+// limit. The record limit does not apply: a run costs the same whatever
+// its lines. It declines (runNo) when the batch holds Records or
+// rejects, and when s's buffered bytes could hold a line over
+// max_line_bytes, which the line-by-line path rejects; a batch of runs
+// takes the lines of one splitter only (runFull for another). Whatever
+// adds a Record to a batch of runs makes it a batch of Records first
+// (toRecords), so the batch is one or the other.
+func (bb *batchBuilder) takeRun(s *lineSplitter, o *stages.Origin) int {
+	if !bb.runs || len(bb.b.Records) > 0 || len(bb.b.Rejects) > 0 {
+		return runNo
+	}
+	if bb.runSp != nil && bb.runSp != s {
+		return runFull
+	}
+	data := s.buf[s.start:s.end]
+	if len(data) > s.max {
+		return runNo // a line in it may be over-long
+	}
+	room := bb.maxBytes - bb.bytes
+	if room <= 0 {
+		return runFull
+	}
+	window := data[:min(len(data), room)]
+	last := bytes.LastIndexByte(window, '\n')
+	if last < 0 && len(window) < len(data) {
+		last = bytes.IndexByte(data, '\n') // one line over the room: alone
+	}
+	if last < 0 {
+		return runTook // no complete line: read on
+	}
+	chunk := data[:last+1]
+	n := bytes.Count(chunk, newline)
+	bb.runSp = s
+	if s.pin != bb.b {
+		s.pin, s.pinFirst, s.pinN = bb.b, 0, 0
+		s.runN, s.runSize, s.runOff, s.runOrigin = 0, 0, s.pos, o
+		bb.pinned = append(bb.pinned, s)
+	}
+	s.runN += n
+	s.runSize += len(chunk)
+	bb.bytes += len(chunk) - n
+	s.start += len(chunk)
+	s.pos += int64(len(chunk))
+	s.done = s.pos
+	if bb.full() || len(window) < len(data) || room-(len(chunk)-n) < minRead {
+		// Full, or so nearly that the rest would take a read of its
+		// own into a new buffer, and a write of its own.
+		return runFull
+	}
+	return runTook
+}
+
+var newline = []byte{'\n'}
+
+// toRecords makes a batch of line runs a batch of Records: the runs
+// handed over already, then those still in the splitter's buffer, whose
+// records stay pinned there. Nothing for a batch of Records.
+func (bb *batchBuilder) toRecords() {
+	sp := bb.runSp
+	if sp == nil {
+		return
+	}
+	bb.runSp = nil
+	b := bb.b
+	b.SplitRuns()
+	if sp.pin == b && sp.runN > 0 {
+		first := len(b.Records)
+		lo := sp.index(sp.runOff)
+		data := sp.buf[lo : lo+sp.runSize]
+		b.Records = slices.Grow(b.Records, sp.runN)
+		for i := 0; i < len(data); {
+			j := bytes.IndexByte(data[i:], '\n')
+			b.Records = append(b.Records, stages.Record{Raw: data[i : i+j : i+j], Origin: sp.runOrigin, Offset: sp.runOff + int64(i)})
+			i += j + 1
+		}
+		sp.pinFirst, sp.pinN, sp.runN = first, sp.runN, 0
+	}
+	bb.segFirst = len(b.Records)
+}
+
 // addFrom is add for a line in s's buffer.
 func (bb *batchBuilder) addFrom(s *lineSplitter, line []byte, off int64, o *stages.Origin, hint int) {
 	if s.inPlace() {
@@ -533,6 +665,9 @@ func (bb *batchBuilder) addFrom(s *lineSplitter, line []byte, off int64, o *stag
 // to be full, a little over; 0 when it cannot tell yet.
 func (bb *batchBuilder) wantBytes() int {
 	n, avg := len(bb.b.Records), bb.avg
+	if bb.runs && n == 0 && len(bb.b.Rejects) == 0 {
+		return bb.maxBytes - bb.bytes + 4*avg // a batch of runs has no record limit
+	}
 	if n > 0 {
 		avg = bb.bytes / n
 	}
@@ -621,6 +756,19 @@ func (bb *batchBuilder) copyOut(recs []stages.Record, src []byte) {
 // file, are copied out, newlines included, and the buffer goes on
 // serving its file.
 func (bb *batchBuilder) unpin(sp *lineSplitter) {
+	if sp.runN > 0 {
+		if sp.runSize >= pinMin {
+			sp.handOver()
+			return
+		}
+		lo := sp.index(sp.runOff)
+		arena := stages.NewBuffer(sp.runSize)[:sp.runSize]
+		copy(arena, sp.buf[lo:lo+sp.runSize])
+		bb.b.Own(arena)
+		bb.b.AddLines(arena, sp.runN, sp.runOrigin, sp.runOff)
+		sp.pin, sp.runN = nil, 0
+		return
+	}
 	recs := bb.b.Records[sp.pinFirst : sp.pinFirst+sp.pinN]
 	span := lineSpan(recs)
 	if span >= pinMin {
@@ -644,7 +792,7 @@ func (bb *batchBuilder) settle(sp *lineSplitter) bool {
 	if sp.pin == nil {
 		return true
 	}
-	if sp.pin != bb.b || lineSpan(bb.b.Records[sp.pinFirst:sp.pinFirst+sp.pinN]) >= pinMin {
+	if sp.pin != bb.b || sp.runSize >= pinMin && sp.runN > 0 || sp.runN == 0 && lineSpan(bb.b.Records[sp.pinFirst:sp.pinFirst+sp.pinN]) >= pinMin {
 		return false
 	}
 	bb.unpin(sp)
@@ -663,10 +811,11 @@ func (bb *batchBuilder) finish() *stages.Batch {
 	bb.b = nil
 	clear(bb.pinned)
 	bb.pinned = bb.pinned[:0]
-	if bb.lastN = len(b.Records); bb.lastN > 0 {
+	if bb.lastN = b.Len(); bb.lastN > 0 {
 		bb.avg = bb.bytes / bb.lastN
 	}
-	if len(b.Records) == 0 && len(b.Rejects) == 0 {
+	bb.runSp = nil
+	if b.Len() == 0 && len(b.Rejects) == 0 {
 		return nil
 	}
 	return b

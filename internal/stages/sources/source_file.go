@@ -170,6 +170,7 @@ type FileSource struct {
 	spare  []byte        // an idle read buffer, handed to the next splitter that needs one
 	pinned []*tailedFile // files to release once the batch is finished (see release)
 	bb     batchBuilder
+	runs   bool // SetLineRuns: a file read once goes out as line runs
 
 	gate  stages.FeedGate // set when the source feeds an ordered merge
 	ended []string        // feeds whose last file was closed in this pass
@@ -355,6 +356,13 @@ func (s *FileSource) Read(ctx context.Context) (*stages.Batch, error) {
 	return s.readOnce(ctx)
 }
 
+// SetLineRuns lets the batches of a file read once (follow: false) hold
+// their lines as runs (see stages.LineRunSource): the runtime's call,
+// before Open, when nothing downstream looks at a record on its way to
+// the sinks. Followed files and a source feeding an ordered merge send
+// Records.
+func (s *FileSource) SetLineRuns(on bool) { s.runs = on }
+
 // readOnce reads the files one after the other to their end.
 func (s *FileSource) readOnce(ctx context.Context) (*stages.Batch, error) {
 	// Reading a regular file does not block, so ctx is checked once: a
@@ -366,6 +374,7 @@ func (s *FileSource) readOnce(ctx context.Context) (*stages.Batch, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.bb.start()
+	s.bb.runs = s.runs
 	retry := false
 	for s.next < len(s.files) && !s.bb.full() {
 		t := s.files[s.next]

@@ -121,52 +121,76 @@ func Sink(t *testing.T, f stages.Factory, newCase func(t *testing.T) SinkCase) {
 		closeSink(t, s)
 	})
 
-	check(t, "WriteTrim", func(t *testing.T) {
+	// openFailing opens a sink of a case that can make its destination
+	// fail, and closes it at the end of the test; it skips the test for
+	// a case that cannot.
+	openFailing := func(t *testing.T) (SinkCase, stages.Sink) {
+		t.Helper()
 		c := newCase(t)
 		if c.FailWrites == nil {
 			t.Skipf("the %s case cannot make its destination fail (SinkCase.FailWrites)", f.Type)
 		}
 		s := open(t, c)
-		defer closeSink(t, s)
+		t.Cleanup(func() { closeSink(t, s) })
+		return c, s
+	}
+
+	check(t, "WriteTrim", func(t *testing.T) {
+		c, s := openFailing(t)
 		// Enough records to overflow any sink buffer, so that the failure
 		// comes in the middle of the batch.
 		lines := Lines(5000)
 		b := batch(lines, true)
 		c.FailWrites(2)
-		failed := 0
-		for attempt := 0; ; attempt++ {
-			before := raws(b.Records)
-			err := s.Write(ctx, b)
-			if err == nil {
-				break
-			}
-			failed++
-			if attempt > 10 {
-				t.Fatalf("Write still fails after %d attempts: %v", attempt, err)
-			}
+		var before []string
+		retryFailing(t, s, b, func() { before = raws(b.Records) }, func() {
 			// The trim rule: b.Records is exactly the suffix not accepted.
 			equal(t, "b.Records after a failed Write (want the unwritten suffix)", raws(b.Records), before[len(before)-min(len(b.Records), len(before)):])
-		}
-		for attempt := 0; ; attempt++ {
-			err := s.Flush(ctx)
-			if err == nil {
-				break
-			}
-			failed++
-			if attempt > 10 {
-				t.Fatalf("Flush still fails after %d attempts: %v", attempt, err)
-			}
-		}
-		if failed == 0 {
-			t.Fatalf("the injected write failures reached neither Write nor Flush")
-		}
+		})
 		// Duplicates here mean a failed Write did not trim b.Records.
 		equal(t, "output after retried Writes and Flushes (every record once, in order: the trim rule)", c.Output(t), lines)
 	})
 
 	probe := build(t, newCase(t))
 	_, stateful := probe.(stages.Stateful)
+	w, ok := probe.(stages.LineRunWriter)
+	runs := ok && w.WritesLineRuns()
 	_ = probe.Close(ctx)
+	if runs {
+		check(t, "WriteLineRuns", func(t *testing.T) {
+			// Batches of line runs (stages.Batch.AddLines) of one line
+			// to hundreds, then one of Records: the lines once, in order.
+			c := newCase(t)
+			s := open(t, c)
+			lines := Lines(1000)
+			for _, per := range []int{1, 7, 400} {
+				b := runBatch(lines, per)
+				must(t, "Write of line runs", s.Write(ctx, b))
+				scribble(b)
+				b.Release()
+			}
+			must(t, "Write", s.Write(ctx, batch(one, false)))
+			must(t, "Flush", s.Flush(ctx))
+			closeSink(t, s)
+			want := append(append(append(append([]string{}, lines...), lines...), lines...), one...)
+			equal(t, "output of line runs", c.Output(t), want)
+		})
+		check(t, "WriteLineRunsTrim", func(t *testing.T) {
+			c, s := openFailing(t)
+			lines := Lines(5000)
+			b := runBatch(lines, 300)
+			c.FailWrites(2)
+			before := 0
+			retryFailing(t, s, b, func() { before = b.Len() }, func() {
+				if b.Len() > before {
+					t.Fatalf("a failed Write left %d records of %d", b.Len(), before)
+				}
+			})
+			// Duplicates here mean a failed Write did not drop the runs
+			// it wrote.
+			equal(t, "output after retried Writes of line runs (every line once, in order)", c.Output(t), lines)
+		})
+	}
 	if !stateful {
 		return
 	}
@@ -211,4 +235,39 @@ func closeSink(t *testing.T, s stages.Sink) {
 			t.Errorf("Close: %v", err)
 		}
 	})
+}
+
+// retryFailing writes b to s until Write succeeds, then flushes until
+// Flush does, as the runtime retries a sink whose destination fails;
+// pre runs before every Write, failed after every failed one. It fails
+// the test when nothing failed or failures go on.
+func retryFailing(t *testing.T, s stages.Sink, b *stages.Batch, pre, failed func()) {
+	t.Helper()
+	ctx := context.Background()
+	n := 0
+	for attempt := 0; ; attempt++ {
+		pre()
+		err := s.Write(ctx, b)
+		if err == nil {
+			break
+		}
+		n++
+		if attempt > 10 {
+			t.Fatalf("Write still fails after %d attempts: %v", attempt, err)
+		}
+		failed()
+	}
+	for attempt := 0; ; attempt++ {
+		err := s.Flush(ctx)
+		if err == nil {
+			break
+		}
+		n++
+		if attempt > 10 {
+			t.Fatalf("Flush still fails after %d attempts: %v", attempt, err)
+		}
+	}
+	if n == 0 {
+		t.Fatalf("the injected write failures reached neither Write nor Flush")
+	}
 }

@@ -27,22 +27,32 @@ type SourceCase struct {
 	// instances acknowledged, in goroutines that must end by themselves
 	// once everything was sent or src is closed.
 	Feed func(t *testing.T, src stages.Source)
+	// LineRuns, for a stages.LineRunSource, says that the case's input
+	// comes as line runs when the source is asked for them: the
+	// ReadAllAsLineRuns check then fails unless some batch does.
+	LineRuns bool
 }
 
 // Source checks a source type: Close without Open and twice, reading
 // everything, Read and Open with a done context, and, for a Stateful
 // source, that a fresh instance restored from a State taken between two
-// Reads continues right after the records already returned.
+// Reads continues right after the records already returned. A
+// stages.LineRunSource is read to its end and round-tripped through its
+// State with line runs on too, its batches split into Records.
 func Source(t *testing.T, f stages.Factory, newCase func(t *testing.T) SourceCase) {
 	t.Helper()
 	if f.Kind != stages.KindSource {
 		t.Fatalf("stagetest.Source: %s type %q is not a source", f.Kind, f.Type)
 	}
+	lineRuns := false // build's sources send line runs (stages.LineRunSource)
 	build := func(t *testing.T, c SourceCase) stages.Source {
 		t.Helper()
 		src, err := f.NewSource(settings(c.Settings, "s"), c.Config)
 		if err != nil {
 			t.Fatalf("NewSource: %v", err)
+		}
+		if r, ok := src.(stages.LineRunSource); ok && lineRuns {
+			r.SetLineRuns(true)
 		}
 		return src
 	}
@@ -87,7 +97,7 @@ func Source(t *testing.T, f stages.Factory, newCase func(t *testing.T) SourceCas
 		}
 	})
 
-	check(t, "ReadAll", func(t *testing.T) {
+	readAll := func(t *testing.T) {
 		c := newCase(t)
 		src := open(t, c)
 		defer closeSource(t, src)
@@ -95,7 +105,26 @@ func Source(t *testing.T, f stages.Factory, newCase func(t *testing.T) SourceCas
 		r.readUntil(len(c.Want))
 		equal(t, "records read", r.got, c.Want)
 		r.end(c)
-	})
+		if lineRuns {
+			t.Logf("%d batches of line runs", r.runs)
+			if c.LineRuns && r.runs == 0 {
+				t.Errorf("no batch came as line runs; the case says its input does")
+			}
+		}
+	}
+	check(t, "ReadAll", readAll)
+
+	probe := build(t, newCase(t))
+	_, runs := probe.(stages.LineRunSource)
+	_, stateful := probe.(stages.Stateful)
+	_ = probe.Close()
+	if runs {
+		check(t, "ReadAllAsLineRuns", func(t *testing.T) {
+			lineRuns = true
+			defer func() { lineRuns = false }()
+			readAll(t)
+		})
+	}
 
 	check(t, "OpenCancelled", func(t *testing.T) {
 		src := build(t, newCase(t))
@@ -128,13 +157,10 @@ func Source(t *testing.T, f stages.Factory, newCase func(t *testing.T) SourceCas
 		r.end(c)
 	})
 
-	probe := build(t, newCase(t))
-	_, stateful := probe.(stages.Stateful)
-	_ = probe.Close()
 	if !stateful {
 		return
 	}
-	check(t, "StateRoundTrip", func(t *testing.T) {
+	roundTrip := func(t *testing.T) {
 		c := newCase(t)
 		first := open(t, c)
 		checkState(t, first, "right after Open")
@@ -169,7 +195,15 @@ func Source(t *testing.T, f stages.Factory, newCase func(t *testing.T) SourceCas
 		rest.readUntil(len(c.Want) - len(r.got))
 		equal(t, "records read after Restore", rest.got, c.Want[min(len(r.got), len(c.Want)):])
 		rest.end(c)
-	})
+	}
+	check(t, "StateRoundTrip", roundTrip)
+	if runs {
+		check(t, "StateRoundTripAsLineRuns", func(t *testing.T) {
+			lineRuns = true
+			defer func() { lineRuns = false }()
+			roundTrip(t)
+		})
+	}
 }
 
 func closeSource(t *testing.T, src stages.Source) {
@@ -187,6 +221,7 @@ type reader struct {
 	src   stages.Source
 	got   []string
 	ended bool // ErrEndOfInput seen
+	runs  int  // batches that came as line runs
 }
 
 // read calls Read once (failing the test if it hangs) and keeps the
@@ -199,6 +234,10 @@ func (r *reader) read(ctx context.Context) (*stages.Batch, error) {
 	if b != nil {
 		if len(b.Rejects) > 0 {
 			r.t.Errorf("Read rejected %d records of the case's input, e.g. %v", len(b.Rejects), b.Rejects[0].Err)
+		}
+		if b.LineRuns() > 0 {
+			r.runs++
+			b.SplitRuns()
 		}
 		r.got = append(r.got, raws(b.Records)...)
 		b.Release()
@@ -233,7 +272,7 @@ func (r *reader) end(c SourceCase) {
 	}
 	if fin, ok := c.Config.(stages.Finiter); ok && fin.Finite() {
 		if !r.ended {
-			if b, _ := r.read(context.Background()); b != nil && len(b.Records) > 0 || !r.ended {
+			if b, _ := r.read(context.Background()); b != nil && b.Len() > 0 || !r.ended {
 				r.t.Errorf("finite source: Read after the case's records did not return ErrEndOfInput")
 			}
 		}

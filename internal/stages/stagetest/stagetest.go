@@ -189,6 +189,28 @@ func batch(lines []string, parsed bool) *stages.Batch {
 	return b
 }
 
+// runBatch builds a batch of lines as line runs of per lines each (see
+// stages.Batch.AddLines), in one buffer the batch owns.
+func runBatch(lines []string, per int) *stages.Batch {
+	size := 0
+	for _, l := range lines {
+		size += len(l) + 1
+	}
+	buf := stages.NewBuffer(size)[:0]
+	b := &stages.Batch{}
+	origin := &stages.Origin{Source: "stagetest", Path: "stagetest"}
+	for i := 0; i < len(lines); i += per {
+		lo := len(buf)
+		n := min(per, len(lines)-i)
+		for _, l := range lines[i : i+n] {
+			buf = append(append(buf, l...), '\n')
+		}
+		b.AddLines(buf[lo:len(buf):len(buf)], n, origin, int64(lo))
+	}
+	b.Own(buf)
+	return b
+}
+
 // raws copies the Raw texts of records.
 func raws(recs []stages.Record) []string {
 	out := make([]string, len(recs))
