@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,7 +21,24 @@ var topKeys = []string{"version", "sources", "workers", "sinks", "dead_letter", 
 
 var workerKeys = []string{"inputs", "concurrency", "ordered", "steps", "routes"}
 
-var idPattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]*$`)
+// validID reports whether id is a valid stage or pipeline name:
+// ^[A-Za-z_][A-Za-z0-9_-]*$, checked by hand rather than with a regexp
+// compiled in every etld process's start.
+func validID(id string) bool {
+	if id == "" {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch {
+		case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c == '_':
+		case i > 0 && (c >= '0' && c <= '9' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 // builder turns the root node of one file into a Pipeline, reporting every
 // problem it meets and going on, so that one run shows them all.
@@ -138,7 +154,7 @@ func (b *builder) section(n *yaml.Node, kind StageKind) {
 	forEachPair(n, b.r, sec, func(k, v *yaml.Node) {
 		id := k.Value
 		path := sec + "." + id
-		if !idPattern.MatchString(id) {
+		if !validID(id) {
 			b.r.errorf(k, "%s: invalid id %q (use letters, digits, _ and -, starting with a letter or _)", path, id)
 		}
 		if prev, dup := b.stages[id]; dup {
@@ -345,7 +361,7 @@ func (b *builder) routes(st *Stage, n *yaml.Node, path string) {
 		case k.Value == Unmatched:
 			b.r.errorf(k, "%s: %q is reserved for the records that match no route", path, Unmatched)
 			ok = false
-		case !idPattern.MatchString(k.Value):
+		case !validID(k.Value):
 			b.r.errorf(k, "%s: invalid route name %q (use letters, digits, _ and -, starting with a letter or _)", path, k.Value)
 			ok = false
 		}

@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -292,7 +293,10 @@ func join(path, key string) string {
 	return path + "." + key
 }
 
-var yamlErrPrefix = regexp.MustCompile(`^(yaml: )?(unmarshal errors:\s*)?(line \d+: )?`)
+// yamlErrPrefix is compiled on the first error, not in every start.
+var yamlErrPrefix = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^(yaml: )?(unmarshal errors:\s*)?(line \d+: )?`)
+})
 
 // cleanYAMLError strips yaml.v3's prefixes ("yaml: unmarshal errors: line
 // 3:") since our messages carry the position themselves.
@@ -301,9 +305,9 @@ func cleanYAMLError(err error) string {
 	if errors.As(err, &te) && len(te.Errors) > 0 {
 		parts := make([]string, len(te.Errors))
 		for i, e := range te.Errors {
-			parts[i] = yamlErrPrefix.ReplaceAllString(e, "")
+			parts[i] = yamlErrPrefix().ReplaceAllString(e, "")
 		}
 		return strings.Join(parts, "; ")
 	}
-	return yamlErrPrefix.ReplaceAllString(err.Error(), "")
+	return yamlErrPrefix().ReplaceAllString(err.Error(), "")
 }

@@ -19,6 +19,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -174,7 +175,10 @@ func statMessage(err error) string {
 	return err.Error()
 }
 
-var yamlSyntaxLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+// yamlSyntaxLine is compiled on the first syntax error, not in every start.
+var yamlSyntaxLine = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+})
 
 // Parse validates one pipeline file's bytes. file is used in messages and
 // names the pipeline; relative paths in it resolve against its directory.
@@ -252,7 +256,7 @@ func SyntaxError(err error) (line int, msg string) {
 }
 
 func syntaxPos(err error) *yaml.Node {
-	if m := yamlSyntaxLine.FindStringSubmatch(err.Error()); m != nil {
+	if m := yamlSyntaxLine().FindStringSubmatch(err.Error()); m != nil {
 		line, _ := strconv.Atoi(m[1])
 		if slices.Contains(yamlParserProblems, m[2]) {
 			line++
@@ -263,7 +267,7 @@ func syntaxPos(err error) *yaml.Node {
 }
 
 func syntaxMsg(err error) string {
-	if m := yamlSyntaxLine.FindStringSubmatch(err.Error()); m != nil {
+	if m := yamlSyntaxLine().FindStringSubmatch(err.Error()); m != nil {
 		return m[2]
 	}
 	return strings.TrimPrefix(err.Error(), "yaml: ")

@@ -93,7 +93,15 @@ func (s *Store) Save(c *Checkpoint) error {
 	if err != nil {
 		return fmt.Errorf("write checkpoint: %w", err)
 	}
-	defer os.Remove(tmp.Name()) // a no-op after the rename
+	// The temporary file is removed only when the save fails before the
+	// rename: after it, a deferred os.Remove cost two failing system
+	// calls (unlink, then rmdir) on every save of every pipeline.
+	committed := false
+	defer func() {
+		if !committed {
+			_ = os.Remove(tmp.Name())
+		}
+	}()
 	// Encode writes from its own buffer, with the newline: the checkpoint
 	// (an ordered merge's can hold thousands of records) is not copied
 	// twice more, as json.Marshal and an append did.
@@ -114,6 +122,7 @@ func (s *Store) Save(c *Checkpoint) error {
 	if err := os.Rename(tmp.Name(), final); err != nil {
 		return fmt.Errorf("commit checkpoint: %w", err)
 	}
+	committed = true
 	return syncDir(s.Dir)
 }
 

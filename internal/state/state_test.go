@@ -175,3 +175,46 @@ func TestSaveRejectsInvalidState(t *testing.T) {
 		t.Errorf("failed saves left %v", left)
 	}
 }
+
+// A save whose rename fails (the checkpoint's name is taken by a
+// non-empty directory) removes its temporary file; a save that succeeds
+// leaves only the checkpoint.
+func TestSaveRemovesTempOnlyWhenRenameFails(t *testing.T) {
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := &Checkpoint{Pipeline: "p", Epoch: 1, Sources: map[string]json.RawMessage{"in": json.RawMessage(`{"offset":5}`)}}
+	blocker := filepath.Join(s.Dir, "p.json")
+	if err := os.MkdirAll(filepath.Join(blocker, "x"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Save(cp); err == nil || !strings.Contains(err.Error(), "commit checkpoint") {
+		t.Fatalf("Save over a directory = %v, want a commit checkpoint error", err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(s.Dir, ".p.json.tmp-*")); len(left) != 0 {
+		t.Errorf("a failed rename left %v", left)
+	}
+	if err := os.RemoveAll(blocker); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Save(cp); err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir(s.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	if got, err := s.Load("p"); err != nil || got.Epoch != 1 {
+		t.Fatalf("Load = %+v, %v; want epoch 1", got, err)
+	}
+	for _, n := range names {
+		if strings.HasPrefix(n, ".p.json.tmp-") {
+			t.Errorf("a successful save left %s (dir: %v)", n, names)
+		}
+	}
+}
