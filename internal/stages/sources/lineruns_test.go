@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/etld/etld/internal/stages"
@@ -140,5 +141,39 @@ func TestFileSourceLineRuns(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestFileSourceLineRunsBounded: a batch of runs stays bounded by lines
+// and bytes whatever the lines' length: a file of empty lines, which
+// once made one batch of the whole file (a split on a reload would then
+// be millions of Records), and one of 3-byte lines. Every line is read.
+func TestFileSourceLineRunsBounded(t *testing.T) {
+	for name, line := range map[string]string{"empty lines": "\n", "short lines": "ab\n"} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			const n = 600_000 // several batches at runMaxLines
+			writeFile(t, filepath.Join(dir, "in.log"), strings.Repeat(line, n))
+			cfg := NewFileConfig()
+			cfg.Path, cfg.Follow = filepath.Join(dir, "in.log"), false
+			src := openFile(t, cfg, func(s *FileSource) { s.SetLineRuns(true) })
+			total, runs := 0, 0
+			stagetest.ReadToEnd(t, src, testTimeout, func(b *stages.Batch) {
+				if b.LineRuns() > 0 {
+					runs++
+				}
+				if b.Len() > runMaxLines || b.LineBytes() > batchMaxBytes {
+					t.Fatalf("a batch of %d lines, %d bytes; bounds %d lines, %d bytes", b.Len(), b.LineBytes(), runMaxLines, batchMaxBytes)
+				}
+				total += b.Len()
+				b.Release()
+			})
+			if total != n {
+				t.Fatalf("%d lines read, want %d", total, n)
+			}
+			if runs == 0 {
+				t.Fatal("no batch came as line runs")
+			}
+		})
 	}
 }

@@ -418,15 +418,16 @@ type batchBuilder struct {
 	// runs: batches may hold their lines as line runs (see takeRun);
 	// runSp is the splitter whose lines this batch holds as runs, nil
 	// while it holds none.
-	runs  bool
-	runSp *lineSplitter
+	runs     bool
+	runSp    *lineSplitter
+	runLines int // lines in the batch's runs
 }
 
 // start begins a new batch.
 func (bb *batchBuilder) start() {
 	bb.b = &stages.Batch{}
 	bb.segFirst, bb.bytes = 0, 0
-	bb.runSp = nil
+	bb.runSp, bb.runLines = nil, 0
 	bb.maxRecords, bb.maxBytes = batchMaxRecords, batchMaxBytes
 }
 
@@ -567,8 +568,10 @@ const (
 // source's lines go straight to sinks that write them as they are, see
 // stages.LineRunSource): the complete lines s holds join the batch as a
 // run, counted (bytes.Count) instead of split, up to the batch's byte
-// limit. The record limit does not apply: a run costs the same whatever
-// its lines. It declines (runNo) when the batch holds Records or
+// limit, newlines included (a file of empty lines is bytes too). The
+// record limit gives way to runMaxLines: a run costs the same whatever
+// its lines, but a stage the graph gains on a reload splits it into
+// Records, which must stay a bounded batch. It declines (runNo) when the batch holds Records or
 // rejects, and when s's buffered bytes could hold a line over
 // max_line_bytes, which the line-by-line path rejects; a batch of runs
 // takes the lines of one splitter only (runFull for another). Whatever
@@ -599,6 +602,17 @@ func (bb *batchBuilder) takeRun(s *lineSplitter, o *stages.Origin) int {
 	}
 	chunk := data[:last+1]
 	n := bytes.Count(chunk, newline)
+	capped := false
+	if left := runMaxLines - bb.runLines; n > left {
+		if left <= 0 {
+			return runFull
+		}
+		end := 0
+		for range left { // rare: lines of a few bytes
+			end += bytes.IndexByte(chunk[end:], '\n') + 1
+		}
+		chunk, n, capped = chunk[:end], left, true
+	}
 	bb.runSp = s
 	if s.pin != bb.b {
 		s.pin, s.pinFirst, s.pinN = bb.b, 0, 0
@@ -607,11 +621,12 @@ func (bb *batchBuilder) takeRun(s *lineSplitter, o *stages.Origin) int {
 	}
 	s.runN += n
 	s.runSize += len(chunk)
-	bb.bytes += len(chunk) - n
+	bb.bytes += len(chunk)
+	bb.runLines += n
 	s.start += len(chunk)
 	s.pos += int64(len(chunk))
 	s.done = s.pos
-	if bb.full() || len(window) < len(data) || room-(len(chunk)-n) < minRead {
+	if capped || bb.full() || len(window) < len(data) || room-len(chunk) < minRead {
 		// Full, or so nearly that the rest would take a read of its
 		// own into a new buffer, and a write of its own.
 		return runFull
@@ -620,6 +635,11 @@ func (bb *batchBuilder) takeRun(s *lineSplitter, o *stages.Origin) int {
 }
 
 var newline = []byte{'\n'}
+
+// runMaxLines bounds the lines of a batch of runs: split into Records
+// (a tap or a step added by a reload) it is at most 16 ordinary
+// batches. W1's lines (163 bytes) fill the byte limit at ~1,600.
+const runMaxLines = 16 * batchMaxRecords
 
 // toRecords makes a batch of line runs a batch of Records: the runs
 // handed over already, then those still in the splitter's buffer, whose
