@@ -103,3 +103,26 @@ sinks:
 		}
 	}
 }
+
+// TestPassthroughNeedsARunWriter: a source gets line runs only when every
+// sink it feeds writes them as they are; a sink that would split every
+// batch (stdout, a file sink that encodes or rotates by size) turns them
+// off, as do a worker and a second sink that does not take them.
+func TestPassthroughNeedsARunWriter(t *testing.T) {
+	for _, tc := range []struct {
+		sinks string
+		want  bool
+	}{
+		{`out: {type: file, inputs: [in], path: o.jsonl}`, true},
+		{`out: {type: file, inputs: [in], path: o.jsonl, rotate: {max_age: 1h}}`, true},
+		{`out: {type: stdout, inputs: [in]}`, false},
+		{`out: {type: file, inputs: [in], path: o.log, encoding: logfmt}`, false},
+		{`out: {type: file, inputs: [in], path: o.jsonl, rotate: {max_size: 1MiB}}`, false},
+		{"out: {type: file, inputs: [in], path: o.jsonl}\n  echo: {type: stdout, inputs: [in]}", false},
+	} {
+		p := rcLoad(t, t.TempDir(), "version: 1\nsources:\n  in: {type: file, path: in.log, follow: false}\nsinks:\n  "+tc.sinks+"\n")
+		if got := passthrough(p, "in"); got != tc.want {
+			t.Errorf("sinks %s: passthrough %v, want %v", tc.sinks, got, tc.want)
+		}
+	}
+}

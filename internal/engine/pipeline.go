@@ -322,15 +322,20 @@ func (p *pipeline) build(cfg *config.Pipeline, st *config.Stage, edges map[edgeK
 }
 
 // passthrough reports whether the records of source id go straight to
-// sinks that write them as lines (no step, no ordered merge): then the
+// sinks that write them as lines (no step, no ordered merge, and each
+// sink's config says it writes runs as they are: see
+// stages.LineRunWriter): then the
 // source may send its lines as runs (stages.LineRunSource). The runtime
 // splits them wherever Records are needed after all (a tap, a sink that
 // does not write runs, a graph a reload changed), so this only decides
 // where the work is saved.
 func passthrough(cfg *config.Pipeline, id string) bool {
 	for _, sk := range cfg.Sinks() {
-		if slices.Contains(sk.Inputs, id) && sk.Merge != nil {
-			return false
+		if !slices.Contains(sk.Inputs, id) {
+			continue
+		}
+		if w, ok := sk.Config.(stages.LineRunWriter); !ok || !w.WritesLineRuns() || sk.Merge != nil {
+			return false // the sink runner would split every batch
 		}
 	}
 	for _, w := range cfg.Workers() {

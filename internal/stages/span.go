@@ -113,7 +113,10 @@ type LineRunSource interface {
 // LineRunWriter is a sink that takes batches of line runs (see
 // AddLines) as they are: its Write reads them with LineRun and removes
 // those it wrote with DropLineRuns (or calls SplitRuns first). The
-// runtime splits the runs before any other sink's Write.
+// runtime splits the runs before any other sink's Write. A sink's config
+// may implement it too: the runtime turns runs on for a source only when
+// the config of every sink the source feeds answers true (the sink
+// writes them as they are, instead of splitting them).
 type LineRunWriter interface {
 	WritesLineRuns() bool
 }

@@ -40,6 +40,13 @@ type FileConfig struct {
 	Header     bool            `yaml:"header" doc:"encoding csv: write the columns as a header line at the start of each new file and rotated segment"`
 }
 
+// WritesLineRuns tells the runtime (see stages.LineRunWriter) that the
+// sink writes line runs as they are: encoded as json (the line itself)
+// and with no size rotation, which needs each line's length.
+func (c *FileConfig) WritesLineRuns() bool {
+	return (c.Encoding == "" || c.Encoding == EncodingJSON) && c.Rotate.MaxSize == 0
+}
+
 func (c *FileConfig) encoding() encodingOptions {
 	return encodingOptions{Encoding: c.Encoding, Template: c.Template, Columns: c.Columns, Header: c.Header}
 }
