@@ -304,6 +304,7 @@ var rcFrames = []struct{ frame, what string }{
 	{"internal/engine.(*pipeline).launchSink.func1(", "sink"},
 	{"internal/engine.(*aligner).forward(", "input forwarder"},
 	{"fsnotify.(*inotify).readEvents(", "inotify reader"},
+	{"internal/fswatch.(*paced).read(", "inotify reader"},
 }
 
 // rcExpected is what rcResources must find while cfg runs.
