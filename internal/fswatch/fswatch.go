@@ -167,10 +167,11 @@ func (w *Watcher) dispatch() {
 				continue
 			}
 			w.mu.Lock()
-			for _, p := range []string{filepath.Dir(ev.Name), ev.Name} {
+			dir := filepath.Dir(ev.Name)
+			for _, p := range []string{dir, ev.Name} {
 				for s := range w.dirs[p] {
 					if s.match == nil || s.match(ev) {
-						s.notifyName(p, ev)
+						s.notifyName(p, dir, ev)
 					}
 				}
 			}
@@ -250,8 +251,9 @@ func (s *Sub) TakeNames() (ops fsnotify.Op, names map[string]fsnotify.Op, all bo
 }
 
 // notifyName records ev, seen in the watched directory real (or on real
-// itself), under each name s added real as. w.mu is held.
-func (s *Sub) notifyName(real string, ev fsnotify.Event) {
+// itself), under each name s added real as; dir is ev.Name's directory.
+// w.mu is held.
+func (s *Sub) notifyName(real, dir string, ev fsnotify.Event) {
 	if !s.wantNames {
 		s.notify(ev.Op)
 		return
@@ -259,15 +261,19 @@ func (s *Sub) notifyName(real string, ev fsnotify.Event) {
 	s.mu.Lock()
 	s.ops |= ev.Op
 	if !s.overflow {
-		base := filepath.Base(ev.Name)
 		for added, r := range s.dirs {
+			if r != real {
+				continue
+			}
 			name := added // an event on the directory itself
-			if real == filepath.Dir(ev.Name) {
-				name = filepath.Join(added, base)
+			switch {
+			case real != dir:
+			case added == real:
+				name = ev.Name // real joined with the file's name already
+			default:
+				name = filepath.Join(added, filepath.Base(ev.Name))
 			}
-			if r == real {
-				s.names[name] |= ev.Op
-			}
+			s.names[name] |= ev.Op
 		}
 		if len(s.names) > MaxNames {
 			s.overflow, s.names = true, map[string]fsnotify.Op{}

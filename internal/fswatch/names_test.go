@@ -95,7 +95,7 @@ func TestNamesBounded(t *testing.T) {
 	real, _ := filepath.EvalSymlinks(dir)
 	w.mu.Lock()
 	for i := range MaxNames + 1 {
-		s.notifyName(real, fsnotify.Event{Name: filepath.Join(real, "f"+strconv.Itoa(i)), Op: fsnotify.Write})
+		s.notifyName(real, real, fsnotify.Event{Name: filepath.Join(real, "f"+strconv.Itoa(i)), Op: fsnotify.Write})
 	}
 	w.mu.Unlock()
 	_, names, all := s.TakeNames()

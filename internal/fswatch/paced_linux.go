@@ -45,8 +45,16 @@ type paced struct {
 	mu    sync.Mutex
 	wds   map[int32]string // watch descriptor -> path added
 	paths map[string]int32
-	once  sync.Once
+	// joined keeps, per watch, the event paths made so far (directory
+	// and name): a busy directory's files are named again and again, and
+	// a path made once is not allocated again. Bounded by maxJoined.
+	joined map[int32]map[string]string
+	once   sync.Once
 }
+
+// maxJoined bounds the paths joined keeps per watch; past it the watch's
+// are dropped and made again as events name them.
+const maxJoined = 1 << 16
 
 func newPaced() (backend, error) {
 	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
@@ -54,7 +62,8 @@ func newPaced() (backend, error) {
 		return nil, err
 	}
 	p := &paced{fd: fd, events: make(chan fsnotify.Event, eventBuffer), errs: make(chan error, 1),
-		done: make(chan struct{}), exited: make(chan struct{}), wds: map[int32]string{}, paths: map[string]int32{}}
+		done: make(chan struct{}), exited: make(chan struct{}), wds: map[int32]string{}, paths: map[string]int32{},
+		joined: map[int32]map[string]string{}}
 	if err := unix.Pipe2(p.wake[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
 		unix.Close(fd)
 		return nil, err
@@ -96,6 +105,7 @@ func (p *paced) Remove(path string) error {
 	}
 	delete(p.paths, path)
 	delete(p.wds, wd)
+	delete(p.joined, wd)
 	if _, err := unix.InotifyRmWatch(p.fd, uint32(wd)); err != nil {
 		return &fsnotifyPathError{path, err}
 	}
@@ -210,16 +220,14 @@ func (p *paced) parse(b []byte) bool {
 				delete(p.paths, path)
 			}
 			delete(p.wds, raw.Wd)
+			delete(p.joined, raw.Wd)
+		}
+		if ok && len(name) > 0 {
+			path = p.join(raw.Wd, path, name)
 		}
 		p.mu.Unlock()
 		if !ok {
 			continue
-		}
-		if len(name) > 0 {
-			if path != "/" {
-				path += "/"
-			}
-			path += string(name)
 		}
 		if op := opOf(mask); op != 0 {
 			if !p.send(fsnotify.Event{Name: path, Op: op}, nil) {
@@ -228,6 +236,29 @@ func (p *paced) parse(b []byte) bool {
 		}
 	}
 	return true
+}
+
+// join returns dir (watch wd's path) joined with name, made once per
+// name (see joined). p.mu is held.
+func (p *paced) join(wd int32, dir string, name []byte) string {
+	m := p.joined[wd]
+	if path, ok := m[string(name)]; ok { // no allocation for the lookup
+		return path
+	}
+	if m == nil || len(m) >= maxJoined {
+		if p.joined == nil {
+			p.joined = map[int32]map[string]string{}
+		}
+		m = make(map[string]string)
+		p.joined[wd] = m
+	}
+	path := dir
+	if path != "/" {
+		path += "/"
+	}
+	path += string(name)
+	m[path[len(path)-len(name):]] = path // the key shares path's bytes
+	return path
 }
 
 // opOf maps an inotify mask to fsnotify's operations, as fsnotify does.

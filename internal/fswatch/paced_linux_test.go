@@ -7,8 +7,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/fsnotify/fsnotify"
 	"github.com/rs/zerolog"
@@ -269,5 +271,29 @@ func TestNewIsPaced(t *testing.T) {
 	defer w.Close()
 	if _, ok := w.fw.(*paced); !ok {
 		t.Fatalf("New gave a %T, want the paced reader", w.fw)
+	}
+}
+
+// TestPacedJoinReuses: a name seen again gives the path made the first
+// time (no allocation per event), under the right directory, and the
+// cache is bounded.
+func TestPacedJoinReuses(t *testing.T) {
+	p := &paced{}
+	a := p.join(1, "/d", []byte("f.log"))
+	b := p.join(1, "/d", []byte("f.log"))
+	if a != "/d/f.log" || unsafe.StringData(a) != unsafe.StringData(b) {
+		t.Fatalf("join gave %q then %q (same memory: %v)", a, b, unsafe.StringData(a) == unsafe.StringData(b))
+	}
+	if c := p.join(2, "/", []byte("f.log")); c != "/f.log" {
+		t.Fatalf("under /: %q", c)
+	}
+	for i := range maxJoined + 10 {
+		p.join(1, "/d", []byte(strconv.Itoa(i)))
+	}
+	if n := len(p.joined[1]); n > maxJoined {
+		t.Fatalf("%d paths kept, bound %d", n, maxJoined)
+	}
+	if allocs := testing.AllocsPerRun(100, func() { p.join(1, "/d", []byte("9")) }); allocs != 0 {
+		t.Errorf("%v allocations to join a name seen before", allocs)
 	}
 }
