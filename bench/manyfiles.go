@@ -36,7 +36,8 @@ type manyConfig struct {
 	work, bin string
 	n         int
 	dur       time.Duration
-	maxOpen   int // max_open_files; 0: n+64
+	maxOpen   int    // max_open_files; 0: n+64
+	watch     string // etld run's --watch
 }
 
 func runManyFiles(mc manyConfig) error {
@@ -74,7 +75,7 @@ func runManyFiles(mc manyConfig) error {
 		return err
 	}
 	load := loadavg()
-	cmd := exec.Command(mc.bin, "run", "-c", cfg, "--state-dir", filepath.Join(dir, "state"), "--admin", "off", "--log-format", "json")
+	cmd := exec.Command(mc.bin, "run", "-c", cfg, "--state-dir", filepath.Join(dir, "state"), "--admin", "off", "--log-format", "json", "--watch", mc.watch)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -224,7 +225,7 @@ func runManyFiles(mc manyConfig) error {
 	steady := t1.Sub(t0).Seconds()
 	cpuSec := (cpu1 - cpu0).Seconds()
 	linesSteady := float64(mc.n) * steady
-	fmt.Printf("MANYFILES files=%d duration=%s max_open_files=%d load avg before: %s, after: %s\n", mc.n, mc.dur, mc.maxOpen, load, loadavg())
+	fmt.Printf("MANYFILES files=%d duration=%s max_open_files=%d --watch %s load avg before: %s, after: %s\n", mc.n, mc.dur, mc.maxOpen, mc.watch, load, loadavg())
 	fmt.Printf("  etld CPU %.1f%% of one core over %.0fs steady (%.2f CPU-s per million lines), peak RSS %d MiB, open fds %d\n",
 		100*cpuSec/steady, steady, cpuSec/linesSteady*1e6, hwm>>10, fds)
 	fmt.Printf("  delay median %s p99 %s; lines written %d, read %d, lost %d, duplicated %d\n",

@@ -44,12 +44,18 @@ type Watcher struct {
 	closed bool
 }
 
-// New opens an inotify instance read in paced bulk reads (see Pace) on
-// Linux, and through fsnotify elsewhere.
-func New(log zerolog.Logger) (*Watcher, error) {
+// New opens an inotify instance read by fsnotify, which hands over each
+// event as the kernel queues it.
+func New(log zerolog.Logger) (*Watcher, error) { return NewWith(fsnotify.NewWatcher, log) }
+
+// NewPaced opens an inotify instance read in paced bulk reads (see Pace)
+// on Linux, and through fsnotify elsewhere: the daemon's --watch paced.
+// It is not the default yet: an exact-name rotation lost lines with it
+// under load once (TestFollowRotation, see docs/scaling-files.md).
+func NewPaced(log zerolog.Logger) (*Watcher, error) {
 	fw, err := newPaced()
 	if errors.Is(err, errNoPaced) {
-		return NewFsnotify(log)
+		return New(log)
 	}
 	if err != nil {
 		return nil, err
@@ -57,12 +63,8 @@ func New(log zerolog.Logger) (*Watcher, error) {
 	return start(fw, log), nil
 }
 
-// NewFsnotify opens an inotify instance read by fsnotify, which hands
-// over each event as the kernel queues it: the daemon's --watch fsnotify.
-func NewFsnotify(log zerolog.Logger) (*Watcher, error) { return NewWith(fsnotify.NewWatcher, log) }
-
-// NewWith is NewFsnotify with the fsnotify constructor given (a failing
-// one shows what the daemon does without inotify).
+// NewWith is New with the fsnotify constructor given (a failing one shows
+// what the daemon does without inotify).
 func NewWith(newWatcher func() (*fsnotify.Watcher, error), log zerolog.Logger) (*Watcher, error) {
 	fw, err := newWatcher()
 	if err != nil {
