@@ -340,10 +340,10 @@ func passthrough(cfg *config.Pipeline, id string) bool {
 	}
 	for _, w := range cfg.Workers() {
 		if slices.Contains(w.Inputs, id) {
-			return false
+			return false // and with it any merge behind the worker
 		}
 	}
-	return cfg.MergingSinkOf(id) == ""
+	return true
 }
 
 // adopt makes a built stage part of the pipeline, before start.

@@ -2,6 +2,7 @@ package stages
 
 import (
 	"bytes"
+	"slices"
 	"unsafe"
 )
 
@@ -132,7 +133,7 @@ func (b *Batch) AddLines(lines []byte, n int, o *Origin, off int64) {
 	}
 	r := lineRun{lines: lines, n: n, origin: o, off: off}
 	if len(b.Records) > 0 {
-		b.Records = appendLines(b.Records, r)
+		b.Records = AppendLineRecords(b.Records, lines, n, o, off)
 		b.runs = append(b.runs, r)
 		return
 	}
@@ -154,18 +155,22 @@ func (b *Batch) SplitRuns() {
 		recs = NewRecords(b.lines)
 	}
 	for _, r := range b.runs {
-		recs = appendLines(recs, r)
+		recs = AppendLineRecords(recs, r.lines, r.n, r.origin, r.off)
 	}
 	b.Records, b.lines = recs, 0
 }
 
-// appendLines appends run r's lines to recs as Records.
-func appendLines(recs []Record, r lineRun) []Record {
-	data, i := r.lines, 0
-	for range r.n {
+// AppendLineRecords appends the n newline-terminated lines of data, read
+// from o at stream offset off, to recs as the Records a line source
+// makes of them: Raw each line without its newline, capacity-limited,
+// Offset its stream offset.
+func AppendLineRecords(recs []Record, data []byte, n int, o *Origin, off int64) []Record {
+	recs = slices.Grow(recs, n)
+	i := 0
+	for range n {
 		rest := data[i:]
 		j := bytes.IndexByte(rest, '\n')
-		recs = append(recs, Record{Raw: rest[:j:j], Origin: r.origin, Offset: r.off + int64(i)})
+		recs = append(recs, Record{Raw: rest[:j:j], Origin: o, Offset: off + int64(i)})
 		i += j + 1
 	}
 	return recs

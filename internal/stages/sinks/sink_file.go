@@ -265,7 +265,7 @@ func (s *FileSink) WritesLineRuns() bool { return true }
 
 // spans reports whether records go to the file as Raw plus newline with
 // no size limit: runs of them can be written as they are in memory.
-func (s *FileSink) spans() bool { return s.lw.enc == nil && s.cfg.Rotate.MaxSize == 0 }
+func (s *FileSink) spans() bool { return s.cfg.WritesLineRuns() }
 
 // writeRuns writes the runs of a batch of line runs (see
 // stages.AddLines) in order, each removed from b once accepted, with

@@ -3,7 +3,6 @@ package sources
 import (
 	"bytes"
 	"fmt"
-	"slices"
 
 	"github.com/etld/etld/internal/stages"
 )
@@ -655,13 +654,7 @@ func (bb *batchBuilder) toRecords() {
 	if sp.pin == b && sp.runN > 0 {
 		first := len(b.Records)
 		lo := sp.index(sp.runOff)
-		data := sp.buf[lo : lo+sp.runSize]
-		b.Records = slices.Grow(b.Records, sp.runN)
-		for i := 0; i < len(data); {
-			j := bytes.IndexByte(data[i:], '\n')
-			b.Records = append(b.Records, stages.Record{Raw: data[i : i+j : i+j], Origin: sp.runOrigin, Offset: sp.runOff + int64(i)})
-			i += j + 1
-		}
+		b.Records = stages.AppendLineRecords(b.Records, sp.buf[lo:lo+sp.runSize], sp.runN, sp.runOrigin, sp.runOff)
 		sp.pinFirst, sp.pinN, sp.runN = first, sp.runN, 0
 	}
 	bb.segFirst = len(b.Records)
