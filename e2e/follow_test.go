@@ -42,6 +42,7 @@ func TestFollowRotation(t *testing.T) {
 		{"glob matching rotated files, kill -9 twice", "logs/app.log*", []int{1, 4}, nil},
 		// The paced inotify reader (--watch paced), with the glob.
 		{"glob matching rotated files, --watch paced", "logs/app.log*", nil, []string{"--watch", "paced"}},
+		{"exact name paced", "logs/app.log", nil, []string{"--watch", "paced"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

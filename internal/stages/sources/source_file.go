@@ -581,25 +581,97 @@ func (s *FileSource) pollPending() {
 }
 
 // notified takes the subscription's notifications: it queues the files
-// they name and reports whether the glob must be matched again (a file
-// was created, renamed or removed, an unknown matching file was written,
-// or events were lost, which also queues every file).
+// they name, opens the files renamed away before they were seen (see
+// followMoves), and reports whether the glob must be matched again (a
+// file was created, renamed or removed, an unknown matching file was
+// written, or events were lost, which also queues every file).
 func (s *FileSource) notified() (rescan bool) {
-	ops, names, all := s.sub.TakeNames()
-	if all {
+	c := s.sub.TakeChanges()
+	if c.All {
 		for _, t := range s.files {
 			s.markDirty(t)
 		}
 		return true
 	}
-	for name, op := range names {
+	s.followMoves(c.Moves)
+	for name, op := range c.Names {
 		if t := s.byPath[name]; t != nil && (t.f != nil || t.parked) {
 			s.markDirty(t)
 		} else if op&fsnotify.Write != 0 && s.cfg.MatchesInput(name) {
 			rescan = true // written before its creation was seen
 		}
 	}
-	return rescan || structural(ops)
+	return rescan || structural(c.Ops)
+}
+
+// followMoves finds, among renames, the files that were created under a
+// name the glob matches and renamed to one it does not match before the
+// source looked: a logger that rotates twice while the source is busy
+// (or between two paced reads of inotify) leaves the file of the first
+// rotation under app.log.1, which the glob "app.log" never lists. Each
+// such file not read yet is opened, under the name it had (its records'
+// Origin), read from its start and closed once drained, like any file
+// rotated away. A file renamed more than once within the same
+// notifications is followed to its last name.
+//
+// A file renamed into a directory the source does not watch, or deleted,
+// before the source looked is not found: its lines are lost, as with
+// tail -F.
+func (s *FileSource) followMoves(moves []fswatch.Move) {
+	if len(moves) == 0 {
+		return
+	}
+	held := map[string]string{} // name now -> the matching name it had
+	for _, m := range moves {
+		from, ok := held[m.From] // renamed again
+		delete(held, m.From)
+		if !ok && s.cfg.MatchesInput(m.From) && !s.skip(m.From) {
+			from, ok = m.From, true
+		}
+		delete(held, m.To) // replaced by the file renamed there
+		if ok {
+			held[m.To] = from
+		}
+	}
+	for to, from := range held {
+		if !s.cfg.MatchesInput(to) { // a rescan finds the others
+			s.openEscaped(to, from)
+		}
+	}
+}
+
+// openEscaped opens the file now at path, renamed away from the matching
+// name from, unless it is being read already (see followMoves).
+func (s *FileSource) openEscaped(path, from string) {
+	if s.skip(path) {
+		return
+	}
+	fi, err := os.Stat(path)
+	if err != nil || !fi.Mode().IsRegular() || s.byID[identityOf(fi, path)] != nil {
+		return // gone again, or read already: the rescan marks it gone
+	}
+	t := &tailedFile{}
+	if err := s.open(t, path, false); err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			s.log.Warn().Err(err).Str("file", path).Str("was", from).Msg("cannot read a file renamed away before it was read")
+		}
+		return
+	}
+	if s.byID[t.id] != t { // replaced between Stat and Open by a file we read
+		t.close()
+		return
+	}
+	t.origin.Path = from // the name it was written under
+	t.gone, t.goneTicks = true, 0
+	s.files = append(s.files, t)
+	s.byPath[path] = t
+	s.markDirty(t)
+	s.lruAdd(t)
+	if s.gate != nil {
+		s.gate.Register(feedOf(t))
+	}
+	s.log.Info().Str("file", path).Str("was", from).Int64("offset", t.sp.resume()).
+		Msg("file renamed away before it was read; reading it to its end")
 }
 
 // markDirty queues t for the next pass.
