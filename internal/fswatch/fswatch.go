@@ -46,18 +46,12 @@ type Watcher struct {
 	closed bool
 }
 
-// New opens an inotify instance read by fsnotify, which hands over each
-// event as the kernel queues it.
-func New(log zerolog.Logger) (*Watcher, error) { return NewWith(fsnotify.NewWatcher, log) }
-
-// NewPaced opens an inotify instance read in paced bulk reads (see Pace)
-// on Linux, and through fsnotify elsewhere: the daemon's --watch paced.
-// It is not the default yet: an exact-name rotation lost lines with it
-// under load once (TestFollowRotation, see docs/scaling-files.md).
-func NewPaced(log zerolog.Logger) (*Watcher, error) {
+// New opens an inotify instance read in paced bulk reads (see Pace) on
+// Linux, and through fsnotify elsewhere.
+func New(log zerolog.Logger) (*Watcher, error) {
 	fw, err := newPaced()
 	if errors.Is(err, errNoPaced) {
-		return New(log)
+		return NewFsnotify(log)
 	}
 	if err != nil {
 		return nil, err
@@ -65,8 +59,12 @@ func NewPaced(log zerolog.Logger) (*Watcher, error) {
 	return start(fw, log), nil
 }
 
-// NewWith is New with the fsnotify constructor given (a failing one shows
-// what the daemon does without inotify).
+// NewFsnotify opens an inotify instance read by fsnotify, which hands
+// over each event as the kernel queues it: the daemon's --watch fsnotify.
+func NewFsnotify(log zerolog.Logger) (*Watcher, error) { return NewWith(fsnotify.NewWatcher, log) }
+
+// NewWith is NewFsnotify with the fsnotify constructor given (a failing
+// one shows what the daemon does without inotify).
 func NewWith(newWatcher func() (*fsnotify.Watcher, error), log zerolog.Logger) (*Watcher, error) {
 	fw, err := newWatcher()
 	if err != nil {

@@ -17,9 +17,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TestPacedBackend runs the watcher's tests again over the paced reader
-// (the others use New, fsnotify).
-func TestPacedBackend(t *testing.T) {
+// TestFsnotifyBackend runs the watcher's tests again over fsnotify (the
+// others use New, the paced reader on Linux).
+func TestFsnotifyBackend(t *testing.T) {
 	tests := map[string]func(*testing.T){
 		"FanOutByDirectory":      TestFanOutByDirectory,
 		"SlowSubscriberCoalesce": TestSlowSubscriberCoalesces,
@@ -32,7 +32,7 @@ func TestPacedBackend(t *testing.T) {
 	}
 	for name, test := range tests {
 		t.Run(name, func(t *testing.T) {
-			open = NewPaced
+			open = NewFsnotify
 			defer func() { open = New }()
 			test(t)
 		})
@@ -292,15 +292,15 @@ func TestPacedParse(t *testing.T) {
 	}
 }
 
-// TestNewPacedIsPaced: on Linux, NewPaced's instance is the paced reader.
-func TestNewPacedIsPaced(t *testing.T) {
-	w, err := NewPaced(zerolog.Nop())
+// TestNewIsPaced: on Linux, New's instance is the paced reader.
+func TestNewIsPaced(t *testing.T) {
+	w, err := New(zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer w.Close()
 	if _, ok := w.fw.(*paced); !ok {
-		t.Fatalf("NewPaced gave a %T, want the paced reader", w.fw)
+		t.Fatalf("New gave a %T, want the paced reader", w.fw)
 	}
 }
 

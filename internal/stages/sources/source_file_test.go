@@ -469,7 +469,7 @@ func TestResumePositions(t *testing.T) {
 // second rename; a file that never had a matching name is not read. Run
 // over both inotify readers: the paced one delays events by design.
 func TestFollowRenamedAwayUnseen(t *testing.T) {
-	for name, open := range map[string]func(zerolog.Logger) (*fswatch.Watcher, error){"fsnotify": fswatch.New, "paced": fswatch.NewPaced} {
+	for name, open := range map[string]func(zerolog.Logger) (*fswatch.Watcher, error){"fsnotify": fswatch.NewFsnotify, "paced": fswatch.New} {
 		t.Run(name, func(t *testing.T) {
 			w, err := open(testSettings(t).Logger)
 			if err != nil {
