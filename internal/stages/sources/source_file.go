@@ -186,8 +186,12 @@ type FileSource struct {
 	fdWarned bool                   // out of file descriptors was logged
 
 	watchLimitWarned bool // the inotify watch limit was logged
-	ticks            int  // ticks since Open, to pace the full rescan
-	stateSize        int  // length of the last State, to size the next
+	// moving holds the names under which followMoves looked for a file
+	// renamed away from a matching name and found none: its next rename
+	// may come in a later notification. Dropped after movingTicks.
+	moving    map[string]movingFile
+	ticks     int // ticks since Open, to pace the full rescan
+	stateSize int // length of the last State, to size the next
 
 	own     *fswatch.Watcher // opened by Open when Settings gave none
 	sub     *fswatch.Sub     // nil without inotify: polling only
@@ -225,6 +229,7 @@ func newFileSource(s stages.Settings, cfg *FileConfig, clk clock) *FileSource {
 		byPath:   map[string]*tailedFile{},
 		watched:  map[string]bool{},
 		local:    map[string]bool{},
+		moving:   map[string]movingFile{},
 	}
 }
 
@@ -611,8 +616,9 @@ func (s *FileSource) notified() (rescan bool) {
 // rotation under app.log.1, which the glob "app.log" never lists. Each
 // such file not read yet is opened, under the name it had (its records'
 // Origin), read from its start and closed once drained, like any file
-// rotated away. A file renamed more than once within the same
-// notifications is followed to its last name.
+// rotated away. A file renamed more than once is followed to its last
+// name, also when the renames come in separate notifications (see
+// moving).
 //
 // A file renamed into a directory the source does not watch, or deleted,
 // before the source looked is not found: its lines are lost, as with
@@ -625,41 +631,71 @@ func (s *FileSource) followMoves(moves []fswatch.Move) {
 	for _, m := range moves {
 		from, ok := held[m.From] // renamed again
 		delete(held, m.From)
+		if !ok {
+			var mv movingFile
+			if mv, ok = s.moving[m.From]; ok { // renamed again, seen in an earlier notification
+				from = mv.from
+				delete(s.moving, m.From)
+			}
+		}
 		if !ok && s.cfg.MatchesInput(m.From) && !s.skip(m.From) {
 			from, ok = m.From, true
 		}
 		delete(held, m.To) // replaced by the file renamed there
+		delete(s.moving, m.To)
 		if ok {
 			held[m.To] = from
 		}
 	}
 	for to, from := range held {
-		if !s.cfg.MatchesInput(to) { // a rescan finds the others
-			s.openEscaped(to, from)
+		if !s.cfg.MatchesInput(to) && s.openEscaped(to, from) && len(s.moving) < maxMoving { // a rescan finds the others
+			s.moving[to] = movingFile{from: from, tick: s.ticks}
 		}
 	}
 }
 
+// movingFile is an entry of FileSource.moving: a name that held a file
+// renamed away from the matching name from, gone from it again when the
+// source looked (renamed on, in an event still to come), noted at tick.
+type movingFile struct {
+	from string
+	tick int
+}
+
+// maxMoving bounds FileSource.moving.
+const maxMoving = 1024
+
+// movingTicks is how many ticks an entry of FileSource.moving waits for
+// the rename that took its file on: the two halves of a rename come
+// together, so this is only for a rename whose event was delayed.
+const movingTicks = 2
+
 // openEscaped opens the file now at path, renamed away from the matching
-// name from, unless it is being read already (see followMoves).
-func (s *FileSource) openEscaped(path, from string) {
+// name from, unless it is being read already (see followMoves). It
+// reports whether path no longer exists: the file was renamed on (or
+// deleted).
+func (s *FileSource) openEscaped(path, from string) (vanished bool) {
 	if s.skip(path) {
-		return
+		return false
 	}
 	fi, err := os.Stat(path)
-	if err != nil || !fi.Mode().IsRegular() || s.byID[identityOf(fi, path)] != nil {
-		return // gone again, or read already: the rescan marks it gone
+	if err != nil {
+		return errors.Is(err, fs.ErrNotExist)
+	}
+	if !fi.Mode().IsRegular() || s.byID[identityOf(fi, path)] != nil {
+		return false // read already: the rescan marks it gone
 	}
 	t := &tailedFile{}
 	if err := s.open(t, path, false); err != nil {
-		if !errors.Is(err, fs.ErrNotExist) {
-			s.log.Warn().Err(err).Str("file", path).Str("was", from).Msg("cannot read a file renamed away before it was read")
+		if errors.Is(err, fs.ErrNotExist) {
+			return true
 		}
-		return
+		s.log.Warn().Err(err).Str("file", path).Str("was", from).Msg("cannot read a file renamed away before it was read")
+		return false
 	}
 	if s.byID[t.id] != t { // replaced between Stat and Open by a file we read
 		t.close()
-		return
+		return false
 	}
 	t.origin.Path = from // the name it was written under
 	t.gone, t.goneTicks = true, 0
@@ -672,6 +708,7 @@ func (s *FileSource) openEscaped(path, from string) {
 	}
 	s.log.Info().Str("file", path).Str("was", from).Int64("offset", t.sp.resume()).
 		Msg("file renamed away before it was read; reading it to its end")
+	return false
 }
 
 // markDirty queues t for the next pass.
@@ -724,6 +761,11 @@ func (s *FileSource) poll(t *tailedFile) {
 // glob again.
 func (s *FileSource) tick() (rescanned bool) {
 	s.ticks++
+	for name, mv := range s.moving {
+		if s.ticks-mv.tick > movingTicks {
+			delete(s.moving, name)
+		}
+	}
 	unwatched := s.sub == nil
 	for _, ok := range s.watched {
 		unwatched = unwatched || !ok

@@ -514,3 +514,41 @@ func TestFollowRenamedAwayUnseen(t *testing.T) {
 		})
 	}
 }
+
+// TestFollowMovesAcrossNotifications: the two renames of a file
+// (app.log -> tmp -> app.log.3) may come in separate notifications, the
+// second after the source found tmp gone; the file is still followed to
+// its last name and read once. Driven through followMoves, as the
+// split depends on when events are read.
+func TestFollowMovesAcrossNotifications(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "app.log")
+	writeFile(t, path, "a0\n")
+	src := openFile(t, followConfig(path), func(s *FileSource) { s.settings.Watcher = fswatch.Disabled() })
+	g := &got{}
+	readUntil(t, src, g, func(g *got) bool { return len(g.lines) == 1 })
+	if err := os.Rename(path, filepath.Join(dir, "app.log.1")); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, path, "c0\n")
+	if err := os.Rename(path, filepath.Join(dir, "app.log.3")); err != nil { // tmp skipped: it is gone when looked for
+		t.Fatal(err)
+	}
+	writeFile(t, path, "d0\n")
+	tmp, final := filepath.Join(dir, "tmp"), filepath.Join(dir, "app.log.3")
+	src.mu.Lock()
+	src.followMoves([]fswatch.Move{{From: path, To: tmp}})
+	if len(src.moving) != 1 {
+		t.Errorf("after the first rename, moving = %v; want tmp", src.moving)
+	}
+	src.followMoves([]fswatch.Move{{From: tmp, To: final}})
+	src.mu.Unlock()
+	readUntil(t, src, g, func(g *got) bool { return len(g.lines) >= 3 })
+	expectQuiet(t, src)
+	if want := []string{"a0", "c0", "d0"}; !reflect.DeepEqual(slices.Sorted(slices.Values(g.lines)), want) {
+		t.Fatalf("lines %q, want each of %q once", g.lines, want)
+	}
+	if len(src.moving) != 0 {
+		t.Errorf("moving = %v after the file was found", src.moving)
+	}
+}
