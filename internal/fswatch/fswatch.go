@@ -109,8 +109,8 @@ func (f fsnotifyBackend) Errors() <-chan error                          { return
 // renamedFrom returns the name a file created by a rename had, from an
 // fsnotify event. fsnotify pairs the halves of a rename (Create of the
 // new name) but shows the old name only in Event.String, as
-// `CREATE        "new" ← "old"`; a test (TestRenamedFrom) fails if
-// a new fsnotify words it otherwise.
+// `CREATE        "new" ← "old"`; TestPacedGivesFsnotifysEvents and
+// TestRenamedFromOddNames fail if a new fsnotify words it otherwise.
 func renamedFrom(ev fsnotify.Event) string {
 	if !ev.Has(fsnotify.Create) {
 		return ""
@@ -294,16 +294,20 @@ func (s *Sub) Take() fsnotify.Op {
 type Changes struct {
 	Ops   fsnotify.Op            // the union of the events' operations
 	Names map[string]fsnotify.Op // the files they were about, each with its operations
-	// Moves are the renames into the subscription's directories whose
-	// old name the instance saw (within its watched directories), in
-	// the order they happened.
+	// Moves are the files created in, removed from and renamed into
+	// the subscription's directories, in the order it happened (see
+	// Move): what a name held over time, which Names cannot tell.
 	Moves []Move
 	// All: names were lost (too many, or an inotify overflow), and
 	// anything may have changed.
 	All bool
 }
 
-// Move is a rename: the file now at To was at From.
+// Move is a change of what a name holds: a rename (the file now at To
+// was at From, a name in a directory the instance watches), a creation
+// (From empty: a new file, or one moved in from a directory not
+// watched) or a removal (To empty). A file renamed out to a directory
+// not watched leaves no Move.
 type Move struct{ From, To string }
 
 // TakeChanges returns the changes since the last Take or TakeChanges and
@@ -346,8 +350,15 @@ func (s *Sub) notifyName(real, dir string, ev Event) {
 				name = filepath.Join(added, filepath.Base(ev.Name))
 			}
 			s.names[name] |= ev.Op
-			if ev.From != "" && real == dir && ev.Has(fsnotify.Create) {
-				s.moves = append(s.moves, Move{From: s.addedName(ev.From), To: name})
+			if real == dir {
+				switch {
+				case ev.Has(fsnotify.Create) && ev.From != "":
+					s.moves = append(s.moves, Move{From: s.addedName(ev.From), To: name})
+				case ev.Has(fsnotify.Create):
+					s.moves = append(s.moves, Move{To: name})
+				case ev.Has(fsnotify.Remove):
+					s.moves = append(s.moves, Move{From: name})
+				}
 			}
 		}
 		if len(s.names) > MaxNames || len(s.moves) > MaxNames {

@@ -327,3 +327,63 @@ func TestPacedJoinReuses(t *testing.T) {
 		t.Errorf("%v allocations to join a name seen before", allocs)
 	}
 }
+
+// TestRenamedFromOddNames: renamedFrom reads the old name back from
+// fsnotify's Event.String whatever the names hold (quotes, the arrow
+// fsnotify writes between them, a newline, a backslash, bytes that are
+// not UTF-8), and the paced reader gives the same.
+func TestRenamedFromOddNames(t *testing.T) {
+	dir := t.TempDir()
+	fw, err := fsnotify.NewWatcher()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := fsnotifyBackend{fw}
+	defer f.Close()
+	p, err := newPaced()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	for _, b := range []backend{f, p} {
+		if err := b.Add(dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fEvents, pEvents := eventsOf(f), eventsOf(p)
+	names := []string{`a"b`, `c ← "d"`, "e\nf", `g\h`, "i\xffj", "plain"}
+	for i := 1; i < len(names); i++ {
+		if i == 1 {
+			touch(t, filepath.Join(dir, names[0]))
+		}
+		if err := os.Rename(filepath.Join(dir, names[i-1]), filepath.Join(dir, names[i])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	touch(t, filepath.Join(dir, "stop"))
+	var want []string
+	for i := 1; i < len(names); i++ {
+		want = append(want, names[i-1]+" -> "+names[i])
+	}
+	for name, events := range map[string]<-chan Event{"fsnotify": fEvents, "paced": pEvents} {
+		var got []string
+		for deadline := time.After(wait); ; {
+			select {
+			case ev := <-events:
+				if filepath.Base(ev.Name) == "stop" {
+					goto done
+				}
+				if ev.From != "" {
+					got = append(got, filepath.Base(ev.From)+" -> "+filepath.Base(ev.Name))
+				}
+				continue
+			case <-deadline:
+				t.Fatalf("%s: no event for stop within %v; renames so far %q", name, wait, got)
+			}
+		}
+	done:
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: renames %q, want %q", name, got, want)
+		}
+	}
+}
