@@ -1,12 +1,14 @@
 package sources
 
 import (
+	"cmp"
 	"container/list"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -29,7 +31,7 @@ type FileConfig struct {
 	StartAt      string          `yaml:"start_at" doc:"where to start in a file with no checkpoint: beginning or end"`
 	MaxLineBytes stages.ByteSize `yaml:"max_line_bytes" doc:"longest line; a longer line is a bad record that keeps its first max_line_bytes bytes"`
 	Exclude      []string        `yaml:"exclude" doc:"globs of files never read although path matches them, relative to the pipeline file like path (a * does not cross a /); the daemon's own outputs are always skipped"`
-	MaxOpenFiles int             `yaml:"max_open_files" doc:"most files kept open at once when following; beyond it the least recently written ones are closed and opened again (same device, inode and first bytes) when they change, so a glob may match more files than the descriptor limit; a closed file renamed away or deleted before it changes again loses the lines written after it was closed"`
+	MaxOpenFiles int             `yaml:"max_open_files" doc:"most files kept open at once when following; beyond it the least recently written ones are closed and opened again (same device, inode and first bytes) when they change, so a glob may match more files than the descriptor limit; a closed file deleted, or renamed out of the watched directories (or without inotify), before it changes again loses the lines written after it was closed"`
 	Multiline    MultilineConfig `yaml:"multiline" doc:"join consecutive lines into one record, such as a stack trace with the line before it (off by default); the record's lines are separated by \\n and it is one record for max_line_bytes"`
 }
 
@@ -186,12 +188,15 @@ type FileSource struct {
 	fdWarned bool                   // out of file descriptors was logged
 
 	watchLimitWarned bool // the inotify watch limit was logged
-	// moving holds the names under which followMoves looked for a file
-	// renamed away from a matching name and found none: its next rename
-	// may come in a later notification. Dropped after movingTicks.
-	moving    map[string]movingFile
-	ticks     int // ticks since Open, to pace the full rescan
-	stateSize int // length of the last State, to size the next
+	// moving holds the names to which followMoves followed a file
+	// renamed away from a matching name: its next rename may come in a
+	// later notification (the file gone from the name when the source
+	// looked). Dropped after movingTicks; bounded by maxMoving.
+	moving       map[string]movingFile
+	movingSeq    int  // the next movingFile.seq
+	movingWarned bool // maxMoving was reached and logged
+	ticks        int  // ticks since Open, to pace the full rescan
+	stateSize    int  // length of the last State, to size the next
 
 	own     *fswatch.Watcher // opened by Open when Settings gave none
 	sub     *fswatch.Sub     // nil without inotify: polling only
@@ -616,9 +621,12 @@ func (s *FileSource) notified() (rescan bool) {
 // rotation under app.log.1, which the glob "app.log" never lists. Each
 // such file not read yet is opened, under the name it had (its records'
 // Origin), read from its start and closed once drained, like any file
-// rotated away. A file renamed more than once is followed to its last
+// rotated away; files it reads already get their new name (see
+// openEscaped). A file renamed more than once is followed to its last
 // name, also when the renames come in separate notifications (see
-// moving).
+// moving), and files are opened in the order they left the matching
+// name. A name created or removed meanwhile ends what is followed
+// through it: the file there is not the one renamed.
 //
 // A file renamed into a directory the source does not watch, or deleted,
 // before the source looked is not found: its lines are lost, as with
@@ -627,75 +635,99 @@ func (s *FileSource) followMoves(moves []fswatch.Move) {
 	if len(moves) == 0 {
 		return
 	}
-	held := map[string]string{} // name now -> the matching name it had
+	held := map[string]movingFile{} // name now -> the file's chain, from this notification
 	for _, m := range moves {
-		from, ok := held[m.From] // renamed again
+		if m.From == "" || m.To == "" { // created or removed
+			delete(held, m.From+m.To)
+			delete(s.moving, m.From+m.To)
+			continue
+		}
+		c, ok := held[m.From] // renamed again
 		delete(held, m.From)
 		if !ok {
-			var mv movingFile
-			if mv, ok = s.moving[m.From]; ok { // renamed again, seen in an earlier notification
-				from = mv.from
+			if c, ok = s.moving[m.From]; ok { // renamed again, seen in an earlier notification
 				delete(s.moving, m.From)
 			}
 		}
 		if !ok && s.cfg.MatchesInput(m.From) && !s.skip(m.From) {
-			from, ok = m.From, true
+			c, ok = movingFile{from: m.From, seq: s.movingSeq}, true
+			s.movingSeq++
 		}
 		delete(held, m.To) // replaced by the file renamed there
 		delete(s.moving, m.To)
 		if ok {
-			held[m.To] = from
+			held[m.To] = c
 		}
 	}
-	for to, from := range held {
-		if !s.cfg.MatchesInput(to) && s.openEscaped(to, from) && len(s.moving) < maxMoving { // a rescan finds the others
-			s.moving[to] = movingFile{from: from, tick: s.ticks}
+	names := slices.SortedFunc(maps.Keys(held), func(a, b string) int { return cmp.Compare(held[a].seq, held[b].seq) })
+	for _, to := range names {
+		c := held[to]
+		if !s.cfg.MatchesInput(to) { // a rescan finds the others
+			s.openEscaped(to, c.from)
 		}
+		// Kept, found or not, for a rename of the same file in a later
+		// notification.
+		if len(s.moving) >= maxMoving {
+			if !s.movingWarned {
+				s.movingWarned = true
+				s.log.Warn().Int("names", maxMoving).Msg("too many renamed files to follow at once; a file renamed away again before it was read may be missed")
+			}
+			continue
+		}
+		c.tick = s.ticks
+		s.moving[to] = c
 	}
 }
 
-// movingFile is an entry of FileSource.moving: a name that held a file
-// renamed away from the matching name from, gone from it again when the
-// source looked (renamed on, in an event still to come), noted at tick.
+// movingFile is how followMoves follows a file renamed away from the
+// matching name from: seq orders the files by when they left it; tick is
+// when an entry of FileSource.moving was made.
 type movingFile struct {
-	from string
-	tick int
+	from      string
+	seq, tick int
 }
 
 // maxMoving bounds FileSource.moving.
 const maxMoving = 1024
 
 // movingTicks is how many ticks an entry of FileSource.moving waits for
-// the rename that took its file on: the two halves of a rename come
-// together, so this is only for a rename whose event was delayed.
-const movingTicks = 2
+// a rename of its file in a later notification: the two halves of a
+// rename come together, but a loaded host may deliver the next rename
+// seconds later.
+const movingTicks = 20
 
 // openEscaped opens the file now at path, renamed away from the matching
-// name from, unless it is being read already (see followMoves). It
-// reports whether path no longer exists: the file was renamed on (or
-// deleted).
-func (s *FileSource) openEscaped(path, from string) (vanished bool) {
+// name from (see followMoves). A file read already, and now at path,
+// takes path as its name, so that a file closed for max_open_files is
+// opened again where it is and the checkpoint names it where it is.
+func (s *FileSource) openEscaped(path, from string) {
 	if s.skip(path) {
-		return false
+		return
 	}
 	fi, err := os.Stat(path)
-	if err != nil {
-		return errors.Is(err, fs.ErrNotExist)
+	if err != nil || !fi.Mode().IsRegular() {
+		return
 	}
-	if !fi.Mode().IsRegular() || s.byID[identityOf(fi, path)] != nil {
-		return false // read already: the rescan marks it gone
+	if t := s.byID[identityOf(fi, path)]; t != nil { // read already: the rescan marks it gone
+		if t.path != path {
+			if s.byPath[t.path] == t {
+				delete(s.byPath, t.path)
+			}
+			t.path = path
+			s.byPath[path] = t
+		}
+		return
 	}
 	t := &tailedFile{}
 	if err := s.open(t, path, false); err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return true
+		if !errors.Is(err, fs.ErrNotExist) {
+			s.log.Warn().Err(err).Str("file", path).Str("was", from).Msg("cannot read a file renamed away before it was read")
 		}
-		s.log.Warn().Err(err).Str("file", path).Str("was", from).Msg("cannot read a file renamed away before it was read")
-		return false
+		return
 	}
 	if s.byID[t.id] != t { // replaced between Stat and Open by a file we read
 		t.close()
-		return false
+		return
 	}
 	t.origin.Path = from // the name it was written under
 	t.gone, t.goneTicks = true, 0
@@ -708,7 +740,6 @@ func (s *FileSource) openEscaped(path, from string) (vanished bool) {
 	}
 	s.log.Info().Str("file", path).Str("was", from).Int64("offset", t.sp.resume()).
 		Msg("file renamed away before it was read; reading it to its end")
-	return false
 }
 
 // markDirty queues t for the next pass.

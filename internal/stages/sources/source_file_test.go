@@ -548,7 +548,17 @@ func TestFollowMovesAcrossNotifications(t *testing.T) {
 	if want := []string{"a0", "c0", "d0"}; !reflect.DeepEqual(slices.Sorted(slices.Values(g.lines)), want) {
 		t.Fatalf("lines %q, want each of %q once", g.lines, want)
 	}
+	// The name stays followed for a while (the file may be renamed on
+	// again), then is forgotten.
+	src.mu.Lock()
+	defer src.mu.Unlock()
+	if _, ok := src.moving[final]; !ok {
+		t.Errorf("moving = %v: want %s kept for a later rename", src.moving, final)
+	}
+	for range movingTicks + 1 {
+		src.tick()
+	}
 	if len(src.moving) != 0 {
-		t.Errorf("moving = %v after the file was found", src.moving)
+		t.Errorf("moving = %v after %d ticks, want it empty", src.moving, movingTicks+1)
 	}
 }
