@@ -95,7 +95,7 @@ func main() {
 	manyN := flag.Int("manyfiles-n", 10000, "MANYFILES: number of followed files")
 	manyDur := flag.Duration("manyfiles-duration", 30*time.Second, "MANYFILES: how long each file gets a line a second")
 	manyOpen := flag.Int("manyfiles-max-open", 0, "MANYFILES: the source's max_open_files (0: all files, plus room)")
-	manyWatch := flag.String("manyfiles-watch", "auto", "MANYFILES: etld run's --watch (auto, paced or poll)")
+	manyWatch := flag.String("manyfiles-watch", "auto", "MANYFILES: etld run's --watch (auto, fsnotify or poll)")
 	flag.Parse()
 	if *data == "" {
 		*data = filepath.Join(base, fmt.Sprintf("etld-bench-data-%dx%d", *feeds, *lines))

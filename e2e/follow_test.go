@@ -40,8 +40,10 @@ func TestFollowRotation(t *testing.T) {
 		// not drained before the kill no longer matches: its rest is
 		// lost, which no tail -F can help.)
 		{"glob matching rotated files, kill -9 twice", "logs/app.log*", []int{1, 4}, nil},
-		// The paced inotify reader (--watch paced), with the glob.
-		{"glob matching rotated files, --watch paced", "logs/app.log*", nil, []string{"--watch", "paced"}},
+		// The default reads inotify in paced batches; fsnotify's
+		// event-by-event reading stays available.
+		{"glob matching rotated files, --watch fsnotify", "logs/app.log*", nil, []string{"--watch", "fsnotify"}},
+		{"exact name, --watch fsnotify", "logs/app.log", nil, []string{"--watch", "fsnotify"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -64,9 +64,9 @@ func (d *daemon) serve(ctx context.Context) {
 
 // Values of --watch.
 const (
-	watchAuto  = "auto"  // inotify read by fsnotify event by event, else polling
-	watchPaced = "paced" // inotify read in batches every 20 ms (Linux), else polling
-	watchPoll  = "poll"
+	watchAuto     = "auto"     // inotify read in paced batches (Linux), else polling
+	watchFsnotify = "fsnotify" // inotify read by fsnotify event by event, else polling
+	watchPoll     = "poll"
 )
 
 // openWatchers opens the daemon's inotify instance, shared by the config
@@ -195,8 +195,8 @@ func pipelineOfFile(path string) string {
 
 // inotifyFor returns how --watch mode opens the shared inotify instance.
 func inotifyFor(mode string) func(zerolog.Logger) (*fswatch.Watcher, error) {
-	if mode == watchPaced {
-		return fswatch.NewPaced
+	if mode == watchFsnotify {
+		return fswatch.NewFsnotify
 	}
 	return fswatch.New
 }

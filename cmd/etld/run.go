@@ -40,7 +40,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&f.stateDir, "state-dir", "", "checkpoint directory (default: $STATE_DIRECTORY, else .etld-state)")
 	fs.StringVar(&f.admin, "admin", "127.0.0.1:9300", `admin HTTP address, or "off"`)
 	fs.BoolVar(&f.noWatch, "no-watch", false, "do not watch the config for changes (SIGHUP still reloads)")
-	fs.StringVar(&f.watchMode, "watch", watchAuto, `how to notice changes of the config and of followed files: "auto" (inotify, polling when it cannot be had), "paced" (inotify read in batches at most every 20 ms: less CPU with thousands of busy files; experimental) or "poll"`)
+	fs.StringVar(&f.watchMode, "watch", watchAuto, `how to notice changes of the config and of followed files: "auto" (inotify, read in batches every 20 ms while events come; polling when it cannot be had), "fsnotify" (inotify read event by event through fsnotify: more CPU with many busy files) or "poll"`)
 	fs.DurationVar(&f.reloadDebounce, "reload-debounce", 250*time.Millisecond, "quiet period after a config change before reloading")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "bound on a graceful stop")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -60,8 +60,8 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "etld run: %v\n", err)
 		return exitUsage
 	}
-	if f.watchMode != watchAuto && f.watchMode != watchPaced && f.watchMode != watchPoll {
-		fmt.Fprintf(stderr, "etld run: unknown --watch %q (valid: %s, %s, %s)\n", f.watchMode, watchAuto, watchPaced, watchPoll)
+	if f.watchMode != watchAuto && f.watchMode != watchFsnotify && f.watchMode != watchPoll {
+		fmt.Fprintf(stderr, "etld run: unknown --watch %q (valid: %s, %s, %s)\n", f.watchMode, watchAuto, watchFsnotify, watchPoll)
 		return exitUsage
 	}
 	if f.shutdownTimeout <= 0 {

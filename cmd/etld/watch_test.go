@@ -68,7 +68,7 @@ func TestStatusShowsConfigWatch(t *testing.T) {
 
 func TestUnknownWatchModeExits2(t *testing.T) {
 	code, _, errOut := etld(t, "run", "--watch", "fanotify", "-c", t.TempDir())
-	if code != exitUsage || !strings.Contains(errOut, `unknown --watch "fanotify" (valid: auto, paced, poll)`) {
+	if code != exitUsage || !strings.Contains(errOut, `unknown --watch "fanotify" (valid: auto, fsnotify, poll)`) {
 		t.Errorf("exit %d, stderr %q; want 2 and the valid values", code, errOut)
 	}
 }

@@ -18,6 +18,8 @@ package fswatch
 import (
 	"errors"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/fsnotify/fsnotify"
@@ -44,18 +46,12 @@ type Watcher struct {
 	closed bool
 }
 
-// New opens an inotify instance read by fsnotify, which hands over each
-// event as the kernel queues it.
-func New(log zerolog.Logger) (*Watcher, error) { return NewWith(fsnotify.NewWatcher, log) }
-
-// NewPaced opens an inotify instance read in paced bulk reads (see Pace)
-// on Linux, and through fsnotify elsewhere: the daemon's --watch paced.
-// It is not the default yet: an exact-name rotation lost lines with it
-// under load once (TestFollowRotation, see docs/scaling-files.md).
-func NewPaced(log zerolog.Logger) (*Watcher, error) {
+// New opens an inotify instance read in paced bulk reads (see Pace) on
+// Linux, and through fsnotify elsewhere.
+func New(log zerolog.Logger) (*Watcher, error) {
 	fw, err := newPaced()
 	if errors.Is(err, errNoPaced) {
-		return New(log)
+		return NewFsnotify(log)
 	}
 	if err != nil {
 		return nil, err
@@ -63,8 +59,12 @@ func NewPaced(log zerolog.Logger) (*Watcher, error) {
 	return start(fw, log), nil
 }
 
-// NewWith is New with the fsnotify constructor given (a failing one shows
-// what the daemon does without inotify).
+// NewFsnotify opens an inotify instance read by fsnotify, which hands
+// over each event as the kernel queues it: the daemon's --watch fsnotify.
+func NewFsnotify(log zerolog.Logger) (*Watcher, error) { return NewWith(fsnotify.NewWatcher, log) }
+
+// NewWith is NewFsnotify with the fsnotify constructor given (a failing
+// one shows what the daemon does without inotify).
 func NewWith(newWatcher func() (*fsnotify.Watcher, error), log zerolog.Logger) (*Watcher, error) {
 	fw, err := newWatcher()
 	if err != nil {
@@ -79,20 +79,61 @@ func start(fw backend, log zerolog.Logger) *Watcher {
 	return w
 }
 
+// Event is a change in a watched directory: fsnotify's event, and for
+// the Create of a file renamed within the instance's watched directories,
+// From, the name it had (the kernel pairs the two halves of a rename by a
+// cookie). A file source needs From to find a file that matched its glob
+// and was renamed to a name it does not match before it looked.
+type Event struct {
+	fsnotify.Event
+	From string
+}
+
 // backend is an inotify instance: fsnotify's Watcher, or paced.
 type backend interface {
 	Add(path string) error
 	Remove(path string) error
 	Close() error
-	Events() <-chan fsnotify.Event
+	// Events gives the events on one of its two channels, the other nil:
+	// fsnotify's own, or Events with From set by the backend.
+	Events() (<-chan fsnotify.Event, <-chan Event)
 	Errors() <-chan error
 	WatchList() []string
 }
 
 type fsnotifyBackend struct{ *fsnotify.Watcher }
 
-func (f fsnotifyBackend) Events() <-chan fsnotify.Event { return f.Watcher.Events }
-func (f fsnotifyBackend) Errors() <-chan error          { return f.Watcher.Errors }
+func (f fsnotifyBackend) Events() (<-chan fsnotify.Event, <-chan Event) { return f.Watcher.Events, nil }
+func (f fsnotifyBackend) Errors() <-chan error                          { return f.Watcher.Errors }
+
+// renamedFrom returns the name a file created by a rename had, from an
+// fsnotify event. fsnotify pairs the halves of a rename (Create of the
+// new name) but shows the old name only in Event.String, as
+// `CREATE        "new" ← "old"`; TestPacedGivesFsnotifysEvents and
+// TestRenamedFromOddNames fail if a new fsnotify words it otherwise.
+func renamedFrom(ev fsnotify.Event) string {
+	if !ev.Has(fsnotify.Create) {
+		return ""
+	}
+	s := ev.String()
+	i := strings.Index(s, `"`)
+	if i < 0 {
+		return ""
+	}
+	q, err := strconv.QuotedPrefix(s[i:])
+	if err != nil {
+		return ""
+	}
+	rest, ok := strings.CutPrefix(s[i+len(q):], " ← ")
+	if !ok {
+		return ""
+	}
+	from, err := strconv.Unquote(rest)
+	if err != nil {
+		return ""
+	}
+	return from
+}
 
 // Disabled returns an inactive watcher: its users poll.
 func Disabled() *Watcher { return &Watcher{} }
@@ -126,15 +167,15 @@ func (w *Watcher) subscribe(match func(fsnotify.Event) bool, names bool) *Sub {
 }
 
 // SubscribeNames is Subscribe for a subscriber that also wants to know
-// which files changed: TakeNames returns their names. The set is bounded
-// by MaxNames; beyond it the subscriber is told that anything may have
-// changed.
+// which files changed and how they were renamed: TakeChanges returns
+// them. The names and the renames are each bounded by MaxNames; beyond it
+// the subscriber is told that anything may have changed.
 func (w *Watcher) SubscribeNames(match func(fsnotify.Event) bool) *Sub {
 	return w.subscribe(match, true)
 }
 
 // MaxNames bounds the changed names a subscription holds between two
-// TakeNames; more than that are reported as "anything may have changed".
+// TakeChanges; more than that are reported as "anything may have changed".
 const MaxNames = 1 << 16
 
 // Close closes the inotify instance; subscriptions stop firing. It is safe
@@ -160,24 +201,22 @@ func (w *Watcher) Close() error {
 // every subscriber as "anything may have changed".
 func (w *Watcher) dispatch() {
 	defer close(w.done)
-	events, errs := w.fw.Events(), w.fw.Errors()
-	for events != nil || errs != nil {
+	events, own := w.fw.Events()
+	errs := w.fw.Errors()
+	for events != nil || own != nil || errs != nil {
 		select {
 		case ev, ok := <-events:
 			if !ok {
 				events = nil
 				continue
 			}
-			w.mu.Lock()
-			dir := filepath.Dir(ev.Name)
-			for _, p := range []string{dir, ev.Name} {
-				for s := range w.dirs[p] {
-					if s.match == nil || s.match(ev) {
-						s.notifyName(p, dir, ev)
-					}
-				}
+			w.deliver(Event{Event: ev, From: renamedFrom(ev)})
+		case ev, ok := <-own:
+			if !ok {
+				own = nil
+				continue
 			}
-			w.mu.Unlock()
+			w.deliver(ev)
 		case err, ok := <-errs:
 			if !ok {
 				errs = nil
@@ -189,6 +228,21 @@ func (w *Watcher) dispatch() {
 				s.notify(AllOps)
 			}
 			w.mu.Unlock()
+		}
+	}
+}
+
+// deliver hands ev to the subscribers of its directory, and of the path
+// itself for an event on a watched directory.
+func (w *Watcher) deliver(ev Event) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	dir := filepath.Dir(ev.Name)
+	for _, p := range []string{dir, ev.Name} {
+		for s := range w.dirs[p] {
+			if s.match == nil || s.match(ev.Event) {
+				s.notifyName(p, dir, ev)
+			}
 		}
 	}
 }
@@ -205,6 +259,7 @@ type Sub struct {
 	mu       sync.Mutex
 	ops      fsnotify.Op            // accumulated since the last Take
 	names    map[string]fsnotify.Op // SubscribeNames: changed names (as added) and their ops; nil otherwise
+	moves    []Move                 // SubscribeNames: renames into its directories, in order
 	overflow bool                   // names lost (too many, or events lost): anything may have changed
 
 	dirs map[string]string // as added -> real path; guarded by w.mu
@@ -232,30 +287,49 @@ func (s *Sub) Take() fsnotify.Op {
 	return ops
 }
 
-// TakeNames returns, for a SubscribeNames subscription, the union of the
-// operations since the last Take or TakeNames, the names of the files they
-// were about (under the directory names given to Add, so a directory added
-// through a symlink gives names through that symlink) with each name's
-// operations, and all: true when names were lost and anything may have
-// changed. It clears them; the map is the caller's.
-func (s *Sub) TakeNames() (ops fsnotify.Op, names map[string]fsnotify.Op, all bool) {
+// Changes are the events a SubscribeNames subscription got since the
+// last Take or TakeChanges. Names are under the directory names given to
+// Add, so a directory added through a symlink gives names through that
+// symlink.
+type Changes struct {
+	Ops   fsnotify.Op            // the union of the events' operations
+	Names map[string]fsnotify.Op // the files they were about, each with its operations
+	// Moves are the files created in, removed from and renamed into
+	// the subscription's directories, in the order it happened (see
+	// Move): what a name held over time, which Names cannot tell.
+	Moves []Move
+	// All: names were lost (too many, or an inotify overflow), and
+	// anything may have changed.
+	All bool
+}
+
+// Move is a change of what a name holds: a rename (the file now at To
+// was at From, a name in a directory the instance watches), a creation
+// (From empty: a new file, or one moved in from a directory not
+// watched) or a removal (To empty). A file renamed out to a directory
+// not watched leaves no Move.
+type Move struct{ From, To string }
+
+// TakeChanges returns the changes since the last Take or TakeChanges and
+// clears them; the map and the slice are the caller's.
+func (s *Sub) TakeChanges() Changes {
 	if s == nil {
-		return 0, nil, false
+		return Changes{}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ops, names, all = s.ops, s.names, s.overflow
-	s.ops, s.overflow = 0, false
+	c := Changes{Ops: s.ops, Names: s.names, Moves: s.moves, All: s.overflow}
+	s.ops, s.overflow, s.moves = 0, false, nil
 	if s.wantNames {
-		s.names = make(map[string]fsnotify.Op, min(len(names), 64))
+		s.names = make(map[string]fsnotify.Op, min(len(c.Names), 64))
 	}
-	return ops, names, all
+	return c
 }
 
 // notifyName records ev, seen in the watched directory real (or on real
 // itself), under each name s added real as; dir is ev.Name's directory.
 // w.mu is held.
-func (s *Sub) notifyName(real, dir string, ev fsnotify.Event) {
+func (s *Sub) notifyName(real, dir string, ev Event) {
 	if !s.wantNames {
 		s.notify(ev.Op)
 		return
@@ -276,13 +350,39 @@ func (s *Sub) notifyName(real, dir string, ev fsnotify.Event) {
 				name = filepath.Join(added, filepath.Base(ev.Name))
 			}
 			s.names[name] |= ev.Op
+			if real == dir {
+				switch {
+				case ev.Has(fsnotify.Create) && ev.From != "":
+					s.moves = append(s.moves, Move{From: s.addedName(ev.From), To: name})
+				case ev.Has(fsnotify.Create):
+					s.moves = append(s.moves, Move{To: name})
+				case ev.Has(fsnotify.Remove):
+					s.moves = append(s.moves, Move{From: name})
+				}
+			}
 		}
-		if len(s.names) > MaxNames {
-			s.overflow, s.names = true, map[string]fsnotify.Op{}
+		if len(s.names) > MaxNames || len(s.moves) > MaxNames {
+			s.overflow, s.names, s.moves = true, map[string]fsnotify.Op{}, nil
 		}
 	}
 	s.mu.Unlock()
 	s.signal()
+}
+
+// addedName returns path, a real path, under the directory name s added
+// its directory as; path itself when s does not watch its directory.
+// w.mu is held.
+func (s *Sub) addedName(path string) string {
+	dir := filepath.Dir(path)
+	for added, r := range s.dirs {
+		if r == dir {
+			if added == r {
+				return path
+			}
+			return filepath.Join(added, filepath.Base(path))
+		}
+	}
+	return path
 }
 
 func (s *Sub) notify(op fsnotify.Op) {
@@ -291,6 +391,7 @@ func (s *Sub) notify(op fsnotify.Op) {
 	if op == AllOps && s.wantNames {
 		s.overflow = true
 		clear(s.names)
+		s.moves = nil
 	}
 	s.mu.Unlock()
 	s.signal()

@@ -17,8 +17,8 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 const wait = 10 * time.Second // deadline for a notification that must come
 
-// open is the constructor newWatcher uses: New (fsnotify), or NewPaced
-// under TestPacedBackend.
+// open is the constructor newWatcher uses: New (paced on Linux), or
+// NewFsnotify under TestFsnotifyBackend.
 var open = New
 
 func newWatcher(t *testing.T) *Watcher {

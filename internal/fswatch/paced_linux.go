@@ -37,7 +37,7 @@ const Pace = 20 * time.Millisecond
 type paced struct {
 	fd     int
 	wake   [2]int // a pipe: Close writes to it to end poll(2)
-	events chan fsnotify.Event
+	events chan Event
 	errs   chan error
 	done   chan struct{} // closed by Close
 	exited chan struct{} // closed when read returns
@@ -50,7 +50,22 @@ type paced struct {
 	// a path made once is not allocated again. Bounded by maxJoined.
 	joined map[int32]map[string]string
 	once   sync.Once
+
+	// moved holds the last IN_MOVED_FROMs (cookie and path), for the
+	// IN_MOVED_TO that follows each to name its old path (Event.From).
+	// The kernel queues the two halves of a rename one after the other;
+	// a few suffice, as in fsnotify. Used by the reading goroutine only.
+	moved    [movedKept]movedFrom
+	movedIdx int
 }
+
+type movedFrom struct {
+	cookie uint32
+	path   string
+}
+
+// movedKept is how many IN_MOVED_FROMs paced keeps for their pair.
+const movedKept = 16
 
 // maxJoined bounds the paths joined keeps per watch; past it the watch's
 // are dropped and made again as events name them.
@@ -61,7 +76,7 @@ func newPaced() (backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &paced{fd: fd, events: make(chan fsnotify.Event, eventBuffer), errs: make(chan error, 1),
+	p := &paced{fd: fd, events: make(chan Event, eventBuffer), errs: make(chan error, 1),
 		done: make(chan struct{}), exited: make(chan struct{}), wds: map[int32]string{}, paths: map[string]int32{},
 		joined: map[int32]map[string]string{}}
 	if err := unix.Pipe2(p.wake[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
@@ -122,8 +137,8 @@ func (p *paced) WatchList() []string {
 	return l
 }
 
-func (p *paced) Events() <-chan fsnotify.Event { return p.events }
-func (p *paced) Errors() <-chan error          { return p.errs }
+func (p *paced) Events() (<-chan fsnotify.Event, <-chan Event) { return nil, p.events }
+func (p *paced) Errors() <-chan error                          { return p.errs }
 
 // Close ends the reader (waking it from poll(2)) and closes the
 // descriptors; Events and Errors are closed.
@@ -167,7 +182,7 @@ func (p *paced) read() {
 		case errors.Is(err, unix.EINTR):
 			continue
 		case err != nil:
-			p.send(fsnotify.Event{}, err)
+			p.send(Event{}, err)
 			return
 		}
 		if !p.parse(buf[:n]) {
@@ -208,7 +223,7 @@ func (p *paced) parse(b []byte) bool {
 		}
 		mask := raw.Mask
 		if mask&unix.IN_Q_OVERFLOW != 0 {
-			if !p.send(fsnotify.Event{}, fsnotify.ErrEventOverflow) {
+			if !p.send(Event{}, fsnotify.ErrEventOverflow) {
 				return false
 			}
 			continue
@@ -229,13 +244,35 @@ func (p *paced) parse(b []byte) bool {
 		if !ok {
 			continue
 		}
-		if op := opOf(mask); op != 0 {
-			if !p.send(fsnotify.Event{Name: path, Op: op}, nil) {
+		ev := Event{Event: fsnotify.Event{Name: path, Op: opOf(mask)}}
+		if raw.Cookie != 0 && len(name) > 0 {
+			ev.From = p.pairMove(raw.Cookie, mask, path)
+		}
+		if ev.Op != 0 {
+			if !p.send(ev, nil) {
 				return false
 			}
 		}
 	}
 	return true
+}
+
+// pairMove keeps the path of an IN_MOVED_FROM, and returns for an
+// IN_MOVED_TO the path its IN_MOVED_FROM had ("" when not seen: the
+// file came from a directory not watched).
+func (p *paced) pairMove(cookie, mask uint32, path string) string {
+	switch {
+	case mask&unix.IN_MOVED_FROM != 0:
+		p.moved[p.movedIdx] = movedFrom{cookie, path}
+		p.movedIdx = (p.movedIdx + 1) % movedKept
+	case mask&unix.IN_MOVED_TO != 0:
+		for _, m := range p.moved {
+			if m.cookie == cookie {
+				return m.path
+			}
+		}
+	}
+	return ""
 }
 
 // join returns dir (watch wd's path) joined with name, made once per
@@ -283,7 +320,7 @@ func opOf(mask uint32) fsnotify.Op {
 }
 
 // send hands an event or an error to dispatch; false when closed first.
-func (p *paced) send(ev fsnotify.Event, err error) bool {
+func (p *paced) send(ev Event, err error) bool {
 	if err != nil {
 		select {
 		case p.errs <- err:

@@ -17,9 +17,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TestPacedBackend runs the watcher's tests again over the paced reader
-// (the others use New, fsnotify).
-func TestPacedBackend(t *testing.T) {
+// TestFsnotifyBackend runs the watcher's tests again over fsnotify (the
+// others use New, the paced reader on Linux).
+func TestFsnotifyBackend(t *testing.T) {
 	tests := map[string]func(*testing.T){
 		"FanOutByDirectory":      TestFanOutByDirectory,
 		"SlowSubscriberCoalesce": TestSlowSubscriberCoalesces,
@@ -28,31 +28,60 @@ func TestPacedBackend(t *testing.T) {
 		"NamesOfChangedFiles":    TestNamesOfChangedFiles,
 		"NamesLostMeansAll":      TestNamesLostMeansAll,
 		"NamesBounded":           TestNamesBounded,
+		"NamesMoves":             TestNamesMoves,
 	}
 	for name, test := range tests {
 		t.Run(name, func(t *testing.T) {
-			open = NewPaced
+			open = NewFsnotify
 			defer func() { open = New }()
 			test(t)
 		})
 	}
 }
 
-// collect reads b's events until one names the file stop, and returns
-// them as "OP name" (name relative to dir).
-func collect(t *testing.T, b backend, dir, stop string) []string {
+// eventsOf returns b's events as the watcher dispatches them: fsnotify's
+// are converted (From from renamedFrom) by a goroutine that ends when b
+// is closed, dropping events nobody reads so that b's Close never waits
+// for it.
+func eventsOf(b backend) <-chan Event {
+	fs, own := b.Events()
+	if own != nil {
+		return own
+	}
+	c := make(chan Event, 1024)
+	go func() {
+		defer close(c)
+		for ev := range fs {
+			select {
+			case c <- Event{Event: ev, From: renamedFrom(ev)}:
+			default:
+			}
+		}
+	}()
+	return c
+}
+
+// collect reads events until one names the file stop, and returns them
+// as "OP name" (name relative to dir), with " <- from" for a rename whose
+// old name is known.
+func collect(t *testing.T, events <-chan Event, errs <-chan error, dir, stop string) []string {
 	t.Helper()
 	var got []string
 	deadline := time.After(wait)
 	for {
 		select {
-		case ev := <-b.Events():
+		case ev := <-events:
 			rel, _ := filepath.Rel(dir, ev.Name)
 			if rel == stop {
 				return got
 			}
-			got = append(got, ev.Op.String()+" "+rel)
-		case err := <-b.Errors():
+			e := ev.Op.String() + " " + rel
+			if ev.From != "" {
+				from, _ := filepath.Rel(dir, ev.From)
+				e += " <- " + from
+			}
+			got = append(got, e)
+		case err := <-errs:
 			t.Fatalf("error event: %v", err)
 		case <-deadline:
 			t.Fatalf("no event for %s within %v; so far %q", stop, wait, got)
@@ -62,9 +91,10 @@ func collect(t *testing.T, b backend, dir, stop string) []string {
 
 // TestPacedGivesFsnotifysEvents: the same changes, watched by the paced
 // reader and by fsnotify at once, give the same events in the same order
-// up to repeats (creation, write, attributes, renames within and out of the directory,
-// removal, a subdirectory's creation and removal, and the watched
-// directory's own move and deletion).
+// up to repeats (creation, write, attributes, renames within and out of
+// the directory, removal, a subdirectory's creation and removal, and the
+// watched directory's own move and deletion); a rename within the
+// directory names the file's old name (Event.From) in both.
 func TestPacedGivesFsnotifysEvents(t *testing.T) {
 	root := t.TempDir()
 	dir := filepath.Join(root, "d")
@@ -81,13 +111,8 @@ func TestPacedGivesFsnotifysEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := fsnotifyBackend{fw}
-	defer func() {
-		go func() { // fsnotify's Close waits for its reader, which may be sending
-			for range f.Events() {
-			}
-		}()
-		f.Close()
-	}()
+	defer f.Close()
+	fEvents, pEvents := eventsOf(f), eventsOf(p)
 	for _, b := range []backend{p, f} {
 		if err := b.Add(dir); err != nil {
 			t.Fatal(err)
@@ -121,27 +146,32 @@ func TestPacedGivesFsnotifysEvents(t *testing.T) {
 	// The kernel merges an event into an identical one still queued, so
 	// how many of two consecutive writes show depends on when each reader
 	// read: compare with repeats collapsed.
-	want := slices.Compact(collect(t, f, dir, "stop"))
-	got := slices.Compact(collect(t, p, dir, "stop"))
+	want := slices.Compact(collect(t, fEvents, f.Errors(), dir, "stop"))
+	got := slices.Compact(collect(t, pEvents, p.Errors(), dir, "stop"))
 	if !slices.Equal(got, want) {
 		t.Fatalf("paced reader's events:\n%q\nfsnotify's:\n%q", got, want)
 	}
 	if len(want) < 10 {
 		t.Fatalf("only %d events: %q", len(want), want)
 	}
+	// renamedFrom reads fsnotify's Event.String: this fails if a new
+	// fsnotify words it otherwise.
+	if !slices.Contains(want, "CREATE b <- a") {
+		t.Fatalf("no rename of a to b with its old name among fsnotify's events: %q", want)
+	}
 	// The directory itself, deleted.
 	if err := os.RemoveAll(dir); err != nil {
 		t.Fatal(err)
 	}
-	for _, b := range []backend{p, f} {
+	for name, events := range map[string]<-chan Event{"paced": pEvents, "fsnotify": fEvents} {
 		for deadline := time.After(wait); ; {
 			select {
-			case ev := <-b.Events():
+			case ev := <-events:
 				if ev.Name == dir && ev.Op&fsnotify.Remove != 0 {
 					goto next
 				}
 			case <-deadline:
-				t.Fatalf("%T: no Remove of the watched directory within %v", b, wait)
+				t.Fatalf("%s: no Remove of the watched directory within %v", name, wait)
 			}
 		}
 	next:
@@ -177,7 +207,7 @@ func TestPacedBurst(t *testing.T) {
 	seen := map[string]bool{}
 	for deadline := time.After(wait); len(seen) < n; {
 		select {
-		case ev := <-p.Events():
+		case ev := <-p.(*paced).events:
 			if ev.Op&fsnotify.Create != 0 {
 				seen[ev.Name] = true
 			}
@@ -206,7 +236,7 @@ func TestPacedCloseIdle(t *testing.T) {
 	case <-time.After(wait):
 		t.Fatal("Close did not return: the reader stayed in poll(2)")
 	}
-	if _, ok := <-p.Events(); ok {
+	if _, ok := <-p.(*paced).events; ok {
 		t.Fatal("Events still open after Close")
 	}
 	if err := p.Close(); err != nil {
@@ -233,7 +263,7 @@ func rawEvent(wd int32, mask uint32, name string) []byte {
 // IN_IGNORED forgets the watch, an unknown watch's events are dropped,
 // and names lose their padding.
 func TestPacedParse(t *testing.T) {
-	p := &paced{events: make(chan fsnotify.Event, 8), errs: make(chan error, 1), done: make(chan struct{}),
+	p := &paced{events: make(chan Event, 8), errs: make(chan error, 1), done: make(chan struct{}),
 		wds: map[int32]string{1: "/d", 2: "/"}, paths: map[string]int32{"/d": 1, "/": 2}}
 	var b []byte
 	b = append(b, rawEvent(1, unix.IN_MODIFY, "f.log")...)
@@ -262,15 +292,15 @@ func TestPacedParse(t *testing.T) {
 	}
 }
 
-// TestNewPacedIsPaced: on Linux, NewPaced's instance is the paced reader.
-func TestNewPacedIsPaced(t *testing.T) {
-	w, err := NewPaced(zerolog.Nop())
+// TestNewIsPaced: on Linux, New's instance is the paced reader.
+func TestNewIsPaced(t *testing.T) {
+	w, err := New(zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer w.Close()
 	if _, ok := w.fw.(*paced); !ok {
-		t.Fatalf("NewPaced gave a %T, want the paced reader", w.fw)
+		t.Fatalf("New gave a %T, want the paced reader", w.fw)
 	}
 }
 
@@ -295,5 +325,65 @@ func TestPacedJoinReuses(t *testing.T) {
 	}
 	if allocs := testing.AllocsPerRun(100, func() { p.join(1, "/d", []byte("9")) }); allocs != 0 {
 		t.Errorf("%v allocations to join a name seen before", allocs)
+	}
+}
+
+// TestRenamedFromOddNames: renamedFrom reads the old name back from
+// fsnotify's Event.String whatever the names hold (quotes, the arrow
+// fsnotify writes between them, a newline, a backslash, bytes that are
+// not UTF-8), and the paced reader gives the same.
+func TestRenamedFromOddNames(t *testing.T) {
+	dir := t.TempDir()
+	fw, err := fsnotify.NewWatcher()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := fsnotifyBackend{fw}
+	defer f.Close()
+	p, err := newPaced()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	for _, b := range []backend{f, p} {
+		if err := b.Add(dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fEvents, pEvents := eventsOf(f), eventsOf(p)
+	names := []string{`a"b`, `c ← "d"`, "e\nf", `g\h`, "i\xffj", "plain"}
+	for i := 1; i < len(names); i++ {
+		if i == 1 {
+			touch(t, filepath.Join(dir, names[0]))
+		}
+		if err := os.Rename(filepath.Join(dir, names[i-1]), filepath.Join(dir, names[i])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	touch(t, filepath.Join(dir, "stop"))
+	var want []string
+	for i := 1; i < len(names); i++ {
+		want = append(want, names[i-1]+" -> "+names[i])
+	}
+	for name, events := range map[string]<-chan Event{"fsnotify": fEvents, "paced": pEvents} {
+		var got []string
+		for deadline := time.After(wait); ; {
+			select {
+			case ev := <-events:
+				if filepath.Base(ev.Name) == "stop" {
+					goto done
+				}
+				if ev.From != "" {
+					got = append(got, filepath.Base(ev.From)+" -> "+filepath.Base(ev.Name))
+				}
+				continue
+			case <-deadline:
+				t.Fatalf("%s: no event for stop within %v; renames so far %q", name, wait, got)
+			}
+		}
+	done:
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: renames %q, want %q", name, got, want)
+		}
 	}
 }

@@ -1,12 +1,14 @@
 package sources
 
 import (
+	"cmp"
 	"container/list"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -29,7 +31,7 @@ type FileConfig struct {
 	StartAt      string          `yaml:"start_at" doc:"where to start in a file with no checkpoint: beginning or end"`
 	MaxLineBytes stages.ByteSize `yaml:"max_line_bytes" doc:"longest line; a longer line is a bad record that keeps its first max_line_bytes bytes"`
 	Exclude      []string        `yaml:"exclude" doc:"globs of files never read although path matches them, relative to the pipeline file like path (a * does not cross a /); the daemon's own outputs are always skipped"`
-	MaxOpenFiles int             `yaml:"max_open_files" doc:"most files kept open at once when following; beyond it the least recently written ones are closed and opened again (same device, inode and first bytes) when they change, so a glob may match more files than the descriptor limit; a closed file renamed away or deleted before it changes again loses the lines written after it was closed"`
+	MaxOpenFiles int             `yaml:"max_open_files" doc:"most files kept open at once when following; beyond it the least recently written ones are closed and opened again (same device, inode and first bytes) when they change, so a glob may match more files than the descriptor limit; a closed file deleted, or renamed out of the watched directories (or without inotify), before it changes again loses the lines written after it was closed"`
 	Multiline    MultilineConfig `yaml:"multiline" doc:"join consecutive lines into one record, such as a stack trace with the line before it (off by default); the record's lines are separated by \\n and it is one record for max_line_bytes"`
 }
 
@@ -186,8 +188,15 @@ type FileSource struct {
 	fdWarned bool                   // out of file descriptors was logged
 
 	watchLimitWarned bool // the inotify watch limit was logged
-	ticks            int  // ticks since Open, to pace the full rescan
-	stateSize        int  // length of the last State, to size the next
+	// moving holds the names to which followMoves followed a file
+	// renamed away from a matching name: its next rename may come in a
+	// later notification (the file gone from the name when the source
+	// looked). Dropped after movingTicks; bounded by maxMoving.
+	moving       map[string]movingFile
+	movingSeq    int  // the next movingFile.seq
+	movingWarned bool // maxMoving was reached and logged
+	ticks        int  // ticks since Open, to pace the full rescan
+	stateSize    int  // length of the last State, to size the next
 
 	own     *fswatch.Watcher // opened by Open when Settings gave none
 	sub     *fswatch.Sub     // nil without inotify: polling only
@@ -225,6 +234,7 @@ func newFileSource(s stages.Settings, cfg *FileConfig, clk clock) *FileSource {
 		byPath:   map[string]*tailedFile{},
 		watched:  map[string]bool{},
 		local:    map[string]bool{},
+		moving:   map[string]movingFile{},
 	}
 }
 
@@ -581,25 +591,155 @@ func (s *FileSource) pollPending() {
 }
 
 // notified takes the subscription's notifications: it queues the files
-// they name and reports whether the glob must be matched again (a file
-// was created, renamed or removed, an unknown matching file was written,
-// or events were lost, which also queues every file).
+// they name, opens the files renamed away before they were seen (see
+// followMoves), and reports whether the glob must be matched again (a
+// file was created, renamed or removed, an unknown matching file was
+// written, or events were lost, which also queues every file).
 func (s *FileSource) notified() (rescan bool) {
-	ops, names, all := s.sub.TakeNames()
-	if all {
+	c := s.sub.TakeChanges()
+	if c.All {
 		for _, t := range s.files {
 			s.markDirty(t)
 		}
 		return true
 	}
-	for name, op := range names {
+	s.followMoves(c.Moves)
+	for name, op := range c.Names {
 		if t := s.byPath[name]; t != nil && (t.f != nil || t.parked) {
 			s.markDirty(t)
 		} else if op&fsnotify.Write != 0 && s.cfg.MatchesInput(name) {
 			rescan = true // written before its creation was seen
 		}
 	}
-	return rescan || structural(ops)
+	return rescan || structural(c.Ops)
+}
+
+// followMoves finds, among renames, the files that were created under a
+// name the glob matches and renamed to one it does not match before the
+// source looked: a logger that rotates twice while the source is busy
+// (or between two paced reads of inotify) leaves the file of the first
+// rotation under app.log.1, which the glob "app.log" never lists. Each
+// such file not read yet is opened, under the name it had (its records'
+// Origin), read from its start and closed once drained, like any file
+// rotated away; files it reads already get their new name (see
+// openEscaped). A file renamed more than once is followed to its last
+// name, also when the renames come in separate notifications (see
+// moving), and files are opened in the order they left the matching
+// name. A name created or removed meanwhile ends what is followed
+// through it: the file there is not the one renamed.
+//
+// A file renamed into a directory the source does not watch, or deleted,
+// before the source looked is not found: its lines are lost, as with
+// tail -F.
+func (s *FileSource) followMoves(moves []fswatch.Move) {
+	if len(moves) == 0 {
+		return
+	}
+	held := map[string]movingFile{} // name now -> the file's chain, from this notification
+	for _, m := range moves {
+		if m.From == "" || m.To == "" { // created or removed
+			delete(held, m.From+m.To)
+			delete(s.moving, m.From+m.To)
+			continue
+		}
+		c, ok := held[m.From] // renamed again
+		delete(held, m.From)
+		if !ok {
+			if c, ok = s.moving[m.From]; ok { // renamed again, seen in an earlier notification
+				delete(s.moving, m.From)
+			}
+		}
+		if !ok && s.cfg.MatchesInput(m.From) && !s.skip(m.From) {
+			c, ok = movingFile{from: m.From, seq: s.movingSeq}, true
+			s.movingSeq++
+		}
+		delete(held, m.To) // replaced by the file renamed there
+		delete(s.moving, m.To)
+		if ok {
+			held[m.To] = c
+		}
+	}
+	names := slices.SortedFunc(maps.Keys(held), func(a, b string) int { return cmp.Compare(held[a].seq, held[b].seq) })
+	for _, to := range names {
+		c := held[to]
+		if !s.cfg.MatchesInput(to) { // a rescan finds the others
+			s.openEscaped(to, c.from)
+		}
+		// Kept, found or not, for a rename of the same file in a later
+		// notification.
+		if len(s.moving) >= maxMoving {
+			if !s.movingWarned {
+				s.movingWarned = true
+				s.log.Warn().Int("names", maxMoving).Msg("too many renamed files to follow at once; a file renamed away again before it was read may be missed")
+			}
+			continue
+		}
+		c.tick = s.ticks
+		s.moving[to] = c
+	}
+}
+
+// movingFile is how followMoves follows a file renamed away from the
+// matching name from: seq orders the files by when they left it; tick is
+// when an entry of FileSource.moving was made.
+type movingFile struct {
+	from      string
+	seq, tick int
+}
+
+// maxMoving bounds FileSource.moving.
+const maxMoving = 1024
+
+// movingTicks is how many ticks an entry of FileSource.moving waits for
+// a rename of its file in a later notification: the two halves of a
+// rename come together, but a loaded host may deliver the next rename
+// seconds later.
+const movingTicks = 20
+
+// openEscaped opens the file now at path, renamed away from the matching
+// name from (see followMoves). A file read already, and now at path,
+// takes path as its name, so that a file closed for max_open_files is
+// opened again where it is and the checkpoint names it where it is.
+func (s *FileSource) openEscaped(path, from string) {
+	if s.skip(path) {
+		return
+	}
+	fi, err := os.Stat(path)
+	if err != nil || !fi.Mode().IsRegular() {
+		return
+	}
+	if t := s.byID[identityOf(fi, path)]; t != nil { // read already: the rescan marks it gone
+		if t.path != path {
+			if s.byPath[t.path] == t {
+				delete(s.byPath, t.path)
+			}
+			t.path = path
+			s.byPath[path] = t
+		}
+		return
+	}
+	t := &tailedFile{}
+	if err := s.open(t, path, false); err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			s.log.Warn().Err(err).Str("file", path).Str("was", from).Msg("cannot read a file renamed away before it was read")
+		}
+		return
+	}
+	if s.byID[t.id] != t { // replaced between Stat and Open by a file we read
+		t.close()
+		return
+	}
+	t.origin.Path = from // the name it was written under
+	t.gone, t.goneTicks = true, 0
+	s.files = append(s.files, t)
+	s.byPath[path] = t
+	s.markDirty(t)
+	s.lruAdd(t)
+	if s.gate != nil {
+		s.gate.Register(feedOf(t))
+	}
+	s.log.Info().Str("file", path).Str("was", from).Int64("offset", t.sp.resume()).
+		Msg("file renamed away before it was read; reading it to its end")
 }
 
 // markDirty queues t for the next pass.
@@ -652,6 +792,11 @@ func (s *FileSource) poll(t *tailedFile) {
 // glob again.
 func (s *FileSource) tick() (rescanned bool) {
 	s.ticks++
+	for name, mv := range s.moving {
+		if s.ticks-mv.tick > movingTicks {
+			delete(s.moving, name)
+		}
+	}
 	unwatched := s.sub == nil
 	for _, ok := range s.watched {
 		unwatched = unwatched || !ok

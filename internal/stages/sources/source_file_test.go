@@ -7,11 +7,15 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/rs/zerolog"
+
+	"github.com/etld/etld/internal/fswatch"
 	"github.com/etld/etld/internal/stages"
 )
 
@@ -254,10 +258,10 @@ func TestFollowCopyTruncate(t *testing.T) {
 // a writer appends numbered lines: every line must be read exactly once,
 // also when the rotated files still match the glob.
 //
-// The writer renames a file only after the reader has seen its first line:
-// a glob that does not match the rotated names (like tail -F) cannot see a
-// file that was created and rotated away between two looks at the
-// directory. Rotation still happens while the reader is behind.
+// The writer renames a file only after the reader has seen its first line
+// (a file created and rotated away between two looks is
+// TestFollowRenamedAwayUnseen's case). Rotation still happens while the
+// reader is behind.
 func TestFollowRotation(t *testing.T) {
 	for _, glob := range []string{"app.log", "app.log*"} {
 		t.Run(glob, func(t *testing.T) {
@@ -455,5 +459,106 @@ func TestResumePositions(t *testing.T) {
 	defer src3.Close()
 	if g3 := readToEnd(t, src3); len(g3.lines) != 3 {
 		t.Fatalf("with a stale position read %q, want the whole file", g3.lines)
+	}
+}
+
+// TestFollowRenamedAwayUnseen: with an exact name, files created under it
+// and renamed to names the glob does not match before the source looked
+// (two rotations while it was busy, here: not reading at all) are still
+// read, each once, under the name they were written as, also after a
+// second rename; a file that never had a matching name is not read. Run
+// over both inotify readers: the paced one delays events by design.
+func TestFollowRenamedAwayUnseen(t *testing.T) {
+	for name, open := range map[string]func(zerolog.Logger) (*fswatch.Watcher, error){"fsnotify": fswatch.NewFsnotify, "paced": fswatch.New} {
+		t.Run(name, func(t *testing.T) {
+			w, err := open(testSettings(t).Logger)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { w.Close() })
+			dir := t.TempDir()
+			path := filepath.Join(dir, "app.log")
+			in := func(n string) string { return filepath.Join(dir, n) }
+			mv := func(from, to string) {
+				t.Helper()
+				if err := os.Rename(in(from), in(to)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			writeFile(t, path, "a0\n")
+			src := openFile(t, followConfig(path), func(s *FileSource) { s.settings.Watcher = w })
+			g := &got{}
+			readUntil(t, src, g, func(g *got) bool { return len(g.lines) == 1 })
+
+			// The source does not read while these happen.
+			mv("app.log", "app.log.1") // read already: read to its end, not again
+			writeFile(t, path, "b0\nb1\n")
+			mv("app.log", "app.log.2") // never seen under app.log
+			writeFile(t, path, "c0\n")
+			mv("app.log", "tmp")
+			mv("tmp", "app.log.3") // never seen, renamed twice
+			writeFile(t, in("other"), "x0\n")
+			mv("other", "other.1") // never matched
+			writeFile(t, path, "d0\n")
+
+			readUntil(t, src, g, func(g *got) bool { return len(g.lines) >= 5 })
+			expectQuiet(t, src)
+			if want := []string{"a0", "b0", "b1", "c0", "d0"}; !reflect.DeepEqual(slices.Sorted(slices.Values(g.lines)), want) {
+				t.Fatalf("lines %q, want each of %q once", g.lines, want)
+			}
+			for i, p := range g.paths {
+				if p != path {
+					t.Errorf("line %q has path %q, want %q", g.lines[i], p, path)
+				}
+			}
+		})
+	}
+}
+
+// TestFollowMovesAcrossNotifications: the two renames of a file
+// (app.log -> tmp -> app.log.3) may come in separate notifications, the
+// second after the source found tmp gone; the file is still followed to
+// its last name and read once. Driven through followMoves, as the
+// split depends on when events are read.
+func TestFollowMovesAcrossNotifications(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "app.log")
+	writeFile(t, path, "a0\n")
+	src := openFile(t, followConfig(path), func(s *FileSource) { s.settings.Watcher = fswatch.Disabled() })
+	g := &got{}
+	readUntil(t, src, g, func(g *got) bool { return len(g.lines) == 1 })
+	if err := os.Rename(path, filepath.Join(dir, "app.log.1")); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, path, "c0\n")
+	if err := os.Rename(path, filepath.Join(dir, "app.log.3")); err != nil { // tmp skipped: it is gone when looked for
+		t.Fatal(err)
+	}
+	writeFile(t, path, "d0\n")
+	tmp, final := filepath.Join(dir, "tmp"), filepath.Join(dir, "app.log.3")
+	src.mu.Lock()
+	src.followMoves([]fswatch.Move{{From: path, To: tmp}})
+	if len(src.moving) != 1 {
+		t.Errorf("after the first rename, moving = %v; want tmp", src.moving)
+	}
+	src.followMoves([]fswatch.Move{{From: tmp, To: final}})
+	src.mu.Unlock()
+	readUntil(t, src, g, func(g *got) bool { return len(g.lines) >= 3 })
+	expectQuiet(t, src)
+	if want := []string{"a0", "c0", "d0"}; !reflect.DeepEqual(slices.Sorted(slices.Values(g.lines)), want) {
+		t.Fatalf("lines %q, want each of %q once", g.lines, want)
+	}
+	// The name stays followed for a while (the file may be renamed on
+	// again), then is forgotten.
+	src.mu.Lock()
+	defer src.mu.Unlock()
+	if _, ok := src.moving[final]; !ok {
+		t.Errorf("moving = %v: want %s kept for a later rename", src.moving, final)
+	}
+	for range movingTicks + 1 {
+		src.tick()
+	}
+	if len(src.moving) != 0 {
+		t.Errorf("moving = %v after %d ticks, want it empty", src.moving, movingTicks+1)
 	}
 }
