@@ -183,6 +183,114 @@ func TestSourceRestoreSkipsCommitted(t *testing.T) {
 	}
 }
 
+// TestSourceRedeliveryCrossesAck: the server redelivers messages that
+// are waiting for their checkpoint (their ack_wait ran out on a loaded
+// machine, or the server restarted) and the redeliveries reach the
+// source's pull request before the checkpoint's acks reach the server.
+// Read gets them after Committed has acked the messages: they are
+// skipped (and acked again), not emitted a second time. A negative ack
+// from outside stands for the server's ack_wait: it redelivers at once.
+func TestSourceRedeliveryCrossesAck(t *testing.T) {
+	srv := natstest.Start(t)
+	stream := srv.Stream(t, "cross")
+	const n = 100
+	srv.Publish(t, stream+".a", payloads(n))
+	s := openSource(t, "src", sourceConfig(srv, stream, "d"), nil)
+	// One pull request for the whole test: the redeliveries go to the
+	// request that brought the messages, as when it is still waiting.
+	// (Ended before Close, which lets a request run to its end.)
+	s.fetchWait = time.Hour
+	t.Cleanup(func() {
+		if s.unfetch != nil {
+			s.unfetch()
+		}
+	})
+	readN(t, s, n)
+	state, err := s.State()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	var replies []string
+	for _, b := range s.held {
+		for _, m := range b.msgs {
+			replies = append(replies, string(s.replyOf(nil, m)))
+		}
+	}
+	s.mu.Unlock()
+	nc, _ := srv.Connect(t)
+	for _, r := range replies {
+		if err := nc.Publish(r, []byte(ackNak)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// Every message delivered twice: the redeliveries are on their way
+	// to the source, ahead of any ack it sends from now on.
+	waitFor(t, "the server has redelivered every message", func() bool {
+		return consumerInfo(t, srv, stream, "d").Delivered.Consumer >= 2*n
+	})
+	if err := s.Committed(context.Background(), state); err != nil {
+		t.Fatal(err)
+	}
+	var again []string
+	waitFor(t, "Read has seen every redelivery", func() bool {
+		recs, _ := readFor(t, s, 50*time.Millisecond)
+		again = append(again, recs...)
+		return testutil.ToFloat64(s.redelivered) >= n
+	})
+	if len(again) != 0 {
+		t.Fatalf("%d records emitted again after the checkpoint holding them was acked (first %s)", len(again), again[0])
+	}
+	if got := testutil.ToFloat64(s.skipped); got != n {
+		t.Errorf("etld_nats_skipped_total = %v, want %d", got, n)
+	}
+	if info := consumerInfo(t, srv, stream, "d"); info.NumAckPending != 0 || info.AckFloor.Stream != n {
+		t.Errorf("%d pending acks, ack floor %d; want 0 and %d", info.NumAckPending, info.AckFloor.Stream, n)
+	}
+	// Once that pull request is over, nothing sent before the acks can
+	// come any more: the source forgets them.
+	s.fetchWait = fetchWait
+	s.unfetch()
+	waitFor(t, "the acked sequences are forgotten once their pull request is drained", func() bool {
+		readFor(t, s, 50*time.Millisecond)
+		return len(s.recentAcks) == 0
+	})
+}
+
+// waitFor polls cond until it holds, failing after hang.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(hang)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not after %v", what, hang)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// readFor reads once for at most d and returns the records.
+func readFor(t *testing.T, s *Source, d time.Duration) ([]string, []stages.Reject) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	b, err := s.Read(ctx)
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Read: %v", err)
+	}
+	if b == nil {
+		return nil, nil
+	}
+	var recs []string
+	for _, r := range b.Records {
+		recs = append(recs, string(r.Raw))
+	}
+	return recs, b.Rejects
+}
+
 // TestSourceInProgress: messages waiting longer than ack_wait for their
 // checkpoint are not redelivered: the source renews their deadline.
 func TestSourceInProgress(t *testing.T) {

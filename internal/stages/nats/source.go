@@ -120,6 +120,15 @@ func sourceFactory() stages.Factory {
 // not acked yet: what it takes to rebuild its ack subject.
 type heldMsg struct{ sseq, dseq, dc uint64 }
 
+// ackedRun is sequences whose acks the server confirmed while pull
+// request number fetch was the newest one: a redelivery of them that the
+// server sent before it got the acks can still be in that request's
+// buffer (or an older one's), never in a later request.
+type ackedRun struct {
+	fetch uint64
+	seqs  seqSet
+}
+
 // heldBatch is the messages of one Read.
 type heldBatch struct {
 	gen  uint64
@@ -145,9 +154,16 @@ type Source struct {
 	// their order).
 	fetches []jetstream.MessageBatch
 	unfetch context.CancelFunc // ends the pull request in flight
-	ready   bool
-	tries   int       // failed attempts in a row
-	nextTry time.Time // when to try again after a failure
+	fetchNo uint64             // pull requests made so far
+	// fetchWait is how long a pull request waits on the server.
+	fetchWait time.Duration
+	// recentAcks is what Committed acked (confirmed by the server) while a
+	// pull request that may hold a redelivery of it is not drained yet:
+	// such a redelivery is recognised and skipped, not emitted twice.
+	recentAcks []ackedRun
+	ready      bool
+	tries      int       // failed attempts in a row
+	nextTry    time.Time // when to try again after a failure
 
 	mu     sync.Mutex
 	held   []*heldBatch
@@ -166,17 +182,18 @@ type Source struct {
 
 func newSource(s stages.Settings, c *SourceConfig) *Source {
 	return &Source{
-		cfg:    c,
-		set:    s,
-		log:    s.Logger,
-		what:   fmt.Sprintf("nats source %q", s.ID),
-		c:      conn{what: fmt.Sprintf("nats source %q", s.ID)},
-		origin: &stages.Origin{Source: s.ID, Path: "nats:" + c.Stream},
-		stop:   make(chan struct{}),
+		cfg:       c,
+		set:       s,
+		log:       s.Logger,
+		what:      fmt.Sprintf("nats source %q", s.ID),
+		c:         conn{what: fmt.Sprintf("nats source %q", s.ID)},
+		origin:    &stages.Origin{Source: s.ID, Path: "nats:" + c.Stream},
+		stop:      make(chan struct{}),
+		fetchWait: fetchWait,
 		acked: s.Counter("etld_nats_acked_total",
 			"Messages acknowledged to NATS once a checkpoint covered them."),
 		skipped: s.Counter("etld_nats_skipped_total",
-			"Messages delivered again after a restart that a committed checkpoint already held: acked, not emitted."),
+			"Messages delivered again that a committed checkpoint already held (after a restart, or a redelivery that crossed the ack): acked, not emitted."),
 		redelivered: s.Counter("etld_nats_redelivered_total",
 			"Messages delivered more than once by the server."),
 		unacked: s.Gauge("etld_nats_unacked",
@@ -279,7 +296,8 @@ func (s *Source) trySetup(ctx context.Context) error {
 	return nil
 }
 
-// fetchWait is how long a pull request waits for messages on the server.
+// fetchWait is how long a pull request waits for messages on the server
+// (Source.fetchWait: tests make it longer).
 const fetchWait = 500 * time.Millisecond
 
 // next returns the next delivered message, keeping a pull request in
@@ -288,13 +306,14 @@ const fetchWait = 500 * time.Millisecond
 func (s *Source) next(ctx context.Context) (jetstream.Msg, error) {
 	for {
 		if len(s.fetches) == 0 {
-			fctx, cancel := context.WithTimeout(context.Background(), fetchWait+fetchWait/10)
+			fctx, cancel := context.WithTimeout(context.Background(), s.fetchWait+s.fetchWait/10)
 			b, err := s.cons.Fetch(s.cfg.PullBatch, jetstream.FetchContext(fctx))
 			if err != nil {
 				cancel()
 				return nil, err
 			}
 			s.fetches, s.unfetch = append(s.fetches, b), cancel
+			s.fetchNo++
 		}
 		select {
 		case m, ok := <-s.fetches[0].Messages():
@@ -308,6 +327,10 @@ func (s *Source) next(ctx context.Context) (jetstream.Msg, error) {
 			s.unfetch()
 			s.fetches[0] = nil
 			s.fetches = append(s.fetches[:0], s.fetches[1:]...)
+			// Every message of that request has been through Read: a
+			// redelivery of what was acked while it was the newest is
+			// behind us.
+			s.forgetAcked(s.fetchNo - uint64(len(s.fetches)))
 			if err != nil {
 				return nil, err
 			}
@@ -386,6 +409,15 @@ func (s *Source) Read(ctx context.Context) (*stages.Batch, error) {
 		}
 		if hm.dc > 1 && (seqs.has(hm.sseq) || s.holds(hm)) {
 			continue // ours already, not acked yet: the newest delivery acks it too
+		}
+		if s.ackedRecently(hm.sseq) {
+			// Ours, committed and acked: the server sent this
+			// delivery again (its ack_wait ran out, or it restarted)
+			// before it got the ack. Acked again, harmless: it is not
+			// pending any more.
+			s.publishAck(hm, ackAck)
+			s.skipped.Inc()
+			continue
 		}
 		if wait == ctx {
 			wait = linger
@@ -623,9 +655,11 @@ func (s *Source) Committed(ctx context.Context, state []byte) error {
 	}
 	s.mu.Lock()
 	n, left := 0, 0
+	var acked seqSet
 	for _, b := range s.held {
 		if b.gen < st.Gen {
 			n += len(b.msgs)
+			acked = acked.union(b.seqs)
 			continue
 		}
 		s.held[left] = b
@@ -638,6 +672,7 @@ func (s *Source) Committed(ctx context.Context, state []byte) error {
 		pending += len(b.msgs)
 	}
 	s.mu.Unlock()
+	s.rememberAcked(acked)
 	s.acked.Add(float64(n))
 	s.unacked.Set(float64(pending))
 	if len(s.skip) > 0 && s.cons != nil {
@@ -651,6 +686,46 @@ func (s *Source) Committed(ctx context.Context, state []byte) error {
 		}
 	}
 	return nil
+}
+
+// rememberAcked keeps seqs, just acked, until the pull request in flight
+// (or the last one) is drained. The server hands a consumer's deliveries
+// and its replies to acks to the client in order: a redelivery it sent
+// before it got the acks is in a request made before they were confirmed,
+// and once that request is drained none can come (what was acked is not
+// pending on the server any more).
+func (s *Source) rememberAcked(seqs seqSet) {
+	if len(seqs) == 0 {
+		return
+	}
+	if n := len(s.recentAcks); n > 0 && s.recentAcks[n-1].fetch == s.fetchNo {
+		s.recentAcks[n-1].seqs = s.recentAcks[n-1].seqs.union(seqs)
+		return
+	}
+	s.recentAcks = append(s.recentAcks, ackedRun{fetch: s.fetchNo, seqs: seqs})
+}
+
+// forgetAcked forgets what was acked while pull request fetch, now
+// drained, or an older one was the newest.
+func (s *Source) forgetAcked(fetch uint64) {
+	i := 0
+	for i < len(s.recentAcks) && s.recentAcks[i].fetch <= fetch {
+		i++
+	}
+	if i > 0 {
+		s.recentAcks = append(s.recentAcks[:0], s.recentAcks[i:]...)
+	}
+}
+
+// ackedRecently reports whether seq was acked and a redelivery of it
+// sent before the ack may still come.
+func (s *Source) ackedRecently(seq uint64) bool {
+	for _, r := range s.recentAcks {
+		if r.seqs.has(seq) {
+			return true
+		}
+	}
+	return false
 }
 
 // ackAll acks the messages of bs and waits for the server to confirm.
