@@ -683,12 +683,23 @@ func (p *pipeline) sourceList() []*sourceRunner {
 	return slices.Clone(p.sources)
 }
 
-// stateOf returns the checkpoint state of a stateful stage, or nil.
+// stateOf returns the checkpoint state of a stateful stage, or nil. A
+// state that is not valid JSON is an error, which fails the checkpoint:
+// written, it would make the checkpoint unreadable after committers were
+// told it was durable. A stages.ValidJSONState is not scanned.
 func stateOf(v any) ([]byte, error) {
-	if s, ok := v.(stages.Stateful); ok {
-		return s.State()
+	s, ok := v.(stages.Stateful)
+	if !ok {
+		return nil, nil
 	}
-	return nil, nil
+	st, err := s.State()
+	if err != nil || len(st) == 0 {
+		return st, err
+	}
+	if _, valid := v.(stages.ValidJSONState); !valid && !json.Valid(st) {
+		return nil, fmt.Errorf("the stage returned a state that is not valid JSON: %.80q", st)
+	}
+	return st, nil
 }
 
 // writeOrphanMerges writes the records that the committed checkpoint holds

@@ -228,9 +228,10 @@ type Drainer interface {
 //
 // A state is valid JSON, or nil (written as null, and restored as the
 // four bytes null). The checkpoint embeds it as it is, without
-// compacting it; the conformance suite (stagetest) checks it, and a save
-// whose state is not valid JSON fails rather than write a checkpoint
-// that could not be read back.
+// compacting it; the conformance suite (stagetest) checks it, and the
+// runtime checks it again as it takes it (unless the stage is a
+// ValidJSONState): a checkpoint whose state is not valid JSON fails
+// rather than be written and then not read back.
 //
 // Restore is called at most once, before Open, with the state of the last
 // committed checkpoint: a source resumes after it; a sink removes what was
@@ -239,4 +240,15 @@ type Drainer interface {
 type Stateful interface {
 	State() ([]byte, error)
 	Restore(state []byte) error
+}
+
+// ValidJSONState is a Stateful stage whose State is valid JSON by
+// construction: written by an encoder of its own that a test compares
+// with encoding/json. The runtime does not scan such a state before a
+// checkpoint holds it. The scan is cheap per byte, but a file source
+// following 10,000 files has a 1.5 MB state at every checkpoint, and
+// scanning it was 6 % of that source's CPU.
+type ValidJSONState interface {
+	Stateful
+	ValidJSONState()
 }

@@ -135,25 +135,17 @@ func (s *Store) Save(c *Checkpoint) error {
 // for byte when the states are compact and have no HTML characters
 // (which encoding/json escaped).
 //
-// A stage state must be valid JSON (the Stateful contract, checked by
-// the conformance suite). It is checked again here, a plain scan without
-// allocation: a state that is not would make the checkpoint unreadable
-// after the save had told committers it was durable, so encode fails the
-// save instead and the previous checkpoint stays. The merge states, made
-// by the merge itself or read back from a checkpoint, are not checked.
+// The states must be valid JSON: the runtime checks a stage's state as
+// it takes it (the Stateful contract, also checked by the conformance
+// suite), and a state read back from a checkpoint was parsed. Checking
+// them all again here cost a scan of every state at every save (1.5 MB
+// a second for a file source following 10,000 files).
 func encode(w io.Writer, c *Checkpoint) error {
 	h := *c
 	h.Sources, h.Sinks, h.Merge = nil, nil, nil // omitempty: written below
 	head, err := json.Marshal(&h)
 	if err != nil {
 		return err
-	}
-	for _, m := range []map[string]json.RawMessage{c.Sources, c.Sinks} {
-		for id, st := range m {
-			if st != nil && !json.Valid(st) {
-				return fmt.Errorf("stage %q returned a state that is not valid JSON: %.80q", id, st)
-			}
-		}
 	}
 	bw := bufio.NewWriterSize(w, 1<<16)
 	bw.Write(head[:len(head)-1]) // without its closing brace

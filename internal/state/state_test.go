@@ -144,38 +144,6 @@ func TestEncodeAsEncodingJSON(t *testing.T) {
 	}
 }
 
-// TestSaveRejectsInvalidState: a stage state that is not JSON (or is
-// empty) fails the save, naming the stage, and the previous checkpoint
-// stays readable: written as it is, it would have made the checkpoint
-// unreadable after committers were told it was durable.
-func TestSaveRejectsInvalidState(t *testing.T) {
-	s, err := Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	good := &Checkpoint{Pipeline: "p", Epoch: 1, Sources: map[string]json.RawMessage{"in": json.RawMessage(`{"offset":5}`)}}
-	if err := s.Save(good); err != nil {
-		t.Fatal(err)
-	}
-	for _, bad := range []*Checkpoint{
-		{Pipeline: "p", Epoch: 2, Sources: map[string]json.RawMessage{"in": json.RawMessage(`pos=3`)}},
-		{Pipeline: "p", Epoch: 2, Sinks: map[string]json.RawMessage{"out": json.RawMessage{}}},
-		{Pipeline: "p", Epoch: 2, Sinks: map[string]json.RawMessage{"out": json.RawMessage(`{"seq":1`)}},
-	} {
-		err := s.Save(bad)
-		if err == nil || !strings.Contains(err.Error(), "not valid JSON") {
-			t.Errorf("Save(%v) = %v, want an error saying the state is not valid JSON", bad, err)
-		}
-	}
-	got, err := s.Load("p")
-	if err != nil || got.Epoch != 1 {
-		t.Fatalf("Load after the failed saves = %+v, %v; want epoch 1", got, err)
-	}
-	if left, _ := filepath.Glob(filepath.Join(s.Dir, ".p.json.tmp-*")); len(left) != 0 {
-		t.Errorf("failed saves left %v", left)
-	}
-}
-
 // A save whose rename fails (the checkpoint's name is taken by a
 // non-empty directory) removes its temporary file; a save that succeeds
 // leaves only the checkpoint.

@@ -9,7 +9,12 @@ import (
 	"github.com/etld/etld/internal/stages"
 )
 
-var _ stages.Stateful = (*FileSource)(nil)
+var _ stages.ValidJSONState = (*FileSource)(nil)
+
+// ValidJSONState implements stages.ValidJSONState: State writes what
+// json.Marshal would (TestStateIsJSONOfPositions and
+// TestAppendPositionsIsJSONMarshal compare them).
+func (*FileSource) ValidJSONState() {}
 
 // State implements stages.Stateful: the positions of every file read so
 // far (see Positions), as the JSON array of FilePosition that
