@@ -731,13 +731,7 @@ func (s *FileSource) openEscaped(path, from string) {
 	}
 	t.origin.Path = from // the name it was written under
 	t.gone, t.goneTicks = true, 0
-	s.files = append(s.files, t)
-	s.byPath[path] = t
-	s.markDirty(t)
-	s.lruAdd(t)
-	if s.gate != nil {
-		s.gate.Register(feedOf(t))
-	}
+	s.track(t, path)
 	s.log.Info().Str("file", path).Str("was", from).Int64("offset", t.sp.resume()).
 		Msg("file renamed away before it was read; reading it to its end")
 }
@@ -1156,13 +1150,7 @@ func (s *FileSource) rescan(initial bool) {
 			continue
 		}
 		seen[t.id] = true
-		s.files = append(s.files, t)
-		s.byPath[p] = t
-		s.markDirty(t)
-		s.lruAdd(t)
-		if s.gate != nil {
-			s.gate.Register(feedOf(t))
-		}
+		s.track(t, p)
 		s.watch(filepath.Dir(p))
 		if !initial {
 			s.log.Info().Str("file", p).Msg("new file; reading it from the start")
@@ -1174,6 +1162,19 @@ func (s *FileSource) rescan(initial bool) {
 			s.markDirty(t)
 			s.log.Info().Str("file", t.path).Msg("file rotated away or deleted; reading it to its end")
 		}
+	}
+}
+
+// track adds t, just opened at path, to the followed files: queued for
+// the next pass, counted for max_open_files and, with a feed gate,
+// registered as its feed.
+func (s *FileSource) track(t *tailedFile, path string) {
+	s.files = append(s.files, t)
+	s.byPath[path] = t
+	s.markDirty(t)
+	s.lruAdd(t)
+	if s.gate != nil {
+		s.gate.Register(feedOf(t))
 	}
 }
 
