@@ -36,7 +36,7 @@ type ConnConfig struct {
 	Password string               `yaml:"password" doc:"password of user; write ${VAR} to keep it out of the file"`
 	Token    string               `yaml:"token" doc:"authentication token; write ${VAR} to keep it out of the file"`
 	TLS      tlsconf.ClientConfig `yaml:"tls" doc:"TLS to the server (on with any of its options, or with a tls:// URL)"`
-	Timeout  time.Duration        `yaml:"timeout" doc:"bound on connecting and on each request to the server: stream and consumer lookups, the source's ack confirmations, the sink's publish acks (an unacked publish is sent again)"`
+	Timeout  time.Duration        `yaml:"timeout" doc:"bound on connecting and on each request to the server: stream and consumer lookups, the source's ack confirmations, the sink's first wait for publish acks (late acks are waited for twice as long at each flush, up to 32 timeouts; only then is a publish sent again)"`
 }
 
 const (

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -78,6 +79,7 @@ type Sink struct {
 	stream string
 	slab   []byte // payload copies of publishes in flight
 	idbuf  []byte
+	wait   time.Duration // how long Flush waits for acks: timeout, doubled at each Flush they do not all come in
 
 	mu      sync.Mutex
 	failed  []*nats.Msg // publishes to send again (refused, timed out, lost in a reconnect)
@@ -87,6 +89,14 @@ type Sink struct {
 }
 
 const slabSize = 1 << 20
+
+// ackWaitMax is the longest wait for a publish's ack, in timeouts. An
+// ack slower than timeout is waited for (longer at each Flush), not
+// answered with a re-send: a server that is behind would get further
+// behind with every copy, and never catch up. A publish is sent again
+// only when the server refuses it, the connection drops or its ack is
+// ackWaitMax timeouts late.
+const ackWaitMax = 32
 
 func newSink(s stages.Settings, c *SinkConfig) *Sink {
 	what := fmt.Sprintf("nats sink %q", s.ID)
@@ -109,7 +119,7 @@ func (s *Sink) Health() error { return s.c.report() }
 func (s *Sink) Open(ctx context.Context) error {
 	err := s.c.dial(ctx, &s.cfg.ConnConfig, s.set,
 		jetstream.WithPublishAsyncMaxPending(s.cfg.MaxPending),
-		jetstream.WithPublishAsyncTimeout(s.cfg.Timeout),
+		jetstream.WithPublishAsyncTimeout(ackWaitMax*s.cfg.Timeout),
 		jetstream.WithPublishAsyncAckHandler(s.onAck),
 		jetstream.WithPublishAsyncErrHandler(s.onErr))
 	if err != nil {
@@ -243,19 +253,33 @@ func (s *Sink) resend() error {
 // Flush waits for the ack of every publish, sending the failed ones
 // again: once it returns nil, the stream holds every record written.
 // The client runs the ack and error callbacks of a publish before it
-// counts it as complete.
+// counts it as complete. Acks that take longer than its wait leave the
+// publishes in flight: Flush fails, and the next one waits twice as
+// long for them (up to ackWaitMax timeouts).
 func (s *Sink) Flush(ctx context.Context) error {
 	if s.c.nc == nil {
 		return nil
+	}
+	if s.wait == 0 {
+		s.wait = s.cfg.Timeout
 	}
 	for round := 0; ; round++ {
 		if err := s.resend(); err != nil {
 			s.c.setFault(err)
 			return err
 		}
+		timer := time.NewTimer(s.wait)
 		select {
 		case <-s.c.js.PublishAsyncComplete():
+			timer.Stop()
+		case <-timer.C:
+			n := s.c.js.PublishAsyncPending()
+			s.wait = min(2*s.wait, ackWaitMax*s.cfg.Timeout)
+			err := fmt.Errorf("%s: %d publishes not acknowledged yet; waiting up to %v for them", s.what, n, s.wait)
+			s.c.setFault(err)
+			return err
 		case <-ctx.Done():
+			timer.Stop()
 			return ctx.Err()
 		}
 		s.mu.Lock()
@@ -263,6 +287,7 @@ func (s *Sink) Flush(ctx context.Context) error {
 		s.mu.Unlock()
 		if n == 0 {
 			s.c.setFault(nil)
+			s.wait = s.cfg.Timeout
 			s.slab = s.slab[:0] // nothing in flight references it any more
 			return nil
 		}
