@@ -259,7 +259,7 @@ type Sub struct {
 	mu       sync.Mutex
 	ops      fsnotify.Op            // accumulated since the last Take
 	names    map[string]fsnotify.Op // SubscribeNames: changed names (as added) and their ops; nil otherwise
-	moves    []Move                 // SubscribeNames: renames into its directories, in order
+	moves    []Move                 // SubscribeNames: creations, removals and renames in its directories, in order
 	overflow bool                   // names lost (too many, or events lost): anything may have changed
 
 	dirs map[string]string // as added -> real path; guarded by w.mu
@@ -342,12 +342,8 @@ func (s *Sub) notifyName(real, dir string, ev Event) {
 				continue
 			}
 			name := added // an event on the directory itself
-			switch {
-			case real != dir:
-			case added == real:
-				name = ev.Name // real joined with the file's name already
-			default:
-				name = filepath.Join(added, filepath.Base(ev.Name))
+			if real == dir {
+				name = under(added, real, ev.Name)
 			}
 			s.names[name] |= ev.Op
 			if real == dir {
@@ -376,13 +372,19 @@ func (s *Sub) addedName(path string) string {
 	dir := filepath.Dir(path)
 	for added, r := range s.dirs {
 		if r == dir {
-			if added == r {
-				return path
-			}
-			return filepath.Join(added, filepath.Base(path))
+			return under(added, r, path)
 		}
 	}
 	return path
+}
+
+// under returns path, a file in the real directory real, under the name
+// added that directory was added as.
+func under(added, real, path string) string {
+	if added == real {
+		return path // real joined with the file's name already
+	}
+	return filepath.Join(added, filepath.Base(path))
 }
 
 func (s *Sub) notify(op fsnotify.Op) {

@@ -709,13 +709,7 @@ func (s *FileSource) openEscaped(path, from string) {
 		return
 	}
 	if t := s.byID[identityOf(fi, path)]; t != nil { // read already: the rescan marks it gone
-		if t.path != path {
-			if s.byPath[t.path] == t {
-				delete(s.byPath, t.path)
-			}
-			t.path = path
-			s.byPath[path] = t
-		}
+		s.rename(t, path)
 		return
 	}
 	t := &tailedFile{}
@@ -1126,10 +1120,7 @@ func (s *FileSource) rescan(initial bool) {
 			seen[id] = true
 			if t.path != p {
 				s.log.Info().Str("from", t.path).Str("to", p).Msg("file renamed; still reading it")
-				if s.byPath[t.path] == t {
-					delete(s.byPath, t.path)
-				}
-				t.path = p
+				s.rename(t, p)
 				s.markDirty(t)
 			}
 			s.byPath[p] = t
@@ -1163,6 +1154,15 @@ func (s *FileSource) rescan(initial bool) {
 			s.log.Info().Str("file", t.path).Msg("file rotated away or deleted; reading it to its end")
 		}
 	}
+}
+
+// rename gives t, a followed file found at path, that name.
+func (s *FileSource) rename(t *tailedFile, path string) {
+	if s.byPath[t.path] == t {
+		delete(s.byPath, t.path)
+	}
+	t.path = path
+	s.byPath[path] = t
 }
 
 // track adds t, just opened at path, to the followed files: queued for
